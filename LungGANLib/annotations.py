@@ -1,0 +1,119 @@
+"""Radiologists' nodule outlines from LIDC-IDRI XML reads, placed on the CT grid.
+
+An LIDC read file holds up to four radiologists' sessions; each nodule has one
+``<roi>`` per slice with its outline (``<edgeMap>`` points in pixel
+coordinates of the original DICOM slice) and the slice's z position in mm.
+Nodules under 3 mm are given as a single point.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+import numpy as np
+from skimage.draw import polygon as fill_polygon
+
+from .errors import InputError
+from .io import CTVolume
+
+_NS = {"n": "http://www.nih.gov"}
+
+
+@dataclass(frozen=True)
+class NoduleOutline:
+    """One radiologist's outline of one nodule on one slice.
+
+    Attributes:
+        reader: index of the reading session in the file.
+        nodule_id: the nodule's ID as the reader named it.
+        z_mm: the slice's z position (imageZposition), mm.
+        xs, ys: outline points, pixel columns and rows of the original slice.
+        inclusion: False for an outline that marks an exclusion (a hole).
+    """
+
+    reader: int
+    nodule_id: str
+    z_mm: float
+    xs: tuple[int, ...]
+    ys: tuple[int, ...]
+    inclusion: bool
+
+
+def read_lidc_outlines(path: str | os.PathLike) -> list[NoduleOutline]:
+    """Parse every nodule outline of an LIDC XML read file.
+
+    Raises:
+        InputError: the file is missing or is not LIDC read XML.
+    """
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as exc:
+        raise InputError(f"could not read LIDC reads {path}: {exc}") from None
+    outlines = []
+    for reader, session in enumerate(root.findall("n:readingSession", _NS)):
+        for nodule in session.findall("n:unblindedReadNodule", _NS):
+            nodule_id = (nodule.findtext("n:noduleID", default="", namespaces=_NS) or "").strip()
+            for roi in nodule.findall("n:roi", _NS):
+                points = roi.findall("n:edgeMap", _NS)
+                xs = tuple(int(p.findtext("n:xCoord", namespaces=_NS)) for p in points)
+                ys = tuple(int(p.findtext("n:yCoord", namespaces=_NS)) for p in points)
+                inclusion = (roi.findtext("n:inclusion", default="TRUE", namespaces=_NS) or "").strip().upper() == "TRUE"
+                z_mm = float(roi.findtext("n:imageZposition", namespaces=_NS))
+                outlines.append(NoduleOutline(reader, nodule_id, z_mm, xs, ys, inclusion))
+    return outlines
+
+
+def outline_mask(outlines: list[NoduleOutline], volume: CTVolume) -> np.ndarray:
+    """Rasterise outlines (filled, exclusions cut out) onto the volume's canonical (z, y, x) grid.
+
+    The outlines' pixel coordinates are those of the original DICOM slices; the
+    volume's reference image maps them, with each slice's z position, to its
+    physical points and from there to the canonical grid.
+
+    Returns:
+        Boolean mask of every voxel inside a nodule outline of any reader.
+    """
+    ref = volume.reference
+    shape = volume.array.shape
+    mask = np.zeros(shape, dtype=bool)
+    exclusions = np.zeros(shape, dtype=bool)
+    # Index from physical point to the canonical LPS grid (direction identity).
+    canonical_origin = _canonical_origin(volume)
+    for outline in outlines:
+        if not outline.xs:
+            continue
+        # Pixel (x, y) of the slice at z_mm: take the in-plane physical position
+        # from the reference image's geometry, and z from the read.
+        points = []
+        for x, y in zip(outline.xs, outline.ys):
+            px, py, _ = ref.TransformContinuousIndexToPhysicalPoint((float(x), float(y), 0.0))
+            points.append((px, py, outline.z_mm))
+        idx = np.array(
+            [[(p[d] - canonical_origin[d]) / volume.spacing[d] for d in range(3)] for p in points]
+        )
+        z = int(round(float(np.median(idx[:, 2]))))
+        if not 0 <= z < shape[0]:
+            continue
+        target = mask if outline.inclusion else exclusions
+        rows, cols = np.round(idx[:, 1]).astype(int), np.round(idx[:, 0]).astype(int)
+        if len(rows) >= 3:
+            rr, cc = fill_polygon(rows, cols, shape=shape[1:])
+            target[z, rr, cc] = True
+        inside = (rows >= 0) & (rows < shape[1]) & (cols >= 0) & (cols < shape[2])
+        target[z, rows[inside], cols[inside]] = True
+    return mask & ~exclusions
+
+
+def _canonical_origin(volume: CTVolume) -> tuple[float, float, float]:
+    """Physical position (LPS, mm) of the canonical array's voxel (0, 0, 0)."""
+    ref = volume.reference
+    size = ref.GetSize()
+    corners = [
+        ref.TransformIndexToPhysicalPoint((i, j, k))
+        for i in (0, size[0] - 1)
+        for j in (0, size[1] - 1)
+        for k in (0, size[2] - 1)
+    ]
+    return tuple(float(min(c[d] for c in corners)) for d in range(3))

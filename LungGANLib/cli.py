@@ -1,0 +1,187 @@
+"""The ``lunggan`` command line: segment, evaluate, train, references.
+
+Errors the user can fix are printed as one line (``lunggan: error: ...``) with
+exit status 2, and no output file is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+from .errors import LungGANError
+
+logger = logging.getLogger("lunggan")
+
+
+def _progress_bar(desc: str, unit: str = "slice"):
+    """A tqdm bar on stderr, driven by (done, total) callbacks."""
+    from tqdm import tqdm
+
+    state: dict = {"bar": None}
+
+    def update(done: int, total: int) -> None:
+        if state["bar"] is None:
+            state["bar"] = tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr)
+        bar = state["bar"]
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .inference import SegmentOptions, segment_file
+
+    options = SegmentOptions(
+        method=args.method,
+        model=args.model,
+        device=args.device,
+        batch_size=args.batch_size,
+        single_label=args.single_label,
+        fill_holes=not args.no_fill_holes,
+    )
+    start = time.perf_counter()
+    result = segment_file(
+        args.input,
+        args.output,
+        options,
+        overwrite=args.overwrite,
+        force=args.force,
+        series=args.series,
+        progress=None if args.quiet else _progress_bar("segmenting"),
+    )
+    seconds = time.perf_counter() - start
+    if result.empty:
+        print(f"warning: no lungs found in {args.input}; wrote an empty mask to {result.output}", file=sys.stderr)
+    elif args.single_label:
+        print(f"wrote {result.output}: lungs {result.right_ml + result.left_ml:.0f} mL ({seconds:.1f} s)")
+    else:
+        print(f"wrote {result.output}: right lung {result.right_ml:.0f} mL, left lung {result.left_ml:.0f} mL ({seconds:.1f} s)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import SimpleITK as sitk
+
+    from .io import read_image
+    from .metrics import evaluate_labels
+
+    pred, _ = read_image(args.pred)
+    ref, _ = read_image(args.ref)
+    if pred.GetSize() != ref.GetSize():
+        raise LungGANError(f"prediction size {pred.GetSize()} differs from reference size {ref.GetSize()}: compare masks of the same CT")
+    if not all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(pred.GetSpacing(), ref.GetSpacing())):
+        raise LungGANError(f"prediction spacing {pred.GetSpacing()} differs from reference spacing {ref.GetSpacing()}")
+    results = evaluate_labels(sitk.GetArrayFromImage(pred), sitk.GetArrayFromImage(ref), ref.GetSpacing())
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"{'structure':<12} {'IoU':>7} {'Dice':>7} {'HD mm':>8} {'HD95 mm':>8} {'HD px':>7} {'HD95 px':>8}")
+    for name, m in results.items():
+        print(
+            f"{name:<12} {m['iou']:7.4f} {m['dice']:7.4f} {m['hausdorff_mm']:8.2f} {m['hd95_mm']:8.2f} "
+            f"{m['hausdorff_px']:7.2f} {m['hd95_px']:8.2f}"
+        )
+    return 0
+
+
+def cmd_references(args: argparse.Namespace) -> int:
+    from .references import build_references
+
+    reports = build_references(args.output_dir, args.mosaic_dir, args.case or None, progress=lambda n: print(f"building {n}", file=sys.stderr))
+    for r in reports:
+        print(f"{r['name']}: right {r['right_lung_ml']:.0f} mL, left {r['left_lung_ml']:.0f} mL")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import run_training
+
+    run_training(args)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .config import DEFAULT_BASE_CHANNELS, DEFAULT_DEPTH, DEFAULT_INPUT_SIZE
+    from .inference import DEVICES, METHODS
+
+    parser = argparse.ArgumentParser(prog="lunggan", description="Lung segmentation of chest CT (LGAN).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    seg = sub.add_parser("segment", help="segment the lungs of a CT")
+    seg.add_argument("input", help="CT: .nii.gz/.nii/.nrrd/.mha/.mhd/.dcm file or a DICOM folder")
+    seg.add_argument("-o", "--output", required=True, help="mask to write (.nii.gz, .nii, .nrrd, .mha)")
+    seg.add_argument("--method", choices=METHODS, default="gan", help="gan: the trained generator; classical: thresholds and morphology")
+    seg.add_argument("--model", help="generator weights (.safetensors); default: the shipped model")
+    seg.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)} (auto: cuda, then mps, then cpu)")
+    seg.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
+    seg.add_argument("--single-label", action="store_true", help="label both lungs 1 instead of right=1, left=2")
+    seg.add_argument("--no-fill-holes", action="store_true", help="keep holes (vessels, nodules) out of the mask")
+    seg.add_argument("--series", help="SeriesInstanceUID when the DICOM folder holds several series")
+    seg.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    seg.add_argument("--force", action="store_true", help="segment even if the input does not look like CT")
+    seg.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    seg.set_defaults(func=cmd_segment)
+
+    ev = sub.add_parser("evaluate", help="compare a predicted mask with a reference mask")
+    ev.add_argument("--pred", required=True, help="predicted mask")
+    ev.add_argument("--ref", required=True, help="reference mask")
+    ev.add_argument("--json", action="store_true", help="print JSON")
+    ev.set_defaults(func=cmd_evaluate)
+
+    tr = sub.add_parser("train", help="train a generator on CTs with lung masks")
+    tr.add_argument("--variant", default="baseline", help="baseline (BCE only)")
+    tr.add_argument("--pair", nargs=2, action="append", metavar=("CT", "MASK"), default=[], help="a training CT and its mask (repeat)")
+    tr.add_argument("--val-pair", nargs=2, action="append", metavar=("CT", "MASK"), default=[], help="a validation CT and its mask (repeat)")
+    tr.add_argument("--references", action="store_true", help="train on the shared 3D series with their reference masks")
+    tr.add_argument("--val-case", action="append", default=[], help="with --references: reference case(s) held out for validation")
+    tr.add_argument("--epochs", type=int, default=30)
+    tr.add_argument("--batch-size", type=int, default=8)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--weight-decay", type=float, default=1e-5)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--no-augment", action="store_true")
+    tr.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE)
+    tr.add_argument("--base-channels", type=int, default=DEFAULT_BASE_CHANNELS)
+    tr.add_argument("--depth", type=int, default=DEFAULT_DEPTH)
+    tr.add_argument("--init-model", help="start from these weights (fine-tuning)")
+    tr.add_argument("--run-dir", required=True, help="folder for checkpoints and logs")
+    tr.add_argument("-o", "--output", required=True, help="where the best generator is exported (.safetensors)")
+    tr.add_argument("--overwrite", action="store_true", help="replace the output model if it exists")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    tr.add_argument("--device", default="auto")
+    tr.set_defaults(func=cmd_train)
+
+    ref = sub.add_parser("references", help="regenerate the reference masks of the shared 3D series")
+    ref.add_argument("--output-dir", help="default: Testing/Data/ReferenceMasks")
+    ref.add_argument("--mosaic-dir", help="overlay mosaics (default: docs/reference-masks)", default=None)
+    ref.add_argument("--case", action="append", default=[], help="only this case (repeat)")
+    ref.set_defaults(func=cmd_references)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``lunggan`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except LungGANError as exc:
+        print(f"lunggan: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lunggan: interrupted; no output was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

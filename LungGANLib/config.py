@@ -1,0 +1,90 @@
+"""Constants with meaning, in one place.
+
+Units: Hounsfield units (HU) for intensities, millimetres (mm) for lengths,
+millilitres (mL) for volumes. Arrays are indexed (z, y, x) in the canonical
+LPS orientation (x towards the patient's left, y towards posterior, z towards
+superior), so in an axial slice the patient's right lies at low x.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Canonical orientation of the arrays the pipeline works on (DICOM convention).
+CANONICAL_ORIENTATION = "LPS"
+
+#: Scanners pad the outside of the reconstruction circle with -3024 or -2048:
+#: everything below this value is treated as air.
+AIR_HU = -1024.0
+
+#: Label values written in the output mask.
+RIGHT_LUNG_LABEL = 1
+LEFT_LUNG_LABEL = 2
+LUNG_LABEL = 1  # with --single-label
+
+LABEL_NAMES = {RIGHT_LUNG_LABEL: "right lung", LEFT_LUNG_LABEL: "left lung"}
+
+
+@dataclass(frozen=True)
+class HUWindow:
+    """The intensity window the generator sees: HU clipped to [low, high], scaled to [0, 1]."""
+
+    low: float = -1024.0
+    high: float = 600.0
+
+
+DEFAULT_WINDOW = HUWindow()
+
+#: Side length (pixels) of the square slice the generator sees.
+DEFAULT_INPUT_SIZE = 256
+
+#: Generator probability above which a pixel is lung.
+DEFAULT_THRESHOLD = 0.5
+
+#: Default generator shape (the shipped model may differ: its model card rules).
+DEFAULT_BASE_CHANNELS = 8
+DEFAULT_DEPTH = 4
+
+#: A volume whose fraction of voxels at or below ``CT_AIR_CHECK_HU`` is below
+#: ``CT_MIN_AIR_FRACTION`` has no air in it: it is not a chest CT in HU (an MR, say).
+CT_AIR_CHECK_HU = -500.0
+CT_MIN_AIR_FRACTION = 0.01
+
+
+@dataclass(frozen=True)
+class ClassicalParams:
+    """Parameters of the classical (threshold + morphology) lung segmentation.
+
+    Attributes:
+        lung_threshold_hu: voxels below this are air or lung parenchyma.
+        body_threshold_hu: voxels above this are soft tissue (the body outline).
+        airway_threshold_hu: candidate HU thresholds for growing the trachea and
+            main bronchi, tried from the highest down until the grown airway is
+            no larger than ``max_airway_ml`` (a larger one has leaked into lung).
+        max_airway_ml: the largest plausible trachea + main bronchi volume.
+        airway_dilation_mm: margin removed around the airway (its wall).
+        min_lung_ml: components smaller than this are not lungs (bowel gas).
+        second_lung_ratio: the second largest component is the other lung only
+            if it is at least this fraction of the largest.
+        min_total_lung_ml: when both lungs together are smaller than this the
+            scan holds no lungs worth the name (an abdominal CT that grazes the
+            lung bases): the mask is emptied and a warning given.
+        closing_radius_mm: in-plane closing radius that pulls juxtapleural
+            nodules and vessels at the hilum into the lung.
+        min_lung_mean_hu: a lung's mean density is above this; bowel gas is
+            pure air, about -1000 HU, while lung parenchyma holds vessels.
+    """
+
+    lung_threshold_hu: float = -320.0
+    body_threshold_hu: float = -500.0
+    airway_threshold_hu: tuple[float, ...] = (-900.0, -925.0, -950.0, -975.0)
+    max_airway_ml: float = 90.0
+    airway_dilation_mm: float = 1.5
+    min_lung_ml: float = 50.0
+    second_lung_ratio: float = 0.1
+    min_total_lung_ml: float = 200.0
+    closing_radius_mm: float = 4.0
+    min_lung_mean_hu: float = -960.0
+
+
+DEFAULT_CLASSICAL = ClassicalParams()

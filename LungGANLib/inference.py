@@ -1,0 +1,231 @@
+"""Slice-by-slice lung segmentation with the generator, and the whole pipeline.
+
+:func:`segment` is the one entry point for a CT volume: it runs the chosen
+method ("gan" or "classical") and the shared post-processing and returns the
+right/left labels on the volume's canonical grid. :func:`segment_file` adds
+reading and writing with the input's geometry; the command line and the Slicer
+module both call these.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .classical import body_mask, segment_classical
+from .config import DEFAULT_CLASSICAL, ClassicalParams
+from .errors import InputError
+from .io import CTVolume, check_output_path, load_ct, mask_to_image, write_image
+from .model_io import ModelInfo, load_model
+from .models import Generator
+from .postprocess import postprocess
+from .preprocess import from_network, to_network
+
+logger = logging.getLogger(__name__)
+
+#: Progress callback: (slices done, slices in all).
+Progress = Callable[[int, int], None]
+
+METHODS = ("gan", "classical")
+DEVICES = ("auto", "cuda", "mps", "cpu")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Pick the device: ``auto`` takes CUDA, then Apple's MPS, then the CPU.
+
+    Raises:
+        InputError: unknown name, or the named device is not available here.
+    """
+    name = (name or "auto").lower()
+    base = name.split(":")[0]
+    if base not in DEVICES:
+        raise InputError(f"unknown device {name!r}: use one of {', '.join(DEVICES)} (or cuda:N)")
+    if base == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise InputError("device cuda was asked for but no CUDA GPU is available: use --device cpu or auto")
+    if base == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise InputError("device mps was asked for but Apple's MPS is not available: use --device cpu or auto")
+    return torch.device(name)
+
+
+def lung_slices(hu: np.ndarray, body: np.ndarray | None = None, min_air_px: int = 16) -> np.ndarray:
+    """Indices of slices that can hold lung: some low-density voxels inside the body.
+
+    Slices without such voxels (the neck above the apices, the abdomen below
+    the bases) are skipped by the network: their mask is empty anyway.
+    """
+    if body is None:
+        body = body_mask(hu)
+    air_inside = ((hu < -500) & body).sum(axis=(1, 2))
+    return np.flatnonzero(air_inside >= min_air_px)
+
+
+def predict_probabilities(
+    hu: np.ndarray,
+    generator: Generator,
+    info: ModelInfo,
+    device: torch.device,
+    batch_size: int = 16,
+    slices: np.ndarray | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Run the generator over axial slices and return binary lung masks.
+
+    Args:
+        hu: (z, y, x) HU, canonical orientation.
+        generator: the network, in eval mode, on ``device``.
+        info: its preprocessing settings.
+        device: where to compute.
+        batch_size: slices per forward pass.
+        slices: indices of slices to run (default: all); the rest stay empty.
+        progress: called with (done, total) after each batch.
+
+    Returns:
+        Boolean (z, y, x) mask: probability above ``info.threshold``.
+    """
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    depth, height, width = hu.shape
+    out = np.zeros(hu.shape, dtype=bool)
+    todo = np.arange(depth) if slices is None else np.asarray(slices, dtype=int)
+    channels_last = device.type == "cpu"
+    if channels_last:
+        generator = generator.to(memory_format=torch.channels_last)
+    total = len(todo)
+    with torch.inference_mode():
+        for start in range(0, total, batch_size):
+            index = todo[start : start + batch_size]
+            x = to_network(hu[index], info.input_size, info.window)
+            x = x.to(device, memory_format=torch.channels_last) if channels_last else x.to(device)
+            prob = torch.sigmoid(generator(x)).float()
+            out[index] = (from_network(prob, height, width) > info.threshold).cpu().numpy()
+            if progress:
+                progress(min(start + batch_size, total), total)
+    return out
+
+
+@dataclass
+class SegmentOptions:
+    """Options of :func:`segment` (the command line's flags).
+
+    Attributes:
+        method: ``"gan"`` (the generator) or ``"classical"``.
+        model: weights file for ``gan``; None for the shipped model.
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
+        batch_size: slices per forward pass.
+        single_label: one label for both lungs.
+        fill_holes: fill holes in each lung slice by slice.
+        params: classical and post-processing parameters.
+    """
+
+    method: str = "gan"
+    model: str | os.PathLike | None = None
+    device: str = "auto"
+    batch_size: int = 16
+    single_label: bool = False
+    fill_holes: bool = True
+    params: ClassicalParams = DEFAULT_CLASSICAL
+
+
+def segment(
+    volume: CTVolume,
+    options: SegmentOptions | None = None,
+    progress: Progress | None = None,
+    model: tuple[Generator, ModelInfo] | None = None,
+) -> np.ndarray:
+    """Segment the lungs of a CT volume.
+
+    Args:
+        volume: the CT (see :func:`LungGANLib.io.load_ct`).
+        options: method, model, device and post-processing options.
+        progress: called with (done, total) slices.
+        model: an already loaded generator, to skip loading it again.
+
+    Returns:
+        uint8 (z, y, x) labels on the canonical grid: 1 right lung, 2 left lung
+        (1 for both with ``single_label``), all 0 when no lungs were found.
+
+    Raises:
+        InputError: unknown method or device. ModelError: bad model file.
+
+    Example:
+        >>> ct = load_ct("../shared/data/ct/elastix-00.nii.gz")
+        >>> labels = segment(ct, SegmentOptions(method="gan", device="cpu"))
+    """
+    options = options or SegmentOptions()
+    if options.method not in METHODS:
+        raise InputError(f"unknown method {options.method!r}: use one of {', '.join(METHODS)}")
+    hu = volume.array
+    if options.method == "classical":
+        labels = segment_classical(
+            hu, volume.spacing, options.params, single_label=options.single_label, fill_holes=options.fill_holes
+        )
+        if progress:
+            progress(hu.shape[0], hu.shape[0])
+    else:
+        device = resolve_device(options.device)
+        generator, info = model if model is not None else load_model(options.model, device)
+        generator = generator.to(device)
+        body = body_mask(np.maximum(hu, -1024.0), options.params)
+        todo = lung_slices(hu, body)
+        logger.info("generator on %s: %d of %d slices can hold lung", device, len(todo), hu.shape[0])
+        mask = predict_probabilities(hu, generator, info, device, options.batch_size, todo, progress)
+        mask &= body
+        labels = postprocess(
+            mask, hu, volume.spacing, options.params, single_label=options.single_label, fill_holes=options.fill_holes
+        )
+    if not labels.any():
+        logger.warning(
+            "no lungs found in %s: the mask is empty. Is it a chest CT (lungs in the field of view)?",
+            volume.source or "the volume",
+        )
+    return labels
+
+
+@dataclass
+class SegmentResult:
+    """What :func:`segment_file` did: the output path and the lung volumes in mL."""
+
+    output: Path
+    right_ml: float
+    left_ml: float
+    empty: bool
+
+
+def segment_file(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    options: SegmentOptions | None = None,
+    overwrite: bool = False,
+    force: bool = False,
+    series: str | None = None,
+    progress: Progress | None = None,
+) -> SegmentResult:
+    """Read a CT, segment its lungs and write the mask with the input's geometry.
+
+    The output is checked before any work (exists without ``overwrite``, bad
+    folder or ending) and written atomically, so a failure leaves no file.
+
+    Raises:
+        LungGANError subclasses with a message for the user.
+    """
+    options = options or SegmentOptions()
+    output = check_output_path(output_path, overwrite)
+    volume = load_ct(input_path, series=series, force=force)
+    labels = segment(volume, options, progress)
+    write_image(mask_to_image(labels, volume), output, overwrite=overwrite)
+    voxel_ml = volume.voxel_volume_ml
+    right = float((labels == 1).sum() * voxel_ml)
+    left = float((labels == 2).sum() * voxel_ml)
+    return SegmentResult(output, right, left, not labels.any())

@@ -1,0 +1,289 @@
+"""Reading chest CT and writing masks, keeping the geometry.
+
+Every image is read with SimpleITK and reoriented to the canonical LPS
+orientation (see :mod:`LungGANLib.config`) so that the network and the
+post-processing always see the same anatomy layout; masks are turned back into
+the input's own orientation and geometry (size, spacing, origin, direction)
+before they are written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .config import CANONICAL_ORIENTATION, CT_AIR_CHECK_HU, CT_MIN_AIR_FRACTION
+from .errors import InputError, OutputExistsError
+
+logger = logging.getLogger(__name__)
+
+#: File endings SimpleITK reads as one image.
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+#: File endings a mask can be written to: single-file formats, so the write can be atomic.
+OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+@dataclass
+class CTVolume:
+    """A CT volume in canonical orientation, with what is needed to go back.
+
+    Attributes:
+        array: HU values, shape (z, y, x), canonical LPS orientation.
+        spacing: voxel size (x, y, z) in mm, in canonical orientation.
+        reference: the image as read (original orientation); its geometry is
+            the one every output mask gets. Its voxels are not used.
+        orientation: the original orientation code, e.g. ``"RAS"``.
+        modality: the DICOM modality tag where the file has one, else None.
+        source: where the volume was read from.
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, float, float]
+    reference: sitk.Image
+    orientation: str
+    modality: str | None = None
+    source: str = ""
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in mL."""
+        return float(np.prod(self.spacing)) / 1000.0
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+def _dicom_series(folder: Path) -> dict[str, list[str]]:
+    reader = sitk.ImageSeriesReader()
+    series = {}
+    for uid in reader.GetGDCMSeriesIDs(str(folder)) or ():
+        series[uid] = list(reader.GetGDCMSeriesFileNames(str(folder), uid))
+    return series
+
+
+def _read_modality(filename: str) -> str | None:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(filename)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    if reader.HasMetaDataKey("0008|0060"):
+        return reader.GetMetaData("0008|0060").strip() or None
+    return None
+
+
+def read_image(path: str | os.PathLike, series: str | None = None) -> tuple[sitk.Image, str | None]:
+    """Read an image file or a DICOM series folder.
+
+    Args:
+        path: a ``.nii``/``.nii.gz``/``.nrrd``/``.mha``/``.mhd``/``.dcm`` file,
+            or a folder holding one DICOM series.
+        series: the SeriesInstanceUID to read when the folder holds several.
+
+    Returns:
+        The image as SimpleITK reads it and the DICOM modality (or None).
+
+    Raises:
+        InputError: the path is missing, holds no readable image, or holds
+            several DICOM series and ``series`` does not pick one.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"input not found: {path} (give a CT file such as .nii.gz/.nrrd/.mha or a DICOM folder)")
+    if path.is_dir():
+        found = _dicom_series(path)
+        if not found:
+            raise InputError(
+                f"no DICOM series found in folder {path}: give a folder of .dcm files of one CT series, "
+                "or a .nii.gz/.nrrd/.mha file"
+            )
+        if series is None and len(found) > 1:
+            listing = "; ".join(f"{uid} ({len(files)} files)" for uid, files in sorted(found.items()))
+            raise InputError(f"folder {path} holds {len(found)} DICOM series; pick one with --series: {listing}")
+        if series is not None and series not in found:
+            raise InputError(f"series {series} is not in {path}; it holds: {', '.join(sorted(found))}")
+        uid = series if series is not None else next(iter(found))
+        files = found[uid]
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
+        # ITK warns on stderr about slice spacing varying by a micrometre; keep the console clean.
+        shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)
+        try:
+            image = reader.Execute()
+        except RuntimeError as exc:
+            raise InputError(f"could not read the DICOM series in {path}: {str(exc).strip().splitlines()[-1]}") from None
+        finally:
+            sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+        return image, _read_modality(files[0])
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError:
+        raise InputError(
+            f"could not read {path} as an image: give a CT as .nii.gz, .nrrd, .mha/.mhd, .dcm or a DICOM folder"
+        ) from None
+    modality = _read_modality(str(path)) if _suffix(path) == ".dcm" else None
+    return image, modality
+
+
+def check_is_ct(array: np.ndarray, modality: str | None, source: str) -> None:
+    """Refuse what is evidently not a CT in Hounsfield units.
+
+    Args:
+        array: the voxel values.
+        modality: the DICOM modality, when known.
+        source: the input's name, for the message.
+
+    Raises:
+        InputError: the DICOM modality is not CT, or the volume has no air
+            (no voxel near -1000 HU), as in MR or a CT not in HU.
+    """
+    if modality is not None and modality.upper() != "CT":
+        raise InputError(f"{source} is a {modality} image, not CT: LungGAN segments CT (use --force to try anyway)")
+    air_fraction = float(np.mean(array <= CT_AIR_CHECK_HU))
+    if air_fraction < CT_MIN_AIR_FRACTION:
+        raise InputError(
+            f"{source} does not look like a CT in Hounsfield units ({air_fraction:.1%} of voxels at or below "
+            f"{CT_AIR_CHECK_HU:.0f} HU, where a chest CT has air): is it an MR? Use --force to segment it anyway"
+        )
+
+
+def load_ct(path: str | os.PathLike, series: str | None = None, force: bool = False) -> CTVolume:
+    """Read a CT and bring it to the canonical orientation.
+
+    Args:
+        path: image file or DICOM folder (see :func:`read_image`).
+        series: DICOM SeriesInstanceUID when the folder holds several.
+        force: skip the is-it-CT check.
+
+    Returns:
+        The volume, HU as float32, (z, y, x) in LPS.
+
+    Raises:
+        InputError: unreadable, not 3D, not single-channel, or not CT.
+
+    Example:
+        >>> ct = load_ct("../shared/data/ct/elastix-00.nii.gz")
+        >>> ct.array.shape
+        (141, 512, 512)
+    """
+    image, modality = read_image(path, series)
+    return volume_from_image(image, modality=modality, source=str(path), force=force)
+
+
+def volume_from_image(
+    image: sitk.Image, modality: str | None = None, source: str = "image", force: bool = False
+) -> CTVolume:
+    """Wrap an in-memory SimpleITK image as a canonical :class:`CTVolume` (see :func:`load_ct`)."""
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{source} has {image.GetNumberOfComponentsPerPixel()} channels per voxel (colour?): give a grey-level CT")
+    if image.GetDimension() != 3:
+        size = "x".join(str(s) for s in image.GetSize())
+        raise InputError(
+            f"{source} is a {image.GetDimension()}D image ({size}), not a CT volume: give a 3D CT "
+            "(a DICOM series folder or a .nii.gz/.nrrd/.mha volume)"
+        )
+    orientation = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
+    canonical = sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
+    array = sitk.GetArrayFromImage(canonical).astype(np.float32, copy=False)
+    if not force:
+        check_is_ct(array, modality, source)
+    return CTVolume(
+        array=array,
+        spacing=tuple(float(s) for s in canonical.GetSpacing()),
+        reference=image,
+        orientation=orientation,
+        modality=modality,
+        source=source,
+    )
+
+
+def mask_to_image(mask: np.ndarray, volume: CTVolume) -> sitk.Image:
+    """Turn a canonical (z, y, x) mask into an image with the input's exact geometry.
+
+    Args:
+        mask: labels, shape equal to ``volume.array.shape``.
+        volume: the volume the mask was computed on.
+
+    Returns:
+        A uint8 image with the size, spacing, origin and direction of the input.
+    """
+    if mask.shape != volume.array.shape:
+        raise ValueError(f"mask shape {mask.shape} differs from the volume's {volume.array.shape}")
+    canonical = sitk.GetImageFromArray(mask.astype(np.uint8, copy=False))
+    canonical.SetSpacing(volume.spacing)
+    canonical.SetDirection(np.eye(3).ravel().tolist())
+    out = sitk.DICOMOrient(canonical, volume.orientation)
+    ref = volume.reference
+    if out.GetSize() != ref.GetSize():
+        raise RuntimeError(f"reorientation gave size {out.GetSize()}, expected {ref.GetSize()}")
+    # DICOMOrient only permutes and flips, so the voxels are in place; copy the
+    # geometry bit for bit so no rounding drifts in.
+    out.CopyInformation(ref)
+    return out
+
+
+def mask_from_image(image: sitk.Image, volume: CTVolume | None = None) -> np.ndarray:
+    """Read a mask image into canonical (z, y, x) order, checking it fits ``volume``."""
+    if volume is not None and image.GetSize() != volume.reference.GetSize():
+        raise InputError(
+            f"mask size {image.GetSize()} differs from the CT's {volume.reference.GetSize()}: "
+            "give the mask that belongs to this CT"
+        )
+    return sitk.GetArrayFromImage(sitk.DICOMOrient(image, CANONICAL_ORIENTATION))
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Check that an output can be written, before any work is done.
+
+    Raises:
+        OutputExistsError: the file exists and ``overwrite`` is False.
+        InputError: the folder does not exist, or the ending is not an image format.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"output {path} exists: choose another name or pass --overwrite")
+    if not path.parent.exists():
+        raise InputError(f"output folder {path.parent} does not exist: create it first")
+    if _suffix(path) not in OUTPUT_SUFFIXES:
+        raise InputError(f"output {path}: use a file name ending in {', '.join(OUTPUT_SUFFIXES)}")
+    return path
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def write_image(image: sitk.Image, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write an image atomically: to a temporary file beside it, then renamed.
+
+    A crash or an interruption leaves either no file or the complete one, never
+    a partial file, and an existing file is only replaced when asked.
+    """
+    path = check_output_path(path, overwrite)
+    suffix = _suffix(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        sitk.WriteImage(image, tmp, useCompression=True)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,296 @@
+"""Post-processing of lung masks: keep the lungs, split right/left, fill holes.
+
+Shared by the classical method and the generator: both produce a binary
+"lung-like" mask, and this module turns it into the mask a radiologist expects.
+All arrays are (z, y, x) in canonical LPS orientation; spacings are (x, y, z) mm.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy import ndimage
+
+from .config import DEFAULT_CLASSICAL, LEFT_LUNG_LABEL, LUNG_LABEL, RIGHT_LUNG_LABEL, ClassicalParams
+
+logger = logging.getLogger(__name__)
+
+_MAX_SPLIT_EROSIONS = 12
+#: Stricter thresholds that open the pleural junction line between touching lungs.
+_JUNCTION_THRESHOLDS_HU = (-700.0, -800.0, -880.0)
+
+
+def _bbox(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
+    """Bounding box of a non-empty mask, grown by ``margin`` voxels and clipped."""
+    slices = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        idx = np.flatnonzero(mask.any(axis=other))
+        slices.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, mask.shape[axis])))
+    return tuple(slices)
+
+
+def disk(radius_px: int) -> np.ndarray:
+    """A 2D disk structuring element of the given radius in pixels."""
+    r = max(int(radius_px), 0)
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    return (yy * yy + xx * xx) <= r * r
+
+
+def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+    """Fill the holes of every axial slice (vessels, nodules inside the lung)."""
+    out = np.empty_like(mask, dtype=bool)
+    for z in range(mask.shape[0]):
+        out[z] = ndimage.binary_fill_holes(mask[z]) if mask[z].any() else False
+    return out
+
+
+def close_per_slice(mask: np.ndarray, radius_px: int) -> np.ndarray:
+    """In-plane morphological closing of every axial slice with a disk.
+
+    The mask is padded first, so the closing does not erode at the image border.
+    """
+    if radius_px < 1 or not mask.any():
+        return mask.astype(bool, copy=True)
+    box = _bbox(mask)
+    crop = np.pad(mask[box], ((0, 0), (radius_px + 1,) * 2, (radius_px + 1,) * 2))
+    struct = disk(radius_px)[None]
+    closed = ndimage.binary_closing(crop, structure=struct)[:, radius_px + 1 : -radius_px - 1, radius_px + 1 : -radius_px - 1]
+    out = np.zeros(mask.shape, dtype=bool)
+    out[box] = closed | mask[box]
+    return out
+
+
+def component_sizes(labels: np.ndarray, n: int) -> np.ndarray:
+    """Voxel count of components 1..n of a label image (index 0 is label 1)."""
+    return np.bincount(labels.ravel(), minlength=n + 1)[1:]
+
+
+def select_lungs(
+    mask: np.ndarray,
+    hu: np.ndarray | None,
+    spacing: tuple[float, float, float],
+    params: ClassicalParams = DEFAULT_CLASSICAL,
+) -> np.ndarray:
+    """Keep the one or two connected components that are lungs.
+
+    Components smaller than ``params.min_lung_ml``, or whose mean density is
+    that of pure air (bowel gas, below ``params.min_lung_mean_hu``), are
+    dropped; of the rest the largest is kept, and the second largest when it is
+    at least ``params.second_lung_ratio`` of the largest (the other lung, when
+    the two do not touch).
+
+    Args:
+        mask: binary candidate mask (z, y, x).
+        hu: the CT in HU, for the density check; None skips it.
+        spacing: voxel size (x, y, z) in mm.
+        params: thresholds.
+
+    Returns:
+        A boolean mask with at most two components; empty when nothing is lung.
+    """
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return np.zeros(mask.shape, dtype=bool)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    sizes = component_sizes(labels, n)
+    order = np.argsort(sizes)[::-1]
+    if hu is not None:
+        sums = np.bincount(labels.ravel(), weights=hu.ravel(), minlength=n + 1)[1:]
+        means = sums / np.maximum(sizes, 1)
+    keep: list[int] = []
+    for index in order:
+        volume_ml = sizes[index] * voxel_ml
+        if volume_ml < params.min_lung_ml:
+            break
+        if hu is not None and means[index] < params.min_lung_mean_hu:
+            logger.debug("dropping a %.0f mL component of mean %.0f HU (pure air: bowel gas?)", volume_ml, means[index])
+            continue
+        if keep and sizes[index] < params.second_lung_ratio * sizes[keep[0]]:
+            break
+        keep.append(int(index) + 1)
+        if len(keep) == 2:
+            break
+    return np.isin(labels, keep)
+
+
+def _grow_labels(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Give every voxel of ``mask`` the label of the nearest labelled voxel (geodesic, in steps of one voxel)."""
+    labels = labels.copy()
+    values = [v for v in np.unique(labels) if v != 0]
+    struct = ndimage.generate_binary_structure(3, 1)
+    while True:
+        free = mask & (labels == 0)
+        if not free.any():
+            break
+        grew = False
+        for value in values:
+            claim = ndimage.binary_dilation(labels == value, structure=struct) & free
+            if claim.any():
+                labels[claim] = value
+                free &= ~claim
+                grew = True
+        if not grew:
+            break
+    return labels
+
+
+def _side_labels(labels: np.ndarray, components: list[int]) -> np.ndarray:
+    """Label each component right (1) or left (2) by its mean x (low x is the patient's right)."""
+    xs = np.arange(labels.shape[2])
+    out = np.zeros(labels.shape, dtype=np.uint8)
+    centres = []
+    for value in components:
+        profile = (labels == value).sum(axis=(0, 1))
+        centres.append(float((profile * xs).sum() / max(profile.sum(), 1)))
+    order = np.argsort(centres)
+    sides = (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL)
+    for rank, index in enumerate(order[:2]):
+        out[labels == components[index]] = sides[rank]
+    return out
+
+
+def _two_large_pieces(pieces: np.ndarray, total: int) -> np.ndarray | None:
+    """Seeds 1 and 2 from the two largest components of ``pieces``, if both are large."""
+    labels, n = ndimage.label(pieces)
+    if n < 2:
+        return None
+    sizes = component_sizes(labels, n)
+    big = np.argsort(sizes)[::-1][:2]
+    if sizes[big[1]] < 0.1 * total:
+        return None
+    seeds = np.zeros(labels.shape, dtype=np.uint8)
+    seeds[labels == big[0] + 1] = 1
+    seeds[labels == big[1] + 1] = 2
+    return seeds
+
+
+def split_lungs(mask: np.ndarray, hu: np.ndarray | None = None, midline_x: float | None = None) -> np.ndarray:
+    """Split a lung mask into right (1) and left (2) lung.
+
+    Two components are labelled by side. When the lungs touch (at the anterior
+    or posterior junction line) they form one component; it is split at the
+    pleura between them: first by keeping only denser-than-pleura voxels
+    (stricter HU thresholds, when ``hu`` is given), then by erosion; the two
+    large pieces found are grown back over the mask. A single component that
+    lies mostly on one side of the midline is one lung (after a pneumonectomy,
+    or a scan that holds one lung) and keeps its side.
+
+    Args:
+        mask: boolean lung mask (z, y, x), at most two components.
+        hu: the CT in HU, or None.
+        midline_x: x index of the body's midline; defaults to the mask's median x.
+
+    Returns:
+        uint8 labels: 0 background, 1 right lung, 2 left lung.
+    """
+    if not mask.any():
+        return np.zeros(mask.shape, dtype=np.uint8)
+    box = _bbox(mask, margin=1)
+    crop = mask[box]
+    labels, n = ndimage.label(crop)
+    out = np.zeros(mask.shape, dtype=np.uint8)
+    if n >= 2:
+        sizes = component_sizes(labels, n)
+        components = [int(i) + 1 for i in np.argsort(sizes)[::-1][:2]]
+        out[box] = _side_labels(labels, components)
+        return out
+
+    total = int(crop.sum())
+    seeds = None
+    if hu is not None:
+        hu_crop = hu[box]
+        for threshold in _JUNCTION_THRESHOLDS_HU:
+            seeds = _two_large_pieces(crop & (hu_crop < threshold), total)
+            if seeds is not None:
+                logger.debug("lungs separated at the junction line with %.0f HU", threshold)
+                break
+    if seeds is None:
+        eroded = crop
+        struct = ndimage.generate_binary_structure(3, 1)
+        for _ in range(_MAX_SPLIT_EROSIONS):
+            eroded = ndimage.binary_erosion(eroded, structure=struct)
+            seeds = _two_large_pieces(eroded, total)
+            if seeds is not None or not eroded.any():
+                break
+    if seeds is not None:
+        out[box] = _side_labels(_grow_labels(seeds, crop), [1, 2])
+        return out
+
+    # No split: one lung, or two joined over a broad front. Decide by the midline.
+    xs = np.nonzero(mask)[2]
+    mid = float(np.median(xs)) if midline_x is None else float(midline_x)
+    right_fraction = float(np.mean(xs < mid))
+    if min(right_fraction, 1.0 - right_fraction) < 0.25:
+        out[mask] = RIGHT_LUNG_LABEL if right_fraction >= 0.5 else LEFT_LUNG_LABEL
+        return out
+    logger.warning("the lungs could not be separated at their junction; splitting them at the midline x=%.0f", mid)
+    x_index = np.arange(mask.shape[2])[None, None, :]
+    out[mask & (x_index < mid)] = RIGHT_LUNG_LABEL
+    out[mask & (x_index >= mid)] = LEFT_LUNG_LABEL
+    return out
+
+
+def finish_lungs(
+    labels: np.ndarray, spacing: tuple[float, float, float], closing_radius_mm: float, fill_holes: bool = True
+) -> np.ndarray:
+    """Close and hole-fill each lung separately, never letting one lung take the other's voxels.
+
+    Args:
+        labels: 0/1/2 lung labels (z, y, x).
+        spacing: voxel size (x, y, z) in mm.
+        closing_radius_mm: in-plane closing radius; 0 for none.
+        fill_holes: fill the holes of each lung slice by slice.
+    """
+    radius_px = int(round(closing_radius_mm / min(spacing[0], spacing[1])))
+    out = labels.copy()
+    for value in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
+        lung = labels == value
+        if not lung.any():
+            continue
+        box = _bbox(lung, margin=radius_px + 1)
+        part = close_per_slice(lung[box], radius_px)
+        if fill_holes:
+            part = fill_holes_per_slice(part)
+        target = out[box]
+        target[part & (target == 0)] = value
+    return out
+
+
+def postprocess(
+    mask: np.ndarray,
+    hu: np.ndarray | None,
+    spacing: tuple[float, float, float],
+    params: ClassicalParams = DEFAULT_CLASSICAL,
+    single_label: bool = False,
+    fill_holes: bool = True,
+    closing_radius_mm: float | None = None,
+) -> np.ndarray:
+    """From a binary lung-like mask to the final right/left lung labels.
+
+    Args:
+        mask: binary mask (z, y, x) from a threshold or the generator.
+        hu: the CT in HU (for the bowel-gas density check), or None.
+        spacing: voxel size (x, y, z) in mm.
+        params: component and closing parameters.
+        single_label: give both lungs label 1.
+        fill_holes: fill holes slice by slice so vessels and nodules stay in.
+        closing_radius_mm: override ``params.closing_radius_mm``.
+
+    Returns:
+        uint8 labels: 1 right lung, 2 left lung (or 1 for both with ``single_label``);
+        all zero when less than ``params.min_total_lung_ml`` of lung is found.
+    """
+    lungs = select_lungs(mask.astype(bool, copy=False), hu, spacing, params)
+    total_ml = float(lungs.sum()) * float(np.prod(spacing)) / 1000.0
+    if total_ml < params.min_total_lung_ml:
+        if total_ml > 0:
+            logger.info("%.0f mL of lung-like tissue is below the %.0f mL minimum: no lungs", total_ml, params.min_total_lung_ml)
+        return np.zeros(mask.shape, dtype=np.uint8)
+    labels = split_lungs(lungs, hu)
+    radius = params.closing_radius_mm if closing_radius_mm is None else closing_radius_mm
+    labels = finish_lungs(labels, spacing, radius, fill_holes=fill_holes)
+    if single_label:
+        labels = np.where(labels > 0, LUNG_LABEL, 0).astype(np.uint8)
+    return labels
