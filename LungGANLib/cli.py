@@ -18,6 +18,8 @@ from .errors import LungGANError
 
 logger = logging.getLogger("lunggan")
 
+REPO_DOCS = Path(__file__).resolve().parent.parent / "docs"
+
 
 def _progress_bar(desc: str, unit: str = "slice"):
     """A tqdm bar on stderr, driven by (done, total) callbacks."""
@@ -162,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ref = sub.add_parser("references", help="regenerate the reference masks of the shared 3D series")
     ref.add_argument("--output-dir", help="default: Testing/Data/ReferenceMasks")
-    ref.add_argument("--mosaic-dir", help="overlay mosaics (default: docs/reference-masks)", default=None)
+    ref.add_argument("--mosaic-dir", help="overlay mosaics (default: docs/reference-masks)", default=str(REPO_DOCS / "reference-masks"))
     ref.add_argument("--case", action="append", default=[], help="only this case (repeat)")
     ref.set_defaults(func=cmd_references)
     return parser

@@ -107,7 +107,7 @@ def select_lungs(
         if hu is not None and means[index] < params.min_lung_mean_hu:
             logger.debug("dropping a %.0f mL component of mean %.0f HU (pure air: bowel gas?)", volume_ml, means[index])
             continue
-        if keep and sizes[index] < params.second_lung_ratio * sizes[keep[0]]:
+        if keep and sizes[index] < params.second_lung_ratio * sizes[keep[0] - 1]:
             break
         keep.append(int(index) + 1)
         if len(keep) == 2:

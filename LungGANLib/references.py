@@ -118,22 +118,26 @@ def add_nodules(labels: np.ndarray, nodules: np.ndarray) -> np.ndarray:
     return out
 
 
-def make_reference(case: ReferenceCase, data: Path | None = None) -> tuple[CTVolume, np.ndarray, dict]:
+def make_reference(case: ReferenceCase, data: Path | None = None) -> tuple[CTVolume, np.ndarray, dict, np.ndarray]:
     """Segment one case classically and apply its corrections.
 
     Returns:
-        The volume, the corrected (z, y, x) labels and a report of what changed.
+        The volume, the corrected (z, y, x) labels, a report of what changed,
+        and the voxels the corrections added (nodule voxels the classical mask missed).
     """
     data = data or data_dir()
     volume = load_ct(data / case.ct)
     labels = segment_classical(volume.array, volume.spacing)
     report: dict = {"name": case.name, "ct": case.ct, "shape_zyx": list(volume.array.shape)}
+    added = np.zeros(labels.shape, dtype=bool)
     if case.lidc_reads:
         nodules = outline_mask(read_lidc_outlines(data / case.lidc_reads), volume)
         nodule_voxels = int(nodules.sum())
         inside = int((nodules & (labels > 0)).sum())
         report["nodule_voxels"] = nodule_voxels
-        report["nodule_fraction_inside_classical"] = inside / nodule_voxels if nodule_voxels else None
+        report["nodule_fraction_inside_classical"] = round(inside / nodule_voxels, 4) if nodule_voxels else None
+        report["nodule_slices"] = np.flatnonzero(nodules.any(axis=(1, 2))).tolist()
+        added = nodules & (labels == 0)
         labels = add_nodules(labels, nodules)
         report["nodule_voxels_added"] = nodule_voxels - inside
     for first, last in case.clear_slices:
@@ -143,10 +147,17 @@ def make_reference(case: ReferenceCase, data: Path | None = None) -> tuple[CTVol
     voxel_ml = volume.voxel_volume_ml
     report["right_lung_ml"] = round(float((labels == RIGHT_LUNG_LABEL).sum() * voxel_ml), 1)
     report["left_lung_ml"] = round(float((labels == LEFT_LUNG_LABEL).sum() * voxel_ml), 1)
-    return volume, labels, report
+    return volume, labels, report, added
 
 
-def mosaic_slices(labels: np.ndarray, count: int = 48) -> list[int]:
+def _spread(values: list[int], count: int) -> list[int]:
+    """At most ``count`` evenly spread items of a sorted list."""
+    if len(values) <= count:
+        return list(values)
+    return [values[int(i)] for i in np.linspace(0, len(values) - 1, count).round()]
+
+
+def mosaic_slices(labels: np.ndarray, count: int = 40) -> list[int]:
     """Evenly spread slices through the lungs (plus one above and below) for a check mosaic."""
     zs = np.flatnonzero(labels.any(axis=(1, 2)))
     if zs.size == 0:
@@ -184,9 +195,16 @@ def build_references(
             continue
         if progress:
             progress(case.name)
-        volume, labels, report = make_reference(case, data)
+        volume, labels, report, added = make_reference(case, data)
         write_image(mask_to_image(labels, volume), output_dir / f"{case.name}.nii.gz", overwrite=True)
         save_png(mosaic(volume.array, labels, mosaic_slices(labels), columns=8, tile=160), mosaic_dir / f"{case.name}.png")
+        if report.get("nodule_slices"):
+            # Nodule slices at full size, the voxels the corrections added in red.
+            shown = np.where(added, 3, labels).astype(np.uint8)
+            save_png(
+                mosaic(volume.array, shown, _spread(report["nodule_slices"], 12), columns=4, tile=320),
+                mosaic_dir / f"{case.name}-nodules.png",
+            )
         reports.append(report)
     summary = output_dir / "references.json"
     known = {r["name"]: r for r in json.loads(summary.read_text())} if summary.exists() else {}

@@ -1,0 +1,146 @@
+"""The lunggan command line on real files: segmenting, evaluating, and every bad input.
+
+Each bad input must give one clear line on stderr, exit status 2, and leave no file.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from safetensors.torch import save_file
+
+from LungGANLib.cli import main
+from LungGANLib.model_io import DEFAULT_MODEL, ModelInfo
+from LungGANLib.models import Generator, GeneratorConfig
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_refused(capsys, tmp_path, argv, message):
+    out_path = tmp_path / "out.nii.gz"
+    code, _, err = run(capsys, "segment", *argv, "-o", out_path, "-q")
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("lunggan: error: ")
+    assert message in lines[-1]
+    assert not out_path.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+@pytest.mark.parametrize("method", ["classical", "gan"])
+def test_segment_dicom_folder_writes_mask_with_input_geometry(capsys, data, tmp_path, method):
+    out = tmp_path / "lungs.nrrd"
+    code, stdout, _ = run(capsys, "segment", data / "fixtures/cip-ct-64/dicom", "-o", out, "--method", method, "--device", "cpu", "-q")
+    assert code == 0
+    assert "right lung" in stdout and "left lung" in stdout
+    mask = sitk.ReadImage(str(out))
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(data / "fixtures/cip-ct-64/dicom")))
+    ct = reader.Execute()
+    assert mask.GetSize() == ct.GetSize()
+    assert mask.GetSpacing() == ct.GetSpacing()
+    assert mask.GetOrigin() == ct.GetOrigin()
+    assert mask.GetDirection() == ct.GetDirection()
+    assert set(np.unique(sitk.GetArrayFromImage(mask))) == {0, 1, 2}
+
+
+def test_evaluate_prints_metrics_and_json(capsys, data, tmp_path):
+    pred = tmp_path / "pred.nrrd"
+    assert run(capsys, "segment", data / "fixtures/cip-ct-64/ct-64.nrrd", "-o", pred, "--method", "classical", "-q")[0] == 0
+    ref = data / "fixtures/cip-ct-64/wholeLung-64.nrrd"
+    code, out, _ = run(capsys, "evaluate", "--pred", pred, "--ref", ref)
+    assert code == 0 and out.splitlines()[0].split()[:3] == ["structure", "IoU", "Dice"]
+    code, out, _ = run(capsys, "evaluate", "--pred", pred, "--ref", ref, "--json")
+    result = json.loads(out)
+    assert set(result) == {"lungs"}  # the reference has one label
+    assert result["lungs"]["dice"] > 0.96
+    assert {"iou", "dice", "hausdorff_mm", "hd95_mm", "hausdorff_px", "hd95_px"} <= set(result["lungs"])
+
+
+def test_missing_input(capsys, tmp_path):
+    assert_refused(capsys, tmp_path, [tmp_path / "nothing.nii.gz"], "input not found")
+
+
+def test_folder_without_dicom(capsys, tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    assert_refused(capsys, tmp_path, [folder], "no DICOM series found")
+
+
+def test_2d_image(capsys, data, tmp_path):
+    path = tmp_path / "slice.nrrd"
+    sitk.WriteImage(sitk.ReadImage(str(data / "ct/elastix-00.nii.gz"))[:, :, 70], str(path))
+    assert_refused(capsys, tmp_path, [path], "2D image")
+
+
+def test_mr_is_refused_and_force_overrides(capsys, data, tmp_path):
+    mr = data / "fixtures/mr-not-ct.nii.gz"
+    assert_refused(capsys, tmp_path, [mr], "is it an MR? Use --force")
+    out = tmp_path / "forced.nii.gz"
+    code, _, _ = run(capsys, "segment", mr, "-o", out, "--force", "--method", "classical", "-q")
+    assert code == 0 and out.exists()
+
+
+def test_ct_without_lungs_gives_empty_mask_and_warning(capsys, data, tmp_path):
+    out = tmp_path / "abdomen.nii.gz"
+    code, _, err = run(capsys, "segment", data / "fixtures/abdomen-ct-no-lungs.nii.gz", "-o", out, "--device", "cpu", "-q")
+    assert code == 0
+    assert "no lungs found" in err
+    mask = sitk.ReadImage(str(out))
+    assert not sitk.GetArrayViewFromImage(mask).any()
+    assert mask.GetDirection() == sitk.ReadImage(str(data / "fixtures/abdomen-ct-no-lungs.nii.gz")).GetDirection()
+
+
+def test_existing_output_is_kept_unless_overwrite(capsys, data, tmp_path):
+    out = tmp_path / "out.nii.gz"
+    out.write_bytes(b"the user's segmentation")
+    code, _, err = run(capsys, "segment", data / "fixtures/cip-ct-64/ct-64.nrrd", "-o", out, "--method", "classical", "-q")
+    assert code == 2 and "exists: choose another name or pass --overwrite" in err
+    assert out.read_bytes() == b"the user's segmentation"
+    code, _, _ = run(capsys, "segment", data / "fixtures/cip-ct-64/ct-64.nrrd", "-o", out, "--method", "classical", "--overwrite", "-q")
+    assert code == 0 and sitk.ReadImage(str(out)).GetSize() == (64, 64, 79)
+
+
+def test_corrupt_model(capsys, data, tmp_path):
+    model = tmp_path / "bad.safetensors"
+    model.write_bytes(DEFAULT_MODEL.read_bytes()[:1000])
+    assert_refused(capsys, tmp_path, [data / "fixtures/cip-ct-64/ct-64.nrrd", "--model", model], "corrupt or truncated")
+
+
+def test_model_of_the_wrong_shape(capsys, data, tmp_path):
+    model = tmp_path / "wrong.safetensors"
+    small = Generator(base_channels=4, depth=4)
+    claims = ModelInfo(GeneratorConfig(base_channels=8, depth=4))
+    save_file({k: v.contiguous() for k, v in small.state_dict().items()}, str(model), metadata=claims.metadata())
+    assert_refused(capsys, tmp_path, [data / "fixtures/cip-ct-64/ct-64.nrrd", "--model", model], "does not fit the generator")
+
+
+def test_file_that_is_not_a_model(capsys, data, tmp_path):
+    model = tmp_path / "other.safetensors"
+    save_file({"weight": Generator(base_channels=2, depth=1).head.weight.detach().contiguous()}, str(model))
+    assert_refused(capsys, tmp_path, [data / "fixtures/cip-ct-64/ct-64.nrrd", "--model", model], "not a LungGAN generator")
+
+
+def test_unknown_device(capsys, data, tmp_path):
+    assert_refused(capsys, tmp_path, [data / "fixtures/cip-ct-64/ct-64.nrrd", "--device", "tpu"], "unknown device 'tpu'")
+
+
+def test_console_script_runs(data, tmp_path):
+    out = tmp_path / "m.nii.gz"
+    result = subprocess.run(
+        [sys.executable, "-m", "LungGANLib.cli", "segment", str(data / "fixtures/cip-ct-64/ct-64.nrrd"), "-o", str(out), "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.exists() and "wrote" in result.stdout
