@@ -9,6 +9,7 @@ Nodules under 3 mm are given as a single point.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
@@ -117,3 +118,70 @@ def _canonical_origin(volume: CTVolume) -> tuple[float, float, float]:
         for k in (0, size[2] - 1)
     ]
     return tuple(float(min(c[d] for c in corners)) for d in range(3))
+
+
+@dataclass(frozen=True)
+class TumourBox:
+    """A tumour bounding box on one slice (Pascal VOC XML), placed by the slice's z position.
+
+    Attributes:
+        sop_uid: SOP Instance UID of the annotated slice (the XML file's name).
+        z_mm: that slice's z position (ImagePositionPatient), mm.
+        xmin, ymin, xmax, ymax: the box in pixel columns and rows, inclusive.
+    """
+
+    sop_uid: str
+    z_mm: float
+    xmin: int
+    ymin: int
+    xmax: int
+    ymax: int
+
+
+def read_tumour_boxes(folder: str | os.PathLike, dicom_folder: str | os.PathLike) -> list[TumourBox]:
+    """Read the Lung-PET-CT-Dx boxes whose slice is in ``dicom_folder`` (matched by SOPInstanceUID).
+
+    Boxes of slices that are not in the folder are skipped: without their
+    DICOM file nothing places them.
+    """
+    import SimpleITK as sitk
+
+    positions = {}
+    for path in Path(dicom_folder).iterdir():
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            continue
+        if reader.HasMetaDataKey("0008|0018") and reader.HasMetaDataKey("0020|0032"):
+            uid = reader.GetMetaData("0008|0018").strip().rstrip("\x00")
+            positions[uid] = float(reader.GetMetaData("0020|0032").split("\\")[2])
+    boxes = []
+    for path in sorted(Path(folder).glob("*.xml")):
+        uid = path.stem
+        if uid not in positions:
+            continue
+        try:
+            root = ET.parse(path).getroot()
+        except ET.ParseError as exc:
+            raise InputError(f"could not read tumour box {path}: {exc}") from None
+        for box in root.iter("bndbox"):
+            xmin, ymin, xmax, ymax = (int(float(box.findtext(k))) for k in ("xmin", "ymin", "xmax", "ymax"))
+            boxes.append(TumourBox(uid, positions[uid], xmin, ymin, xmax, ymax))
+    return boxes
+
+
+def box_slices(boxes: list[TumourBox], volume: CTVolume) -> list[tuple[int, slice, slice]]:
+    """Each box as (canonical z, row slice, column slice) on the volume's grid (axis-aligned input only)."""
+    ref = volume.reference
+    origin = _canonical_origin(volume)
+    placed = []
+    for box in boxes:
+        corners = [ref.TransformContinuousIndexToPhysicalPoint((float(x), float(y), 0.0)) for x, y in ((box.xmin, box.ymin), (box.xmax, box.ymax))]
+        cols = sorted(int(round((c[0] - origin[0]) / volume.spacing[0])) for c in corners)
+        rows = sorted(int(round((c[1] - origin[1]) / volume.spacing[1])) for c in corners)
+        z = int(round((box.z_mm - origin[2]) / volume.spacing[2]))
+        if 0 <= z < volume.array.shape[0]:
+            placed.append((z, slice(max(rows[0], 0), rows[1] + 1), slice(max(cols[0], 0), cols[1] + 1)))
+    return placed

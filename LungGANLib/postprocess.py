@@ -232,6 +232,48 @@ def split_lungs(mask: np.ndarray, hu: np.ndarray | None = None, midline_x: float
     return out
 
 
+#: A hole whose largest cross-section reaches this area (mm²) and that opens
+#: downwards out of the lung is a diaphragm dome, not a nodule or a vessel.
+DOME_MIN_AREA_MM2 = 300.0
+
+
+def fill_lung_holes(lung: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Fill a lung's holes slice by slice, except the domes of the diaphragm.
+
+    Vessels and nodules are islands inside the lung slice: they are filled. The
+    dome of the liver (or the spleen, or the stomach) rising into the lung base
+    is an island too in its top slices, but in 3D it opens downwards into the
+    abdomen: a 3D group of hole voxels that touches, just below, tissue outside
+    the lung and whose largest cross-section is at least ``DOME_MIN_AREA_MM2``
+    is left out.
+
+    Args:
+        lung: boolean mask (z, y, x) of one lung.
+        spacing: voxel size (x, y, z) in mm.
+    """
+    filled = fill_holes_per_slice(lung)
+    holes = filled & ~lung
+    if not holes.any():
+        return filled
+    labels, n = ndimage.label(holes)
+    outside_below = np.zeros(lung.shape, dtype=bool)
+    outside_below[1:] = ~filled[:-1]  # z - 1 is inferior in LPS
+    opening = np.unique(labels[holes & outside_below])
+    opening = opening[opening > 0]
+    if opening.size == 0:
+        return filled
+    pixel_mm2 = spacing[0] * spacing[1]
+    domes = []
+    objects = ndimage.find_objects(labels)
+    for value in opening:
+        component = labels[objects[value - 1]] == value
+        if component.sum(axis=(1, 2)).max() * pixel_mm2 >= DOME_MIN_AREA_MM2:
+            domes.append(value)
+    if domes:
+        filled &= ~np.isin(labels, domes)
+    return filled
+
+
 def finish_lungs(
     labels: np.ndarray, spacing: tuple[float, float, float], closing_radius_mm: float, fill_holes: bool = True
 ) -> np.ndarray:
@@ -252,7 +294,7 @@ def finish_lungs(
         box = _bbox(lung, margin=radius_px + 1)
         part = close_per_slice(lung[box], radius_px)
         if fill_holes:
-            part = fill_holes_per_slice(part)
+            part = fill_lung_holes(part, spacing)
         target = out[box]
         target[part & (target == 0)] = value
     return out

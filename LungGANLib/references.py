@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .annotations import outline_mask, read_lidc_outlines
+from .annotations import box_slices, outline_mask, read_lidc_outlines, read_tumour_boxes
 from .classical import segment_classical
 from .config import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
 from .io import CTVolume, load_ct, mask_to_image, write_image
@@ -46,6 +46,9 @@ class ReferenceCase:
         name: file stem of the mask, e.g. ``lidc-idri-0001``.
         ct: path of the CT, relative to the data folder.
         lidc_reads: LIDC XML read file whose nodule outlines are added to the lungs.
+        tumour_boxes: folder of tumour box XML files (Lung-PET-CT-Dx), placed
+            through ``boxes_dicom``; the tumour inside each box is added to its lung.
+        boxes_dicom: the DICOM series folder whose SOPInstanceUIDs place the boxes.
         clear_slices: (first, last) canonical slice ranges (inclusive) whose
             mask is erased after checking the mosaics: slices where the
             classical method took something that is not lung.
@@ -55,6 +58,8 @@ class ReferenceCase:
     name: str
     ct: str
     lidc_reads: str | None = None
+    tumour_boxes: str | None = None
+    boxes_dicom: str | None = None
     clear_slices: tuple[tuple[int, int], ...] = ()
     note: str = ""
     patient: str = field(default="")
@@ -74,11 +79,21 @@ CASES: tuple[ReferenceCase, ...] = (
         patient="LIDC-IDRI-0002",
     ),
     ReferenceCase("elastix-00", "ct/elastix-00.nii.gz", patient="ITKElastix-00"),
+    # Series 3 is another reconstruction of series 2 on the identical grid (same
+    # origin, spacing and size), so series 2's DICOM files place the boxes on both.
     ReferenceCase(
-        "lung-pet-ct-dx-a0001-series3", "ct/lung-pet-ct-dx-a0001-series3.nii.gz", patient="Lung-PET-CT-Dx-A0001"
+        "lung-pet-ct-dx-a0001-series3",
+        "ct/lung-pet-ct-dx-a0001-series3.nii.gz",
+        tumour_boxes="annotations/lung-pet-ct-dx-a0001-boxes",
+        boxes_dicom="dicom/lung-pet-ct-dx-a0001-series2",
+        patient="Lung-PET-CT-Dx-A0001",
     ),
     ReferenceCase(
-        "lung-pet-ct-dx-a0001-series2", "dicom/lung-pet-ct-dx-a0001-series2", patient="Lung-PET-CT-Dx-A0001"
+        "lung-pet-ct-dx-a0001-series2",
+        "dicom/lung-pet-ct-dx-a0001-series2",
+        tumour_boxes="annotations/lung-pet-ct-dx-a0001-boxes",
+        boxes_dicom="dicom/lung-pet-ct-dx-a0001-series2",
+        patient="Lung-PET-CT-Dx-A0001",
     ),
 )
 
@@ -118,6 +133,31 @@ def add_nodules(labels: np.ndarray, nodules: np.ndarray) -> np.ndarray:
     return out
 
 
+def add_tumours(labels: np.ndarray, hu: np.ndarray, boxes: list[tuple[int, slice, slice]]) -> np.ndarray:
+    """Add the soft tissue inside each tumour box that lies within its lung's convex hull.
+
+    A tumour abutting the mediastinum or the chest wall is cut out by a density
+    threshold; inside the radiologist's box, the soft tissue (-320 to 200 HU,
+    bone excluded) enclosed by the convex hull of the lung that fills most of
+    the box is lung with a tumour in it.
+    """
+    from skimage.morphology import convex_hull_image
+
+    out = labels.copy()
+    for z, rows, cols in boxes:
+        inside = labels[z, rows, cols]
+        counts = np.bincount(inside[inside > 0], minlength=3)[1:]
+        if not counts.any():
+            continue
+        side = int(counts.argmax()) + 1
+        hull = convex_hull_image(labels[z] == side)
+        region = np.zeros(hull.shape, dtype=bool)
+        region[rows, cols] = True
+        tissue = (hu[z] > -320) & (hu[z] < 200)
+        out[z][region & hull & tissue & (out[z] == 0)] = side
+    return out
+
+
 def make_reference(case: ReferenceCase, data: Path | None = None) -> tuple[CTVolume, np.ndarray, dict, np.ndarray]:
     """Segment one case classically and apply its corrections.
 
@@ -136,10 +176,18 @@ def make_reference(case: ReferenceCase, data: Path | None = None) -> tuple[CTVol
         inside = int((nodules & (labels > 0)).sum())
         report["nodule_voxels"] = nodule_voxels
         report["nodule_fraction_inside_classical"] = round(inside / nodule_voxels, 4) if nodule_voxels else None
-        report["nodule_slices"] = np.flatnonzero(nodules.any(axis=(1, 2))).tolist()
+        report["lesion_slices"] = np.flatnonzero(nodules.any(axis=(1, 2))).tolist()
         added = nodules & (labels == 0)
         labels = add_nodules(labels, nodules)
         report["nodule_voxels_added"] = nodule_voxels - inside
+    if case.tumour_boxes:
+        boxes = box_slices(read_tumour_boxes(data / case.tumour_boxes, data / case.boxes_dicom), volume)
+        before = labels
+        labels = add_tumours(labels, volume.array, boxes)
+        added |= (labels > 0) & (before == 0)
+        report["tumour_boxes"] = len(boxes)
+        report["tumour_voxels_added"] = int(((labels > 0) & (before == 0)).sum())
+        report["lesion_slices"] = sorted({z for z, _, _ in boxes})
     for first, last in case.clear_slices:
         report.setdefault("cleared_voxels", 0)
         report["cleared_voxels"] += int((labels[first : last + 1] > 0).sum())
@@ -198,12 +246,12 @@ def build_references(
         volume, labels, report, added = make_reference(case, data)
         write_image(mask_to_image(labels, volume), output_dir / f"{case.name}.nii.gz", overwrite=True)
         save_png(mosaic(volume.array, labels, mosaic_slices(labels), columns=8, tile=160), mosaic_dir / f"{case.name}.png")
-        if report.get("nodule_slices"):
+        if report.get("lesion_slices"):
             # Nodule slices at full size, the voxels the corrections added in red.
             shown = np.where(added, 3, labels).astype(np.uint8)
             save_png(
-                mosaic(volume.array, shown, _spread(report["nodule_slices"], 12), columns=4, tile=320),
-                mosaic_dir / f"{case.name}-nodules.png",
+                mosaic(volume.array, shown, _spread(report["lesion_slices"], 12), columns=4, tile=320),
+                mosaic_dir / f"{case.name}-lesions.png",
             )
         reports.append(report)
     summary = output_dir / "references.json"

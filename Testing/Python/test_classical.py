@@ -127,3 +127,23 @@ def test_fill_holes_and_closing_bring_nodules_back_in():
     assert (no_close[:, 20:25, 20:25] == RIGHT_LUNG_LABEL).all()
     assert (no_close[:, 10:14, 24:28] == 0).all()
     assert fill_holes_per_slice(labels > 0)[:, 22, 22].all()
+
+
+def test_holes_fill_but_a_diaphragm_dome_does_not():
+    from LungGANLib.postprocess import fill_lung_holes
+
+    lung = np.zeros((12, 60, 60), bool)
+    lung[2:12, 5:55, 5:55] = True
+    lung[6:9, 10:14, 10:14] = False  # a nodule, enclosed in 3D: filled
+    # A dome: soft tissue rising from below (z=0,1 are under the lung) into slices 2-5,
+    # an island in each of those slices, 30x30 mm at 1 mm pixels.
+    lung[2:6, 20:50, 20:50] = False
+    lung[5, 20:50, 20:50] = True  # capped: the dome's top is inside the lung
+    filled = fill_lung_holes(lung, (1.0, 1.0, 1.0))
+    assert filled[6:9, 10:14, 10:14].all()
+    assert not filled[2:5, 20:50, 20:50].any()
+    # A small island that opens downwards (a vessel) is still filled.
+    vessel = np.zeros_like(lung)
+    vessel[2:12, 5:55, 5:55] = True
+    vessel[2:5, 30:33, 30:33] = False
+    assert fill_lung_holes(vessel, (1.0, 1.0, 1.0))[2:5, 30:33, 30:33].all()

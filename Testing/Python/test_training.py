@@ -1,0 +1,117 @@
+"""Training on real CT: a step lowers the loss, checkpoints resume exactly, models round-trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+
+from LungGANLib.errors import InputError, ModelError
+from LungGANLib.io import load_ct, mask_from_image
+from LungGANLib.model_io import ModelInfo, card_path, load_model, save_model, sha256
+from LungGANLib.models import Generator, GeneratorConfig
+from LungGANLib.training import Trainer, TrainConfig, prepare_slices
+
+SMALL = GeneratorConfig(base_channels=4, depth=2)
+
+
+@pytest.fixture(scope="module")
+def cip_slices(data):
+    ct = load_ct(data / "fixtures/cip-ct-64/ct-64.nrrd")
+    mask = mask_from_image(sitk.ReadImage(str(data / "fixtures/cip-ct-64/wholeLung-64.nrrd")), ct)
+    return ct, mask, prepare_slices([(ct, mask)], size=64)
+
+
+def small_config(**kw) -> TrainConfig:
+    return TrainConfig(**{"epochs": 2, "batch_size": 8, "input_size": 64, "generator": SMALL, **kw})
+
+
+def test_prepare_slices_keeps_lung_slices_and_soft_targets(cip_slices):
+    ct, mask, data = cip_slices
+    with_lung = np.flatnonzero(mask.any(axis=(1, 2)))
+    assert len(data) >= len(with_lung)
+    assert data.images.shape[1:] == (1, 64, 64) and data.targets.shape == data.images.shape
+    assert 0.0 <= float(data.images.min()) and float(data.images.max()) <= 1.0
+    # The input is already 64x64: the targets are the mask itself, 0 or 1.
+    assert set(torch.unique(data.targets).tolist()) == {0.0, 1.0}
+    assert float(data.targets.sum()) == float((mask > 0).sum())  # every lung voxel is in a kept slice
+
+
+def test_prepare_slices_refuses_a_mask_of_another_shape(cip_slices):
+    ct, mask, _ = cip_slices
+    with pytest.raises(InputError, match="differs from CT shape"):
+        prepare_slices([(ct, mask[:-1])], size=64)
+
+
+def test_one_generator_step_lowers_the_loss(cip_slices, tmp_path):
+    _, _, data = cip_slices
+    trainer = Trainer(small_config(), tmp_path, device="cpu")
+    x, y = data.images[20:28], data.targets[20:28]
+
+    def loss() -> float:
+        trainer.generator.train()
+        with torch.no_grad():
+            return float(F.binary_cross_entropy_with_logits(trainer.generator(x), y))
+
+    before = loss()
+    step_loss = trainer.generator_step(x, y)
+    assert step_loss == pytest.approx(before, rel=1e-4)
+    assert loss() < before
+
+
+def test_resume_ends_with_the_same_weights(cip_slices, tmp_path):
+    _, _, data = cip_slices
+    val = data
+    straight = Trainer(small_config(), tmp_path / "a", device="cpu")
+    straight.fit(data, val)
+
+    interrupted = Trainer(small_config(), tmp_path / "b", device="cpu")
+    interrupted.fit(data, val, should_stop=lambda: True)  # stops after epoch 1
+    assert interrupted.epoch == 1
+    resumed = Trainer(small_config(), tmp_path / "b", device="cpu")
+    resumed.load_checkpoint()
+    assert resumed.epoch == 1
+    resumed.fit(data, val)
+    assert resumed.epoch == 2
+    for (name, a), (_, b) in zip(straight.generator.state_dict().items(), resumed.generator.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert [r.train_loss for r in resumed.history] == [r.train_loss for r in straight.history]
+    log = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,lr,train_loss") and len(log) == 3
+
+
+def test_resume_refuses_other_settings(cip_slices, tmp_path):
+    _, _, data = cip_slices
+    Trainer(small_config(epochs=1), tmp_path, device="cpu").fit(data, data)
+    other = Trainer(small_config(lr=5e-4), tmp_path, device="cpu")
+    with pytest.raises(InputError, match="other settings"):
+        other.load_checkpoint()
+
+
+def test_bad_training_settings_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown variant 'wgan'"):
+        Trainer(small_config(variant="wgan"), tmp_path)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        Trainer(small_config(input_size=66), tmp_path)
+
+
+def test_model_round_trip_with_card(tmp_path):
+    g = Generator(SMALL).eval()
+    path = save_model(g, ModelInfo(SMALL, input_size=64), tmp_path / "m.safetensors", {"variant": "baseline"})
+    loaded, info = load_model(path)
+    assert info.config == SMALL and info.input_size == 64
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(g(x), loaded(x))
+    card = json.loads(card_path(path).read_text())
+    assert card["variant"] == "baseline" and card["sha256"] == sha256(path)
+    assert card["parameters"] == sum(p.numel() for p in g.parameters())
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        load_model(tmp_path / "none.safetensors")
