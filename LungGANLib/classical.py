@@ -26,24 +26,36 @@ from .postprocess import component_sizes, fill_holes_per_slice, postprocess
 logger = logging.getLogger(__name__)
 
 
-def body_mask(hu: np.ndarray, params: ClassicalParams = DEFAULT_CLASSICAL) -> np.ndarray:
+def body_mask(hu: np.ndarray, params: ClassicalParams = DEFAULT_CLASSICAL, step: int | None = None) -> np.ndarray:
     """The patient's body, lungs included (holes filled slice by slice).
+
+    The body is found on every ``step``-th row and column and scaled back up:
+    it only needs to bound the lungs, which never reach the skin, and this
+    makes it ``step``² times cheaper.
 
     Args:
         hu: CT in HU, (z, y, x).
         params: ``body_threshold_hu`` is used.
+        step: in-plane subsampling; default 2 for slices of 512 pixels and more,
+            1 (full resolution) below 512.
 
     Returns:
         Boolean mask of the largest 3D component of tissue, with its holes filled.
     """
-    tissue = hu > params.body_threshold_hu
+    if step is None:
+        step = max(1, min(hu.shape[1], hu.shape[2]) // 256)
+    small = hu[:, ::step, ::step]
+    tissue = small > params.body_threshold_hu
     # Remove thin structures (table, blanket, cables) before picking the body.
     tissue = ndimage.binary_opening(tissue, structure=np.ones((1, 3, 3), dtype=bool))
     labels, n = ndimage.label(tissue)
     if n == 0:
         return np.zeros(hu.shape, dtype=bool)
     largest = int(np.argmax(component_sizes(labels, n))) + 1
-    return fill_holes_per_slice(labels == largest)
+    body = fill_holes_per_slice(labels == largest)
+    if step > 1:
+        body = body.repeat(step, axis=1).repeat(step, axis=2)[:, : hu.shape[1], : hu.shape[2]]
+    return body
 
 
 def find_trachea_seed(

@@ -116,8 +116,21 @@ def select_lungs(
 
 
 def _grow_labels(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Give every voxel of ``mask`` the label of the nearest labelled voxel (geodesic, in steps of one voxel)."""
+    """Give every voxel of ``mask`` the label of the nearest labelled voxel.
+
+    Slice by slice, each voxel takes the label of the nearest seed in its slice
+    (a 2D distance transform: cheap, and the lungs meet along a sheet that
+    crosses every slice). Voxels of slices without seeds are then reached by
+    growing the labels through the mask in 3D, one voxel per step.
+    """
     labels = labels.copy()
+    for z in range(labels.shape[0]):
+        seeds = labels[z] > 0
+        free = mask[z] & ~seeds
+        if not free.any() or not seeds.any():
+            continue
+        rows, cols = ndimage.distance_transform_edt(~seeds, return_distances=False, return_indices=True)
+        labels[z][free] = labels[z][rows[free], cols[free]]
     values = [v for v in np.unique(labels) if v != 0]
     struct = ndimage.generate_binary_structure(3, 1)
     while True:
@@ -324,15 +337,21 @@ def postprocess(
         uint8 labels: 1 right lung, 2 left lung (or 1 for both with ``single_label``);
         all zero when less than ``params.min_total_lung_ml`` of lung is found.
     """
-    lungs = select_lungs(mask.astype(bool, copy=False), hu, spacing, params)
+    out = np.zeros(mask.shape, dtype=np.uint8)
+    if not mask.any():
+        return out
+    radius = params.closing_radius_mm if closing_radius_mm is None else closing_radius_mm
+    # Work inside the mask's bounding box (plus the closing's reach): a fraction of the volume.
+    box = _bbox(mask, margin=int(round(radius / min(spacing[0], spacing[1]))) + 2)
+    hu_box = None if hu is None else hu[box]
+    lungs = select_lungs(mask[box].astype(bool, copy=False), hu_box, spacing, params)
     total_ml = float(lungs.sum()) * float(np.prod(spacing)) / 1000.0
     if total_ml < params.min_total_lung_ml:
         if total_ml > 0:
             logger.info("%.0f mL of lung-like tissue is below the %.0f mL minimum: no lungs", total_ml, params.min_total_lung_ml)
-        return np.zeros(mask.shape, dtype=np.uint8)
-    labels = split_lungs(lungs, hu)
-    radius = params.closing_radius_mm if closing_radius_mm is None else closing_radius_mm
-    labels = finish_lungs(labels, spacing, radius, fill_holes=fill_holes)
+        return out
+    labels = finish_lungs(split_lungs(lungs, hu_box), spacing, radius, fill_holes=fill_holes)
     if single_label:
         labels = np.where(labels > 0, LUNG_LABEL, 0).astype(np.uint8)
-    return labels
+    out[box] = labels
+    return out
