@@ -70,13 +70,13 @@ def outline_mask(outlines: list[NoduleOutline], volume: CTVolume) -> np.ndarray:
     """Rasterise outlines (filled, exclusions cut out) onto the volume's canonical (z, y, x) grid.
 
     The outlines' pixel coordinates are those of the original DICOM slices; the
-    volume's reference image maps them, with each slice's z position, to its
+    volume's geometry maps them, with each slice's z position, to their
     physical points and from there to the canonical grid.
 
     Returns:
         Boolean mask of every voxel inside a nodule outline of any reader.
     """
-    ref = volume.reference
+    geometry = volume.geometry
     shape = volume.array.shape
     mask = np.zeros(shape, dtype=bool)
     exclusions = np.zeros(shape, dtype=bool)
@@ -86,10 +86,10 @@ def outline_mask(outlines: list[NoduleOutline], volume: CTVolume) -> np.ndarray:
         if not outline.xs:
             continue
         # Pixel (x, y) of the slice at z_mm: take the in-plane physical position
-        # from the reference image's geometry, and z from the read.
+        # from the input's geometry, and z from the read.
         points = []
         for x, y in zip(outline.xs, outline.ys):
-            px, py, _ = ref.TransformContinuousIndexToPhysicalPoint((float(x), float(y), 0.0))
+            px, py, _ = geometry.index_to_point((float(x), float(y), 0.0))
             points.append((px, py, outline.z_mm))
         idx = np.array(
             [[(p[d] - canonical_origin[d]) / volume.spacing[d] for d in range(3)] for p in points]
@@ -109,10 +109,10 @@ def outline_mask(outlines: list[NoduleOutline], volume: CTVolume) -> np.ndarray:
 
 def _canonical_origin(volume: CTVolume) -> tuple[float, float, float]:
     """Physical position (LPS, mm) of the canonical array's voxel (0, 0, 0)."""
-    ref = volume.reference
-    size = ref.GetSize()
+    geometry = volume.geometry
+    size = geometry.size
     corners = [
-        ref.TransformIndexToPhysicalPoint((i, j, k))
+        geometry.index_to_point((i, j, k))
         for i in (0, size[0] - 1)
         for j in (0, size[1] - 1)
         for k in (0, size[2] - 1)
@@ -174,11 +174,10 @@ def read_tumour_boxes(folder: str | os.PathLike, dicom_folder: str | os.PathLike
 
 def box_slices(boxes: list[TumourBox], volume: CTVolume) -> list[tuple[int, slice, slice]]:
     """Each box as (canonical z, row slice, column slice) on the volume's grid (axis-aligned input only)."""
-    ref = volume.reference
     origin = _canonical_origin(volume)
     placed = []
     for box in boxes:
-        corners = [ref.TransformContinuousIndexToPhysicalPoint((float(x), float(y), 0.0)) for x, y in ((box.xmin, box.ymin), (box.xmax, box.ymax))]
+        corners = [volume.geometry.index_to_point((float(x), float(y), 0.0)) for x, y in ((box.xmin, box.ymin), (box.xmax, box.ymax))]
         cols = sorted(int(round((c[0] - origin[0]) / volume.spacing[0])) for c in corners)
         rows = sorted(int(round((c[1] - origin[1]) / volume.spacing[1])) for c in corners)
         z = int(round((box.z_mm - origin[2]) / volume.spacing[2]))

@@ -20,7 +20,8 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from .config import AIR_HU, DEFAULT_CLASSICAL, ClassicalParams
+from .config import DEFAULT_CLASSICAL, ClassicalParams
+from .io import clip_air
 from .postprocess import component_sizes, fill_holes_per_slice, postprocess
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def lung_candidates(
     hu: np.ndarray, spacing: tuple[float, float, float], params: ClassicalParams = DEFAULT_CLASSICAL
 ) -> np.ndarray:
     """Low-density voxels inside the body, airways removed (steps 1-3 above)."""
-    hu = np.maximum(hu, AIR_HU)
+    hu = clip_air(hu)
     body = body_mask(hu, params)
     candidates = (hu < params.lung_threshold_hu) & body
     candidates &= ~airway_mask(hu, body, spacing, params)

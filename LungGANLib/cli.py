@@ -103,6 +103,26 @@ def cmd_references(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_overlay(args: argparse.Namespace) -> int:
+    from .io import load_ct, mask_from_image, read_image
+    from .references import mosaic_slices
+    from .visualize import mosaic, save_png
+
+    out = Path(args.output)
+    if out.suffix.lower() != ".png":
+        raise LungGANError(f"overlay {out} must end in .png")
+    if out.exists() and not args.overwrite:
+        raise LungGANError(f"output {out} exists: choose another name or pass --overwrite")
+    if not out.parent.exists():
+        raise LungGANError(f"output folder {out.parent} does not exist: create it first")
+    volume = load_ct(args.ct, force=True)
+    mask_image, _ = read_image(args.mask)
+    labels = mask_from_image(mask_image, volume)
+    save_png(mosaic(volume.array, labels, mosaic_slices(labels, args.slices), columns=args.columns, tile=args.tile), out)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .training import run_training
 
@@ -161,6 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     tr.add_argument("--device", default="auto")
     tr.set_defaults(func=cmd_train)
+
+    ov = sub.add_parser("overlay", help="draw a mask over its CT: a PNG mosaic of axial slices")
+    ov.add_argument("ct", help="the CT")
+    ov.add_argument("mask", help="a mask of that CT")
+    ov.add_argument("-o", "--output", required=True, help="PNG to write")
+    ov.add_argument("--slices", type=int, default=24, help="how many slices, spread through the lungs")
+    ov.add_argument("--columns", type=int, default=6)
+    ov.add_argument("--tile", type=int, default=256, help="largest side of a tile in pixels")
+    ov.add_argument("--overwrite", action="store_true")
+    ov.set_defaults(func=cmd_overlay)
 
     ref = sub.add_parser("references", help="regenerate the reference masks of the shared 3D series")
     ref.add_argument("--output-dir", help="default: Testing/Data/ReferenceMasks")

@@ -21,7 +21,7 @@ import torch
 from .classical import body_mask, segment_classical
 from .config import DEFAULT_CLASSICAL, ClassicalParams
 from .errors import InputError
-from .io import CTVolume, check_output_path, load_ct, mask_to_image, write_image
+from .io import CTVolume, check_output_path, clip_air, load_ct, mask_to_image, write_image
 from .model_io import ModelInfo, load_model
 from .models import Generator
 from .postprocess import postprocess
@@ -100,6 +100,7 @@ def predict_probabilities(
     out = np.zeros(hu.shape, dtype=bool)
     todo = np.arange(depth) if slices is None else np.asarray(slices, dtype=int)
     channels_last = device.type == "cpu"
+    generator = generator.fused()
     if channels_last:
         generator = generator.to(memory_format=torch.channels_last)
     total = len(todo)
@@ -177,7 +178,7 @@ def segment(
         device = resolve_device(options.device)
         generator, info = model if model is not None else load_model(options.model, device)
         generator = generator.to(device)
-        body = body_mask(np.maximum(hu, -1024.0), options.params)
+        body = body_mask(clip_air(hu), options.params)
         todo = lung_slices(hu, body)
         logger.info("generator on %s: %d of %d slices can hold lung", device, len(todo), hu.shape[0])
         mask = predict_probabilities(hu, generator, info, device, options.batch_size, todo, progress)

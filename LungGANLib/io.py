@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .config import CANONICAL_ORIENTATION, CT_AIR_CHECK_HU, CT_MIN_AIR_FRACTION
+from .config import AIR_HU, CANONICAL_ORIENTATION, CT_AIR_CHECK_HU, CT_MIN_AIR_FRACTION
 from .errors import InputError, OutputExistsError
 
 logger = logging.getLogger(__name__)
@@ -29,15 +29,50 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """Where an image's voxels lie: SimpleITK's size, spacing, origin and direction.
+
+    Kept instead of the image itself so that the input's voxels are not held
+    in memory twice.
+    """
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> Geometry:
+        """The geometry of a SimpleITK image."""
+        return cls(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection()))
+
+    def apply(self, image: sitk.Image) -> sitk.Image:
+        """Give ``image`` (of the same size) exactly this geometry."""
+        if tuple(image.GetSize()) != self.size:
+            raise ValueError(f"image size {image.GetSize()} differs from {self.size}")
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+    def index_to_point(self, index: tuple[float, ...]) -> tuple[float, ...]:
+        """Physical point (LPS, mm) of a continuous (x, y, z) voxel index."""
+        n = len(self.size)
+        matrix = np.asarray(self.direction, dtype=float).reshape(n, n)
+        return tuple(np.asarray(self.origin) + matrix @ (np.asarray(index, dtype=float) * np.asarray(self.spacing)))
+
+
 @dataclass
 class CTVolume:
     """A CT volume in canonical orientation, with what is needed to go back.
 
     Attributes:
-        array: HU values, shape (z, y, x), canonical LPS orientation.
+        array: HU values, shape (z, y, x), canonical LPS orientation; int16 as
+            scanners store them, float32 for other pixel types.
         spacing: voxel size (x, y, z) in mm, in canonical orientation.
-        reference: the image as read (original orientation); its geometry is
-            the one every output mask gets. Its voxels are not used.
+        geometry: the input's own geometry (original orientation), which
+            every output mask gets.
         orientation: the original orientation code, e.g. ``"RAS"``.
         modality: the DICOM modality tag where the file has one, else None.
         source: where the volume was read from.
@@ -45,7 +80,7 @@ class CTVolume:
 
     array: np.ndarray
     spacing: tuple[float, float, float]
-    reference: sitk.Image
+    geometry: Geometry
     orientation: str
     modality: str | None = None
     source: str = ""
@@ -54,6 +89,11 @@ class CTVolume:
     def voxel_volume_ml(self) -> float:
         """Volume of one voxel in mL."""
         return float(np.prod(self.spacing)) / 1000.0
+
+
+def clip_air(hu: np.ndarray) -> np.ndarray:
+    """HU with scanner padding (below -1024) set to air, in the array's own dtype."""
+    return np.maximum(hu, hu.dtype.type(AIR_HU))
 
 
 def _suffix(path: Path) -> str:
@@ -197,13 +237,18 @@ def volume_from_image(
         )
     orientation = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
     canonical = sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
-    array = sitk.GetArrayFromImage(canonical).astype(np.float32, copy=False)
+    geometry = Geometry.of(image)
+    spacing = tuple(float(s) for s in canonical.GetSpacing())
+    array = sitk.GetArrayFromImage(canonical)
+    del canonical
+    if array.dtype != np.int16:
+        array = array.astype(np.float32)
     if not force:
         check_is_ct(array, modality, source)
     return CTVolume(
         array=array,
-        spacing=tuple(float(s) for s in canonical.GetSpacing()),
-        reference=image,
+        spacing=spacing,
+        geometry=geometry,
         orientation=orientation,
         modality=modality,
         source=source,
@@ -226,20 +271,16 @@ def mask_to_image(mask: np.ndarray, volume: CTVolume) -> sitk.Image:
     canonical.SetSpacing(volume.spacing)
     canonical.SetDirection(np.eye(3).ravel().tolist())
     out = sitk.DICOMOrient(canonical, volume.orientation)
-    ref = volume.reference
-    if out.GetSize() != ref.GetSize():
-        raise RuntimeError(f"reorientation gave size {out.GetSize()}, expected {ref.GetSize()}")
-    # DICOMOrient only permutes and flips, so the voxels are in place; copy the
-    # geometry bit for bit so no rounding drifts in.
-    out.CopyInformation(ref)
-    return out
+    # DICOMOrient only permutes and flips, so the voxels are in place; set the
+    # input's geometry bit for bit so no rounding drifts in.
+    return volume.geometry.apply(out)
 
 
 def mask_from_image(image: sitk.Image, volume: CTVolume | None = None) -> np.ndarray:
     """Read a mask image into canonical (z, y, x) order, checking it fits ``volume``."""
-    if volume is not None and image.GetSize() != volume.reference.GetSize():
+    if volume is not None and tuple(image.GetSize()) != volume.geometry.size:
         raise InputError(
-            f"mask size {image.GetSize()} differs from the CT's {volume.reference.GetSize()}: "
+            f"mask size {image.GetSize()} differs from the CT's {volume.geometry.size}: "
             "give the mask that belongs to this CT"
         )
     return sitk.GetArrayFromImage(sitk.DICOMOrient(image, CANONICAL_ORIENTATION))

@@ -33,7 +33,7 @@ from .classical import body_mask
 from .config import DEFAULT_INPUT_SIZE, DEFAULT_WINDOW, HUWindow
 from .errors import InputError
 from .inference import lung_slices, resolve_device
-from .io import CTVolume
+from .io import CTVolume, clip_air
 from .model_io import ModelInfo, load_model, save_model
 from .models import Generator, GeneratorConfig
 from .preprocess import mask_to_network, to_network
@@ -73,7 +73,7 @@ def prepare_slices(
                 f"mask shape {labels.shape} differs from CT shape {volume.array.shape} ({volume.source}): "
                 "give each CT its own mask"
             )
-        hu = np.maximum(volume.array, -1024.0)
+        hu = clip_air(volume.array)
         keep = np.union1d(lung_slices(hu, body_mask(hu)), np.flatnonzero(labels.any(axis=(1, 2))))
         for start in range(0, len(keep), 32):
             index = keep[start : start + 32]

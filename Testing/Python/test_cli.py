@@ -144,3 +144,39 @@ def test_console_script_runs(data, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert out.exists() and "wrote" in result.stdout
+
+
+def test_overlay_draws_a_png(capsys, data, tmp_path):
+    out = tmp_path / "overlay.png"
+    ct = data / "fixtures/cip-ct-64/ct-64.nrrd"
+    code, stdout, _ = run(capsys, "overlay", ct, data / "fixtures/cip-ct-64/wholeLung-64.nrrd", "-o", out, "--slices", "6", "--columns", "3")
+    assert code == 0 and "wrote" in stdout
+    import imageio.v3 as iio
+
+    image = iio.imread(out)
+    assert image.ndim == 3 and image.shape[2] == 3
+    assert image.shape[0] == 2 * (64 + 2) and image.shape[1] == 3 * (64 + 2)
+    code, _, err = run(capsys, "overlay", ct, data / "ct/elastix-00.nii.gz", "-o", tmp_path / "x.png")
+    assert code == 2 and "give the mask that belongs to this CT" in err
+
+
+def test_train_resume_and_use_the_model(capsys, data, tmp_path):
+    ct = data / "fixtures/cip-ct-64/ct-64.nrrd"
+    mask = data / "fixtures/cip-ct-64/wholeLung-64.nrrd"
+    model = tmp_path / "tiny.safetensors"
+    common = ["train", "--pair", ct, mask, "--val-pair", ct, mask, "--base-channels", "2", "--depth", "2",
+              "--input-size", "64", "--run-dir", tmp_path / "run", "-o", model, "--device", "cpu"]
+    code, _, err = run(capsys, *common, "--epochs", "1")
+    assert code == 0, err
+    assert "epoch 1:" in err and model.exists()
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["variant"] == "baseline" and card["generator"]["base_channels"] == 2 and card["input_size"] == 64
+    assert card["data"]["train"] == [str(ct)]
+    code, _, err = run(capsys, *common, "--epochs", "2", "--resume")
+    assert code == 0, err
+    assert "epoch 2:" in err and "epoch 1:" not in err
+    out = tmp_path / "seg.nii.gz"
+    code, _, _ = run(capsys, "segment", ct, "-o", out, "--model", model, "-q")
+    assert code == 0 and out.exists()
+    code, _, err = run(capsys, *common, "--epochs", "1")
+    assert code == 2 and "exists" in err

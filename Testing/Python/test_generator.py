@@ -61,3 +61,17 @@ def test_input_side_must_fit_the_depth():
 def test_config_round_trips_through_a_dict():
     config = GeneratorConfig(base_channels=6, depth=2, norm="none")
     assert GeneratorConfig.from_dict(config.to_dict()) == config
+
+
+def test_fused_copy_computes_the_same_function():
+    g = Generator(base_channels=4, depth=2)
+    g.train()
+    with torch.no_grad():
+        g(torch.rand(4, 1, 32, 32))  # give batch norm non-trivial running statistics
+    g.eval()
+    fused = g.fused()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in g.modules())  # the original is untouched
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), g(x), rtol=1e-4, atol=1e-5)

@@ -123,3 +123,17 @@ def test_write_is_atomic_and_leaves_no_temporary(tmp_path):
     image = sitk.Image(4, 4, 4, sitk.sitkUInt8)
     write_image(image, tmp_path / "m.nrrd")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.nrrd"]
+
+
+def test_metaimage_reads_like_the_nrrd(data, tmp_path):
+    src = sitk.ReadImage(str(data / "fixtures/cip-ct-64/ct-64.nrrd"))
+    for name in ("ct.mha", "ct.mhd"):
+        sitk.WriteImage(src, str(tmp_path / name))
+        ct = load_ct(tmp_path / name)
+        np.testing.assert_array_equal(ct.array, sitk.GetArrayFromImage(src))
+
+
+def test_int16_ct_stays_int16_and_other_types_become_float(data):
+    assert load_ct(data / "fixtures/cip-ct-64/ct-64.nrrd").array.dtype == np.int16
+    small = load_ct(data / "fixtures/ct-small-pydicom.dcm")  # int32 pixels
+    assert small.array.dtype == np.float32 and small.array.shape == (1, 128, 128)

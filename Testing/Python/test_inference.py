@@ -1,0 +1,82 @@
+"""The generator pipeline: device choice, progress, the shipped model on held-out real CT."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from LungGANLib.errors import InputError
+from LungGANLib.inference import SegmentOptions, lung_slices, resolve_device, segment
+from LungGANLib.io import load_ct, mask_from_image
+from LungGANLib.metrics import dice
+from LungGANLib.model_io import DEFAULT_MODEL, card_path, load_model
+from LungGANLib.preprocess import from_network, to_network
+from LungGANLib.references import case_by_name, reference_path
+
+
+def test_auto_device_prefers_cuda_then_mps_then_cpu():
+    device = resolve_device("auto")
+    if torch.cuda.is_available():
+        assert device.type == "cuda"
+    elif torch.backends.mps.is_available():
+        assert device.type == "mps"
+    else:
+        assert device.type == "cpu"
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA GPU is available"):
+            resolve_device("cuda")
+    with pytest.raises(InputError, match="unknown device"):
+        resolve_device("gpu0")
+
+
+def test_network_resizing_round_trips_a_non_square_slice():
+    hu = np.full((1, 40, 60), -1000.0, dtype=np.float32)
+    hu[0, 10:30, 20:40] = 40.0
+    x = to_network(hu, 64)
+    assert x.shape == (1, 1, 64, 64)
+    back = from_network(x, 40, 60)[0].numpy()
+    assert back.shape == (40, 60)
+    # The soft-tissue square comes back where it was (bilinear edges aside).
+    assert (back[12:28, 22:38] > 0.5).all() and (back[:8] < 0.5).all()
+
+
+def test_shipped_model_has_a_card_that_matches_it():
+    generator, info = load_model()
+    card = json.loads(card_path(DEFAULT_MODEL).read_text())
+    assert info.card == card
+    assert card["generator"] == info.config.to_dict()
+    assert card["input_size"] == info.input_size and card["hu_window"] == [info.window.low, info.window.high]
+    assert "lidc-idri-0001" in card["data"]["validation"] and "lidc-idri-0001" not in card["data"]["train"]
+    assert DEFAULT_MODEL.stat().st_size < 5_000_000
+
+
+@pytest.fixture(scope="module")
+def held_out(data):
+    case = case_by_name("lidc-idri-0001")
+    ct = load_ct(data / case.ct)
+    reference = mask_from_image(sitk.ReadImage(str(reference_path(case))), ct)
+    return ct, reference
+
+
+def test_shipped_generator_on_the_held_out_volume(held_out):
+    ct, reference = held_out
+    calls = []
+    labels = segment(ct, SegmentOptions(method="gan", device="cpu"), progress=lambda d, t: calls.append((d, t)))
+    # The issue's bar is 0.97; the shipped model measured higher (see its card).
+    assert dice(labels > 0, reference > 0) >= 0.97
+    assert dice(labels == 1, reference == 1) >= 0.95 and dice(labels == 2, reference == 2) >= 0.95
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and calls[-1][0] == calls[-1][1] == len(lung_slices(ct.array))
+    assert calls[-1][1] < ct.array.shape[0]  # slices below and above the lungs were skipped
+
+
+def test_gan_segmentation_is_reproducible(data):
+    ct = load_ct(data / "fixtures/cip-ct-64/ct-64.nrrd")
+    a = segment(ct, SegmentOptions(method="gan", device="cpu", batch_size=7))
+    b = segment(ct, SegmentOptions(method="gan", device="cpu", batch_size=32))
+    np.testing.assert_array_equal(a, b)
