@@ -69,6 +69,11 @@ class ClassicalParams:
         min_total_lung_ml: when both lungs together are smaller than this the
             scan holds no lungs worth the name (an abdominal CT that grazes the
             lung bases): the mask is emptied and a warning given.
+        short_scan_mm: a scan shorter than this (craniocaudal extent: a few
+            slices, or one) is judged by its largest lung cross-section instead.
+        min_slice_lung_cm2: the smallest largest-cross-section of lungs in a short scan.
+        whole_lung_extent_mm: extent of whole lungs; ``min_lung_ml`` is scaled
+            down by extent / this for shorter scans.
         closing_radius_mm: in-plane closing radius that pulls juxtapleural
             nodules and vessels at the hilum into the lung.
         min_lung_mean_hu: a lung's mean density is above this; bowel gas is
@@ -83,6 +88,9 @@ class ClassicalParams:
     min_lung_ml: float = 50.0
     second_lung_ratio: float = 0.1
     min_total_lung_ml: float = 200.0
+    short_scan_mm: float = 50.0
+    min_slice_lung_cm2: float = 50.0
+    whole_lung_extent_mm: float = 200.0
     closing_radius_mm: float = 4.0
     min_lung_mean_hu: float = -960.0
 

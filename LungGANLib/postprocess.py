@@ -8,6 +8,7 @@ All arrays are (z, y, x) in canonical LPS orientation; spacings are (x, y, z) mm
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 from scipy import ndimage
@@ -313,6 +314,31 @@ def finish_lungs(
     return out
 
 
+def scaled_for_extent(params: ClassicalParams, extent_mm: float) -> ClassicalParams:
+    """The minimum component volume scaled down for a scan shorter than the lungs (e.g. one slice)."""
+    factor = min(1.0, extent_mm / params.whole_lung_extent_mm)
+    return params if factor >= 1.0 else replace(params, min_lung_ml=params.min_lung_ml * factor)
+
+
+def too_little_lung(lungs: np.ndarray, spacing: tuple[float, float, float], params: ClassicalParams) -> str | None:
+    """Why the lungs found are too little to be lungs, or None when they are enough.
+
+    A scan of at least ``params.short_scan_mm`` needs ``params.min_total_lung_ml``
+    of lung; a shorter one (a few slices, a single slice) needs one slice with
+    ``params.min_slice_lung_cm2`` of lung.
+    """
+    extent_mm = lungs.shape[0] * spacing[2]
+    if extent_mm >= params.short_scan_mm:
+        total_ml = float(lungs.sum()) * float(np.prod(spacing)) / 1000.0
+        if total_ml < params.min_total_lung_ml:
+            return f"{total_ml:.0f} mL of lung-like tissue is below the {params.min_total_lung_ml:.0f} mL minimum"
+        return None
+    area_cm2 = float(lungs.sum(axis=(1, 2)).max()) * spacing[0] * spacing[1] / 100.0
+    if area_cm2 < params.min_slice_lung_cm2:
+        return f"the largest lung cross-section, {area_cm2:.0f} cm², is below the {params.min_slice_lung_cm2:.0f} cm² minimum"
+    return None
+
+
 def postprocess(
     mask: np.ndarray,
     hu: np.ndarray | None,
@@ -335,7 +361,7 @@ def postprocess(
 
     Returns:
         uint8 labels: 1 right lung, 2 left lung (or 1 for both with ``single_label``);
-        all zero when less than ``params.min_total_lung_ml`` of lung is found.
+        all zero when too little lung is found (see :func:`too_little_lung`).
     """
     out = np.zeros(mask.shape, dtype=np.uint8)
     if not mask.any():
@@ -344,11 +370,11 @@ def postprocess(
     # Work inside the mask's bounding box (plus the closing's reach): a fraction of the volume.
     box = _bbox(mask, margin=int(round(radius / min(spacing[0], spacing[1]))) + 2)
     hu_box = None if hu is None else hu[box]
+    params = scaled_for_extent(params, mask.shape[0] * spacing[2])
     lungs = select_lungs(mask[box].astype(bool, copy=False), hu_box, spacing, params)
-    total_ml = float(lungs.sum()) * float(np.prod(spacing)) / 1000.0
-    if total_ml < params.min_total_lung_ml:
-        if total_ml > 0:
-            logger.info("%.0f mL of lung-like tissue is below the %.0f mL minimum: no lungs", total_ml, params.min_total_lung_ml)
+    reason = too_little_lung(lungs, spacing, params) if lungs.any() else "nothing lung-like"
+    if reason:
+        logger.info("no lungs: %s", reason)
         return out
     labels = finish_lungs(split_lungs(lungs, hu_box), spacing, radius, fill_holes=fill_holes)
     if single_label:

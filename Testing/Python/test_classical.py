@@ -147,3 +147,11 @@ def test_holes_fill_but_a_diaphragm_dome_does_not():
     vessel[2:12, 5:55, 5:55] = True
     vessel[2:5, 30:33, 30:33] = False
     assert fill_lung_holes(vessel, (1.0, 1.0, 1.0))[2:5, 30:33, 30:33].all()
+
+
+def test_a_single_slice_is_segmented_by_area_not_volume(data):
+    ct = load_ct(data / "fixtures/chest-slice-lungmask.dcm")
+    labels = segment_classical(ct.array, ct.spacing)
+    area_cm2 = {v: (labels == v).sum() * ct.spacing[0] * ct.spacing[1] / 100 for v in (1, 2)}
+    # One 1 mm slice holds ~12 mL of lung, under the volume minimum; its cross-section is ~190 cm².
+    assert area_cm2[1] > 80 and area_cm2[2] > 50

@@ -80,3 +80,10 @@ def test_gan_segmentation_is_reproducible(data):
     a = segment(ct, SegmentOptions(method="gan", device="cpu", batch_size=7))
     b = segment(ct, SegmentOptions(method="gan", device="cpu", batch_size=32))
     np.testing.assert_array_equal(a, b)
+
+
+def test_single_slice_dicom_with_the_generator(data):
+    ct = load_ct(data / "fixtures/chest-slice-lungmask.dcm")
+    labels = segment(ct, SegmentOptions(method="gan", device="cpu"))
+    classical = segment(ct, SegmentOptions(method="classical"))
+    assert dice(labels == 1, classical == 1) > 0.95 and dice(labels == 2, classical == 2) > 0.95
