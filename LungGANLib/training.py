@@ -390,6 +390,13 @@ def _load_pairs(pairs: Sequence[Sequence[str]]) -> list[tuple[CTVolume, np.ndarr
     return loaded
 
 
+def export_model(best: str | os.PathLike, output: str | os.PathLike) -> Path:
+    """Write a run's best generator, with its card, under its final name (atomically)."""
+    generator, info = load_model(best)
+    card = {k: v for k, v in info.card.items() if k not in ("weights", "sha256", "format", "parameters")}
+    return save_model(generator, info, output, card)
+
+
 def run_training(args) -> Path:
     """``lunggan train``: load the data, fit, export the best generator with its card.
 
@@ -400,7 +407,6 @@ def run_training(args) -> Path:
         The exported model path.
     """
     import shlex
-    import shutil
     import sys
 
     from tqdm import tqdm
@@ -453,7 +459,7 @@ def run_training(args) -> Path:
         "name": output.stem,
         "variant": config.variant,
         "data": data_names,
-        "training_command": "lunggan " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "training_command": "lunggan " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:])),
         "torch": torch.__version__,
     }
     bar = {"bar": None}
@@ -474,10 +480,6 @@ def run_training(args) -> Path:
         )
 
     best = trainer.fit(train, val, card, on_step, on_epoch)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    for src, dst in ((best, output), (best.with_suffix(".json"), output.with_suffix(".json"))):
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+    export_model(best, output)
     print(f"best validation Dice {trainer.best_dice:.4f}; model written to {output}", file=sys.stderr)
     return output
