@@ -320,14 +320,16 @@ def scaled_for_extent(params: ClassicalParams, extent_mm: float) -> ClassicalPar
     return params if factor >= 1.0 else replace(params, min_lung_ml=params.min_lung_ml * factor)
 
 
-def too_little_lung(lungs: np.ndarray, spacing: tuple[float, float, float], params: ClassicalParams) -> str | None:
+def too_little_lung(
+    lungs: np.ndarray, spacing: tuple[float, float, float], params: ClassicalParams, extent_mm: float
+) -> str | None:
     """Why the lungs found are too little to be lungs, or None when they are enough.
 
-    A scan of at least ``params.short_scan_mm`` needs ``params.min_total_lung_ml``
+    A scan of at least ``params.short_scan_mm`` (``extent_mm``: the whole
+    scan's craniocaudal extent, not the lungs') needs ``params.min_total_lung_ml``
     of lung; a shorter one (a few slices, a single slice) needs one slice with
     ``params.min_slice_lung_cm2`` of lung.
     """
-    extent_mm = lungs.shape[0] * spacing[2]
     if extent_mm >= params.short_scan_mm:
         total_ml = float(lungs.sum()) * float(np.prod(spacing)) / 1000.0
         if total_ml < params.min_total_lung_ml:
@@ -370,9 +372,10 @@ def postprocess(
     # Work inside the mask's bounding box (plus the closing's reach): a fraction of the volume.
     box = _bbox(mask, margin=int(round(radius / min(spacing[0], spacing[1]))) + 2)
     hu_box = None if hu is None else hu[box]
-    params = scaled_for_extent(params, mask.shape[0] * spacing[2])
+    extent_mm = mask.shape[0] * spacing[2]
+    params = scaled_for_extent(params, extent_mm)
     lungs = select_lungs(mask[box].astype(bool, copy=False), hu_box, spacing, params)
-    reason = too_little_lung(lungs, spacing, params) if lungs.any() else "nothing lung-like"
+    reason = too_little_lung(lungs, spacing, params, extent_mm) if lungs.any() else "nothing lung-like"
     if reason:
         logger.info("no lungs: %s", reason)
         return out

