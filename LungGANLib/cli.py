@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--method", choices=METHODS, default="gan", help="gan: the trained generator; classical: thresholds and morphology")
     seg.add_argument("--model", help="generator weights (.safetensors); default: the shipped model")
     seg.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)} (auto: cuda, then mps, then cpu)")
-    seg.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
+    seg.add_argument("--batch-size", type=int, default=None, help="slices per forward pass (default: 8 on CPU, 64 on GPU)")
     seg.add_argument("--single-label", action="store_true", help="label both lungs 1 instead of right=1, left=2")
     seg.add_argument("--no-fill-holes", action="store_true", help="keep holes (vessels, nodules) out of the mask")
     seg.add_argument("--series", help="SeriesInstanceUID when the DICOM folder holds several series")

@@ -21,7 +21,7 @@ import torch
 from .classical import body_mask, segment_classical
 from .config import DEFAULT_CLASSICAL, ClassicalParams
 from .errors import InputError
-from .io import CTVolume, check_output_path, clip_air, load_ct, mask_to_image, write_image
+from .io import CTVolume, check_output_path, load_ct, mask_to_image, write_image
 from .model_io import ModelInfo, load_model
 from .models import Generator
 from .postprocess import postprocess
@@ -34,6 +34,8 @@ Progress = Callable[[int, int], None]
 
 METHODS = ("gan", "classical")
 DEVICES = ("auto", "cuda", "mps", "cpu")
+CPU_BATCH_SIZE = 8
+GPU_BATCH_SIZE = 64
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -124,7 +126,8 @@ class SegmentOptions:
         method: ``"gan"`` (the generator) or ``"classical"``.
         model: weights file for ``gan``; None for the shipped model.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
-        batch_size: slices per forward pass.
+        batch_size: slices per forward pass; None picks 8 on the CPU (fastest
+            in benchmarks/network.py on 2 cores) and 64 on a GPU.
         single_label: one label for both lungs.
         fill_holes: fill holes in each lung slice by slice.
         params: classical and post-processing parameters.
@@ -133,7 +136,7 @@ class SegmentOptions:
     method: str = "gan"
     model: str | os.PathLike | None = None
     device: str = "auto"
-    batch_size: int = 16
+    batch_size: int | None = None
     single_label: bool = False
     fill_holes: bool = True
     params: ClassicalParams = DEFAULT_CLASSICAL
@@ -178,10 +181,11 @@ def segment(
         device = resolve_device(options.device)
         generator, info = model if model is not None else load_model(options.model, device)
         generator = generator.to(device)
-        body = body_mask(clip_air(hu), options.params)
+        body = body_mask(hu, options.params)  # a threshold above air: scanner padding needs no clipping
         todo = lung_slices(hu, body)
         logger.info("generator on %s: %d of %d slices can hold lung", device, len(todo), hu.shape[0])
-        mask = predict_probabilities(hu, generator, info, device, options.batch_size, todo, progress)
+        batch_size = options.batch_size or (CPU_BATCH_SIZE if device.type == "cpu" else GPU_BATCH_SIZE)
+        mask = predict_probabilities(hu, generator, info, device, batch_size, todo, progress)
         mask &= body
         labels = postprocess(
             mask, hu, volume.spacing, options.params, single_label=options.single_label, fill_holes=options.fill_holes

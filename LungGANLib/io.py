@@ -220,13 +220,22 @@ def load_ct(path: str | os.PathLike, series: str | None = None, force: bool = Fa
         (141, 512, 512)
     """
     image, modality = read_image(path, series)
-    return volume_from_image(image, modality=modality, source=str(path), force=force)
+    # Hand the only reference over, so the file's voxels can be freed once reoriented.
+    holder = [image]
+    del image
+    return volume_from_image(holder, modality=modality, source=str(path), force=force)
 
 
 def volume_from_image(
-    image: sitk.Image, modality: str | None = None, source: str = "image", force: bool = False
+    image: sitk.Image | list[sitk.Image], modality: str | None = None, source: str = "image", force: bool = False
 ) -> CTVolume:
-    """Wrap an in-memory SimpleITK image as a canonical :class:`CTVolume` (see :func:`load_ct`)."""
+    """Wrap an in-memory SimpleITK image as a canonical :class:`CTVolume` (see :func:`load_ct`).
+
+    ``image`` may be a one-item list that this function empties, so that the
+    image's voxels are freed as soon as the reoriented copy exists.
+    """
+    if isinstance(image, list):
+        image = image.pop()
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{source} has {image.GetNumberOfComponentsPerPixel()} channels per voxel (colour?): give a grey-level CT")
     if image.GetDimension() != 3:
@@ -238,6 +247,7 @@ def volume_from_image(
     orientation = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
     canonical = sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
     geometry = Geometry.of(image)
+    del image
     spacing = tuple(float(s) for s in canonical.GetSpacing())
     array = sitk.GetArrayFromImage(canonical)
     del canonical

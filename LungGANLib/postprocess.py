@@ -63,6 +63,16 @@ def close_per_slice(mask: np.ndarray, radius_px: int) -> np.ndarray:
     return out
 
 
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected components (6-connectivity), as int16 labels when they fit (half the memory of int32)."""
+    labels = np.empty(mask.shape, dtype=np.int16)
+    try:
+        n = ndimage.label(mask, output=labels)
+    except RuntimeError:  # more than 32767 components
+        return ndimage.label(mask)
+    return labels, int(n)
+
+
 def component_sizes(labels: np.ndarray, n: int) -> np.ndarray:
     """Voxel count of components 1..n of a label image (index 0 is label 1)."""
     return np.bincount(labels.ravel(), minlength=n + 1)[1:]
@@ -91,23 +101,25 @@ def select_lungs(
     Returns:
         A boolean mask with at most two components; empty when nothing is lung.
     """
-    labels, n = ndimage.label(mask)
+    labels, n = label_components(mask)
     if n == 0:
         return np.zeros(mask.shape, dtype=bool)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     sizes = component_sizes(labels, n)
     order = np.argsort(sizes)[::-1]
-    if hu is not None:
-        sums = np.bincount(labels.ravel(), weights=hu.ravel(), minlength=n + 1)[1:]
-        means = sums / np.maximum(sizes, 1)
+    objects = ndimage.find_objects(labels)
     keep: list[int] = []
     for index in order:
         volume_ml = sizes[index] * voxel_ml
         if volume_ml < params.min_lung_ml:
             break
-        if hu is not None and means[index] < params.min_lung_mean_hu:
-            logger.debug("dropping a %.0f mL component of mean %.0f HU (pure air: bowel gas?)", volume_ml, means[index])
-            continue
+        if hu is not None:
+            # Mean density of this component alone, inside its bounding box (no volume-sized temporaries).
+            box = objects[index]
+            mean_hu = float(hu[box][labels[box] == index + 1].mean(dtype=np.float64))
+            if mean_hu < params.min_lung_mean_hu:
+                logger.debug("dropping a %.0f mL component of mean %.0f HU (pure air: bowel gas?)", volume_ml, mean_hu)
+                continue
         if keep and sizes[index] < params.second_lung_ratio * sizes[keep[0] - 1]:
             break
         keep.append(int(index) + 1)
@@ -167,7 +179,7 @@ def _side_labels(labels: np.ndarray, components: list[int]) -> np.ndarray:
 
 def _two_large_pieces(pieces: np.ndarray, total: int) -> np.ndarray | None:
     """Seeds 1 and 2 from the two largest components of ``pieces``, if both are large."""
-    labels, n = ndimage.label(pieces)
+    labels, n = label_components(pieces)
     if n < 2:
         return None
     sizes = component_sizes(labels, n)
@@ -203,7 +215,7 @@ def split_lungs(mask: np.ndarray, hu: np.ndarray | None = None, midline_x: float
         return np.zeros(mask.shape, dtype=np.uint8)
     box = _bbox(mask, margin=1)
     crop = mask[box]
-    labels, n = ndimage.label(crop)
+    labels, n = label_components(crop)
     out = np.zeros(mask.shape, dtype=np.uint8)
     if n >= 2:
         sizes = component_sizes(labels, n)
@@ -269,7 +281,7 @@ def fill_lung_holes(lung: np.ndarray, spacing: tuple[float, float, float]) -> np
     holes = filled & ~lung
     if not holes.any():
         return filled
-    labels, n = ndimage.label(holes)
+    labels, n = label_components(holes)
     outside_below = np.zeros(lung.shape, dtype=bool)
     outside_below[1:] = ~filled[:-1]  # z - 1 is inferior in LPS
     opening = np.unique(labels[holes & outside_below])

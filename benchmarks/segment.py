@@ -77,7 +77,8 @@ def run_one(method: str, ct: str, out: str, device: str, batch_size: int) -> dic
     if method in ("gan", "classical"):
         from LungGANLib.inference import SegmentOptions, segment_file
 
-        result = segment_file(ct, out, SegmentOptions(method=method, device=device, batch_size=batch_size), overwrite=True)
+        options = SegmentOptions(method=method, device=device, batch_size=batch_size or None)
+        result = segment_file(ct, out, options, overwrite=True)
         extra = {"right_ml": round(result.right_ml), "left_ml": round(result.left_ml)}
     elif method == "lungmask":
         import SimpleITK as sitk
@@ -86,7 +87,7 @@ def run_one(method: str, ct: str, out: str, device: str, batch_size: int) -> dic
 
         inferer = LMInferer.__new__(LMInferer)
         inferer.fillmodel, inferer.fillmodelm, inferer.modelname = None, None, "R231-random-weights"
-        inferer.force_cpu, inferer.batch_size = device == "cpu", batch_size
+        inferer.force_cpu, inferer.batch_size = device == "cpu", batch_size or 20
         inferer.volume_postprocessing, inferer.tqdm_disable = True, True
         inferer.device = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
         inferer.model = UNet(n_classes=3, padding=True, depth=5, up_mode="upsample", batch_norm=True, residual=False)
@@ -109,7 +110,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["gan", "classical", "lungmask"])
     parser.add_argument("--cases", nargs="+", default=list(CASES))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=0, help="0: LungGAN's default (lungmask: 20)")
     parser.add_argument("--one", nargs=2, metavar=("METHOD", "CT"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
