@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -313,28 +314,35 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
     return path
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object], suffix: str = "") -> Path:
+    """Write a file atomically: ``write(tmp)`` fills a temporary file beside ``path``, then it is renamed.
 
+    A crash or an interruption leaves either the old file or the complete new
+    one, never a partial file. The file gets the usual permissions (0666 less
+    the umask), not the temporary file's private ones.
 
-def write_image(image: sitk.Image, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write an image atomically: to a temporary file beside it, then renamed.
-
-    A crash or an interruption leaves either no file or the complete one, never
-    a partial file, and an existing file is only replaced when asked.
+    Args:
+        path: the file to write (its folder must exist).
+        write: called with the temporary file's name.
+        suffix: ending of the temporary name, for writers that choose the format by it.
     """
-    path = check_output_path(path, overwrite)
-    suffix = _suffix(path)
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        sitk.WriteImage(image, tmp, useCompression=True)
-        os.chmod(tmp, 0o666 & ~_umask())
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def write_image(image: sitk.Image, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write an image atomically (see :func:`atomic_write`); an existing file is only replaced when asked."""
+    path = check_output_path(path, overwrite)
+    return atomic_write(path, lambda tmp: sitk.WriteImage(image, tmp, useCompression=True), suffix=_suffix(path))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from safetensors import safe_open
 
 from .config import DEFAULT_INPUT_SIZE, DEFAULT_THRESHOLD, DEFAULT_WINDOW, HUWindow
 from .errors import ModelError
+from .io import atomic_write
 from .models import Generator, GeneratorConfig
 
 FORMAT = "lunggan-generator"
@@ -79,21 +79,6 @@ def card_path(weights: str | os.PathLike) -> Path:
     return Path(weights).with_suffix(".json")
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        current = os.umask(0)
-        os.umask(current)
-        os.chmod(tmp, 0o666 & ~current)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file."""
     digest = hashlib.sha256()
@@ -121,7 +106,7 @@ def save_model(generator: Generator, info: ModelInfo, path: str | os.PathLike, c
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in generator.state_dict().items() if v.is_floating_point()}
     tensors.update({k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items() if not v.is_floating_point()})
-    _atomic_write_bytes(path, lambda tmp: save_file(tensors, tmp, metadata=info.metadata()))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=info.metadata()))
     full_card = {
         "format": FORMAT,
         "weights": path.name,
@@ -134,7 +119,7 @@ def save_model(generator: Generator, info: ModelInfo, path: str | os.PathLike, c
         **(card or {}),
     }
     text = json.dumps(full_card, indent=2) + "\n"
-    _atomic_write_bytes(card_path(path), lambda tmp: Path(tmp).write_text(text))
+    atomic_write(card_path(path), lambda tmp: Path(tmp).write_text(text))
     return path
 
 

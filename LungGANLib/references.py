@@ -22,7 +22,7 @@ from scipy import ndimage
 from .annotations import box_slices, outline_mask, read_lidc_outlines, read_tumour_boxes
 from .classical import segment_classical
 from .config import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
-from .io import CTVolume, load_ct, mask_to_image, write_image
+from .io import CTVolume, atomic_write, load_ct, mask_to_image, write_image
 from .visualize import mosaic, save_png
 
 logger = logging.getLogger(__name__)
@@ -258,7 +258,5 @@ def build_references(
     known = {r["name"]: r for r in json.loads(summary.read_text())} if summary.exists() else {}
     known.update({r["name"]: r for r in reports})
     ordered = [known[c.name] for c in CASES if c.name in known]
-    tmp = summary.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(ordered, indent=2) + "\n")
-    os.replace(tmp, summary)
+    atomic_write(summary, lambda tmp: Path(tmp).write_text(json.dumps(ordered, indent=2) + "\n"))
     return reports

@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,7 +32,7 @@ from .classical import body_mask
 from .config import DEFAULT_INPUT_SIZE, DEFAULT_WINDOW, HUWindow
 from .errors import InputError
 from .inference import lung_slices, resolve_device
-from .io import CTVolume, clip_air
+from .io import CTVolume, atomic_write, clip_air
 from .model_io import ModelInfo, load_model, save_model
 from .models import Generator, GeneratorConfig
 from .preprocess import mask_to_network, to_network
@@ -274,16 +273,7 @@ class Trainer:
             "param_groups": json.dumps(state["param_groups"]),
             "history": json.dumps([asdict(r) for r in self.history]),
         }
-        fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", dir=self.run_dir)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, self.checkpoint_path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return self.checkpoint_path
+        return atomic_write(self.checkpoint_path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
     def load_checkpoint(self, path: str | os.PathLike | None = None) -> None:
         """Resume from a checkpoint written by :meth:`save_checkpoint`.
@@ -322,15 +312,14 @@ class Trainer:
 
     def write_log(self) -> Path:
         """Write the per-epoch log as CSV (atomically)."""
-        path = self.run_dir / "log.csv"
-        tmp = path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(EpochRecord.__dataclass_fields__))
-            writer.writeheader()
-            for record in self.history:
-                writer.writerow(asdict(record))
-        os.replace(tmp, path)
-        return path
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(EpochRecord.__dataclass_fields__))
+                writer.writeheader()
+                for record in self.history:
+                    writer.writerow(asdict(record))
+
+        return atomic_write(self.run_dir / "log.csv", write)
 
     def info(self) -> ModelInfo:
         return ModelInfo(self.config.generator, self.config.input_size, DEFAULT_WINDOW)

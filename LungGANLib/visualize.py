@@ -111,8 +111,6 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     """Write an RGB uint8 image as PNG (atomically)."""
     import imageio.v3 as iio
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    iio.imwrite(tmp, image)
-    os.replace(tmp, path)
-    return path
+    from .io import atomic_write
+
+    return atomic_write(path, lambda tmp: iio.imwrite(tmp, image), suffix=".png")

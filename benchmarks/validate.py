@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -26,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from LungGANLib.inference import SegmentOptions, segment  # noqa: E402
-from LungGANLib.io import load_ct, mask_from_image  # noqa: E402
+from LungGANLib.io import atomic_write, load_ct, mask_from_image  # noqa: E402
 from LungGANLib.metrics import evaluate_labels  # noqa: E402
 from LungGANLib.model_io import DEFAULT_MODEL, card_path, load_model  # noqa: E402
 from LungGANLib.references import CASES, data_dir, reference_path  # noqa: E402
@@ -83,11 +81,7 @@ def main() -> None:
             "note": "whole pipeline (generator + post-processing) at native resolution; 'lungs' = both lungs together",
             "cases": rows,
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        os.close(fd)
-        Path(tmp).write_text(json.dumps(data, indent=2) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
         print(f"\nupdated {path}", file=sys.stderr)
 
 

@@ -137,3 +137,22 @@ def test_int16_ct_stays_int16_and_other_types_become_float(data):
     assert load_ct(data / "fixtures/cip-ct-64/ct-64.nrrd").array.dtype == np.int16
     small = load_ct(data / "fixtures/ct-small-pydicom.dcm")  # int32 pixels
     assert small.array.dtype == np.float32 and small.array.shape == (1, 128, 128)
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    from LungGANLib.io import atomic_write
+
+    target = tmp_path / "card.json"
+    target.write_text("old")
+
+    def fail(tmp: str) -> None:
+        with open(tmp, "w") as handle:
+            handle.write("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, fail)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["card.json"]
+    atomic_write(target, lambda tmp: open(tmp, "w").write("new"))
+    assert target.read_text() == "new" and oct(target.stat().st_mode & 0o777) != "0o600"
