@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from .config import DEFAULT_CLASSICAL, ClassicalParams
 from .io import clip_air
-from .postprocess import component_sizes, fill_holes_per_slice, postprocess
+from .postprocess import component_sizes, fill_holes_per_slice, label_components, postprocess
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def body_mask(hu: np.ndarray, params: ClassicalParams = DEFAULT_CLASSICAL, step:
     tissue = small > params.body_threshold_hu
     # Remove thin structures (table, blanket, cables) before picking the body.
     tissue = ndimage.binary_opening(tissue, structure=np.ones((1, 3, 3), dtype=bool))
-    labels, n = ndimage.label(tissue)
+    labels, n = label_components(tissue)
     if n == 0:
         return np.zeros(hu.shape, dtype=bool)
     largest = int(np.argmax(component_sizes(labels, n))) + 1
@@ -83,7 +83,7 @@ def find_trachea_seed(
             continue
         xs_body = np.flatnonzero(body[z].any(axis=0))
         centre, width = (xs_body[0] + xs_body[-1]) / 2.0, xs_body[-1] - xs_body[0] + 1
-        labels, n = ndimage.label(air[z])
+        labels, n = label_components(air[z])
         best, best_distance = None, None
         for index, found in enumerate(ndimage.find_objects(labels), start=1):
             region = labels[found] == index
