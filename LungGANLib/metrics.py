@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from .config import LABEL_NAMES
+from .postprocess import bounding_box
 
 
 def _as_bool(mask: np.ndarray) -> np.ndarray:
@@ -73,12 +74,7 @@ def surface_distances(
         raise ValueError(f"masks differ in shape: {pred.shape} and {ref.shape}")
     sampling = None if spacing is None else tuple(float(s) for s in reversed(tuple(spacing)[: pred.ndim]))
     # Work inside the union's bounding box (plus a margin) to keep memory low.
-    union = pred | ref
-    box = []
-    for axis in range(union.ndim):
-        idx = np.flatnonzero(union.any(axis=tuple(a for a in range(union.ndim) if a != axis)))
-        box.append(slice(max(idx[0] - 1, 0), idx[-1] + 2))
-    box = tuple(box)
+    box = bounding_box(pred | ref, margin=1)
     sp, sr = _surface(pred[box]), _surface(ref[box])
     to_ref = ndimage.distance_transform_edt(~sr, sampling=sampling)
     to_pred = ndimage.distance_transform_edt(~sp, sampling=sampling)

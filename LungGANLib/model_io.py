@@ -107,7 +107,8 @@ def save_model(generator: Generator, info: ModelInfo, path: str | os.PathLike, c
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in generator.state_dict().items() if v.is_floating_point()}
     tensors.update({k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items() if not v.is_floating_point()})
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=info.metadata()))
-    full_card = {
+    # The fields that describe these weights come from them, whatever ``card`` says.
+    described = {
         "format": FORMAT,
         "weights": path.name,
         "sha256": sha256(path),
@@ -116,8 +117,8 @@ def save_model(generator: Generator, info: ModelInfo, path: str | os.PathLike, c
         "input_size": info.input_size,
         "hu_window": [info.window.low, info.window.high],
         "threshold": info.threshold,
-        **(card or {}),
     }
+    full_card = {**described, **{k: v for k, v in (card or {}).items() if k not in described}}
     text = json.dumps(full_card, indent=2) + "\n"
     atomic_write(card_path(path), lambda tmp: Path(tmp).write_text(text))
     return path

@@ -22,7 +22,7 @@ _MAX_SPLIT_EROSIONS = 12
 _JUNCTION_THRESHOLDS_HU = (-700.0, -800.0, -880.0)
 
 
-def _bbox(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
     """Bounding box of a non-empty mask, grown by ``margin`` voxels and clipped."""
     slices = []
     for axis in range(mask.ndim):
@@ -30,6 +30,11 @@ def _bbox(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
         idx = np.flatnonzero(mask.any(axis=other))
         slices.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, mask.shape[axis])))
     return tuple(slices)
+
+
+def in_plane_pixels(length_mm: float, spacing: tuple[float, float, float]) -> int:
+    """A length in mm as a whole number of in-plane pixels (the finer of x and y)."""
+    return int(round(length_mm / min(spacing[0], spacing[1])))
 
 
 def disk(radius_px: int) -> np.ndarray:
@@ -54,7 +59,7 @@ def close_per_slice(mask: np.ndarray, radius_px: int) -> np.ndarray:
     """
     if radius_px < 1 or not mask.any():
         return mask.astype(bool, copy=True)
-    box = _bbox(mask)
+    box = bounding_box(mask)
     crop = np.pad(mask[box], ((0, 0), (radius_px + 1,) * 2, (radius_px + 1,) * 2))
     struct = disk(radius_px)[None]
     closed = ndimage.binary_closing(crop, structure=struct)[:, radius_px + 1 : -radius_px - 1, radius_px + 1 : -radius_px - 1]
@@ -213,7 +218,7 @@ def split_lungs(mask: np.ndarray, hu: np.ndarray | None = None, midline_x: float
     """
     if not mask.any():
         return np.zeros(mask.shape, dtype=np.uint8)
-    box = _bbox(mask, margin=1)
+    box = bounding_box(mask, margin=1)
     crop = mask[box]
     labels, n = label_components(crop)
     out = np.zeros(mask.shape, dtype=np.uint8)
@@ -311,13 +316,13 @@ def finish_lungs(
         closing_radius_mm: in-plane closing radius; 0 for none.
         fill_holes: fill the holes of each lung slice by slice.
     """
-    radius_px = int(round(closing_radius_mm / min(spacing[0], spacing[1])))
+    radius_px = in_plane_pixels(closing_radius_mm, spacing)
     out = labels.copy()
     for value in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
         lung = labels == value
         if not lung.any():
             continue
-        box = _bbox(lung, margin=radius_px + 1)
+        box = bounding_box(lung, margin=radius_px + 1)
         part = close_per_slice(lung[box], radius_px)
         if fill_holes:
             part = fill_lung_holes(part, spacing)
@@ -382,7 +387,7 @@ def postprocess(
         return out
     radius = params.closing_radius_mm if closing_radius_mm is None else closing_radius_mm
     # Work inside the mask's bounding box (plus the closing's reach): a fraction of the volume.
-    box = _bbox(mask, margin=int(round(radius / min(spacing[0], spacing[1]))) + 2)
+    box = bounding_box(mask, margin=in_plane_pixels(radius, spacing) + 2)
     hu_box = None if hu is None else hu[box]
     extent_mm = mask.shape[0] * spacing[2]
     params = scaled_for_extent(params, extent_mm)

@@ -382,8 +382,7 @@ def _load_pairs(pairs: Sequence[Sequence[str]]) -> list[tuple[CTVolume, np.ndarr
 def export_model(best: str | os.PathLike, output: str | os.PathLike) -> Path:
     """Write a run's best generator, with its card, under its final name (atomically)."""
     generator, info = load_model(best)
-    card = {k: v for k, v in info.card.items() if k not in ("weights", "sha256", "format", "parameters")}
-    return save_model(generator, info, output, card)
+    return save_model(generator, info, output, info.card)
 
 
 def run_training(args) -> Path:

@@ -101,7 +101,8 @@ def test_bad_training_settings_are_refused(tmp_path):
 
 def test_model_round_trip_with_card(tmp_path):
     g = Generator(SMALL).eval()
-    path = save_model(g, ModelInfo(SMALL, input_size=64), tmp_path / "m.safetensors", {"variant": "baseline"})
+    stale = {"variant": "baseline", "weights": "best.safetensors", "input_size": 256}  # e.g. copied from a run's card
+    path = save_model(g, ModelInfo(SMALL, input_size=64), tmp_path / "m.safetensors", stale)
     loaded, info = load_model(path)
     assert info.config == SMALL and info.input_size == 64
     x = torch.rand(2, 1, 64, 64)
@@ -109,6 +110,7 @@ def test_model_round_trip_with_card(tmp_path):
         assert torch.equal(g(x), loaded(x))
     card = json.loads(card_path(path).read_text())
     assert card["variant"] == "baseline" and card["sha256"] == sha256(path)
+    assert card["weights"] == "m.safetensors" and card["input_size"] == 64  # described by the weights, not the stale card
     assert card["parameters"] == sum(p.numel() for p in g.parameters())
 
 
