@@ -130,9 +130,46 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .compare import CompareConfig, LOVO_PATIENTS, run_compare
+    from .variants import get_variant
+
+    for name in [*args.variant, *args.lovo_variant]:
+        try:
+            get_variant(name)
+        except ValueError as exc:
+            raise LungGANError(str(exc)) from None
+    unknown = set(args.patient) - set(LOVO_PATIENTS)
+    if unknown:
+        raise LungGANError(f"unknown patient(s) {sorted(unknown)}: choose among {', '.join(LOVO_PATIENTS)}")
+    defaults = CompareConfig()
+    config = CompareConfig(
+        variants=tuple(args.variant) or defaults.variants,
+        seeds=tuple(args.seed) or defaults.seeds,
+        kaggle_epochs=args.kaggle_epochs,
+        clip_variants=tuple(args.clip_variant) if args.clip_variant is not None else defaults.clip_variants,
+        lovo_variants=tuple(args.lovo_variant) or defaults.lovo_variants,
+        lovo_epochs=args.lovo_epochs,
+        lovo_steps=args.lovo_steps,
+        patients=tuple(args.patient) or defaults.patients,
+        device=args.device,
+    )
+    output = Path(args.output)
+    if not output.parent.is_dir():
+        raise LungGANError(f"output folder {output.parent} does not exist: create it first")
+    command = "lunggan " + " ".join(shlex.quote(a) for a in args.argv)
+    report = run_compare(config, output, Path(args.work_dir), command, args.part or ("kaggle", "lovo"),
+                         say=lambda text: print(text, file=sys.stderr, flush=True))
+    print(f"wrote {report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .config import DEFAULT_BASE_CHANNELS, DEFAULT_DEPTH, DEFAULT_INPUT_SIZE
     from .inference import DEVICES, METHODS
+    from .variants import VARIANTS
 
     parser = argparse.ArgumentParser(prog="lunggan", description="Lung segmentation of chest CT (LGAN).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
@@ -160,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     tr = sub.add_parser("train", help="train a generator on CTs with lung masks")
-    tr.add_argument("--variant", default="baseline", help="baseline (BCE only)")
+    tr.add_argument("--variant", default="baseline", choices=tuple(VARIANTS), help="baseline (BCE only) or the critic to train against")
+    tr.add_argument("--kaggle", nargs="?", const="shared", metavar="FOLDER", help="train on the Kaggle 2D slices (x_train, part held out for validation)")
+    tr.add_argument("--val-fraction", type=float, default=0.2, help="with --kaggle: share of x_train held out for validation")
     tr.add_argument("--pair", nargs=2, action="append", metavar=("CT", "MASK"), default=[], help="a training CT and its mask (repeat)")
     tr.add_argument("--val-pair", nargs=2, action="append", metavar=("CT", "MASK"), default=[], help="a validation CT and its mask (repeat)")
     tr.add_argument("--references", action="store_true", help="train on the shared 3D series with their reference masks")
@@ -174,6 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE)
     tr.add_argument("--base-channels", type=int, default=DEFAULT_BASE_CHANNELS)
     tr.add_argument("--depth", type=int, default=DEFAULT_DEPTH)
+    tr.add_argument("--norm", default="batch", choices=("batch", "instance", "none"), help="generator normalisation")
+    tr.add_argument("--steps-per-epoch", type=int, default=None, help="at most this many steps per epoch")
+    tr.add_argument("--n-critic", type=int, default=2, help="critic steps per generator step")
+    tr.add_argument("--adv-weight", type=float, default=0.01, help="weight of the adversarial term (lambda)")
+    tr.add_argument("--lipschitz", default="gp", choices=("gp", "clip"), help="gradient penalty or weight clipping")
+    tr.add_argument("--gp-weight", type=float, default=10.0)
+    tr.add_argument("--clip", type=float, default=0.01, help="weight-clipping bound (with --lipschitz clip)")
+    tr.add_argument("--critic-lr", type=float, default=1e-4)
+    tr.add_argument("--critic-channels", type=int, default=8)
+    tr.add_argument("--critic-depth", type=int, default=4)
+    tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     tr.add_argument("--init-model", help="start from these weights (fine-tuning)")
     tr.add_argument("--run-dir", required=True, help="folder for checkpoints and logs")
     tr.add_argument("-o", "--output", required=True, help="where the best generator is exported (.safetensors)")
@@ -181,6 +231,21 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     tr.add_argument("--device", default="auto")
     tr.set_defaults(func=cmd_train)
+
+    cmp = sub.add_parser("compare", help="the paper's comparison of the variants on the shared data; writes docs/results.md")
+    cmp.add_argument("-o", "--output", default=str(REPO_DOCS / "results.md"), help="report to write (plots go beside it)")
+    cmp.add_argument("--work-dir", default="runs/compare", help="folder for the runs' checkpoints and logs")
+    cmp.add_argument("--part", action="append", choices=("kaggle", "lovo"), help="run only this part (repeat)")
+    cmp.add_argument("--variant", action="append", default=[], help="Kaggle variants (repeat; default: all six)")
+    cmp.add_argument("--seed", action="append", type=int, default=[], help="Kaggle seeds (repeat; default: 0 1 2)")
+    cmp.add_argument("--kaggle-epochs", type=int, default=20)
+    cmp.add_argument("--clip-variant", action="append", help="also train this variant with weight clipping (default: regression)")
+    cmp.add_argument("--lovo-variant", action="append", default=[], help="3D-table variants (repeat; default: all six)")
+    cmp.add_argument("--lovo-epochs", type=int, default=4)
+    cmp.add_argument("--lovo-steps", type=int, default=30, help="steps per epoch in the 3D folds")
+    cmp.add_argument("--patient", action="append", default=[], help="3D-table patients left out in turn (default: all four)")
+    cmp.add_argument("--device", default="auto")
+    cmp.set_defaults(func=cmd_compare)
 
     ov = sub.add_parser("overlay", help="draw a mask over its CT: a PNG mosaic of axial slices")
     ov.add_argument("ct", help="the CT")

@@ -1,13 +1,19 @@
-"""Training the generator on CT volumes with lung masks.
+"""Training the generator, alone (baseline) or against one of the five LGAN critics.
 
-The trainer's :meth:`Trainer.fit` is a short loop of named steps: one epoch of
-generator steps, validation, checkpoint, export of the best model. This file
-trains the baseline (BCE only); the adversarial variants add a critic step to
-the same loop.
+:meth:`Trainer.fit` is a short loop of named steps, like nnU-Net's
+``run_training``: per batch ``n_critic`` critic steps then one generator step
+(the critic's ``requires_grad`` toggled as in pix2pix), then per epoch
+validation and a checkpoint; the generator with the best validation Dice is
+kept and exported. Runs are seeded and deterministic on CPU, and
+``--resume`` continues an interrupted run exactly (weights, optimisers,
+random streams and history are in the checkpoint).
 
-Data are slices of annotated volumes, brought to the network's input size once
-(:func:`prepare_slices`). Only slices that can hold lung (some low-density
-voxels inside the body) are used, the same slices inference runs the network on.
+Scale-out: launched by ``torchrun`` (``WORLD_SIZE`` > 1) the trainer joins the
+process group (NCCL on GPUs, gloo on CPU) and wraps the generator and critic
+in :class:`torch.nn.parallel.DistributedDataParallel`. Every process draws the
+same global batch and augmentation and takes its share (``batch[rank::world]``),
+so with per-slice normalisation (``norm="instance"`` in the generator) two
+processes compute what one process computes on the whole batch.
 """
 
 from __future__ import annotations
@@ -24,88 +30,35 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
 
-from .classical import body_mask
-from .config import DEFAULT_INPUT_SIZE, DEFAULT_WINDOW, HUWindow
+from .config import DEFAULT_INPUT_SIZE, DEFAULT_WINDOW
+from .datasets import SliceData, augment, kaggle_slices, load_pairs, prepare_slices, split_validation
 from .errors import InputError
-from .inference import lung_slices, resolve_device
-from .io import CTVolume, atomic_write, clip_air
+from .inference import resolve_device
+from .io import atomic_write
+from .losses import LIPSCHITZ, CriticTerms, clip_weights, critic_loss, generator_loss
 from .model_io import ModelInfo, load_model, save_model
 from .models import Generator, GeneratorConfig
-from .preprocess import mask_to_network, to_network
+from .models.critics import CriticConfig
+from .variants import VARIANTS, get_variant
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass
-class SliceData:
-    """Network-ready slices: inputs (n, 1, s, s) in [0, 1], targets (n, 1, s, s) lung fractions."""
-
-    images: torch.Tensor
-    targets: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
+__all__ = ["EpochRecord", "SliceData", "TrainConfig", "Trainer", "export_model", "prepare_slices", "run_training"]
 
 
-def prepare_slices(
-    pairs: Sequence[tuple[CTVolume, np.ndarray]], size: int = DEFAULT_INPUT_SIZE, window: HUWindow = DEFAULT_WINDOW
-) -> SliceData:
-    """Bring the lung-bearing slices of (volume, labels) pairs to the network's size.
-
-    Args:
-        pairs: CT volumes with (z, y, x) label arrays on their canonical grid
-            (any label > 0 is lung).
-        size: network input side.
-        window: HU window.
-
-    Raises:
-        InputError: a mask does not have its volume's shape.
-    """
-    images, targets = [], []
-    for volume, labels in pairs:
-        if labels.shape != volume.array.shape:
-            raise InputError(
-                f"mask shape {labels.shape} differs from CT shape {volume.array.shape} ({volume.source}): "
-                "give each CT its own mask"
-            )
-        hu = clip_air(volume.array)
-        keep = np.union1d(lung_slices(hu, body_mask(hu)), np.flatnonzero(labels.any(axis=(1, 2))))
-        for start in range(0, len(keep), 32):
-            index = keep[start : start + 32]
-            images.append(to_network(hu[index], size, window))
-            targets.append(mask_to_network(labels[index] > 0, size))
-    if not images:
-        raise InputError("no training slices: the volumes hold no slice with lung")
-    return SliceData(torch.cat(images), torch.cat(targets))
-
-
-def augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random rotation (±10°), scale (0.9-1.1), shift (±6 %) and left-right flip, the same for image and mask."""
-    n = x.shape[0]
-    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(10)
-    scale = 1 + (torch.rand(n, generator=generator) * 2 - 1) * 0.1
-    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * 0.06
-    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack(
-        [torch.stack([cos * flip, -sin, shift[:, 0]], dim=1), torch.stack([sin * flip, cos, shift[:, 1]], dim=1)], dim=1
-    )
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    # Outside the slice is air: 0 in the window, 0 in the mask.
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return x, y
-
-
-def soft_dice(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """Dice of thresholded predictions against thresholded targets over the whole set."""
+def overlap_scores(pred: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+    """Dice and IoU of thresholded predictions against thresholded targets over the whole set."""
     p, t = pred > 0.5, target > 0.5
-    total = p.sum() + t.sum()
-    return 1.0 if total == 0 else float(2 * (p & t).sum() / total)
+    inter, total = int((p & t).sum()), int(p.sum() + t.sum())
+    if total == 0:
+        return 1.0, 1.0
+    return 2 * inter / total, inter / (total - inter)
 
 
 @dataclass
@@ -113,15 +66,24 @@ class TrainConfig:
     """Settings of a training run (stored in checkpoints and model cards).
 
     Attributes:
-        variant: ``"baseline"`` (BCE only) here; the adversarial variants come with their critics.
+        variant: ``"baseline"`` (BCE only) or a critic: ``basic``, ``product``,
+            ``early-fusion``, ``late-fusion``, ``regression``.
         epochs: passes over the training slices.
-        batch_size: slices per step.
-        lr: Adam learning rate (cosine-decayed to 0 over the run).
-        weight_decay: Adam weight decay.
-        seed: seeds weights, shuffling and augmentation.
+        batch_size: slices per step (the global batch when run on several processes).
+        lr: generator Adam learning rate (cosine-decayed to 0 over the run).
+        weight_decay: generator Adam weight decay.
+        seed: seeds weights, shuffling, augmentation and the penalty's interpolation.
         augment: random affine and flips.
         input_size: network input side.
+        steps_per_epoch: at most this many steps per epoch (None: the whole set).
+        n_critic: critic steps per generator step.
+        adv_weight: lambda, the weight of the adversarial term in the generator loss.
+        lipschitz: ``"gp"`` (gradient penalty) or ``"clip"`` (weight clipping).
+        gp_weight: weight of the gradient penalty.
+        clip: weight-clipping bound.
+        critic_lr: critic Adam learning rate (betas 0.5, 0.9 as in WGAN-GP).
         generator: the generator's shape.
+        critic: the critic's shape.
     """
 
     variant: str = "baseline"
@@ -132,52 +94,122 @@ class TrainConfig:
     seed: int = 0
     augment: bool = True
     input_size: int = DEFAULT_INPUT_SIZE
+    steps_per_epoch: int | None = None
+    n_critic: int = 2
+    adv_weight: float = 0.01
+    lipschitz: str = "gp"
+    gp_weight: float = 10.0
+    clip: float = 0.01
+    critic_lr: float = 1e-4
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["generator"] = self.generator.to_dict()
+        data["critic"] = self.critic.to_dict()
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
         data = dict(data)
         data["generator"] = GeneratorConfig.from_dict(data.get("generator", {}))
+        data["critic"] = CriticConfig.from_dict(data.get("critic", {}))
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown training settings {sorted(unknown)}")
         return cls(**data)
 
     def validate(self) -> None:
         """Raise ValueError for settings that cannot train."""
-        if self.variant != "baseline":
-            raise ValueError(f"unknown variant {self.variant!r}: available: baseline")
-        for name in ("epochs", "batch_size", "input_size"):
+        get_variant(self.variant)
+        for name in ("epochs", "batch_size", "input_size", "n_critic"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be at least 1 or None, got {self.steps_per_epoch}")
         if self.input_size % 2**self.generator.depth:
             raise ValueError(f"input_size {self.input_size} must be a multiple of {2**self.generator.depth}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        for name in ("lr", "critic_lr", "clip"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("adv_weight", "gp_weight", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.lipschitz not in LIPSCHITZ:
+            raise ValueError(f"lipschitz must be one of {LIPSCHITZ}, got {self.lipschitz!r}")
+        self.critic.validate()
+        if self.input_size < 2**self.critic.depth:
+            raise ValueError(f"input_size {self.input_size} is too small for a critic of depth {self.critic.depth}")
 
 
 @dataclass
 class EpochRecord:
-    """One line of the training log."""
+    """One line of the training log (losses are means over the epoch's steps)."""
 
     epoch: int
     lr: float
     train_loss: float
+    train_bce: float
+    train_adversarial: float
+    critic_loss: float
+    em_distance: float
+    gradient_penalty: float
     val_loss: float
     val_dice: float
+    val_iou: float
     seconds: float
 
 
+@dataclass
+class StepLosses:
+    """What one training step reports to ``on_step`` callbacks."""
+
+    generator: float
+    bce: float
+    adversarial: float = 0.0
+    critic: float = 0.0
+    em_distance: float = 0.0
+    penalty: float = 0.0
+
+
+def _set_requires_grad(module: torch.nn.Module | None, flag: bool) -> None:
+    if module is not None:
+        for parameter in module.parameters():
+            parameter.requires_grad_(flag)
+
+
+def _join_process_group(device: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) of this process; joins torchrun's process group if there is one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    resolved = resolve_device(device)
+    if world == 1:
+        return 0, 1, resolved
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
+    if resolved.type == "cuda":
+        resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(resolved)
+    return dist.get_rank(), dist.get_world_size(), resolved
+
+
 class Trainer:
-    """Trains a generator; checkpoints every epoch so a run can resume.
+    """Trains a generator, with the critic its variant names; checkpoints every epoch.
 
     Args:
         config: the run's settings.
-        run_dir: folder for ``checkpoint.safetensors``, ``log.csv`` and the best model.
+        run_dir: folder for ``checkpoint.safetensors``, ``log.csv``, ``curves.png``
+            and ``best.safetensors``.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
-        init_model: weights file to start from (fine-tuning); None starts from scratch.
+        init_model: generator weights to start from (fine-tuning); None starts from scratch.
+
+    Raises:
+        ValueError: unusable settings (see :meth:`TrainConfig.validate`).
+        InputError: ``init_model`` has another generator shape.
+
+    Example:
+        >>> trainer = Trainer(TrainConfig(variant="regression", epochs=5), "runs/regression")
+        >>> best = trainer.fit(train_slices, val_slices)
     """
 
     def __init__(
@@ -185,9 +217,13 @@ class Trainer:
     ) -> None:
         config.validate()
         self.config = config
+        self.variant = get_variant(config.variant)
+        self.rank, self.world, self.device = _join_process_group(device)
+        if config.batch_size % self.world:
+            raise ValueError(f"batch_size {config.batch_size} must be a multiple of the {self.world} processes")
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.device = resolve_device(device)
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(config.seed)
         self.rng = torch.Generator().manual_seed(config.seed)
         if init_model:
@@ -197,9 +233,32 @@ class Trainer:
         else:
             self.generator = Generator(config.generator).to(self.device)
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.critic = self.variant.build_critic(config.critic)
+        self.critic_optimizer = None
+        if self.critic is not None:
+            self.critic.to(self.device)
+            self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr, betas=(0.5, 0.9))
+        # What the steps call: the modules themselves, or their DDP wrappers across processes.
+        self._generator, self._critic = self.generator, self.critic
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._generator = DistributedDataParallel(self.generator, device_ids=ids)
+            if self.critic is not None:
+                self._critic = DistributedDataParallel(self.critic, device_ids=ids)
         self.epoch = 0
         self.best_dice = -1.0
         self.history: list[EpochRecord] = []
+
+    @property
+    def is_main(self) -> bool:
+        """Only the first process writes files."""
+        return self.rank == 0
+
+    def _parts(self) -> dict[str, tuple[torch.nn.Module, torch.optim.Optimizer]]:
+        parts = {"generator": (self.generator, self.optimizer)}
+        if self.critic is not None:
+            parts["critic"] = (self.critic, self.critic_optimizer)
+        return parts
 
     # -- named steps ---------------------------------------------------------------------------
 
@@ -207,36 +266,74 @@ class Trainer:
         """Cosine schedule from ``lr`` to 0 over the run (stateless, so resuming is exact)."""
         return self.config.lr * 0.5 * (1 + math.cos(math.pi * epoch / self.config.epochs))
 
-    def generator_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        """One optimiser step on BCE(G(x), y)."""
-        self.generator.train()
-        logits = self.generator(x)
-        loss = F.binary_cross_entropy_with_logits(logits, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return float(loss.detach())
+    def critic_step(self, fake: torch.Tensor, x: torch.Tensor, y: torch.Tensor, epsilon: torch.Tensor) -> CriticTerms:
+        """One critic update on E[D(fake)] - E[D(real)] (+ penalty); clips weights under ``"clip"``."""
+        _set_requires_grad(self.critic, True)
+        self.critic.train()
+        terms = critic_loss(self._critic, fake, x, y, self.config.lipschitz, self.config.gp_weight, epsilon)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        self.critic_optimizer.step()
+        if self.config.lipschitz == "clip":
+            clip_weights(self.critic, self.config.clip)
+        return terms
 
-    def train_epoch(self, data: SliceData, on_step: Callable[[int, int, float], None] | None = None) -> float:
-        """One shuffled pass over the training slices; returns the mean loss."""
+    def generator_step(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor):
+        """One generator update on BCE(G(x), y) - lambda * E[D(G(x))], the critic frozen."""
+        _set_requires_grad(self.critic, False)
+        terms = generator_loss(logits, x, y, self.critic, self.config.adv_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        self.optimizer.step()
+        return terms
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepLosses:
+        """One global batch: this process's share, ``n_critic`` critic steps, one generator step."""
+        n = x.shape[0]
+        epsilons = [torch.rand(n, generator=self.rng) for _ in range(self.config.n_critic if self.critic else 0)]
+        share = slice(self.rank, None, self.world)
+        x, y = x[share].to(self.device), y[share].to(self.device)
+        self.generator.train()
+        logits = self._generator(x)
+        critic_terms = []
+        if self.critic is not None:
+            fake = torch.sigmoid(logits.detach())
+            critic_terms = [self.critic_step(fake, x, y, e[share]) for e in epsilons]
+        terms = self.generator_step(logits, x, y)
+        losses = StepLosses(float(terms.loss.detach()), terms.bce, terms.adversarial)
+        if critic_terms:
+            last = critic_terms[-1]
+            losses.critic, losses.em_distance, losses.penalty = float(last.loss.detach()), last.em_distance, last.penalty
+        return losses
+
+    def train_epoch(self, data: SliceData, on_step: Callable[[int, int, StepLosses], None] | None = None) -> StepLosses:
+        """One shuffled pass over the training slices; returns the mean of each loss.
+
+        On several processes the last, incomplete batch is dropped (every process
+        needs a share); on one it is used.
+        """
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.epoch)
         order = torch.randperm(len(data), generator=self.rng)
         bs = self.config.batch_size
-        steps = math.ceil(len(data) / bs)
-        losses = []
+        steps = len(data) // bs if self.world > 1 else math.ceil(len(data) / bs)
+        if self.config.steps_per_epoch:
+            steps = min(steps, self.config.steps_per_epoch)
+        if steps == 0:
+            raise InputError(f"{len(data)} training slices are fewer than one batch of {bs}")
+        records = []
         for step in range(steps):
             index = order[step * bs : (step + 1) * bs]
             x, y = data.images[index], data.targets[index]
             if self.config.augment:
                 x, y = augment(x, y, self.rng)
-            losses.append(self.generator_step(x.to(self.device), y.to(self.device)))
+            records.append(self.train_step(x, y))
             if on_step:
-                on_step(step + 1, steps, losses[-1])
-        return float(np.mean(losses))
+                on_step(step + 1, steps, records[-1])
+        return StepLosses(*(float(np.mean(values)) for values in zip(*(asdict(r).values() for r in records))))
 
-    def validate(self, data: SliceData) -> tuple[float, float]:
-        """BCE and Dice (at network resolution, over all validation slices)."""
+    def validate(self, data: SliceData) -> tuple[float, float, float]:
+        """BCE, Dice and IoU at network resolution over all validation slices."""
         self.generator.eval()
         probs, losses = [], []
         with torch.inference_mode():
@@ -247,7 +344,8 @@ class Trainer:
                 losses.append(float(F.binary_cross_entropy_with_logits(logits, y, reduction="sum")))
                 probs.append(torch.sigmoid(logits).cpu())
         loss = sum(losses) / data.targets.numel()
-        return loss, soft_dice(torch.cat(probs), data.targets)
+        dice, iou = overlap_scores(torch.cat(probs), data.targets)
+        return loss, dice, iou
 
     @property
     def checkpoint_path(self) -> Path:
@@ -258,19 +356,24 @@ class Trainer:
         return self.run_dir / "best.safetensors"
 
     def save_checkpoint(self) -> Path:
-        """Write generator, optimiser, RNG state and epoch atomically."""
-        tensors = {f"generator.{k}": v.detach().cpu().contiguous() for k, v in self.generator.state_dict().items()}
-        state = self.optimizer.state_dict()
-        for index, slots in state["state"].items():
-            for name, value in slots.items():
-                tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        """Write networks, optimisers, random state, epoch and history atomically (first process only)."""
+        tensors: dict[str, torch.Tensor] = {}
+        param_groups = {}
+        for name, (module, optimizer) in self._parts().items():
+            for key, value in module.state_dict().items():
+                tensors[f"{name}.{key}"] = value.detach().cpu().contiguous()
+            state = optimizer.state_dict()
+            param_groups[name] = state["param_groups"]
+            for index, slots in state["state"].items():
+                for slot, value in slots.items():
+                    tensors[f"{name}_optimizer.{index}.{slot}"] = torch.as_tensor(value).detach().cpu().contiguous()
         tensors["rng.shuffle"] = self.rng.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         meta = {
             "epoch": str(self.epoch),
             "best_dice": repr(self.best_dice),
             "config": json.dumps(self.config.to_dict()),
-            "param_groups": json.dumps(state["param_groups"]),
+            "param_groups": json.dumps(param_groups),
             "history": json.dumps([asdict(r) for r in self.history]),
         }
         return atomic_write(self.checkpoint_path, lambda tmp: save_file(tensors, tmp, metadata=meta))
@@ -290,20 +393,24 @@ class Trainer:
             with safe_open(str(path), framework="pt") as handle:
                 meta = handle.metadata()
             tensors = load_file(str(path))
-        except (SafetensorError, OSError) as exc:
+            saved = TrainConfig.from_dict(json.loads(meta["config"]))
+            param_groups = json.loads(meta["param_groups"])
+        except (SafetensorError, OSError, KeyError, ValueError, TypeError) as exc:
             raise InputError(f"checkpoint {path} is unreadable ({exc}): start a new run") from None
-        saved = TrainConfig.from_dict(json.loads(meta["config"]))
         mine, theirs = self.config.to_dict(), saved.to_dict()
         mine.pop("epochs"), theirs.pop("epochs")
         if mine != theirs:
-            raise InputError(f"checkpoint {path} was written with other settings ({theirs}); resume with the same ones")
-        self.generator.load_state_dict({k[len("generator.") :]: v for k, v in tensors.items() if k.startswith("generator.")})
-        opt_state: dict = {"state": {}, "param_groups": json.loads(meta["param_groups"])}
-        for key, value in tensors.items():
-            if key.startswith("optimizer."):
-                _, index, name = key.split(".", 2)
-                opt_state["state"].setdefault(int(index), {})[name] = value.to(self.device) if name != "step" else value
-        self.optimizer.load_state_dict(opt_state)
+            changed = sorted(k for k in mine if mine[k] != theirs.get(k))
+            raise InputError(f"checkpoint {path} was written with other settings ({', '.join(changed)}); resume with the same ones")
+        for name, (module, optimizer) in self._parts().items():
+            prefix, opt_prefix = f"{name}.", f"{name}_optimizer."
+            module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+            opt_state: dict = {"state": {}, "param_groups": param_groups[name]}
+            for key, value in tensors.items():
+                if key.startswith(opt_prefix):
+                    index, slot = key[len(opt_prefix) :].split(".", 1)
+                    opt_state["state"].setdefault(int(index), {})[slot] = value.to(self.device) if slot != "step" else value
+            optimizer.load_state_dict(opt_state)
         self.rng.set_state(tensors["rng.shuffle"])
         torch.set_rng_state(tensors["rng.torch"])
         self.epoch = int(meta["epoch"])
@@ -311,7 +418,9 @@ class Trainer:
         self.history = [EpochRecord(**r) for r in json.loads(meta["history"])]
 
     def write_log(self) -> Path:
-        """Write the per-epoch log as CSV (atomically)."""
+        """Write the per-epoch log as CSV and the curves as PNG (atomically)."""
+        from .visualize import plot_training_curves
+
         def write(tmp: str) -> None:
             with open(tmp, "w", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=list(EpochRecord.__dataclass_fields__))
@@ -319,10 +428,25 @@ class Trainer:
                 for record in self.history:
                     writer.writerow(asdict(record))
 
+        plot_training_curves([asdict(r) for r in self.history], self.run_dir / "curves.png", title=self.config.variant)
         return atomic_write(self.run_dir / "log.csv", write)
 
     def info(self) -> ModelInfo:
         return ModelInfo(self.config.generator, self.config.input_size, DEFAULT_WINDOW)
+
+    def checkpoint(self, record: EpochRecord, card: dict | None) -> None:
+        """Keep the generator if it is the best so far, then checkpoint and log (first process only)."""
+        if record.val_dice > self.best_dice:
+            self.best_dice = record.val_dice
+            if self.is_main:
+                scores = {"epoch": self.epoch, "val_dice_network_resolution": round(record.val_dice, 5), "val_iou_network_resolution": round(record.val_iou, 5)}
+                card = {**(card or {}), "variant": self.config.variant, "validation": scores, "training": self.config.to_dict()}
+                save_model(self.generator, self.info(), self.best_path, card)
+        if self.is_main:
+            self.save_checkpoint()
+            self.write_log()
+        if self.world > 1:
+            dist.barrier()
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -331,16 +455,16 @@ class Trainer:
         train: SliceData,
         val: SliceData,
         card: dict | None = None,
-        on_step: Callable[[int, int, float], None] | None = None,
+        on_step: Callable[[int, int, StepLosses], None] | None = None,
         on_epoch: Callable[[EpochRecord], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Path:
         """Train until ``config.epochs``, keeping the generator with the best validation Dice.
 
         Args:
-            train, val: prepared slices (see :func:`prepare_slices`).
+            train, val: prepared slices (see :func:`LungGANLib.datasets.prepare_slices`).
             card: model card fields for the exported model.
-            on_step: called with (step, steps, loss) after each step.
+            on_step: called with (step, steps, losses) after each step.
             on_epoch: called with each epoch's record.
             should_stop: polled after each epoch; True ends the run after its checkpoint.
 
@@ -350,17 +474,15 @@ class Trainer:
         while self.epoch < self.config.epochs:
             start = time.perf_counter()
             lr = self.lr_at(self.epoch)
-            train_loss = self.train_epoch(train, on_step)
-            val_loss, val_dice = self.validate(val)
+            losses = self.train_epoch(train, on_step)
+            val_loss, val_dice, val_iou = self.validate(val)
             self.epoch += 1
-            record = EpochRecord(self.epoch, lr, train_loss, val_loss, val_dice, time.perf_counter() - start)
+            record = EpochRecord(
+                self.epoch, lr, losses.generator, losses.bce, losses.adversarial, losses.critic, losses.em_distance,
+                losses.penalty, val_loss, val_dice, val_iou, time.perf_counter() - start,
+            )
             self.history.append(record)
-            if val_dice > self.best_dice:
-                self.best_dice = val_dice
-                scores = {"epoch": self.epoch, "val_dice_network_resolution": round(val_dice, 5)}
-                save_model(self.generator, self.info(), self.best_path, {**(card or {}), "validation": scores, "training": self.config.to_dict()})
-            self.save_checkpoint()
-            self.write_log()
+            self.checkpoint(record, card)
             if on_epoch:
                 on_epoch(record)
             if should_stop and should_stop():
@@ -368,21 +490,61 @@ class Trainer:
         return self.best_path
 
 
-def _load_pairs(pairs: Sequence[Sequence[str]]) -> list[tuple[CTVolume, np.ndarray]]:
-    from .io import load_ct, mask_from_image, read_image
-
-    loaded = []
-    for ct_path, mask_path in pairs:
-        volume = load_ct(ct_path)
-        mask_image, _ = read_image(mask_path)
-        loaded.append((volume, mask_from_image(mask_image, volume)))
-    return loaded
-
-
 def export_model(best: str | os.PathLike, output: str | os.PathLike) -> Path:
     """Write a run's best generator, with its card, under its final name (atomically)."""
     generator, info = load_model(best)
     return save_model(generator, info, output, info.card)
+
+
+def _training_data(args) -> tuple[SliceData, SliceData, dict[str, list[str]]]:
+    """The training and validation slices the command line asks for, and their names for the card."""
+    from .references import CASES, data_dir, reference_path
+
+    if args.kaggle:
+        train, val = split_validation(kaggle_slices("train", args.kaggle if args.kaggle != "shared" else None), args.val_fraction, args.seed)
+        if train.images.shape[-1] != args.input_size:
+            raise InputError(f"the Kaggle slices are {train.images.shape[-1]} pixels wide: pass --input-size {train.images.shape[-1]}")
+        names = {"train": ["kaggle-finding-lungs x_train"], "validation": [f"{args.val_fraction:.0%} of x_train held out (seed {args.seed})"]}
+        return train, val, names
+    train_pairs, val_pairs = [list(p) for p in args.pair], [list(p) for p in args.val_pair]
+    names: dict[str, list[str]] = {"train": [p[0] for p in train_pairs], "validation": [p[0] for p in val_pairs]}
+    if args.references:
+        known = {c.name for c in CASES}
+        unknown = set(args.val_case) - known
+        if unknown or not args.val_case:
+            raise InputError(f"--references needs --val-case among: {', '.join(sorted(known))}")
+        for case in CASES:
+            held_out = case.name in args.val_case
+            (val_pairs if held_out else train_pairs).append([str(data_dir() / case.ct), str(reference_path(case))])
+            names["validation" if held_out else "train"].append(case.name)
+    if not train_pairs or not val_pairs:
+        raise InputError(
+            "training needs --pair CT MASK (or --references, or --kaggle) and at least one validation pair (--val-pair or --val-case)"
+        )
+    return prepare_slices(load_pairs(train_pairs), args.input_size), prepare_slices(load_pairs(val_pairs), args.input_size), names
+
+
+def config_from_args(args) -> TrainConfig:
+    """The :class:`TrainConfig` of a parsed ``lunggan train`` command line."""
+    return TrainConfig(
+        variant=args.variant,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        augment=not args.no_augment,
+        input_size=args.input_size,
+        steps_per_epoch=args.steps_per_epoch,
+        n_critic=args.n_critic,
+        adv_weight=args.adv_weight,
+        lipschitz=args.lipschitz,
+        gp_weight=args.gp_weight,
+        clip=args.clip,
+        critic_lr=args.critic_lr,
+        generator=GeneratorConfig(base_channels=args.base_channels, depth=args.depth, norm=args.norm),
+        critic=CriticConfig(base_channels=args.critic_channels, depth=args.critic_depth),
+    )
 
 
 def run_training(args) -> Path:
@@ -399,75 +561,61 @@ def run_training(args) -> Path:
 
     from tqdm import tqdm
 
-    from .references import CASES, data_dir, reference_path
-
     output = Path(args.output)
     if output.exists() and not args.overwrite and not args.resume:
         raise InputError(f"output model {output} exists: choose another name or pass --overwrite")
     if output.suffix != ".safetensors":
         raise InputError(f"output model {output} must end in .safetensors")
-    train_pairs, val_pairs = [list(p) for p in args.pair], [list(p) for p in args.val_pair]
-    data_names: dict[str, list[str]] = {"train": [], "validation": []}
-    if args.references:
-        names = {c.name for c in CASES}
-        unknown = set(args.val_case) - names
-        if unknown or not args.val_case:
-            raise InputError(f"--references needs --val-case among: {', '.join(sorted(names))}")
-        for case in CASES:
-            pair = [str(data_dir() / case.ct), str(reference_path(case))]
-            (val_pairs if case.name in args.val_case else train_pairs).append(pair)
-            data_names["validation" if case.name in args.val_case else "train"].append(case.name)
-    else:
-        data_names = {"train": [p[0] for p in train_pairs], "validation": [p[0] for p in val_pairs]}
-    if not train_pairs or not val_pairs:
-        raise InputError("training needs --pair CT MASK (or --references) and at least one validation pair (--val-pair or --val-case)")
-
-    config = TrainConfig(
-        variant=args.variant,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        seed=args.seed,
-        augment=not args.no_augment,
-        input_size=args.input_size,
-        generator=GeneratorConfig(base_channels=args.base_channels, depth=args.depth),
-    )
     try:
+        config = config_from_args(args)
         trainer = Trainer(config, args.run_dir, args.device, args.init_model)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     if args.resume:
         trainer.load_checkpoint()
         logger.info("resuming at epoch %d", trainer.epoch)
-    train = prepare_slices(_load_pairs(train_pairs), config.input_size)
-    val = prepare_slices(_load_pairs(val_pairs), config.input_size)
-    print(f"training on {len(train)} slices, validating on {len(val)}, device {trainer.device}", file=sys.stderr)
+    train, val, names = _training_data(args)
+    say = (lambda text: print(text, file=sys.stderr)) if trainer.is_main else (lambda text: None)
+    where = f"{trainer.world} processes on {trainer.device.type}" if trainer.world > 1 else f"device {trainer.device}"
+    say(f"training {config.variant} on {len(train)} slices, validating on {len(val)}, {where}")
     card = {
         "name": output.stem,
-        "variant": config.variant,
-        "data": data_names,
+        "data": names,
         "training_command": "lunggan " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:])),
         "torch": torch.__version__,
     }
     bar = {"bar": None}
 
-    def on_step(step: int, steps: int, loss: float) -> None:
+    def on_step(step: int, steps: int, losses: StepLosses) -> None:
+        if not trainer.is_main or args.quiet:
+            return
         if bar["bar"] is None:
             bar["bar"] = tqdm(total=steps, desc=f"epoch {trainer.epoch + 1}/{config.epochs}", leave=False, file=sys.stderr)
         bar["bar"].update(1)
-        bar["bar"].set_postfix(loss=f"{loss:.4f}")
+        shown = {"bce": f"{losses.bce:.4f}"}
+        if trainer.critic is not None:
+            shown.update(adv=f"{losses.adversarial:.3f}", critic=f"{losses.critic:.3f}", em=f"{losses.em_distance:.3f}")
+        bar["bar"].set_postfix(shown)
         if step == steps:
             bar["bar"].close()
             bar["bar"] = None
 
     def on_epoch(r: EpochRecord) -> None:
-        print(
-            f"epoch {r.epoch}: train loss {r.train_loss:.4f}, val loss {r.val_loss:.4f}, val Dice {r.val_dice:.4f} ({r.seconds:.0f} s)",
-            file=sys.stderr,
+        critic = f", critic {r.critic_loss:.3f}, EM {r.em_distance:.3f}" if trainer.critic is not None else ""
+        say(
+            f"epoch {r.epoch}: loss {r.train_loss:.4f} (BCE {r.train_bce:.4f}{critic}), "
+            f"val Dice {r.val_dice:.4f}, IoU {r.val_iou:.4f} ({r.seconds:.0f} s)"
         )
 
     best = trainer.fit(train, val, card, on_step, on_epoch)
-    export_model(best, output)
-    print(f"best validation Dice {trainer.best_dice:.4f}; model written to {output}", file=sys.stderr)
+    if trainer.is_main:
+        export_model(best, output)
+        say(f"best validation Dice {trainer.best_dice:.4f}; model written to {output}")
+    if trainer.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
     return output
+
+
+#: Variant names for the command line's help.
+VARIANT_NAMES = tuple(VARIANTS)

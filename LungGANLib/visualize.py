@@ -114,3 +114,39 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     from .io import atomic_write
 
     return atomic_write(path, lambda tmp: iio.imwrite(tmp, image), suffix=".png")
+
+
+def plot_training_curves(history: list[dict], path: str | os.PathLike, title: str = "") -> Path:
+    """PNG of a run's curves: generator/BCE/critic losses and validation Dice/IoU per epoch.
+
+    Args:
+        history: per-epoch records (see :class:`LungGANLib.training.EpochRecord`) as dicts.
+        path: PNG to write (atomically).
+        title: figure title (e.g. the variant).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_write
+
+    epochs = [r["epoch"] for r in history]
+    fig, (losses, scores) = plt.subplots(1, 2, figsize=(9, 3.4))
+    losses.plot(epochs, [r["train_bce"] for r in history], label="train BCE")
+    losses.plot(epochs, [r["val_loss"] for r in history], label="validation BCE")
+    if any(r["critic_loss"] for r in history):
+        losses.plot(epochs, [r["em_distance"] for r in history], label="critic's EM estimate")
+    losses.set_xlabel("epoch")
+    losses.set_yscale("symlog", linthresh=1e-2)
+    losses.legend(fontsize=8)
+    scores.plot(epochs, [r["val_dice"] for r in history], label="validation Dice")
+    scores.plot(epochs, [r["val_iou"] for r in history], label="validation IoU")
+    scores.set_xlabel("epoch")
+    scores.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    try:
+        return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    finally:
+        plt.close(fig)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-_NORMS = ("batch", "none")
+_NORMS = ("batch", "instance", "none")
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,8 @@ class GeneratorConfig:
         out_channels: output channels (1: lung logit).
         base_channels: channels of the first encoder block; doubled at each level.
         depth: number of pooling steps (the input side must be divisible by 2**depth).
-        norm: ``"batch"`` or ``"none"``.
+        norm: ``"batch"``, ``"instance"`` (per-slice statistics: what two-process
+            training needs to match one process exactly) or ``"none"``.
         negative_slope: LeakyReLU slope.
     """
 
@@ -58,6 +59,8 @@ def _conv_block(cin: int, cout: int, norm: str, slope: float) -> nn.Sequential:
         layers.append(nn.Conv2d(c_in, cout, kernel_size=3, padding=1, bias=norm == "none"))
         if norm == "batch":
             layers.append(nn.BatchNorm2d(cout))
+        elif norm == "instance":
+            layers.append(nn.InstanceNorm2d(cout, affine=True))
         layers.append(nn.LeakyReLU(slope, inplace=True))
     return nn.Sequential(*layers)
 

@@ -58,30 +58,39 @@ def test_one_generator_step_lowers_the_loss(cip_slices, tmp_path):
             return float(F.binary_cross_entropy_with_logits(trainer.generator(x), y))
 
     before = loss()
-    step_loss = trainer.generator_step(x, y)
-    assert step_loss == pytest.approx(before, rel=1e-4)
+    trainer.generator.train()
+    terms = trainer.generator_step(trainer.generator(x), x, y)
+    assert terms.bce == pytest.approx(before, rel=1e-4) and terms.adversarial == 0.0
     assert loss() < before
 
 
-def test_resume_ends_with_the_same_weights(cip_slices, tmp_path):
+@pytest.mark.parametrize("variant", ["baseline", "regression"])
+def test_resume_ends_with_the_same_weights(cip_slices, tmp_path, variant):
     _, _, data = cip_slices
     val = data
-    straight = Trainer(small_config(), tmp_path / "a", device="cpu")
+    config = lambda: small_config(variant=variant, steps_per_epoch=3)
+    straight = Trainer(config(), tmp_path / "a", device="cpu")
     straight.fit(data, val)
 
-    interrupted = Trainer(small_config(), tmp_path / "b", device="cpu")
+    interrupted = Trainer(config(), tmp_path / "b", device="cpu")
     interrupted.fit(data, val, should_stop=lambda: True)  # stops after epoch 1
     assert interrupted.epoch == 1
-    resumed = Trainer(small_config(), tmp_path / "b", device="cpu")
+    resumed = Trainer(config(), tmp_path / "b", device="cpu")
     resumed.load_checkpoint()
     assert resumed.epoch == 1
     resumed.fit(data, val)
     assert resumed.epoch == 2
-    for (name, a), (_, b) in zip(straight.generator.state_dict().items(), resumed.generator.state_dict().items()):
-        assert torch.equal(a, b), name
+    pairs = [(straight.generator, resumed.generator)]
+    if variant != "baseline":
+        pairs.append((straight.critic, resumed.critic))
+    for a_net, b_net in pairs:
+        for (name, a), (_, b) in zip(a_net.state_dict().items(), b_net.state_dict().items()):
+            assert torch.equal(a, b), name
     assert [r.train_loss for r in resumed.history] == [r.train_loss for r in straight.history]
+    assert [r.critic_loss for r in resumed.history] == [r.critic_loss for r in straight.history]
     log = (tmp_path / "b" / "log.csv").read_text().splitlines()
-    assert log[0].startswith("epoch,lr,train_loss") and len(log) == 3
+    assert log[0].startswith("epoch,lr,train_loss,train_bce,train_adversarial,critic_loss") and len(log) == 3
+    assert (tmp_path / "b" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_resume_refuses_other_settings(cip_slices, tmp_path):
@@ -93,8 +102,12 @@ def test_resume_refuses_other_settings(cip_slices, tmp_path):
 
 
 def test_bad_training_settings_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="unknown variant 'wgan'"):
+    with pytest.raises(ValueError, match="unknown variant 'wgan': available: baseline, basic, product, early-fusion, late-fusion, regression"):
         Trainer(small_config(variant="wgan"), tmp_path)
+    with pytest.raises(ValueError, match="lipschitz must be one of"):
+        Trainer(small_config(variant="basic", lipschitz="spectral"), tmp_path)
+    with pytest.raises(ValueError, match="n_critic must be at least 1"):
+        Trainer(small_config(variant="basic", n_critic=0), tmp_path)
     with pytest.raises(ValueError, match="multiple of 4"):
         Trainer(small_config(input_size=66), tmp_path)
 
