@@ -38,6 +38,11 @@ def _progress_bar(desc: str, unit: str = "slice"):
     return update
 
 
+def emit_json(event: str, **fields) -> None:
+    """One machine-readable progress line on stdout (``--progress-json``), for Slicer's background process."""
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     from .inference import SegmentOptions, segment_file
 
@@ -57,9 +62,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         force=args.force,
         series=args.series,
-        progress=None if args.quiet else _progress_bar("segmenting"),
+        progress=(lambda done, total: emit_json("progress", done=done, total=total)) if args.progress_json
+        else None if args.quiet else _progress_bar("segmenting"),
     )
     seconds = time.perf_counter() - start
+    if args.progress_json:
+        emit_json("done", output=str(result.output), right_ml=result.right_ml, left_ml=result.left_ml, empty=result.empty, seconds=seconds)
     if result.empty:
         print(f"warning: no lungs found in {args.input}; wrote an empty mask to {result.output}", file=sys.stderr)
     elif args.single_label:
@@ -188,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     seg.add_argument("--force", action="store_true", help="segment even if the input does not look like CT")
     seg.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    seg.add_argument("--progress-json", action="store_true", help="report progress as JSON lines on stdout (for Slicer)")
     seg.set_defaults(func=cmd_segment)
 
     ev = sub.add_parser("evaluate", help="compare a predicted mask with a reference mask")
@@ -224,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--critic-channels", type=int, default=8)
     tr.add_argument("--critic-depth", type=int, default=4)
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    tr.add_argument("--progress-json", action="store_true", help="report steps and epochs as JSON lines on stdout (for Slicer)")
     tr.add_argument("--init-model", help="start from these weights (fine-tuning)")
     tr.add_argument("--run-dir", required=True, help="folder for checkpoints and logs")
     tr.add_argument("-o", "--output", required=True, help="where the best generator is exported (.safetensors)")

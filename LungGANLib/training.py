@@ -586,8 +586,14 @@ def run_training(args) -> Path:
     }
     bar = {"bar": None}
 
+    progress_json = getattr(args, "progress_json", False)
+
     def on_step(step: int, steps: int, losses: StepLosses) -> None:
-        if not trainer.is_main or args.quiet:
+        if progress_json and trainer.is_main:
+            from .cli import emit_json
+
+            emit_json("step", epoch=trainer.epoch + 1, epochs=config.epochs, step=step, steps=steps, **asdict(losses))
+        if not trainer.is_main or args.quiet or progress_json:
             return
         if bar["bar"] is None:
             bar["bar"] = tqdm(total=steps, desc=f"epoch {trainer.epoch + 1}/{config.epochs}", leave=False, file=sys.stderr)
@@ -601,6 +607,10 @@ def run_training(args) -> Path:
             bar["bar"] = None
 
     def on_epoch(r: EpochRecord) -> None:
+        if progress_json and trainer.is_main:
+            from .cli import emit_json
+
+            emit_json("epoch", **asdict(r))
         critic = f", critic {r.critic_loss:.3f}, EM {r.em_distance:.3f}" if trainer.critic is not None else ""
         say(
             f"epoch {r.epoch}: loss {r.train_loss:.4f} (BCE {r.train_bce:.4f}{critic}), "
@@ -611,6 +621,10 @@ def run_training(args) -> Path:
     if trainer.is_main:
         export_model(best, output)
         say(f"best validation Dice {trainer.best_dice:.4f}; model written to {output}")
+        if progress_json:
+            from .cli import emit_json
+
+            emit_json("done", output=str(output), best_dice=trainer.best_dice)
     if trainer.world > 1:
         dist.barrier()
         dist.destroy_process_group()

@@ -1,0 +1,296 @@
+"""The MRML adapter and the Slicer logic, against the PyPI package slicer-core (real MRML, no Slicer application).
+
+Real CT from ../shared/data; the scene, nodes, segmentations, terminology and
+plots are Slicer's own classes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+slicer = pytest.importorskip("slicer", reason="slicer-core is part of the test requirements")
+import vtk  # noqa: E402  (installed with slicer-core)
+
+from LungGANLib import mrml  # noqa: E402
+from LungGANLib.background import CANCELLED, DONE, RUNNING  # noqa: E402
+from LungGANLib.dependencies import missing_packages  # noqa: E402
+from LungGANLib.errors import InputError, OutputExistsError  # noqa: E402
+from LungGANLib.inference import SegmentOptions  # noqa: E402
+from LungGANLib.inference import segment as core_segment  # noqa: E402
+from LungGANLib.io import load_ct  # noqa: E402
+from LungGANLib.model_io import load_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+CIP = "fixtures/cip-ct-64/ct-64.nrrd"
+CIP_MASK = "fixtures/cip-ct-64/wholeLung-64.nrrd"
+MR = "fixtures/mr-not-ct.nii.gz"
+
+
+@pytest.fixture
+def scene():
+    """A fresh MRML scene with Slicer's default colour tables (as the application has)."""
+    scene = slicer.vtkMRMLScene()
+    colours = slicer.vtkMRMLColorLogic()
+    colours.SetMRMLScene(scene)
+    yield scene
+    colours.SetMRMLScene(None)
+    scene.Clear(1)
+
+
+def node_ids(scene) -> list[str]:
+    return [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())]
+
+
+def ijk_to_ras(node) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+@pytest.mark.parametrize("path", [CIP, "ct/lung-pet-ct-dx-a0001-series3.nii.gz"])
+def test_loaded_ct_matches_slicers_own_reader(scene, data, path):
+    ours = mrml.LungGANLogic(scene).loadCT(data / path)
+    theirs = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "reader")
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(data / path))
+    assert storage.ReadData(theirs)
+    np.testing.assert_allclose(ijk_to_ras(ours), ijk_to_ras(theirs), atol=1e-4)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(ours), slicer.util.arrayFromVolume(theirs))
+    # And back: the core sees the same CT as when it reads the file itself.
+    volume, direct = mrml.ct_from_volume_node(ours), load_ct(data / path)
+    np.testing.assert_array_equal(volume.array, direct.array)
+    assert volume.spacing == pytest.approx(direct.spacing)
+
+
+def test_segment_gives_named_coded_segments_on_the_input_grid(scene, data):
+    logic = mrml.LungGANLogic(scene)
+    ct = logic.loadCT(data / CIP)
+    seen = []
+    segmentation = logic.segment(ct, device="cpu", createLabelmap=True, progress=lambda d, t: seen.append((d, t)))
+    assert segmentation.IsA("vtkMRMLSegmentationNode")
+    assert mrml.segment_names(segmentation) == ["right lung", "left lung"]
+    assert seen and seen[-1][0] == seen[-1][1]
+    # The segmentation refers to the CT and takes its geometry; it is shown in 2D and 3D.
+    assert segmentation.GetNodeReferenceID(segmentation.GetReferenceImageGeometryReferenceRole()) == ct.GetID()
+    assert segmentation.GetDisplayNode() is not None
+    assert segmentation.GetSegmentation().ContainsRepresentation("Closed surface")
+    terminology = slicer.vtkSlicerTerminologiesModuleLogic()
+    segs = segmentation.GetSegmentation()
+    for index, (side, code) in enumerate([("Right", "24028007"), ("Left", "7771000")]):
+        segment = segs.GetSegment(segs.GetNthSegmentID(index))
+        assert segment.GetColor() == pytest.approx(mrml.LUNG_COLOUR)
+        entry = slicer.vtkSlicerTerminologyEntry()
+        assert terminology.DeserializeTerminologyEntry(segment.GetTerminology(), entry)
+        assert (entry.GetCategoryObject().GetCodeValue(), entry.GetCategoryObject().GetCodeMeaning()) == ("123037004", "Anatomical Structure")
+        assert (entry.GetTypeObject().GetCodingSchemeDesignator(), entry.GetTypeObject().GetCodeValue()) == ("SCT", "39607008")
+        assert (entry.GetTypeModifierObject().GetCodeValue(), entry.GetTypeModifierObject().GetCodeMeaning()) == (code, side)
+    # The labelmap has exactly the input's grid and exactly the core's labels.
+    labelmap = logic.lastLabelmapNode
+    assert mrml.same_geometry(labelmap, ct)
+    expected = core_segment(load_ct(data / CIP), SegmentOptions(device="cpu"))
+    np.testing.assert_array_equal(mrml.labels_from_segmentation(labelmap, ct), expected)
+    np.testing.assert_array_equal(mrml.labels_from_segmentation(segmentation, ct), expected)
+    assert (expected == 1).sum() > 1000 and (expected == 2).sum() > 1000
+
+
+def test_an_existing_segmentation_is_never_overwritten(scene, data):
+    logic = mrml.LungGANLogic(scene)
+    ct = logic.loadCT(data / CIP)
+    mine = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "my work")
+    mine.SetReferenceImageGeometryParameterFromVolumeNode(ct)
+    mrml.ensure_segmentation_converters()
+    tumour = mine.GetSegmentation().AddEmptySegment("tumour", "tumour")
+    drawn = np.zeros(slicer.util.arrayFromVolume(ct).shape, dtype=np.uint8)
+    drawn[20:24, 30:34, 30:34] = 1
+    label = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    slicer.util.updateVolumeFromArray(label, drawn)
+    label.SetIJKToRASMatrix(_matrix(ct))
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(tumour)
+    slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(label, mine, ids)
+    scene.RemoveNode(label)
+
+    def tumour_voxels(node) -> int:
+        one = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+        keep = vtk.vtkStringArray()
+        keep.InsertNextValue(tumour)
+        slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(node, keep, one, ct)
+        count = int((slicer.util.arrayFromVolume(one) > 0).sum())
+        scene.RemoveNode(one)
+        return count
+
+    assert tumour_voxels(mine) == 64
+    assert logic.segment(ct, mine, device="cpu", existing="add") is mine
+    assert mrml.segment_names(mine) == ["tumour", "right lung", "left lung"]
+    logic.segment(ct, mine, device="cpu", existing="add")
+    assert mrml.segment_names(mine) == ["tumour", "right lung", "left lung", "right lung (2)", "left lung (2)"]
+    logic.segment(ct, mine, device="cpu", existing="replace")  # our lung segments only
+    assert mrml.segment_names(mine) == ["tumour", "right lung", "left lung"]
+    other = logic.segment(ct, mine, device="cpu", existing="new")
+    assert other is not mine and mrml.segment_names(mine) == ["tumour", "right lung", "left lung"]
+    assert tumour_voxels(mine) == 64
+
+
+def _matrix(node):
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return matrix
+
+
+def test_cancel_leaves_the_scene_as_it_was(scene, data):
+    logic = mrml.LungGANLogic(scene)
+    ct = logic.loadCT(data / CIP)
+    before = node_ids(scene)
+    calls = []
+    with pytest.raises(mrml.Cancelled, match="nothing was changed"):
+        logic.segment(ct, device="cpu", progress=lambda d, t: calls.append(d), shouldCancel=lambda: len(calls) >= 1)
+    assert calls and node_ids(scene) == before
+
+
+def test_bad_input_gives_a_clear_error(scene, data):
+    logic = mrml.LungGANLogic(scene)
+    empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    with pytest.raises(InputError, match="holds no image: load a CT first"):
+        logic.segment(empty)
+    with pytest.raises(InputError, match="is it an MR"):
+        logic.loadCT(data / MR)
+
+
+def test_segmentation_in_a_background_process(scene, data):
+    logic = mrml.LungGANLogic(scene)
+    ct = logic.loadCT(data / CIP)
+    before = node_ids(scene)
+    job = logic.startSegmentation(ct, device="cpu")
+    events = []
+    deadline = time.time() + 240
+    while job.process.state == RUNNING and time.time() < deadline:
+        events += job.process.poll()
+        time.sleep(0.1)
+    events += job.process.poll()
+    assert job.process.state == DONE, job.process.error
+    assert node_ids(scene) == before  # nothing changes until finish()
+    assert [e["event"] for e in events][-1] == "done" and any(e["event"] == "progress" for e in events)
+    segmentation = job.finish()
+    assert mrml.segment_names(segmentation) == ["right lung", "left lung"]
+    expected = core_segment(load_ct(data / CIP), SegmentOptions(device="cpu"))
+    np.testing.assert_array_equal(mrml.labels_from_segmentation(segmentation, ct), expected)
+
+    cancelled = logic.startSegmentation(ct, device="cpu")
+    ids = node_ids(scene)
+    cancelled.process.cancel()
+    assert cancelled.process.state == CANCELLED
+    with pytest.raises(mrml.Cancelled):
+        cancelled.finish()
+    assert node_ids(scene) == ids
+
+
+def test_background_process_reports_the_cli_error(scene, data):
+    logic = mrml.LungGANLogic(scene)
+    ct = logic.loadCT(data / CIP)
+    job = logic.startSegmentation(ct, model=str(data / "README.md"), device="cpu")
+    assert job.process.wait(120) == "failed"
+    assert "README.md" in job.process.error
+    with pytest.raises(mrml.LungGANError):
+        job.finish()
+
+
+@pytest.fixture
+def training_pairs(scene, data):
+    """Two real (CT volume node, segmentation node) pairs with human or reference lung masks."""
+    logic = mrml.LungGANLogic(scene)
+    pairs = []
+    for ct_path, mask_path in [(data / CIP, data / CIP_MASK), (data / "ct/elastix-00.nii.gz", REPO / "Testing/Data/ReferenceMasks/elastix-00.nii.gz")]:
+        ct = logic.loadCT(ct_path)
+        volume = mrml.ct_from_volume_node(ct)
+        from LungGANLib.io import mask_from_image
+
+        labels = mask_from_image(sitk.ReadImage(str(mask_path)), volume)
+        segmentation, _ = mrml.write_segmentation(scene, labels, volume, ct)
+        pairs.append((ct, segmentation))
+    return logic, pairs
+
+
+def test_train_from_two_volume_segmentation_pairs(training_pairs, tmp_path):
+    logic, pairs = training_pairs
+    steps, epochs = [], []
+    output = tmp_path / "mine.safetensors"
+    path = logic.train(pairs, variant="regression", epochs=2, output=output, stepsPerEpoch=2, device="cpu",
+                       progress=lambda s, n, losses: steps.append((s, n, losses.critic)), onEpoch=epochs.append)
+    assert path == str(output) and output.is_file()
+    generator, info = load_model(output)
+    assert info.card["variant"] == "regression" and info.card["fine_tuned_from"].endswith("lunggan.safetensors")
+    assert [s[:2] for s in steps] == [(1, 2), (2, 2), (1, 2), (2, 2)]
+    assert all(critic != 0.0 for _, _, critic in steps)  # the critic trained
+    assert [r.epoch for r in epochs] == [1, 2]
+    table = logic.lastPlot.table.GetTable()
+    assert table.GetNumberOfRows() == 2 and table.GetValue(1, 0).ToDouble() == 2.0
+    assert table.GetValue(1, 2).ToDouble() == pytest.approx(epochs[1].val_dice)
+    assert logic.lastPlot.chart.GetNumberOfPlotSeriesNodes() == 3
+    # The new model segments right away.
+    segmentation = logic.segment(pairs[0][0], model=path, device="cpu")
+    assert mrml.segment_names(segmentation) == ["right lung", "left lung"]
+    with pytest.raises(OutputExistsError, match="exists"):
+        logic.train(pairs, epochs=1, output=output)
+
+
+def test_cancel_training_writes_nothing(training_pairs, tmp_path):
+    logic, pairs = training_pairs
+    scene = logic.scene
+    before = node_ids(scene)
+    output = tmp_path / "cancelled.safetensors"
+    with pytest.raises(mrml.Cancelled):
+        logic.train(pairs, epochs=3, output=output, device="cpu", stepsPerEpoch=2, shouldCancel=lambda: True)
+    assert not output.exists() and node_ids(scene) == before
+
+
+def test_training_in_a_background_process(training_pairs, tmp_path):
+    logic, pairs = training_pairs
+    output = tmp_path / "background.safetensors"
+    job = logic.startTraining(pairs, variant="basic", epochs=2, output=output, stepsPerEpoch=1, device="cpu")
+    deadline = time.time() + 400
+    while job.process.state == RUNNING and time.time() < deadline:
+        job.update()
+        time.sleep(0.2)
+    job.update()
+    assert job.process.state == DONE, job.process.error
+    assert output.is_file() and load_model(output)[1].card["variant"] == "basic"
+    assert [e["epoch"] for e in job.epochs] == [1, 2]
+    assert job.plot.table.GetTable().GetNumberOfRows() == 2
+
+
+def test_every_widget_the_module_uses_is_in_the_ui_file():
+    source = (REPO / "LungGAN" / "LungGAN.py").read_text()
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    tree = ET.parse(REPO / "Resources" / "UI" / "LungGAN.ui")
+    widgets = {w.get("name"): w for w in tree.iter("widget")}
+    assert used and used <= set(widgets), sorted(used - set(widgets))
+    # Widgets bound to the parameter node name its fields.
+    fields = set(re.findall(r"^    (\w+): ", source.split("class LungGANParameterNode")[1].split("\n\n\n")[0], re.M))
+    bound = {p.find("string").text for w in widgets.values() for p in w.findall("property") if p.get("name") == "SlicerParameterName"}
+    assert bound == fields
+
+
+def test_missing_packages_are_named_for_pip():
+    assert missing_packages({"numpy": "numpy>=1.24", "no_such_package_xyz": "no-such-package-xyz>=1"}) == ["no-such-package-xyz>=1"]
+    assert missing_packages() == []  # the test environment has everything
+
+
+def test_readme_console_example_runs_as_written(monkeypatch, scene, tmp_path):
+    """The README's Python-console example, under slicer-core with slicer.mrmlScene set as the application would."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- console example -->")[1].split("```python")[1].split("```")[0]
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(mrml, "default_model_dir", lambda: tmp_path)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    segmentation, model = namespace["segmentation"], namespace["model"]
+    assert mrml.segment_names(segmentation) == ["right lung", "left lung"]
+    assert Path(model).parent == tmp_path and Path(model).is_file()
