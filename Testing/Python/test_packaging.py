@@ -1,0 +1,56 @@
+"""The extension's packaging files agree with each other and name files that exist."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+S4EXT_FIELDS = ["scm", "scmurl", "scmrevision", "depends", "build_subdirectory", "homepage", "contributors",
+                "category", "iconurl", "status", "description", "screenshoturls", "enabled"]
+
+
+def s4ext() -> dict[str, str]:
+    fields = {}
+    for line in (REPO / "LungGAN.s4ext").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            fields[key] = value.strip()
+    return fields
+
+
+def cmake_set(name: str) -> str:
+    match = re.search(rf'set\({name} "([^"]*)"\)', (REPO / "CMakeLists.txt").read_text())
+    assert match, name
+    return match.group(1)
+
+
+def test_s4ext_has_every_field_and_matches_cmake():
+    fields = s4ext()
+    assert list(fields) == S4EXT_FIELDS
+    assert all(fields[k] for k in S4EXT_FIELDS)
+    assert fields["category"] == cmake_set("EXTENSION_CATEGORY") == "Segmentation"
+    assert fields["depends"] == cmake_set("EXTENSION_DEPENDS") == "PyTorch"
+    assert fields["homepage"] == cmake_set("EXTENSION_HOMEPAGE")
+    assert fields["iconurl"] == cmake_set("EXTENSION_ICONURL")
+
+
+def test_extensions_index_entry_matches():
+    entry = json.loads((REPO / "ExtensionsIndex" / "LungGAN.json").read_text())
+    assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.1.json#")
+    fields = s4ext()
+    assert entry["category"] == fields["category"] and entry["scm_url"] == fields["scmurl"]
+    assert entry["build_dependencies"] == fields["depends"].split()
+    assert set(entry) <= {"$schema", "build_dependencies", "build_subdirectory", "category", "scm_revision", "scm_type", "scm_url", "tier"}
+
+
+def test_module_cmake_installs_files_that_exist():
+    text = (REPO / "LungGAN" / "CMakeLists.txt").read_text()
+    assert "slicerMacroBuildScriptedModule" in text and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
+    resources = re.findall(r"^\s+(Resources/\S+)$", text, re.M)
+    assert "Resources/UI/LungGAN.ui" in resources and "Resources/Models/lunggan.safetensors" in resources
+    assert all((REPO / r).is_file() for r in resources), [r for r in resources if not (REPO / r).is_file()]
+    assert "LungGANLib/*.py" in text  # every module of the core, sub-packages included (GLOB_RECURSE)
+    top = (REPO / "CMakeLists.txt").read_text()
+    assert "add_subdirectory(LungGAN)" in top
