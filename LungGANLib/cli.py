@@ -162,6 +162,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         lovo_epochs=args.lovo_epochs,
         lovo_steps=args.lovo_steps,
         patients=tuple(args.patient) or defaults.patients,
+        resume=args.resume,
         device=args.device,
     )
     output = Path(args.output)
@@ -254,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--lovo-epochs", type=int, default=4)
     cmp.add_argument("--lovo-steps", type=int, default=30, help="steps per epoch in the 3D folds")
     cmp.add_argument("--patient", action="append", default=[], help="3D-table patients left out in turn (default: all four)")
+    cmp.add_argument("--resume", action="store_true", help="continue interrupted runs from their checkpoints in --work-dir")
     cmp.add_argument("--device", default="auto")
     cmp.set_defaults(func=cmd_compare)
 

@@ -63,6 +63,8 @@ class CompareConfig:
         lovo_epochs, lovo_steps: epochs and steps per epoch of each 3D fold.
         lovo_input_size: network input side for the 3D folds.
         patients: patients of the 3D table (default: all in :data:`LOVO_PATIENTS`).
+        resume: continue runs from their checkpoints in the work folder (finished runs are
+            only evaluated again) instead of training them from scratch.
         batch_size, base_channels: shared by all runs.
         device: torch device.
     """
@@ -76,6 +78,7 @@ class CompareConfig:
     lovo_steps: int = 30
     lovo_input_size: int = 128
     patients: tuple[str, ...] = tuple(LOVO_PATIENTS)
+    resume: bool = False
     batch_size: int = 8
     base_channels: int = 8
     device: str = "auto"
@@ -86,6 +89,12 @@ class CompareConfig:
         )
         settings.update(overrides)
         return TrainConfig(**settings)
+
+
+def _fit(trainer: Trainer, train: SliceData, val: SliceData, resume: bool) -> Path:
+    if resume and trainer.checkpoint_path.is_file():
+        trainer.load_checkpoint()
+    return trainer.fit(train, val)
 
 
 # -- Table 2: Kaggle slices ---------------------------------------------------------------------
@@ -140,7 +149,7 @@ def run_kaggle(config: CompareConfig, work: Path, say: Callable[[str], None]) ->
             work / tag,
             config.device,
         )
-        best = trainer.fit(train, val)
+        best = _fit(trainer, train, val, config.resume)
         generator, _ = load_model(best, trainer.device)
         ious, hds = slice_scores(predict_slices(generator, test.images, trainer.device), test.targets.numpy()[:, 0] > 0.5)
         run = {
@@ -231,7 +240,7 @@ def run_lovo(config: CompareConfig, work: Path, say: Callable[[str], None]) -> l
                 work / tag,
                 config.device,
             )
-            best = trainer.fit(train, val)
+            best = _fit(trainer, train, val, config.resume)
             model = load_model(best, trainer.device)
             labels = segment(volume, SegmentOptions(method="gan", device=str(trainer.device)), model=model)
             row = {"patient": patient, "method": variant, **_score_volume(tested, labels, volume, reference, lesions),

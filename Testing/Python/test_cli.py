@@ -180,3 +180,19 @@ def test_train_resume_and_use_the_model(capsys, data, tmp_path):
     assert code == 0 and out.exists()
     code, _, err = run(capsys, *common, "--epochs", "1")
     assert code == 2 and "exists" in err
+
+
+@pytest.mark.parametrize("variant", ["baseline", "basic", "product", "early-fusion", "late-fusion", "regression"])
+def test_each_variant_trains_from_the_command_line(capsys, tmp_path, variant):
+    model = tmp_path / f"{variant}.safetensors"
+    code, _, err = run(capsys, "train", "--kaggle", "--variant", variant, "--input-size", "64", "--epochs", "1",
+                       "--steps-per-epoch", "2", "--base-channels", "2", "--depth", "2", "--critic-channels", "2",
+                       "--run-dir", tmp_path / "run", "-o", model, "--device", "cpu", "-q")
+    assert code == 0, err
+    assert f"training {variant} on 170 slices, validating on 43" in err and "epoch 1:" in err
+    assert ("critic" in err) == (variant != "baseline")
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["variant"] == variant and card["training"]["n_critic"] == 2
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    critic_loss = float(log[1].split(",")[5])
+    assert (critic_loss != 0.0) == (variant != "baseline")
