@@ -10,6 +10,7 @@ as it was.
 """
 
 import os
+import pathlib
 import sys
 
 # Development mode ("Additional module paths" = this repository's LungGAN/ folder): the core is one level up.
@@ -35,6 +36,7 @@ from slicer.util import VTKObservationMixin  # noqa: E402
 from LungGANLib import mrml  # noqa: E402
 from LungGANLib.background import CANCELLED, DONE, RUNNING  # noqa: E402
 
+# The registry LungGANLib.variants.VARIANTS, listed here so the module loads before PyTorch is installed.
 VARIANTS = ["baseline", "basic", "product", "early-fusion", "late-fusion", "regression"]
 
 
@@ -59,7 +61,7 @@ class LungGAN(ScriptedLoadableModule):
 class LungGANParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode
-    modelPath: str = ""
+    modelPath: pathlib.Path  # empty: the shipped model
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     splitLungs: bool = True
     fillHoles: bool = True
@@ -67,7 +69,12 @@ class LungGANParameterNode:
     trainVariant: Annotated[str, Choice(VARIANTS)] = "regression"
     trainEpochs: Annotated[int, WithinRange(1, 500)] = 5
     fineTune: bool = True
-    trainOutput: str = ""
+    trainOutput: pathlib.Path  # empty: ~/LungGAN/models/<variant>-<n>.safetensors
+
+
+def _pathOrNone(path):
+    """An unset path parameter reads as '.' (pathlib.Path())."""
+    return str(path) if path and str(path) not in ("", ".") else None
 
 
 def ensureDependencies() -> bool:
@@ -123,8 +130,7 @@ class LungGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.ui.deviceComboBox.addItems(["auto", "cpu", "cuda"])
-        self.ui.variantComboBox.addItems(VARIANTS)
+        # The combo boxes are filled from the parameters' Choice annotations by connectGui.
         self.ui.progressBar.hide()
         self.ui.trainProgressBar.hide()
         self.logic = LungGANLogic()
@@ -223,7 +229,7 @@ class LungGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             existing = "add" if clicked == add else "replace" if clicked == replace else "new"
         with slicer.util.tryWithErrorDisplay("Could not start segmentation.", waitCursor=True):
-            job = self.logic.startSegmentation(p.inputVolume, p.modelPath or None, p.device, p.splitLungs, p.fillHoles)
+            job = self.logic.startSegmentation(p.inputVolume, _pathOrNone(p.modelPath), p.device, p.splitLungs, p.fillHoles)
             job.existing = existing
             self._start("segment", job, self.ui.progressBar, self.ui.statusLabel, "Segmenting...")
 
@@ -261,7 +267,7 @@ class LungGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if state == RUNNING:
                 return
             if state == DONE:
-                self._parameterNode.modelPath = str(job.output)  # selectable for "Segment lungs" right away
+                self._parameterNode.modelPath = pathlib.Path(job.output)  # selectable for "Segment lungs" right away
                 self._stop(f"Model written to {job.output}; selected for segmentation.")
             else:
                 self._stop("Cancelled; no model was written." if state == CANCELLED else f"Failed: {job.process.error}")
@@ -299,7 +305,7 @@ class LungGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Could not start training.", waitCursor=True):
-            job = self.logic.startTraining(self._pairs, p.trainVariant, p.trainEpochs, p.trainOutput or None, p.fineTune, p.device)
+            job = self.logic.startTraining(self._pairs, p.trainVariant, p.trainEpochs, _pathOrNone(p.trainOutput), p.fineTune, p.device)
             chart = job.plot.chart
             layout = slicer.app.layoutManager()
             layout.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutConventionalPlotView)

@@ -275,6 +275,11 @@ def test_every_widget_the_module_uses_is_in_the_ui_file():
     fields = set(re.findall(r"^    (\w+): ", source.split("class LungGANParameterNode")[1].split("\n\n\n")[0], re.M))
     bound = {p.find("string").text for w in widgets.values() for p in w.findall("property") if p.get("name") == "SlicerParameterName"}
     assert bound == fields
+    # The module lists the variants without importing torch (it may not be installed yet); they match the registry.
+    from LungGANLib.variants import VARIANTS
+
+    listed = re.search(r"^VARIANTS = \[(.*)\]$", source, re.M).group(1)
+    assert [v.strip().strip('"') for v in listed.split(",")] == list(VARIANTS)
 
 
 def test_missing_packages_are_named_for_pip():
