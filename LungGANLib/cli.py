@@ -141,7 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import shlex
 
-    from .compare import CompareConfig, LOVO_PATIENTS, run_compare
+    from .compare import LOVO_PATIENTS, CompareConfig, rebuild_report, run_compare
     from .variants import get_variant
 
     for name in [*args.variant, *args.lovo_variant]:
@@ -168,6 +168,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if not output.parent.is_dir():
         raise LungGANError(f"output folder {output.parent} does not exist: create it first")
+    if args.report_only:
+        print(f"wrote {rebuild_report(output)}")
+        return 0
     command = "lunggan " + " ".join(shlex.quote(a) for a in args.argv)
     report = run_compare(config, output, Path(args.work_dir), command, args.part or ("kaggle", "lovo"),
                          say=lambda text: print(text, file=sys.stderr, flush=True))
@@ -255,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--lovo-epochs", type=int, default=4)
     cmp.add_argument("--lovo-steps", type=int, default=30, help="steps per epoch in the 3D folds")
     cmp.add_argument("--patient", action="append", default=[], help="3D-table patients left out in turn (default: all four)")
+    cmp.add_argument("--report-only", action="store_true", help="rewrite the report from its results.json without training")
     cmp.add_argument("--resume", action="store_true", help="continue interrupted runs from their checkpoints in --work-dir")
     cmp.add_argument("--device", default="auto")
     cmp.set_defaults(func=cmd_compare)

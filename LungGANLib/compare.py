@@ -352,7 +352,7 @@ def write_report(config: CompareConfig, runs: list[dict], rows: list[dict], seco
     """Write ``results.md`` beside a ``results/`` folder of plots and raw numbers."""
     folder = output.parent / output.stem
     folder.mkdir(parents=True, exist_ok=True)
-    raw = {"config": asdict(config), "kaggle": runs, "lovo": rows, "seconds": seconds, "torch": torch.__version__}
+    raw = {"config": asdict(config), "command": command, "kaggle": runs, "lovo": rows, "seconds": seconds, "torch": torch.__version__}
     atomic_write(folder / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(raw, indent=1, default=float)))
     plot_results(runs, rows, folder)
     parts = [
@@ -367,6 +367,9 @@ def write_report(config: CompareConfig, runs: list[dict], rows: list[dict], seco
         "adversarial weight 0.01, critic lr 1e-4. The best epoch is chosen on validation data, never on the test data.",
         "",
     ]
+    summary = summarize_results(runs, rows)
+    if summary:
+        parts += ["## In short", "", *[f"- {line}" for line in summary], ""]
     if runs:
         parts += [
             "## Table 2 analogue: Kaggle slices with human lung masks",
@@ -409,6 +412,58 @@ def write_report(config: CompareConfig, runs: list[dict], rows: list[dict], seco
         ]
     atomic_write(output, lambda tmp: Path(tmp).write_text("\n".join(parts)))
     return output
+
+
+def summarize_results(runs: list[dict], rows: list[dict]) -> list[str]:
+    """Plain statements read off the numbers: rankings, and whether a gap exceeds the spread over seeds."""
+    lines = []
+    groups: dict[tuple[str, str], list[float]] = {}
+    for run in runs:
+        groups.setdefault((run["variant"], run["lipschitz"]), []).append(run["iou"]["mean"])
+    if groups:
+        spread = float(np.mean([np.std(v, ddof=1) for v in groups.values() if len(v) > 1] or [0.0]))
+        ranked = sorted(groups, key=lambda k: -np.mean(groups[k]))
+        names = [f"{v}{' (clip)' if l == 'clip' else ''} {np.mean(groups[(v, l)]):.4f}" for v, l in ranked]
+        lines.append("Kaggle test IoU, mean over seeds, best first: " + ", ".join(names) + ".")
+        if ("baseline", "-") in groups:
+            base = np.mean(groups[("baseline", "-")])
+            best = ranked[0] if ranked[0] != ("baseline", "-") else ranked[1] if len(ranked) > 1 else None
+            if best:
+                gap = np.mean(groups[best]) - base
+                if any(len(v) > 1 for v in groups.values()):
+                    verdict = "larger" if abs(gap) > 2 * spread else "not larger"
+                    tail = (f"; the typical spread over seeds (s.d.) is {spread:.4f}, so the gap is {verdict} "
+                            "than twice the seed-to-seed spread.")
+                else:
+                    tail = " (one seed: no spread to judge the gap by)."
+                lines.append(f"Best critic ({best[0]}) vs baseline: {gap:+.4f} IoU" + tail)
+        for (variant, lipschitz), values in groups.items():
+            if lipschitz == "clip" and (variant, "gp") in groups:
+                gp = np.mean(groups[(variant, "gp")])
+                lines.append(
+                    f"{variant}: gradient penalty {gp:.4f} vs weight clipping {np.mean(values):.4f} mean test IoU "
+                    f"({'penalty' if gp >= np.mean(values) else 'clipping'} better)."
+                )
+    if rows:
+        methods = list(dict.fromkeys(r["method"] for r in rows))
+        means = {m: float(np.mean([r["dice"] for r in rows if r["method"] == m])) for m in methods}
+        learned = [m for m in methods if m != "classical"]
+        if learned:
+            ranked = sorted(learned, key=lambda m: -means[m])
+            lines.append(
+                "3D, leave one patient out, mean Dice of the trained methods, best first: "
+                + ", ".join(f"{m} {means[m]:.4f}" for m in ranked)
+                + (f" (classical {means['classical']:.4f}, high by construction)." if "classical" in means else ".")
+            )
+    return lines
+
+
+def rebuild_report(output: Path) -> Path:
+    """Write ``results.md`` again from its ``results.json`` (no training), e.g. after changing the report's text."""
+    raw = json.loads((output.parent / output.stem / "results.json").read_text())
+    fields = CompareConfig.__dataclass_fields__
+    config = CompareConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw["config"].items() if k in fields})
+    return write_report(config, raw["kaggle"], raw["lovo"], raw["seconds"], output, raw.get("command", "lunggan compare"))
 
 
 def _machine() -> str:

@@ -48,6 +48,15 @@ def test_compare_kaggle_table_from_the_command_line(tmp_path, capsys):
     assert len(raw["kaggle"]) == 6 and {r["seed"] for r in raw["kaggle"]} == {0, 1}
     assert all(0.0 <= r["iou"]["mean"] <= 1.0 for r in raw["kaggle"])
     assert (tmp_path / "results" / "kaggle.png").read_bytes()[:4] == b"\x89PNG"
+    # The summary reads the same numbers; --report-only rebuilds the report from results.json alone.
+    means = {}
+    for r in raw["kaggle"]:
+        means.setdefault((r["variant"], r["lipschitz"]), []).append(r["iou"]["mean"])
+    best = max(means, key=lambda k: np.mean(means[k]))
+    assert f"best first: {best[0]}{' (clip)' if best[1] == 'clip' else ''} {np.mean(means[best]):.4f}" in text
+    report.write_text("stale")
+    assert main(["compare", "-o", report, "--report-only"]) == 0
+    assert report.read_text() == text
     assert main(["compare", "--variant", "wgan", "-o", report]) == 2
     assert "unknown variant 'wgan'" in capsys.readouterr().err
 
