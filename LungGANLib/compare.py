@@ -25,14 +25,14 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .datasets import SliceData, kaggle_slices, load_pairs, prepare_slices, split_validation
-from .io import atomic_write, load_ct, mask_from_image, read_image
+from .io import atomic_write
 from .metrics import evaluate_labels, hausdorff, iou
 from .model_io import load_model
 from .models import GeneratorConfig
