@@ -152,8 +152,9 @@ def test_one_real_critic_step_and_generator_step_per_variant(variant, lipschitz,
     assert logits.shape == y.shape
     fake = torch.sigmoid(logits.detach())
 
-    scores_real = d(y, x, y)
-    scores_fake = d(fake, x, y)
+    with torch.no_grad():
+        scores_real = d(y, x, y)
+        scores_fake = d(fake, x, y)
     assert scores_real.shape == scores_fake.shape == (8,)
     g_before, d_before = _params(g), _params(d)
     terms = trainer.critic_step(fake, x, y, torch.rand(8))
