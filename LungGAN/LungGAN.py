@@ -254,6 +254,7 @@ class LungGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 slicer.util.setSliceViewerLayers(background=p.inputVolume, fit=True)
                 self._stop(f"Done: {', '.join(mrml.segment_names(node))}.")
             else:
+                job.cleanup()
                 self._stop("Cancelled; nothing was changed." if state == CANCELLED else f"Failed: {job.process.error}")
                 if state != CANCELLED:
                     slicer.util.errorDisplay(f"Segmentation failed: {job.process.error}")
@@ -266,6 +267,7 @@ class LungGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             state = job.process.state
             if state == RUNNING:
                 return
+            job.cleanup()
             if state == DONE:
                 self._parameterNode.modelPath = pathlib.Path(job.output)  # selectable for "Segment lungs" right away
                 self._stop(f"Model written to {job.output}; selected for segmentation.")

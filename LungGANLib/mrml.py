@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from collections.abc import Callable, Sequence
@@ -517,7 +518,8 @@ class LungGANLogic:
             settings["lr"] = 1e-4  # gentle: the shipped model is already good
         try:
             config = TrainConfig(**settings)
-            trainer = Trainer(config, Path(tempfile.mkdtemp(prefix="LungGAN-train-")), device, init)
+            run_dir = Path(tempfile.mkdtemp(prefix="LungGAN-train-"))
+            trainer = Trainer(config, run_dir, device, init)
         except ValueError as exc:
             raise InputError(str(exc)) from None
         chart = TrainingPlot.create(self.scene, output.stem) if plot else None
@@ -537,12 +539,14 @@ class LungGANLogic:
         card = {"name": output.stem, "data": {"train": [v.GetName() for v, _ in pairs]}, "fine_tuned_from": init}
         try:
             best = trainer.fit(train, val, card, on_step, on_epoch)
+            export_model(best, output)
         except Cancelled:
             if chart:
                 chart.remove(self.scene)
             raise
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints of a finished or cancelled run
         self.lastPlot = chart
-        export_model(best, output)
         return str(output)
 
     def startTraining(self, pairs: Sequence[tuple], variant: str = "baseline", epochs: int = 5,
@@ -581,7 +585,7 @@ class LungGANLogic:
                      "--base-channels", str(info.config.base_channels), "--depth", str(info.config.depth)]
         if overwrite:
             args.append("--overwrite")
-        return TrainingJob(self, BackgroundProcess(args), output, TrainingPlot.create(self.scene, output.stem))
+        return TrainingJob(self, BackgroundProcess(args), output, TrainingPlot.create(self.scene, output.stem), work=work)
 
     @staticmethod
     def _new_model_path(variant: str) -> Path:
@@ -612,15 +616,22 @@ class SegmentationJob:
         from .background import DONE
 
         state = self.process.wait()
-        if state != DONE:
-            raise (Cancelled("segmentation cancelled; nothing was changed") if self.process.cancelled
-                   else LungGANError(self.process.error))
-        volume = ct_from_volume_node(self.volumeNode, force=True)
-        labels = mask_from_image(sitk.ReadImage(str(self.output)), volume)
+        try:
+            if state != DONE:
+                raise (Cancelled("segmentation cancelled; nothing was changed") if self.process.cancelled
+                       else LungGANError(self.process.error))
+            volume = ct_from_volume_node(self.volumeNode, force=True)
+            labels = mask_from_image(sitk.ReadImage(str(self.output)), volume)
+        finally:
+            self.cleanup()
         node, self.logic.lastLabelmapNode = write_segmentation(
             self.logic.scene, labels, volume, self.volumeNode, segmentationNode, existing, not self.splitLungs, createLabelmap
         )
         return node
+
+    def cleanup(self) -> None:
+        """Delete the temporary copy of the CT and the result file (the job is over)."""
+        shutil.rmtree(self.work, ignore_errors=True)
 
 
 @dataclass
@@ -644,7 +655,15 @@ class TrainingJob:
                 self.plot.add(SimpleNamespace(**event))
         return events
 
+    work: Path | None = None
+
     def cancel(self) -> None:
         """Stop training: no model is written and the plot is removed."""
         self.process.cancel()
         self.plot.remove(self.logic.scene)
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        """Delete the temporary copies of the training pairs and the run folder."""
+        if self.work is not None:
+            shutil.rmtree(self.work, ignore_errors=True)

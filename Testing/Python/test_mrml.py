@@ -178,6 +178,7 @@ def test_segmentation_in_a_background_process(scene, data):
     assert node_ids(scene) == before  # nothing changes until finish()
     assert [e["event"] for e in events][-1] == "done" and any(e["event"] == "progress" for e in events)
     segmentation = job.finish()
+    assert not job.work.exists()  # the temporary copy of the CT is gone
     assert mrml.segment_names(segmentation) == ["right lung", "left lung"]
     expected = core_segment(load_ct(data / CIP), SegmentOptions(device="cpu"))
     np.testing.assert_array_equal(mrml.labels_from_segmentation(segmentation, ct), expected)
@@ -263,6 +264,8 @@ def test_training_in_a_background_process(training_pairs, tmp_path):
     assert output.is_file() and load_model(output)[1].card["variant"] == "basic"
     assert [e["epoch"] for e in job.epochs] == [1, 2]
     assert job.plot.table.GetTable().GetNumberOfRows() == 2
+    job.cleanup()
+    assert not job.work.exists()
 
 
 def test_every_widget_the_module_uses_is_in_the_ui_file():
