@@ -33,7 +33,7 @@ import vtk
 
 from .config import LABEL_NAMES
 from .errors import InputError, LungGANError, OutputExistsError
-from .io import CTVolume, mask_from_image, mask_to_image, volume_from_image
+from .io import IMAGE_SUFFIXES, CTVolume, mask_from_image, mask_to_image, volume_from_image
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def load_ct_node(scene, path: str | os.PathLike, name: str | None = None):
 
 def _stem(path: str | os.PathLike) -> str:
     name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm"):
+    for suffix in IMAGE_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -493,14 +493,7 @@ class LungGANLogic:
         from .model_io import DEFAULT_MODEL, load_model
         from .training import TrainConfig, Trainer, export_model
 
-        if not pairs:
-            raise InputError("training needs at least one (CT volume, segmentation) pair")
-        output = Path(output) if output else self._new_model_path(variant)
-        if output.suffix != ".safetensors":
-            raise InputError(f"model file {output} must end in .safetensors")
-        if output.exists() and not overwrite:
-            raise OutputExistsError(f"model {output} exists: choose another name or allow overwriting")
-        output.parent.mkdir(parents=True, exist_ok=True)
+        output = self._model_output(pairs, output, variant, overwrite)
         loaded = []
         for volume_node, mask_node in pairs:
             volume = ct_from_volume_node(volume_node)
@@ -556,12 +549,7 @@ class LungGANLogic:
         from .background import BackgroundProcess
         from .model_io import DEFAULT_MODEL, load_model
 
-        if not pairs:
-            raise InputError("training needs at least one (CT volume, segmentation) pair")
-        output = Path(output) if output else self._new_model_path(variant)
-        if output.exists() and not overwrite:
-            raise OutputExistsError(f"model {output} exists: choose another name or allow overwriting")
-        output.parent.mkdir(parents=True, exist_ok=True)
+        output = self._model_output(pairs, output, variant, overwrite)
         work = Path(tempfile.mkdtemp(prefix="LungGAN-train-"))
         files = []
         for index, (volume_node, mask_node) in enumerate(pairs):
@@ -586,6 +574,18 @@ class LungGANLogic:
         if overwrite:
             args.append("--overwrite")
         return TrainingJob(self, BackgroundProcess(args), output, TrainingPlot.create(self.scene, output.stem), work=work)
+
+    def _model_output(self, pairs: Sequence[tuple], output: str | os.PathLike | None, variant: str, overwrite: bool) -> Path:
+        """Check a training request's pairs and output model path (default: a new name); create its folder."""
+        if not pairs:
+            raise InputError("training needs at least one (CT volume, segmentation) pair")
+        output = Path(output) if output else self._new_model_path(variant)
+        if output.suffix != ".safetensors":
+            raise InputError(f"model file {output} must end in .safetensors")
+        if output.exists() and not overwrite:
+            raise OutputExistsError(f"model {output} exists: choose another name or allow overwriting")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        return output
 
     @staticmethod
     def _new_model_path(variant: str) -> Path:
