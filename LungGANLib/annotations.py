@@ -66,12 +66,19 @@ def read_lidc_outlines(path: str | os.PathLike) -> list[NoduleOutline]:
     return outlines
 
 
-def outline_mask(outlines: list[NoduleOutline], volume: CTVolume) -> np.ndarray:
+def outline_mask(outlines: list[NoduleOutline], volume: CTVolume, include_outline: bool = True) -> np.ndarray:
     """Rasterise outlines (filled, exclusions cut out) onto the volume's canonical (z, y, x) grid.
 
     The outlines' pixel coordinates are those of the original DICOM slices; the
     volume's geometry maps them, with each slice's z position, to their
     physical points and from there to the canonical grid.
+
+    LIDC's readers drew each outline just outside the nodule, so that the
+    outline does not hide the nodule's edge (Armato et al., Med Phys 2011):
+    the nodule itself is the outline's interior. ``include_outline=False``
+    gives that interior (for measuring what a mask keeps of a nodule); True
+    also keeps the outline's own pixels (the reference masks add them, a
+    margin on the safe side). Points (nodules under 3 mm) are kept either way.
 
     Returns:
         Boolean mask of every voxel inside a nodule outline of any reader.
@@ -99,11 +106,18 @@ def outline_mask(outlines: list[NoduleOutline], volume: CTVolume) -> np.ndarray:
             continue
         target = mask if outline.inclusion else exclusions
         rows, cols = np.round(idx[:, 1]).astype(int), np.round(idx[:, 0]).astype(int)
+        inside = (rows >= 0) & (rows < shape[1]) & (cols >= 0) & (cols < shape[2])
         if len(rows) >= 3:
             rr, cc = fill_polygon(rows, cols, shape=shape[1:])
-            target[z, rr, cc] = True
-        inside = (rows >= 0) & (rows < shape[1]) & (cols >= 0) & (cols < shape[2])
-        target[z, rows[inside], cols[inside]] = True
+            plane = np.zeros(shape[1:], dtype=bool)
+            plane[rr, cc] = True
+            if include_outline or not outline.inclusion:
+                plane[rows[inside], cols[inside]] = True
+            else:
+                plane[rows[inside], cols[inside]] = False
+            target[z] |= plane
+        else:
+            target[z, rows[inside], cols[inside]] = True
     return mask & ~exclusions
 
 
