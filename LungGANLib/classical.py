@@ -21,8 +21,10 @@ import numpy as np
 from scipy import ndimage
 
 from .config import DEFAULT_CLASSICAL, ClassicalParams
+from .envelope import DEFAULT_ENVELOPE
 from .io import clip_air
-from .postprocess import component_sizes, fill_holes_per_slice, label_components, postprocess
+from .morphology import component_sizes, fill_holes_per_slice, label_components
+from .postprocess import postprocess
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +159,7 @@ def segment_classical(
     params: ClassicalParams = DEFAULT_CLASSICAL,
     single_label: bool = False,
     fill_holes: bool = True,
+    envelope: bool = True,
 ) -> np.ndarray:
     """Segment the lungs with thresholds and morphology.
 
@@ -166,6 +169,7 @@ def segment_classical(
         params: the method's thresholds.
         single_label: one label for both lungs.
         fill_holes: fill holes slice by slice.
+        envelope: take back nodules in dents of the lung's outline (:mod:`LungGANLib.envelope`).
 
     Returns:
         uint8 labels (z, y, x): 1 right lung, 2 left lung.
@@ -178,4 +182,7 @@ def segment_classical(
         [0, 1, 2]
     """
     candidates = lung_candidates(hu, spacing, params)
-    return postprocess(candidates, hu, spacing, params, single_label=single_label, fill_holes=fill_holes)
+    return postprocess(
+        candidates, hu, spacing, params, single_label=single_label, fill_holes=fill_holes,
+        envelope=DEFAULT_ENVELOPE if envelope else None,
+    )

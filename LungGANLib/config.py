@@ -25,6 +25,11 @@ LUNG_LABEL = 1  # with --single-label
 LABEL_NAMES = {RIGHT_LUNG_LABEL: "right lung", LEFT_LUNG_LABEL: "left lung"}
 
 
+#: A hole (or a dent) whose cross-section reaches this area (mm²) and that opens
+#: downwards out of the lung is a dome of the diaphragm (liver, spleen), not a nodule or a vessel.
+DOME_MIN_AREA_MM2 = 300.0
+
+
 @dataclass(frozen=True)
 class HUWindow:
     """The intensity window the generator sees: HU clipped to [low, high], scaled to [0, 1]."""

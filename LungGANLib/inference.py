@@ -24,6 +24,7 @@ from .errors import InputError
 from .io import CTVolume, check_output_path, load_ct, mask_to_image, write_image
 from .model_io import ModelInfo, load_model
 from .models import Generator
+from .envelope import DEFAULT_ENVELOPE
 from .postprocess import postprocess
 from .preprocess import from_network, to_network
 
@@ -130,6 +131,8 @@ class SegmentOptions:
             in benchmarks/network.py on 2 cores) and 64 on a GPU.
         single_label: one label for both lungs.
         fill_holes: fill holes in each lung slice by slice.
+        envelope: take back nodules that sit in dents of the lung's outline at
+            the chest wall (the lesion-aware envelope, :mod:`LungGANLib.envelope`).
         params: classical and post-processing parameters.
     """
 
@@ -139,6 +142,7 @@ class SegmentOptions:
     batch_size: int | None = None
     single_label: bool = False
     fill_holes: bool = True
+    envelope: bool = True
     params: ClassicalParams = DEFAULT_CLASSICAL
 
 
@@ -173,7 +177,8 @@ def segment(
     hu = volume.array
     if options.method == "classical":
         labels = segment_classical(
-            hu, volume.spacing, options.params, single_label=options.single_label, fill_holes=options.fill_holes
+            hu, volume.spacing, options.params, single_label=options.single_label, fill_holes=options.fill_holes,
+            envelope=options.envelope,
         )
         if progress:
             progress(hu.shape[0], hu.shape[0])
@@ -188,7 +193,8 @@ def segment(
         mask = predict_probabilities(hu, generator, info, device, batch_size, todo, progress)
         mask &= body
         labels = postprocess(
-            mask, hu, volume.spacing, options.params, single_label=options.single_label, fill_holes=options.fill_holes
+            mask, hu, volume.spacing, options.params, single_label=options.single_label, fill_holes=options.fill_holes,
+            envelope=DEFAULT_ENVELOPE if options.envelope else None,
         )
     if not labels.any():
         logger.warning(

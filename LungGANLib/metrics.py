@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from .config import LABEL_NAMES
-from .postprocess import bounding_box
+from .morphology import bounding_box
 
 
 def _as_bool(mask: np.ndarray) -> np.ndarray:

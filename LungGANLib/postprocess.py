@@ -13,74 +13,22 @@ from dataclasses import replace
 import numpy as np
 from scipy import ndimage
 
-from .config import DEFAULT_CLASSICAL, LEFT_LUNG_LABEL, LUNG_LABEL, RIGHT_LUNG_LABEL, ClassicalParams
+from .config import DEFAULT_CLASSICAL, DOME_MIN_AREA_MM2, LEFT_LUNG_LABEL, LUNG_LABEL, RIGHT_LUNG_LABEL, ClassicalParams
+from .envelope import DEFAULT_ENVELOPE, EnvelopeParams, lesion_envelope
+from .morphology import (  # noqa: F401  (bounding_box and in_plane_pixels are part of this module's interface)
+    bounding_box,
+    close_per_slice,
+    component_sizes,
+    fill_holes_per_slice,
+    in_plane_pixels,
+    label_components,
+)
 
 logger = logging.getLogger(__name__)
 
 _MAX_SPLIT_EROSIONS = 12
 #: Stricter thresholds that open the pleural junction line between touching lungs.
 _JUNCTION_THRESHOLDS_HU = (-700.0, -800.0, -880.0)
-
-
-def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
-    """Bounding box of a non-empty mask, grown by ``margin`` voxels and clipped."""
-    slices = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        idx = np.flatnonzero(mask.any(axis=other))
-        slices.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, mask.shape[axis])))
-    return tuple(slices)
-
-
-def in_plane_pixels(length_mm: float, spacing: tuple[float, float, float]) -> int:
-    """A length in mm as a whole number of in-plane pixels (the finer of x and y)."""
-    return int(round(length_mm / min(spacing[0], spacing[1])))
-
-
-def disk(radius_px: int) -> np.ndarray:
-    """A 2D disk structuring element of the given radius in pixels."""
-    r = max(int(radius_px), 0)
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    return (yy * yy + xx * xx) <= r * r
-
-
-def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
-    """Fill the holes of every axial slice (vessels, nodules inside the lung)."""
-    out = np.empty_like(mask, dtype=bool)
-    for z in range(mask.shape[0]):
-        out[z] = ndimage.binary_fill_holes(mask[z]) if mask[z].any() else False
-    return out
-
-
-def close_per_slice(mask: np.ndarray, radius_px: int) -> np.ndarray:
-    """In-plane morphological closing of every axial slice with a disk.
-
-    The mask is padded first, so the closing does not erode at the image border.
-    """
-    if radius_px < 1 or not mask.any():
-        return mask.astype(bool, copy=True)
-    box = bounding_box(mask)
-    crop = np.pad(mask[box], ((0, 0), (radius_px + 1,) * 2, (radius_px + 1,) * 2))
-    struct = disk(radius_px)[None]
-    closed = ndimage.binary_closing(crop, structure=struct)[:, radius_px + 1 : -radius_px - 1, radius_px + 1 : -radius_px - 1]
-    out = np.zeros(mask.shape, dtype=bool)
-    out[box] = closed | mask[box]
-    return out
-
-
-def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Connected components (6-connectivity), as int16 labels when they fit (half the memory of int32)."""
-    labels = np.empty(mask.shape, dtype=np.int16)
-    try:
-        n = ndimage.label(mask, output=labels)
-    except RuntimeError:  # more than 32767 components
-        return ndimage.label(mask)
-    return labels, int(n)
-
-
-def component_sizes(labels: np.ndarray, n: int) -> np.ndarray:
-    """Voxel count of components 1..n of a label image (index 0 is label 1)."""
-    return np.bincount(labels.ravel(), minlength=n + 1)[1:]
 
 
 def select_lungs(
@@ -263,11 +211,6 @@ def split_lungs(mask: np.ndarray, hu: np.ndarray | None = None, midline_x: float
     return out
 
 
-#: A hole whose largest cross-section reaches this area (mm²) and that opens
-#: downwards out of the lung is a diaphragm dome, not a nodule or a vessel.
-DOME_MIN_AREA_MM2 = 300.0
-
-
 def fill_lung_holes(lung: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
     """Fill a lung's holes slice by slice, except the domes of the diaphragm.
 
@@ -366,6 +309,7 @@ def postprocess(
     single_label: bool = False,
     fill_holes: bool = True,
     closing_radius_mm: float | None = None,
+    envelope: EnvelopeParams | None = DEFAULT_ENVELOPE,
 ) -> np.ndarray:
     """From a binary lung-like mask to the final right/left lung labels.
 
@@ -377,6 +321,9 @@ def postprocess(
         single_label: give both lungs label 1.
         fill_holes: fill holes slice by slice so vessels and nodules stay in.
         closing_radius_mm: override ``params.closing_radius_mm``.
+        envelope: the lesion-aware envelope's settings (nodules in dents of the
+            lung's outline taken back, see :mod:`LungGANLib.envelope`); None for none.
+            It needs ``hu``.
 
     Returns:
         uint8 labels: 1 right lung, 2 left lung (or 1 for both with ``single_label``);
@@ -396,8 +343,9 @@ def postprocess(
     if reason:
         logger.info("no lungs: %s", reason)
         return out
-    labels = finish_lungs(split_lungs(lungs, hu_box), spacing, radius, fill_holes=fill_holes)
+    out[box] = finish_lungs(split_lungs(lungs, hu_box), spacing, radius, fill_holes=fill_holes)
+    if envelope is not None and hu is not None:
+        out, _ = lesion_envelope(out, hu, spacing, envelope)
     if single_label:
-        labels = np.where(labels > 0, LUNG_LABEL, 0).astype(np.uint8)
-    out[box] = labels
+        out = np.where(out > 0, LUNG_LABEL, 0).astype(np.uint8)
     return out

@@ -167,7 +167,9 @@ def make_reference(case: ReferenceCase, data: Path | None = None) -> tuple[CTVol
     """
     data = data or data_dir()
     volume = load_ct(data / case.ct)
-    labels = segment_classical(volume.array, volume.spacing)
+    # The masks were built and checked without the lesion envelope, which came later: the
+    # annotated lesions are added below instead.
+    labels = segment_classical(volume.array, volume.spacing, envelope=False)
     report: dict = {"name": case.name, "ct": case.ct, "shape_zyx": list(volume.array.shape)}
     added = np.zeros(labels.shape, dtype=bool)
     if case.lidc_reads:

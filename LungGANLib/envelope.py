@@ -1,0 +1,230 @@
+"""A lesion-aware envelope at the lung border: take back nodules that bulge into the lung.
+
+A density threshold, and a generator trained on thresholded masks, cut a
+juxtapleural nodule out of the lung and leave a dent in the lung's outline
+where it sits. On every axial slice, each lung is closed with a rolling ball
+(a disk of ``radius_mm``); each dent the ball bridges (a *gap*: closed, not
+lung) is added to the lung only when it looks like a lesion held by the lung:
+
+1. it is soft tissue: most of its pixels lie between ``TISSUE_HU`` (a nodule
+   or mass; not air in a bronchus, not fat, not bone or contrast-filled vessels);
+2. the lung holds it: at least ``min_enclosure`` of its outline borders the
+   lung (a nodule bulging into the lung, not a shallow dent along a flat wall);
+3. it opens onto the chest wall: its mouth (the tissue beside it that is not
+   lung) lies on the convex hull of both lungs, not deep inside it, where the
+   mediastinum, the hilum with its great vessels and the domes of the
+   diaphragm are. Lesions there are left to the generator, which is trained
+   to keep them (:mod:`LungGANLib.lesion_synthesis`);
+4. it is no bigger than a lesion the ball can bridge, and it is not the dome
+   of the diaphragm: a gap that continues downwards into non-lung tissue over
+   a cross-section of ``DOME_MIN_AREA_MM2`` or more is the liver or the spleen.
+
+Arrays are (z, y, x) canonical LPS (x towards the patient's left, y posterior,
+z superior); spacing (x, y, z) mm.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .config import DOME_MIN_AREA_MM2, LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
+from .morphology import bounding_box, label_components
+
+logger = logging.getLogger(__name__)
+
+#: Density of lesion tissue (HU): solid nodules and masses; not fat (about -100 HU), not bone or contrast.
+TISSUE_HU = (-50.0, 200.0)
+#: Dents smaller than this (mm²) are left to the pipeline's 4 mm closing.
+MIN_GAP_MM2 = 5.0
+#: Reach (mm) of an accepted dent towards the lungs' hull, where the rolling ball dipped into it.
+CAP_MM = 5.0
+
+
+@dataclass(frozen=True)
+class EnvelopeParams:
+    """Settings of :func:`lesion_envelope`.
+
+    Attributes:
+        radius_mm: the rolling ball's radius; dents up to about twice this wide are bridged
+            (nodules up to 30 mm with 15 mm).
+        min_tissue: least share of a gap's pixels in ``TISSUE_HU``.
+        min_enclosure: least share of a gap's outline that borders the lung.
+        max_mouth_depth_mm: how deep inside the convex hull of both lungs the
+            gap's mouth (its outline's pixels that are not lung) may lie on average:
+            at the chest wall it lies on the hull; at the mediastinum, the hilum
+            and the domes of the diaphragm it lies deep inside.
+    """
+
+    radius_mm: float = 15.0
+    min_tissue: float = 0.6
+    min_enclosure: float = 0.55
+    max_mouth_depth_mm: float = 5.0
+
+
+DEFAULT_ENVELOPE = EnvelopeParams()
+
+
+def _close_in_plane(mask: np.ndarray, radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Closing of every axial slice with a disk of ``radius_mm``, through two distance transforms per slice.
+
+    Only the lung's bounding box (grown by the radius) is worked on.
+    """
+    closed = mask.copy()
+    if not mask.any():
+        return closed
+    reach = [int(np.ceil(radius_mm / s)) + 1 for s in (spacing[1], spacing[0])]
+    found = bounding_box(mask)
+    rows = slice(max(found[1].start - reach[0], 0), min(found[1].stop + reach[0], mask.shape[1]))
+    cols = slice(max(found[2].start - reach[1], 0), min(found[2].stop + reach[1], mask.shape[2]))
+    sampling = (spacing[1], spacing[0])
+    for z in range(found[0].start, found[0].stop):
+        plane = mask[z, rows, cols]
+        if not plane.any():
+            continue
+        dilated = ndimage.distance_transform_edt(~plane, sampling=sampling) <= radius_mm
+        # Pad so the ball can roll beyond the crop's edge.
+        dilated = np.pad(dilated, 1, constant_values=False)
+        closed[z, rows, cols] |= (ndimage.distance_transform_edt(dilated, sampling=sampling) > radius_mm)[1:-1, 1:-1]
+    return closed
+
+
+def _depth_in_hull(lungs: np.ndarray, spacing: tuple[float, float, float], slices: np.ndarray) -> np.ndarray:
+    """How deep (mm) each voxel lies inside the convex hull of both lungs on its slice; 0 outside.
+
+    The chest wall lies outside the hull; the mediastinum, the hilum and the
+    domes of the diaphragm lie deep inside it. Only ``slices`` are computed.
+    """
+    from skimage.morphology import convex_hull_image
+
+    depth = np.zeros(lungs.shape, dtype=np.float32)
+    for z in slices:
+        if lungs[z].any():
+            hull = np.pad(convex_hull_image(lungs[z]), 1)
+            depth[z] = ndimage.distance_transform_edt(hull, sampling=(spacing[1], spacing[0]))[1:-1, 1:-1]
+    return depth
+
+
+def lesion_envelope(
+    labels: np.ndarray,
+    hu: np.ndarray,
+    spacing: tuple[float, float, float],
+    params: EnvelopeParams = DEFAULT_ENVELOPE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Add to each lung the dents of its outline that hold a lesion (see the module's rules).
+
+    Args:
+        labels: 0/1/2 lung labels (z, y, x).
+        hu: the CT in HU, same shape.
+        spacing: voxel size (x, y, z) mm.
+        params: the envelope's settings.
+
+    Returns:
+        The new labels and the boolean mask of the voxels added.
+    """
+    out = labels.copy()
+    added = np.zeros(labels.shape, dtype=bool)
+    if not labels.any():
+        return out, added
+    reach = int(np.ceil(params.radius_mm / min(spacing[0], spacing[1]))) + 2
+    box = bounding_box(labels > 0, margin=reach)
+    box = (slice(max(box[0].start - 1, 0), min(box[0].stop + 1, labels.shape[0])), box[1], box[2])
+    # Sub-millimetre pixels are judged at half resolution: the ball is 15 mm
+    # across, a pixel more or less at its edge does not matter, and it is four times cheaper.
+    step = 2 if min(spacing[0], spacing[1]) < 1.0 else 1
+    fine = labels[box]
+    lab = fine[:, ::step, ::step]
+    coarse_hu = hu[box][:, ::step, ::step]
+    coarse = (spacing[0] * step, spacing[1] * step, spacing[2])
+    tissue = (coarse_hu > TISSUE_HU[0]) & (coarse_hu < TISSUE_HU[1])
+    depth = None
+    pixel_mm2 = coarse[0] * coarse[1]
+    largest_mm2 = np.pi * params.radius_mm**2
+    ring_struct = np.zeros((3, 3, 3), dtype=bool)
+    ring_struct[1] = ndimage.generate_binary_structure(2, 1)
+    for value in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
+        lung = lab == value
+        if not lung.any():
+            continue
+        gaps = _close_in_plane(lung, params.radius_mm, coarse) & ~(lab > 0)
+        if not gaps.any():
+            continue
+        if depth is None:
+            depth = _depth_in_hull(lab > 0, coarse, np.flatnonzero(gaps.any(axis=(1, 2))))
+        else:
+            todo = np.flatnonzero(gaps.any(axis=(1, 2)) & ~(depth > 0).any(axis=(1, 2)))
+            depth[todo] = _depth_in_hull(lab > 0, coarse, todo)[todo]
+        # In-plane components: each slice's dents are judged on their own, all at once.
+        components, n = ndimage.label(gaps, structure=ring_struct)
+        # Each gap's outline: the pixels next to it (gaps never touch each other: lung or the ball's edge lies between).
+        ring = ndimage.grey_dilation(components, footprint=ring_struct) * ~gaps
+        on_gap, on_ring = np.flatnonzero(components), np.flatnonzero(ring)
+        gap_id, ring_id = components.ravel()[on_gap], ring.ravel()[on_ring]
+        ring_lung = lung.ravel()[on_ring]
+
+        def count(ids: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+            return np.bincount(ids, weights=weights, minlength=n + 1)
+
+        area = count(gap_id)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tissue_share = count(gap_id, tissue.ravel()[on_gap]) / area
+            enclosure = count(ring_id, ring_lung) / count(ring_id)
+            # How deep inside both lungs' hull the dent opens: at the chest wall, about 0.
+            mouth_depth = count(ring_id, depth.ravel()[on_ring] * ~ring_lung) / count(ring_id, ~ring_lung)
+            lesion_like = (
+                (np.arange(n + 1) > 0)
+                & (area * pixel_mm2 <= largest_mm2)
+                & (tissue_share >= params.min_tissue)
+                & (mouth_depth <= params.max_mouth_depth_mm)  # NaN, no mouth: a hole by the hilum, not a dent
+            )
+            keep = lesion_like & (area * pixel_mm2 >= MIN_GAP_MM2) & (enclosure >= params.min_enclosure)
+        if not keep.any():
+            continue
+        # A nodule's top and bottom slices make shallow dents: they join when they touch, in 3D, a slice's dent
+        # that passed on its own.
+        groups, _ = label_components(lesion_like[components])
+        accepted = np.isin(groups, np.unique(groups[keep[components]]))
+        # The ball dips a little into a dent as wide as itself: the cap between the dent it bridged and
+        # the lungs' hull (the chest wall's inner surface) is the rest of the nodule.
+        near = ndimage.binary_dilation(accepted, structure=ring_struct, iterations=max(int(round(CAP_MM / coarse[0])), 1))
+        accepted |= near & (depth > 0) & ~(lab > 0) & tissue
+        accepted &= ~_domes(accepted, lab > 0, coarse)
+        if step > 1:
+            accepted = accepted.repeat(step, axis=1).repeat(step, axis=2)[:, : fine.shape[1], : fine.shape[2]]
+            # The coarse grid loses up to a fine pixel at the gap's edge: give it back.
+            accepted = ndimage.binary_dilation(accepted, structure=ring_struct, iterations=step - 1)
+        accepted &= fine == 0
+        out_box = out[box]
+        out_box[accepted & (out_box == 0)] = value
+        added[box] |= accepted
+    if added.any():
+        logger.info("lesion envelope added %.1f mL", added.sum() * float(np.prod(spacing)) / 1000.0)
+    return out, added
+
+
+def _domes(accepted: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Accepted gaps, grouped in 3D, that are the dome of the diaphragm, not a lesion.
+
+    A dome meets the lung base with a wide cross-section (``DOME_MIN_AREA_MM2``
+    or more in its lowest slice), and there is no lung under it: under most
+    of its footprint, the slices below hold no lung. Under a juxtapleural
+    nodule the lower lobe goes on.
+    """
+    groups, n = label_components(accepted)
+    domes = []
+    pixel_mm2 = spacing[0] * spacing[1]
+    for value, found in enumerate(ndimage.find_objects(groups), start=1):
+        if found is None:
+            continue
+        group = groups[found] == value
+        lowest = found[0].start + int(np.flatnonzero(group.any(axis=(1, 2)))[0])
+        if group[lowest - found[0].start].sum() * pixel_mm2 < DOME_MIN_AREA_MM2:
+            continue
+        footprint = group.any(axis=0)
+        lung_below = lungs[:lowest, found[1], found[2]].any(axis=0)
+        if lung_below[footprint].mean() < 0.5:
+            domes.append(value)
+    return np.isin(groups, domes) if domes else np.zeros(accepted.shape, dtype=bool)

@@ -1,0 +1,71 @@
+"""Generic morphology on (z, y, x) masks: bounding boxes, disks, per-slice closing and hole filling, components.
+
+Shared by the classical method, the post-processing, the lesion envelope and
+the metrics; nothing here knows what a lung is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
+    """Bounding box of a non-empty mask, grown by ``margin`` voxels and clipped."""
+    slices = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        idx = np.flatnonzero(mask.any(axis=other))
+        slices.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, mask.shape[axis])))
+    return tuple(slices)
+
+
+def in_plane_pixels(length_mm: float, spacing: tuple[float, float, float]) -> int:
+    """A length in mm as a whole number of in-plane pixels (the finer of x and y)."""
+    return int(round(length_mm / min(spacing[0], spacing[1])))
+
+
+def disk(radius_px: int) -> np.ndarray:
+    """A 2D disk structuring element of the given radius in pixels."""
+    r = max(int(radius_px), 0)
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    return (yy * yy + xx * xx) <= r * r
+
+
+def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+    """Fill the holes of every axial slice (vessels, nodules inside the lung)."""
+    out = np.empty_like(mask, dtype=bool)
+    for z in range(mask.shape[0]):
+        out[z] = ndimage.binary_fill_holes(mask[z]) if mask[z].any() else False
+    return out
+
+
+def close_per_slice(mask: np.ndarray, radius_px: int) -> np.ndarray:
+    """In-plane morphological closing of every axial slice with a disk.
+
+    The mask is padded first, so the closing does not erode at the image border.
+    """
+    if radius_px < 1 or not mask.any():
+        return mask.astype(bool, copy=True)
+    box = bounding_box(mask)
+    crop = np.pad(mask[box], ((0, 0), (radius_px + 1,) * 2, (radius_px + 1,) * 2))
+    struct = disk(radius_px)[None]
+    closed = ndimage.binary_closing(crop, structure=struct)[:, radius_px + 1 : -radius_px - 1, radius_px + 1 : -radius_px - 1]
+    out = np.zeros(mask.shape, dtype=bool)
+    out[box] = closed | mask[box]
+    return out
+
+
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected components (6-connectivity), as int16 labels when they fit (half the memory of int32)."""
+    labels = np.empty(mask.shape, dtype=np.int16)
+    try:
+        n = ndimage.label(mask, output=labels)
+    except RuntimeError:  # more than 32767 components
+        return ndimage.label(mask)
+    return labels, int(n)
+
+
+def component_sizes(labels: np.ndarray, n: int) -> np.ndarray:
+    """Voxel count of components 1..n of a label image (index 0 is label 1)."""
+    return np.bincount(labels.ravel(), minlength=n + 1)[1:]
