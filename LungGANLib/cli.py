@@ -53,6 +53,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         single_label=args.single_label,
         fill_holes=not args.no_fill_holes,
+        envelope=not args.no_envelope,
     )
     start = time.perf_counter()
     result = segment_file(
@@ -78,28 +79,66 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import SimpleITK as sitk
-
-    from .io import read_image
+    from .io import load_ct, mask_from_image, read_image, volume_from_image
+    from .lesions import JUXTAPLEURAL_MM, SPILL_MM, lesion_report, load_lesions, spill_ml
     from .metrics import evaluate_labels
 
-    pred, _ = read_image(args.pred)
-    ref, _ = read_image(args.ref)
-    if pred.GetSize() != ref.GetSize():
-        raise LungGANError(f"prediction size {pred.GetSize()} differs from reference size {ref.GetSize()}: compare masks of the same CT")
-    if not all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(pred.GetSpacing(), ref.GetSpacing())):
-        raise LungGANError(f"prediction spacing {pred.GetSpacing()} differs from reference spacing {ref.GetSpacing()}")
-    results = evaluate_labels(sitk.GetArrayFromImage(pred), sitk.GetArrayFromImage(ref), ref.GetSpacing())
+    pred_image, _ = read_image(args.pred)
+    ref_image, _ = read_image(args.ref)
+    if pred_image.GetSize() != ref_image.GetSize():
+        raise LungGANError(
+            f"prediction size {pred_image.GetSize()} differs from reference size {ref_image.GetSize()}: compare masks of the same CT"
+        )
+    if not all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(pred_image.GetSpacing(), ref_image.GetSpacing())):
+        raise LungGANError(f"prediction spacing {pred_image.GetSpacing()} differs from reference spacing {ref_image.GetSpacing()}")
+    if args.lesions and args.ct is None and any(Path(p).is_dir() for p in args.lesions):
+        raise LungGANError("tumour boxes need the CT (their tissue is measured in HU): pass --ct")
+    # Everything on the canonical grid of the CT (or of the reference, when no CT is given).
+    volume = load_ct(args.ct, force=True) if args.ct else volume_from_image(ref_image, source=str(args.ref), force=True)
+    pred, ref = mask_from_image(pred_image, volume), mask_from_image(ref_image, volume)
+    results: dict = evaluate_labels(pred, ref, volume.spacing)
+    lesions = []
+    for marks in args.lesions:
+        lesions += load_lesions(marks, volume, ref, args.boxes_dicom)
+    spill, spill_percent = spill_ml(pred, ref, lesions, volume.spacing)
+    results["spill"] = {"ml": spill, "percent_of_reference": spill_percent, "beyond_mm": SPILL_MM}
+    if args.lesions:
+        results["lesions"] = lesion_report(pred, ref, lesions, volume.spacing)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(_json_safe(results), indent=2))
         return 0
     print(f"{'structure':<12} {'IoU':>7} {'Dice':>7} {'HD mm':>8} {'HD95 mm':>8} {'HD px':>7} {'HD95 px':>8}")
     for name, m in results.items():
+        if name in ("spill", "lesions"):
+            continue
         print(
             f"{name:<12} {m['iou']:7.4f} {m['dice']:7.4f} {m['hausdorff_mm']:8.2f} {m['hd95_mm']:8.2f} "
             f"{m['hausdorff_px']:7.2f} {m['hd95_px']:8.2f}"
         )
+    print(f"spill: {spill:.1f} mL ({spill_percent:.2f} % of the reference lung) more than {SPILL_MM:g} mm outside it")
+    if args.lesions:
+        report = results["lesions"]
+        print(f"\n{'lesion':<34} {'voxels':>7} {'inside':>7} {'diam mm':>8} juxtapleural (within {JUXTAPLEURAL_MM:g} mm)")
+        for lesion in report["lesions"]:
+            print(f"{lesion['name']:<34} {lesion['voxels']:7d} {lesion['inside']:7.1%} {lesion['diameter_mm']:8.1f} "
+                  f"{'yes' if lesion['juxtapleural'] else 'no'}")
+        for group in ("all", "juxtapleural"):
+            summary = report[group]
+            if summary["count"]:
+                print(f"{group} lesions: {summary['count']}, least inside {summary['min_inside']:.1%}, "
+                      f"pooled {summary['pooled_inside']:.1%}")
     return 0
+
+
+def _json_safe(value):
+    """Replace infinities and NaN (not JSON) by null, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def cmd_references(args: argparse.Namespace) -> int:
@@ -196,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--batch-size", type=int, default=None, help="slices per forward pass (default: 8 on CPU, 64 on GPU)")
     seg.add_argument("--single-label", action="store_true", help="label both lungs 1 instead of right=1, left=2")
     seg.add_argument("--no-fill-holes", action="store_true", help="keep holes (vessels, nodules) out of the mask")
+    seg.add_argument("--no-envelope", action="store_true",
+                     help="do not take back nodules that sit in dents of the lung's outline at the chest wall")
     seg.add_argument("--series", help="SeriesInstanceUID when the DICOM folder holds several series")
     seg.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     seg.add_argument("--force", action="store_true", help="segment even if the input does not look like CT")
@@ -206,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="compare a predicted mask with a reference mask")
     ev.add_argument("--pred", required=True, help="predicted mask")
     ev.add_argument("--ref", required=True, help="reference mask")
+    ev.add_argument("--lesions", action="append", default=[], metavar="MARKS",
+                    help="radiologists' lesion marks: an LIDC XML read file, or a folder of PASCAL-VOC tumour boxes (repeat)")
+    ev.add_argument("--ct", help="the CT the masks belong to (needed for tumour boxes; default: the reference's grid)")
+    ev.add_argument("--boxes-dicom", metavar="FOLDER",
+                    help="the DICOM series the tumour boxes were drawn on (default: --ct when it is a DICOM folder)")
     ev.add_argument("--json", action="store_true", help="print JSON")
     ev.set_defaults(func=cmd_evaluate)
 
@@ -236,6 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--critic-lr", type=float, default=1e-4)
     tr.add_argument("--critic-channels", type=int, default=8)
     tr.add_argument("--critic-depth", type=int, default=4)
+    tr.add_argument("--lesions", type=float, default=0.0, metavar="P",
+                    help="probability that a slice gets synthetic nodules or masses drawn into its lung (label kept)")
+    tr.add_argument("--dense-lung", type=float, default=0.0, metavar="P",
+                    help="probability of a dependent density gradient or patchy consolidation (label kept)")
+    tr.add_argument("--masking", type=float, default=0.0, metavar="P",
+                    help="probability that 70%% of a slice's patches are hidden (maskedSeg)")
+    tr.add_argument("--dense-weight", type=float, default=1.0, metavar="W",
+                    help="BCE weight of lung pixels denser than -320 HU (lesions, dense lung); 1: all pixels alike")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     tr.add_argument("--progress-json", action="store_true", help="report steps and epochs as JSON lines on stdout (for Slicer)")
     tr.add_argument("--init-model", help="start from these weights (fine-tuning)")

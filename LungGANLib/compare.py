@@ -229,7 +229,11 @@ def run_lovo(config: CompareConfig, work: Path, say: Callable[[str], None]) -> l
         rows.append({"patient": patient, "method": "classical", **_score_volume(tested, labels, volume, reference, lesions),
                      "seconds": time.perf_counter() - start})
         others = [n for p in config.patients if p != patient for n in LOVO_PATIENTS[p]]
-        pool = SliceData(torch.cat([slices[n].images for n in others]), torch.cat([slices[n].targets for n in others]))
+        pool = SliceData(
+            torch.cat([slices[n].images for n in others]),
+            torch.cat([slices[n].targets for n in others]),
+            torch.cat([slices[n].pixel_mm for n in others]),
+        )
         train, val = split_validation(pool, 0.15, seed=0)
         for variant in config.lovo_variants:
             start = time.perf_counter()

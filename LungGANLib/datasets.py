@@ -27,17 +27,23 @@ from .preprocess import mask_to_network, to_network
 
 @dataclass
 class SliceData:
-    """Network-ready slices: inputs (n, 1, s, s) in [0, 1], targets (n, 1, s, s) lung fractions."""
+    """Network-ready slices: inputs (n, 1, s, s) in [0, 1], targets (n, 1, s, s) lung fractions.
+
+    ``pixel_mm`` (n,) is each slice's pixel size at network resolution, in mm
+    (NaN where unknown, as for the Kaggle slices); synthetic lesions are sized by it.
+    """
 
     images: torch.Tensor
     targets: torch.Tensor
+    pixel_mm: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> SliceData:
         index = torch.as_tensor(np.asarray(index), dtype=torch.long)
-        return SliceData(self.images[index], self.targets[index])
+        pixel_mm = None if self.pixel_mm is None else self.pixel_mm[index]
+        return SliceData(self.images[index], self.targets[index], pixel_mm)
 
 
 def prepare_slices(
@@ -54,7 +60,7 @@ def prepare_slices(
     Raises:
         InputError: a mask does not have its volume's shape.
     """
-    images, targets = [], []
+    images, targets, pixel_mm = [], [], []
     for volume, labels in pairs:
         if labels.shape != volume.array.shape:
             raise InputError(
@@ -67,9 +73,12 @@ def prepare_slices(
             index = keep[start : start + 32]
             images.append(to_network(hu[index], size, window))
             targets.append(mask_to_network(labels[index] > 0, size))
+        # The slice is padded to a square of its longer side, then resized to ``size``.
+        side_mm = max(hu.shape[1] * volume.spacing[1], hu.shape[2] * volume.spacing[0])
+        pixel_mm.append(torch.full((len(keep),), side_mm / size))
     if not images:
         raise InputError("no training slices: the volumes hold no slice with lung")
-    return SliceData(torch.cat(images), torch.cat(targets))
+    return SliceData(torch.cat(images), torch.cat(targets), torch.cat(pixel_mm))
 
 
 def load_pairs(pairs: Sequence[Sequence[str]]) -> list[tuple[CTVolume, np.ndarray]]:

@@ -114,6 +114,7 @@ def generator_loss(
     truth: torch.Tensor,
     critic: Critic | None = None,
     adv_weight: float = 0.0,
+    pixel_weight: torch.Tensor | None = None,
 ) -> GeneratorTerms:
     """``BCE(G(x), y) - adv_weight * E[D(G(x))]``; plain BCE without a critic.
 
@@ -122,8 +123,12 @@ def generator_loss(
         image: CT slices; truth: true masks (same shape).
         critic: the critic (its parameters should not require grad here).
         adv_weight: lambda.
+        pixel_weight: per-pixel BCE weights (same shape), normalised to mean 1; None weighs all pixels alike.
     """
-    bce = F.binary_cross_entropy_with_logits(logits, truth)
+    if pixel_weight is None:
+        bce = F.binary_cross_entropy_with_logits(logits, truth)
+    else:
+        bce = F.binary_cross_entropy_with_logits(logits, truth, weight=pixel_weight / pixel_weight.mean())
     if critic is None:
         return GeneratorTerms(bce, float(bce.detach()), 0.0)
     adversarial = -critic(torch.sigmoid(logits), image, truth).mean()

@@ -40,6 +40,7 @@ from .config import DEFAULT_INPUT_SIZE, DEFAULT_WINDOW
 from .datasets import SliceData, augment, kaggle_slices, load_pairs, prepare_slices, split_validation
 from .errors import InputError
 from .inference import resolve_device
+from .lesion_synthesis import LesionOptions, augment_lesions
 from .io import atomic_write
 from .losses import LIPSCHITZ, CriticTerms, clip_weights, critic_loss, generator_loss
 from .model_io import ModelInfo, load_model, save_model
@@ -48,6 +49,14 @@ from .models.critics import CriticConfig
 from .variants import VARIANTS, get_variant
 
 logger = logging.getLogger(__name__)
+
+#: Lung denser than this (HU) is what a threshold cuts out: nodules, masses, consolidation.
+DENSE_LUNG_HU = -320.0
+
+
+def _window_value(hu: float) -> float:
+    """An HU value in the generator's input scale."""
+    return (hu - DEFAULT_WINDOW.low) / (DEFAULT_WINDOW.high - DEFAULT_WINDOW.low)
 
 __all__ = ["EpochRecord", "SliceData", "TrainConfig", "Trainer", "export_model", "prepare_slices", "run_training"]
 
@@ -84,6 +93,14 @@ class TrainConfig:
         critic_lr: critic Adam learning rate (betas 0.5, 0.9 as in WGAN-GP).
         generator: the generator's shape.
         critic: the critic's shape.
+        lesions: probability that a training slice gets synthetic nodules or
+            masses drawn into its lung (label unchanged; see
+            :mod:`LungGANLib.lesion_synthesis`).
+        dense_lung: probability of a dependent density gradient or patchy consolidation.
+        masking: probability that a slice has most of its patches hidden (maskedSeg).
+        dense_weight: BCE weight of *dense lung* pixels (label lung, input denser
+            than ``DENSE_LUNG_HU``: nodules, masses, consolidation) against 1
+            for the others; 1 weighs all pixels alike.
     """
 
     variant: str = "baseline"
@@ -103,6 +120,14 @@ class TrainConfig:
     critic_lr: float = 1e-4
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
+    lesions: float = 0.0
+    dense_lung: float = 0.0
+    masking: float = 0.0
+    dense_weight: float = 1.0
+
+    @property
+    def lesion_options(self) -> LesionOptions:
+        return LesionOptions(self.lesions, self.dense_lung, self.masking)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -133,12 +158,15 @@ class TrainConfig:
         for name in ("lr", "critic_lr", "clip"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.dense_weight >= 1.0:
+            raise ValueError(f"dense_weight must be at least 1, got {self.dense_weight}")
         for name in ("adv_weight", "gp_weight", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.lipschitz not in LIPSCHITZ:
             raise ValueError(f"lipschitz must be one of {LIPSCHITZ}, got {self.lipschitz!r}")
         self.critic.validate()
+        self.lesion_options.validate()
         if self.input_size < 2**self.critic.depth:
             raise ValueError(f"input_size {self.input_size} is too small for a critic of depth {self.critic.depth}")
 
@@ -278,10 +306,17 @@ class Trainer:
             clip_weights(self.critic, self.config.clip)
         return terms
 
+    def pixel_weights(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """BCE weights: ``dense_weight`` on lung pixels denser than ``DENSE_LUNG_HU`` (lesions, dense lung), 1 elsewhere."""
+        if self.config.dense_weight == 1.0:
+            return None
+        dense = (y > 0.5) & (x > _window_value(DENSE_LUNG_HU))
+        return 1.0 + (self.config.dense_weight - 1.0) * dense.to(x.dtype)
+
     def generator_step(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor):
         """One generator update on BCE(G(x), y) - lambda * E[D(G(x))], the critic frozen."""
         _set_requires_grad(self.critic, False)
-        terms = generator_loss(logits, x, y, self.critic, self.config.adv_weight)
+        terms = generator_loss(logits, x, y, self.critic, self.config.adv_weight, self.pixel_weights(x, y))
         self.optimizer.zero_grad(set_to_none=True)
         terms.loss.backward()
         self.optimizer.step()
@@ -325,6 +360,11 @@ class Trainer:
         for step in range(steps):
             index = order[step * bs : (step + 1) * bs]
             x, y = data.images[index], data.targets[index]
+            if self.config.lesion_options.active:
+                # Drawn before the affine augmentation, on the slice's own pixel grid (its size in mm is known).
+                seed = int(torch.randint(2**31 - 1, (1,), generator=self.rng))
+                pixel_mm = None if data.pixel_mm is None else data.pixel_mm[index]
+                x = augment_lesions(x, y, pixel_mm, self.config.lesion_options, np.random.default_rng(seed))
             if self.config.augment:
                 x, y = augment(x, y, self.rng)
             records.append(self.train_step(x, y))
@@ -544,6 +584,10 @@ def config_from_args(args) -> TrainConfig:
         critic_lr=args.critic_lr,
         generator=GeneratorConfig(base_channels=args.base_channels, depth=args.depth, norm=args.norm),
         critic=CriticConfig(base_channels=args.critic_channels, depth=args.critic_depth),
+        lesions=args.lesions,
+        dense_lung=args.dense_lung,
+        masking=args.masking,
+        dense_weight=args.dense_weight,
     )
 
 

@@ -1,0 +1,149 @@
+"""Synthetic lesions, dense lung and random masking: the image changes inside the lung, the label never."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from LungGANLib.config import DEFAULT_WINDOW
+from LungGANLib.datasets import prepare_slices
+from LungGANLib.io import load_ct, mask_from_image
+from LungGANLib.lesion_synthesis import (
+    MASK_RATIO,
+    SOFT_TISSUE_HU,
+    LesionOptions,
+    augment_lesions,
+    dense_lung,
+    insert_lesions,
+    lesion_shape,
+    random_masking,
+    soft_tissue_stats,
+)
+from LungGANLib.references import case_by_name, reference_path
+from LungGANLib.training import DENSE_LUNG_HU, Trainer, TrainConfig
+from LungGANLib.models import GeneratorConfig
+
+
+def window(hu: float) -> float:
+    return (hu - DEFAULT_WINDOW.low) / (DEFAULT_WINDOW.high - DEFAULT_WINDOW.low)
+
+
+@pytest.fixture(scope="module")
+def slices(data):
+    case = case_by_name("elastix-00")
+    ct = load_ct(data / case.ct)
+    ref = mask_from_image(sitk.ReadImage(str(reference_path(case))), ct)
+    prepared = prepare_slices([(ct, ref)], size=256)
+    # Pixel size at the network: the 512-pixel slice of 0.977 mm padded to a square and shrunk to 256.
+    assert float(prepared.pixel_mm[0]) == pytest.approx(512 * ct.spacing[0] / 256)
+    return prepared
+
+
+def mid_slice(slices):
+    lung_area = (slices.targets[:, 0] > 0.5).sum(dim=(1, 2))
+    i = int(torch.argmax(lung_area))
+    return slices.images[i, 0].numpy(), (slices.targets[i, 0] > 0.5).numpy(), float(slices.pixel_mm[i])
+
+
+def test_lesions_change_only_lung_pixels_towards_soft_tissue(slices):
+    image, lung, pixel_mm = mid_slice(slices)
+    out = insert_lesions(image, lung, pixel_mm, np.random.default_rng(0))
+    changed = np.abs(out - image) > 1e-6
+    assert changed.any()
+    assert not changed[~lung].any()  # the chest wall and mediastinum are as they were
+    mean, spread = soft_tissue_stats(image, lung)
+    core = np.abs(out - image) > 0.5 * (mean - image[lung].mean())  # well inside the lesion, not its soft rim
+    assert abs(float(np.median(out[core])) - mean) < 3 * spread
+    assert window(SOFT_TISSUE_HU[0]) < mean < window(SOFT_TISSUE_HU[1])
+
+
+def test_border_lesions_touch_the_lung_edge(slices):
+    """Most lesions are drawn at the lung's border, where a threshold would cut them out."""
+    from scipy import ndimage
+
+    image, lung, pixel_mm = mid_slice(slices)
+    edge = lung & ~ndimage.binary_erosion(lung)
+    touching = 0
+    for seed in range(20):
+        out = insert_lesions(image, lung, pixel_mm, np.random.default_rng(seed))
+        touching += bool((np.abs(out - image) > 0.1)[edge].any())
+    assert touching >= 12  # 80 % are placed touching (one or two lesions a slice)
+
+
+@pytest.mark.parametrize("style", ["round", "lobulated", "spiculated"])
+def test_lesion_shapes_have_their_size(style):
+    radius = 12.0
+    shape = lesion_shape(radius, style, np.random.default_rng(1))
+    area = shape.sum()
+    # An ellipse of aspect 0.75-1 with radial bumps of at most 12 % each: near pi r^2.
+    assert 0.5 * np.pi * radius**2 < area < 1.6 * np.pi * radius**2
+
+
+def test_dense_lung_raises_lung_density_only(slices):
+    image, lung, _ = mid_slice(slices)
+    for seed in range(4):  # both kinds: the dependent gradient and patchy consolidation
+        out = dense_lung(image, lung, np.random.default_rng(seed))
+        assert np.array_equal(out[~lung], image[~lung])
+        assert out[lung].mean() > image[lung].mean()
+        assert (out >= image - 1e-6).all()
+
+
+def test_gradient_is_dependent(slices):
+    """The gradient raises the posterior lung (high rows in LPS), not the anterior."""
+    image, lung, _ = mid_slice(slices)
+    rows = np.flatnonzero(lung.any(axis=1))
+    for seed in range(10):
+        out = dense_lung(image, lung, np.random.default_rng(seed))
+        lift = (out - image) * lung
+        front, back = lift[rows[0] : rows[0] + 20].sum(), lift[rows[-1] - 20 : rows[-1] + 1].sum()
+        if front == 0 and back > 0:
+            return
+    pytest.fail("no dependent gradient in 10 seeds")
+
+
+def test_random_masking_hides_about_70_percent_of_patches():
+    image = np.random.default_rng(0).random((256, 256)).astype(np.float32)
+    out = random_masking(image, np.random.default_rng(3))
+    hidden = out == np.float32(image.mean())
+    assert abs(hidden.mean() - MASK_RATIO) < 0.08
+
+
+def test_no_augmentation_returns_the_batch_unchanged(slices):
+    x, y = slices.images[:4], slices.targets[:4]
+    assert augment_lesions(x, y, slices.pixel_mm[:4], LesionOptions(), np.random.default_rng(0)) is x
+    out = augment_lesions(x, y, slices.pixel_mm[:4], LesionOptions(lesions=1.0), np.random.default_rng(0))
+    assert out.shape == x.shape and out.dtype == x.dtype
+
+
+@pytest.mark.parametrize("field,value", [("lesions", 1.5), ("dense_lung", -0.1), ("masking", 2.0), ("dense_weight", 0.5)])
+def test_training_refuses_impossible_settings(field, value, tmp_path):
+    with pytest.raises(ValueError, match=field):
+        Trainer(TrainConfig(**{field: value}), tmp_path, device="cpu")
+
+
+def test_dense_lung_pixels_weigh_more(tmp_path):
+    config = TrainConfig(dense_weight=4.0, input_size=16, generator=GeneratorConfig(base_channels=4, depth=2))
+    trainer = Trainer(config, tmp_path, device="cpu")
+    x = torch.tensor([[[[window(-900), window(0)], [window(0), window(-900)]]]])
+    y = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])
+    weights = trainer.pixel_weights(x, y)
+    # Only the lung pixel denser than -320 HU weighs 4.
+    assert weights.tolist() == [[[[1.0, 4.0], [1.0, 1.0]]]]
+    assert DENSE_LUNG_HU == -320.0
+    assert Trainer(TrainConfig(input_size=16, generator=config.generator), tmp_path / "b", device="cpu").pixel_weights(x, y) is None
+
+
+def test_a_training_run_with_every_ingredient_is_seeded(slices, tmp_path):
+    """Two runs with the same seed draw the same lesions and end with the same weights."""
+    data = slices.subset(range(0, len(slices), 8))
+    small = GeneratorConfig(base_channels=4, depth=2)
+    weights = []
+    for run in ("a", "b"):
+        config = TrainConfig(epochs=1, batch_size=4, steps_per_epoch=2, input_size=256, generator=small,
+                             lesions=1.0, dense_lung=0.5, masking=0.5, dense_weight=3.0)
+        trainer = Trainer(config, tmp_path / run, device="cpu")
+        trainer.fit(data, data.subset(range(2)))
+        weights.append(torch.cat([p.detach().flatten() for p in trainer.generator.parameters()]))
+    assert torch.equal(weights[0], weights[1])
