@@ -289,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--masking", type=float, default=0.0, metavar="P",
                     help="probability that 70%% of a slice's patches are hidden (maskedSeg)")
     tr.add_argument("--dense-weight", type=float, default=1.0, metavar="W",
-                    help="BCE weight of lung pixels denser than -320 HU (lesions, dense lung); 1: all pixels alike")
+                    help="BCE weight of lung pixels denser than -320 HU (lesions, dense lung, vessels); 1: all pixels alike")
+    tr.add_argument("--lesion-weight", type=float, default=1.0, metavar="W",
+                    help="BCE weight of the lung pixels that --lesions and --dense-lung drew; 1: like the others")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     tr.add_argument("--progress-json", action="store_true", help="report steps and epochs as JSON lines on stdout (for Slicer)")
     tr.add_argument("--init-model", help="start from these weights (fine-tuning)")

@@ -43,6 +43,8 @@ MASS_MM = (30.0, 70.0)
 #: maskedSeg's share of hidden patches, and the patch side in pixels at 256.
 MASK_RATIO = 0.7
 MASK_PATCH = 16
+#: A lung pixel raised by more than this (window units, about 80 HU) counts as drawn.
+DRAWN_MIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,7 @@ def random_masking(image: np.ndarray, rng: np.random.Generator, ratio: float = M
 
 def augment_lesions(
     x: torch.Tensor, y: torch.Tensor, pixel_mm: torch.Tensor | None, options: LesionOptions, rng: np.random.Generator
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply the augmentations to a batch of inputs; the targets ``y`` are not changed.
 
     Args:
@@ -219,10 +221,12 @@ def augment_lesions(
         rng: random numbers.
 
     Returns:
-        The new inputs.
+        The new inputs, and (n, 1, s, s) floats that are 1 on the lung pixels
+        the lesions and the dense lung made denser (the label still says lung).
     """
+    drawn = torch.zeros_like(x)
     if not options.active:
-        return x
+        return x, drawn
     images = x[:, 0].numpy().copy()
     lungs = (y[:, 0] > 0.5).numpy()
     side = images.shape[-1]
@@ -230,10 +234,12 @@ def augment_lesions(
         size = float(pixel_mm[i]) if pixel_mm is not None else float("nan")
         if not np.isfinite(size) or size <= 0:
             size = DEFAULT_FOV_MM / side
+        before = images[i].copy()
         if rng.random() < options.dense_lung:
             images[i] = dense_lung(images[i], lungs[i], rng)
         if rng.random() < options.lesions:
             images[i] = insert_lesions(images[i], lungs[i], size, rng)
+        drawn[i, 0] = torch.from_numpy((images[i] - before > DRAWN_MIN) & lungs[i])
         if rng.random() < options.masking:
             images[i] = random_masking(images[i], rng)
-    return torch.from_numpy(images).unsqueeze(1).to(x.dtype)
+    return torch.from_numpy(images).unsqueeze(1).to(x.dtype), drawn

@@ -124,6 +124,7 @@ class TrainConfig:
     dense_lung: float = 0.0
     masking: float = 0.0
     dense_weight: float = 1.0
+    lesion_weight: float = 1.0
 
     @property
     def lesion_options(self) -> LesionOptions:
@@ -158,8 +159,9 @@ class TrainConfig:
         for name in ("lr", "critic_lr", "clip"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if not self.dense_weight >= 1.0:
-            raise ValueError(f"dense_weight must be at least 1, got {self.dense_weight}")
+        for name in ("dense_weight", "lesion_weight"):
+            if not getattr(self, name) >= 1.0:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("adv_weight", "gp_weight", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
@@ -306,35 +308,47 @@ class Trainer:
             clip_weights(self.critic, self.config.clip)
         return terms
 
-    def pixel_weights(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
-        """BCE weights: ``dense_weight`` on lung pixels denser than ``DENSE_LUNG_HU`` (lesions, dense lung), 1 elsewhere."""
-        if self.config.dense_weight == 1.0:
+    def pixel_weights(self, x: torch.Tensor, y: torch.Tensor, drawn: torch.Tensor | None = None) -> torch.Tensor | None:
+        """BCE weights: ``dense_weight`` on lung pixels denser than ``DENSE_LUNG_HU``, ``lesion_weight`` on
+        the pixels the augmentations drew (``drawn`` > 0.5), the larger where both apply; 1 elsewhere."""
+        dense_w, lesion_w = self.config.dense_weight, self.config.lesion_weight
+        if dense_w == 1.0 and (lesion_w == 1.0 or drawn is None):
             return None
-        dense = (y > 0.5) & (x > _window_value(DENSE_LUNG_HU))
-        return 1.0 + (self.config.dense_weight - 1.0) * dense.to(x.dtype)
+        weights = torch.ones_like(x)
+        if dense_w != 1.0:
+            dense = (y > 0.5) & (x > _window_value(DENSE_LUNG_HU))
+            weights = torch.where(dense, torch.full_like(x, dense_w), weights)
+        if lesion_w != 1.0 and drawn is not None:
+            weights = torch.maximum(weights, torch.where(drawn > 0.5, torch.full_like(x, lesion_w), weights))
+        return weights
 
-    def generator_step(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor):
+    def generator_step(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, drawn: torch.Tensor | None = None):
         """One generator update on BCE(G(x), y) - lambda * E[D(G(x))], the critic frozen."""
         _set_requires_grad(self.critic, False)
-        terms = generator_loss(logits, x, y, self.critic, self.config.adv_weight, self.pixel_weights(x, y))
+        terms = generator_loss(logits, x, y, self.critic, self.config.adv_weight, self.pixel_weights(x, y, drawn))
         self.optimizer.zero_grad(set_to_none=True)
         terms.loss.backward()
         self.optimizer.step()
         return terms
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepLosses:
-        """One global batch: this process's share, ``n_critic`` critic steps, one generator step."""
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, drawn: torch.Tensor | None = None) -> StepLosses:
+        """One global batch: this process's share, ``n_critic`` critic steps, one generator step.
+
+        ``drawn`` marks the pixels the lesion augmentations drew (for ``lesion_weight``).
+        """
         n = x.shape[0]
         epsilons = [torch.rand(n, generator=self.rng) for _ in range(self.config.n_critic if self.critic else 0)]
         share = slice(self.rank, None, self.world)
         x, y = x[share].to(self.device), y[share].to(self.device)
+        if drawn is not None:
+            drawn = drawn[share].to(self.device)
         self.generator.train()
         logits = self._generator(x)
         critic_terms = []
         if self.critic is not None:
             fake = torch.sigmoid(logits.detach())
             critic_terms = [self.critic_step(fake, x, y, e[share]) for e in epsilons]
-        terms = self.generator_step(logits, x, y)
+        terms = self.generator_step(logits, x, y, drawn)
         losses = StepLosses(float(terms.loss.detach()), terms.bce, terms.adversarial)
         if critic_terms:
             last = critic_terms[-1]
@@ -364,10 +378,16 @@ class Trainer:
                 # Drawn before the affine augmentation, on the slice's own pixel grid (its size in mm is known).
                 seed = int(torch.randint(2**31 - 1, (1,), generator=self.rng))
                 pixel_mm = None if data.pixel_mm is None else data.pixel_mm[index]
-                x = augment_lesions(x, y, pixel_mm, self.config.lesion_options, np.random.default_rng(seed))
-            if self.config.augment:
-                x, y = augment(x, y, self.rng)
-            records.append(self.train_step(x, y))
+                x, drawn = augment_lesions(x, y, pixel_mm, self.config.lesion_options, np.random.default_rng(seed))
+                if self.config.augment:
+                    # The drawn pixels move with the label: warp them as a second target channel.
+                    x, both = augment(x, torch.cat([y, drawn], dim=1), self.rng)
+                    y, drawn = both[:, :1], both[:, 1:]
+                records.append(self.train_step(x, y, drawn))
+            else:
+                if self.config.augment:
+                    x, y = augment(x, y, self.rng)
+                records.append(self.train_step(x, y))
             if on_step:
                 on_step(step + 1, steps, records[-1])
         return StepLosses(*(float(np.mean(values)) for values in zip(*(asdict(r).values() for r in records))))
@@ -588,6 +608,7 @@ def config_from_args(args) -> TrainConfig:
         dense_lung=args.dense_lung,
         masking=args.masking,
         dense_weight=args.dense_weight,
+        lesion_weight=args.lesion_weight,
     )
 
 

@@ -111,13 +111,18 @@ def test_random_masking_hides_about_70_percent_of_patches():
 
 
 def test_no_augmentation_returns_the_batch_unchanged(slices):
-    x, y = slices.images[:4], slices.targets[:4]
-    assert augment_lesions(x, y, slices.pixel_mm[:4], LesionOptions(), np.random.default_rng(0)) is x
-    out = augment_lesions(x, y, slices.pixel_mm[:4], LesionOptions(lesions=1.0), np.random.default_rng(0))
+    middle = torch.argsort((slices.targets > 0.5).sum(dim=(1, 2, 3)), descending=True)[:4]
+    x, y, pixel_mm = slices.images[middle], slices.targets[middle], slices.pixel_mm[middle]
+    same, drawn = augment_lesions(x, y, pixel_mm, LesionOptions(), np.random.default_rng(0))
+    assert same is x and not drawn.any()
+    out, drawn = augment_lesions(x, y, pixel_mm, LesionOptions(lesions=1.0), np.random.default_rng(0))
     assert out.shape == x.shape and out.dtype == x.dtype
+    # The drawn pixels are the lung pixels the lesions raised, and only those.
+    raised = (out - x > 0.05) & (y > 0.5)
+    assert drawn.any() and torch.equal(drawn > 0.5, raised)
 
 
-@pytest.mark.parametrize("field,value", [("lesions", 1.5), ("dense_lung", -0.1), ("masking", 2.0), ("dense_weight", 0.5)])
+@pytest.mark.parametrize("field,value", [("lesions", 1.5), ("dense_lung", -0.1), ("masking", 2.0), ("dense_weight", 0.5), ("lesion_weight", 0.0)])
 def test_training_refuses_impossible_settings(field, value, tmp_path):
     with pytest.raises(ValueError, match=field):
         Trainer(TrainConfig(**{field: value}), tmp_path, device="cpu")
@@ -135,6 +140,17 @@ def test_dense_lung_pixels_weigh_more(tmp_path):
     assert Trainer(TrainConfig(input_size=16, generator=config.generator), tmp_path / "b", device="cpu").pixel_weights(x, y) is None
 
 
+def test_drawn_pixels_weigh_more_and_real_vessels_do_not(tmp_path):
+    config = TrainConfig(lesion_weight=5.0, input_size=16, generator=GeneratorConfig(base_channels=4, depth=2))
+    trainer = Trainer(config, tmp_path, device="cpu")
+    x = torch.tensor([[[[window(-900), window(0)], [window(0), window(-900)]]]])
+    y = torch.tensor([[[[1.0, 1.0], [0.0, 1.0]]]])
+    drawn = torch.tensor([[[[0.0, 0.0], [0.0, 1.0]]]])
+    # The dense lung pixel (a vessel, not drawn) weighs 1; the drawn pixel 5.
+    assert trainer.pixel_weights(x, y, drawn).tolist() == [[[[1.0, 1.0], [1.0, 5.0]]]]
+    assert trainer.pixel_weights(x, y) is None
+
+
 def test_a_training_run_with_every_ingredient_is_seeded(slices, tmp_path):
     """Two runs with the same seed draw the same lesions and end with the same weights."""
     data = slices.subset(range(0, len(slices), 8))
@@ -142,7 +158,7 @@ def test_a_training_run_with_every_ingredient_is_seeded(slices, tmp_path):
     weights = []
     for run in ("a", "b"):
         config = TrainConfig(epochs=1, batch_size=4, steps_per_epoch=2, input_size=256, generator=small,
-                             lesions=1.0, dense_lung=0.5, masking=0.5, dense_weight=3.0)
+                             lesions=1.0, dense_lung=0.5, masking=0.5, dense_weight=3.0, lesion_weight=4.0)
         trainer = Trainer(config, tmp_path / run, device="cpu")
         trainer.fit(data, data.subset(range(2)))
         weights.append(torch.cat([p.detach().flatten() for p in trainer.generator.parameters()]))
