@@ -1,14 +1,23 @@
-"""Score a generator and the classical method against reference masks, through the whole pipeline.
+"""Score generators and the classical method against reference masks and radiologists' lesion marks.
 
 Cases: the shared 3D series with their reference masks (marked held-out or
 training according to the model card) and ``cip-ct-64`` with the Chest Imaging
 Platform's whole-lung mask (an outside reference neither method was tuned on).
-For each case and method: 3D Dice and IoU, HD95 and Hausdorff in mm, for both
-lungs together and each lung.
+For each case, method and model, through the whole pipeline:
+
+- 3D Dice, IoU, HD95 and Hausdorff (mm) for both lungs together and each lung;
+- lesions (LIDC readers' nodule outlines, Lung-PET-CT-Dx tumour boxes): the
+  least share of a lesion inside the mask, the pooled share, the least share
+  of a juxtapleural lesion (see ``LungGANLib.lesions``);
+- spill: mask more than 5 mm outside the reference lung that is no lesion, mL;
+- with ``--synthetic``: the share of synthetic lesion pixels (the training
+  augmentation, drawn with a fixed seed into the held-out volume's slices)
+  that the generator keeps, at network resolution.
 
 Usage:
-    python benchmarks/validate.py [--model PATH] [--device cpu] [--update-card]
-``--update-card`` writes the held-out scores into the model card beside the weights.
+    python benchmarks/validate.py [--model PATH | --models NAME=PATH ...] [--no-envelope | --envelope both]
+        [--methods gan,classical] [--synthetic] [--json OUT] [--update-card]
+``--update-card`` writes the scores of the one model into the model card beside its weights.
 """
 
 from __future__ import annotations
@@ -16,8 +25,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,60 +36,136 @@ sys.path.insert(0, str(REPO))
 
 from LungGANLib.inference import SegmentOptions, segment  # noqa: E402
 from LungGANLib.io import atomic_write, load_ct, mask_from_image  # noqa: E402
+from LungGANLib.lesions import lesion_report, load_lesions, spill_ml  # noqa: E402
 from LungGANLib.metrics import evaluate_labels  # noqa: E402
 from LungGANLib.model_io import DEFAULT_MODEL, card_path, load_model  # noqa: E402
-from LungGANLib.references import CASES, data_dir, reference_path  # noqa: E402
+from LungGANLib.references import CASES, case_by_name, data_dir, reference_path  # noqa: E402
 
 KEYS = ("dice", "iou", "hd95_mm", "hausdorff_mm")
+SYNTHETIC_CASE = "lidc-idri-0001"
+SYNTHETIC_SEED = 123
 
 
-def cases() -> list[tuple[str, Path, Path]]:
-    out = [(c.name, data_dir() / c.ct, reference_path(c)) for c in CASES]
-    out.append(("cip-ct-64", data_dir() / "fixtures/cip-ct-64/ct-64.nrrd", data_dir() / "fixtures/cip-ct-64/wholeLung-64.nrrd"))
+def cases() -> list[tuple[str, Path, Path, str | None, str | None]]:
+    """(name, CT, reference mask, lesion marks, DICOM series placing box marks) of every case."""
+    out = []
+    for c in CASES:
+        marks = c.lidc_reads or c.tumour_boxes
+        out.append((c.name, data_dir() / c.ct, reference_path(c), data_dir() / marks if marks else None,
+                    data_dir() / c.boxes_dicom if c.boxes_dicom else None))
+    cip = data_dir() / "fixtures/cip-ct-64"
+    out.append(("cip-ct-64", cip / "ct-64.nrrd", cip / "wholeLung-64.nrrd", None, None))
     return out
+
+
+def synthetic_lesions_kept(model) -> float:
+    """Share of synthetic lesion pixels, drawn into the held-out volume's slices, that the generator keeps."""
+    import torch
+
+    from LungGANLib.datasets import prepare_slices
+    from LungGANLib.lesion_synthesis import insert_lesions
+
+    case = case_by_name(SYNTHETIC_CASE)
+    ct = load_ct(data_dir() / case.ct)
+    ref = mask_from_image(sitk.ReadImage(str(reference_path(case))), ct)
+    generator, info = model
+    data = prepare_slices([(ct, ref)], info.input_size, info.window)
+    rng = np.random.default_rng(SYNTHETIC_SEED)
+    images = data.images.clone()
+    lung = (data.targets[:, 0] > 0.5).numpy()
+    drawn = np.zeros(lung.shape, dtype=bool)
+    for i in range(len(data)):
+        if lung[i].sum() < 2000:
+            continue
+        before = images[i, 0].numpy().copy()
+        images[i, 0] = torch.from_numpy(insert_lesions(before, lung[i], float(data.pixel_mm[i]), rng, info.window))
+        drawn[i] = (np.abs(images[i, 0].numpy() - before) > 0.05) & lung[i]
+    net = generator.fused().eval()
+    with torch.inference_mode():
+        prob = torch.cat([torch.sigmoid(net(images[s : s + 16])) for s in range(0, len(images), 16)])
+    kept = prob[:, 0].numpy() > info.threshold
+    return float((kept & drawn).sum() / drawn.sum())
+
+
+def score(name: str, method: str, model_path: str | None, model, envelope: bool, loaded: dict) -> dict:
+    """One case through the whole pipeline, scored."""
+    ct, ref, lesions = loaded[name]
+    start = time.perf_counter()
+    labels = segment(ct, SegmentOptions(method=method, model=model_path, device="cpu", envelope=envelope),
+                     model=model if method == "gan" else None)
+    row: dict = {"case": name, "method": method, "envelope": envelope, "seconds": round(time.perf_counter() - start, 2)}
+    for part, metrics in evaluate_labels(labels, ref, ct.spacing).items():
+        row[part] = {k: round(float(metrics[k]), 4) for k in KEYS}
+    spill, percent = spill_ml(labels, ref, lesions, ct.spacing)
+    row["spill_ml"], row["spill_percent"] = round(spill, 2), round(percent, 3)
+    if lesions:
+        report = lesion_report(labels, ref, lesions, ct.spacing)
+        row["lesions_min"] = round(report["all"]["min_inside"], 4)
+        row["lesions_pooled"] = round(report["all"]["pooled_inside"], 4)
+        juxta = report["juxtapleural"]["min_inside"]
+        row["juxtapleural_min"] = None if juxta is None else round(juxta, 4)
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", nargs="+", metavar="NAME=PATH", help="several generators to compare (overrides --model)")
+    parser.add_argument("--methods", default="gan,classical")
+    parser.add_argument("--envelope", choices=("on", "off", "both"), default="on")
+    parser.add_argument("--no-envelope", dest="envelope", action="store_const", const="off")
+    parser.add_argument("--synthetic", action="store_true", help="also score synthetic lesions on the held-out slices")
+    parser.add_argument("--json", help="write every row here")
     parser.add_argument("--update-card", action="store_true")
     args = parser.parse_args()
 
-    model = load_model(args.model)
-    card = model[1].card
-    held_out = set(card.get("data", {}).get("validation", []))
-    trained = set(card.get("data", {}).get("train", []))
-    rows = []
-    for name, ct_path, ref_path in cases():
+    models = dict(m.split("=", 1) for m in args.models) if args.models else {"model": args.model}
+    envelopes = {"on": [True], "off": [False], "both": [False, True]}[args.envelope]
+    loaded = {}
+    for name, ct_path, ref_path, marks, boxes_dicom in cases():
         ct = load_ct(ct_path)
         ref = mask_from_image(sitk.ReadImage(str(ref_path)), ct)
-        role = "held out" if name in held_out else "training" if name in trained else "outside reference"
-        for method in ("gan", "classical"):
-            labels = segment(ct, SegmentOptions(method=method, model=args.model, device=args.device), model=model if method == "gan" else None)
-            result = evaluate_labels(labels, ref, ct.spacing)
-            row = {"case": name, "role": role, "method": method}
-            for part, metrics in result.items():
-                row[part] = {k: round(float(metrics[k]), 4) for k in KEYS}
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr)
+        loaded[name] = (ct, ref, load_lesions(marks, ct, ref, boxes_dicom) if marks else [])
+    rows = []
+    for method in args.methods.split(","):
+        for label, path in models.items() if method == "gan" else [("classical", None)]:
+            model = load_model(path) if method == "gan" else None
+            card = model[1].card if model else {}
+            held_out = set(card.get("data", {}).get("validation", []))
+            trained = set(card.get("data", {}).get("train", []))
+            synthetic = synthetic_lesions_kept(model) if args.synthetic and model else None
+            for envelope in envelopes:
+                for name in loaded:
+                    row = score(name, method, path, model, envelope, loaded)
+                    row["model"] = label
+                    row["role"] = "held out" if name in held_out else "training" if name in trained else (
+                        "outside reference" if name == "cip-ct-64" else "-")
+                    if synthetic is not None:
+                        row["synthetic_kept"] = round(synthetic, 4)
+                    rows.append(row)
+                    print(json.dumps(row), file=sys.stderr, flush=True)
 
-    print("| case | role | method | Dice | IoU | HD95 mm | HD mm | Dice right | Dice left |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    def pct(value) -> str:
+        return "–" if value is None else f"{100 * value:.1f} %"
+
+    print("| model | method | envelope | case | role | Dice | HD95 mm | lesions: least inside | pooled | juxtapleural least | spill mL |")
+    print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        right = r.get("right lung", {}).get("dice")
-        left = r.get("left lung", {}).get("dice")
         lungs = r["lungs"]
-        side = f"{right:.4f} | {left:.4f}" if right is not None else "– | –"
-        print(f"| {r['case']} | {r['role']} | {r['method']} | {lungs['dice']:.4f} | {lungs['iou']:.4f} | "
-              f"{lungs['hd95_mm']:.2f} | {lungs['hausdorff_mm']:.2f} | {side} |")
-
+        print(f"| {r['model']} | {r['method']} | {'on' if r['envelope'] else 'off'} | {r['case']} | {r['role']} | "
+              f"{lungs['dice']:.4f} | {lungs['hd95_mm']:.2f} | {pct(r.get('lesions_min'))} | {pct(r.get('lesions_pooled'))} | "
+              f"{pct(r.get('juxtapleural_min'))} | {r['spill_ml']:.1f} |")
+    if args.json:
+        atomic_write(Path(args.json), lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=2) + "\n"))
     if args.update_card:
-        path = card_path(args.model)
+        if len(models) != 1:
+            sys.exit("--update-card takes one model")
+        path = card_path(next(iter(models.values())))
         data = json.loads(path.read_text())
         data["evaluation"] = {
-            "command": "python benchmarks/validate.py --update-card",
-            "note": "whole pipeline (generator + post-processing) at native resolution; 'lungs' = both lungs together",
+            "command": "python benchmarks/validate.py --synthetic --update-card",
+            "note": "whole pipeline (generator + post-processing with the lesion envelope) at native resolution; "
+                    "'lungs' = both lungs together; lesions and spill as in LungGANLib.lesions",
             "cases": rows,
         }
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
