@@ -79,23 +79,27 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .io import load_ct, mask_from_image, read_image, volume_from_image
+    from .io import load_ct, read_image, volume_from_image
     from .lesions import JUXTAPLEURAL_MM, SPILL_MM, lesion_report, load_lesions, spill_ml
     from .metrics import evaluate_labels
 
+    import SimpleITK as sitk
+
+    from .config import CANONICAL_ORIENTATION
+
     pred_image, _ = read_image(args.pred)
     ref_image, _ = read_image(args.ref)
-    if pred_image.GetSize() != ref_image.GetSize():
-        raise LungGANError(
-            f"prediction size {pred_image.GetSize()} differs from reference size {ref_image.GetSize()}: compare masks of the same CT"
-        )
-    if not all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(pred_image.GetSpacing(), ref_image.GetSpacing())):
-        raise LungGANError(f"prediction spacing {pred_image.GetSpacing()} differs from reference spacing {ref_image.GetSpacing()}")
+    # Compare in physical space: both on the same canonical (LPS) grid, whatever axis order each was saved in.
+    pred_image = sitk.DICOMOrient(pred_image, CANONICAL_ORIENTATION)
+    ref_image = sitk.DICOMOrient(ref_image, CANONICAL_ORIENTATION)
+    _check_same_grid(pred_image, ref_image)
     if args.lesions and args.ct is None and any(Path(p).is_dir() for p in args.lesions):
         raise LungGANError("tumour boxes need the CT (their tissue is measured in HU): pass --ct")
     # Everything on the canonical grid of the CT (or of the reference, when no CT is given).
     volume = load_ct(args.ct, force=True) if args.ct else volume_from_image(ref_image, source=str(args.ref), force=True)
-    pred, ref = mask_from_image(pred_image, volume), mask_from_image(ref_image, volume)
+    pred, ref = sitk.GetArrayFromImage(pred_image), sitk.GetArrayFromImage(ref_image)
+    if volume.array.shape != ref.shape:
+        raise LungGANError(f"the CT {args.ct} is not the masks' grid ({volume.array.shape} voxels, not {ref.shape}): give their CT")
     results: dict = evaluate_labels(pred, ref, volume.spacing)
     lesions = []
     for marks in args.lesions:
@@ -128,6 +132,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 print(f"{group} lesions: {summary['count']}, least inside {summary['min_inside']:.1%}, "
                       f"pooled {summary['pooled_inside']:.1%}")
     return 0
+
+
+def _check_same_grid(pred, ref) -> None:
+    """Refuse masks that do not lie on the same voxels (size, spacing, origin, direction)."""
+    hint = "compare masks of the same CT (resample one onto the other's grid first)"
+    if pred.GetSize() != ref.GetSize():
+        raise LungGANError(f"prediction size {pred.GetSize()} differs from reference size {ref.GetSize()}: {hint}")
+    if not all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(pred.GetSpacing(), ref.GetSpacing())):
+        raise LungGANError(f"prediction spacing {pred.GetSpacing()} differs from reference spacing {ref.GetSpacing()}: {hint}")
+    tolerance = 0.01 * min(ref.GetSpacing())
+    if not all(abs(a - b) <= tolerance for a, b in zip(pred.GetOrigin(), ref.GetOrigin())):
+        raise LungGANError(
+            "prediction and reference lie in different places (origins "
+            f"{tuple(round(v, 2) for v in pred.GetOrigin())} and {tuple(round(v, 2) for v in ref.GetOrigin())} mm): {hint}"
+        )
+    if not all(abs(a - b) <= 1e-4 for a, b in zip(pred.GetDirection(), ref.GetDirection())):
+        raise LungGANError(f"prediction and reference have different directions: {hint}")
 
 
 def _json_safe(value):

@@ -4,7 +4,10 @@ Each (method, CT) pair runs in a fresh child process, which reports its wall
 time (reading, segmenting, writing) and its peak resident memory, so the runs
 do not share caches or allocations. Methods:
 
-- ``gan``: LungGAN's generator (the shipped model) + post-processing;
+- ``gan``: LungGAN's generator (the shipped model) + post-processing with the lesion envelope;
+- ``gan-before``: the pipeline as it was before the lesion work: ``--before-model``
+  (the previous default generator) and no lesion envelope, for a side-by-side
+  timing in the same run;
 - ``classical``: LungGAN's threshold/morphology method;
 - ``lungmask``: lungmask's R231 pipeline (``LMInferer.apply``: its preprocessing,
   U-Net and post-processing). Its weights cannot be downloaded here, so its
@@ -68,16 +71,21 @@ def make_600(tmp: Path) -> Path:
     return path
 
 
-def run_one(method: str, ct: str, out: str, device: str, batch_size: int) -> dict:
+def run_one(method: str, ct: str, out: str, device: str, batch_size: int, before_model: str | None = None) -> dict:
     """Run one segmentation in this process and report time and peak memory."""
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.perf_counter()
-    if method in ("gan", "classical"):
+    if method in ("gan", "classical", "gan-before"):
         from LungGANLib.inference import SegmentOptions, segment_file
 
-        options = SegmentOptions(method=method, device=device, batch_size=batch_size or None)
+        if method == "gan-before":
+            if not before_model:
+                raise SystemExit("gan-before needs --before-model")
+            options = SegmentOptions(model=before_model, envelope=False, device=device, batch_size=batch_size or None)
+        else:
+            options = SegmentOptions(method=method, device=device, batch_size=batch_size or None)
         result = segment_file(ct, out, options, overwrite=True)
         extra = {"right_ml": round(result.right_ml), "left_ml": round(result.left_ml)}
     elif method == "lungmask":
@@ -111,12 +119,13 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=list(CASES))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=0, help="0: LungGAN's default (lungmask: 20)")
+    parser.add_argument("--before-model", help="for gan-before: the previous default generator")
     parser.add_argument("--one", nargs=2, metavar=("METHOD", "CT"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.one:
-        print(json.dumps(run_one(args.one[0], args.one[1], args.out, args.device, args.batch_size)))
+        print(json.dumps(run_one(args.one[0], args.one[1], args.out, args.device, args.batch_size, args.before_model)))
         return
 
     import SimpleITK as sitk
@@ -135,7 +144,7 @@ def main() -> None:
                 out = tmp / f"{case}-{method}.nii.gz"
                 proc = subprocess.run(
                     [sys.executable, __file__, "--one", method, str(ct), "--out", str(out), "--device", args.device,
-                     "--batch-size", str(args.batch_size)],
+                     "--batch-size", str(args.batch_size), *(["--before-model", args.before_model] if args.before_model else [])],
                     capture_output=True,
                     text=True,
                     check=False,

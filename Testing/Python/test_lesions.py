@@ -228,3 +228,20 @@ def test_evaluate_places_boxes_of_a_nifti_through_the_named_dicom_series(data, c
     assert [l["name"] for l in report["lesions"]["lesions"]] == ["tumour 1"]
     assert not math.isinf(report["spill"]["ml"])
 
+
+
+def test_evaluate_compares_in_physical_space(lidc1, tmp_path, capsys):
+    """The same mask in another axis order scores 1; a mask moved 500 mm away is refused, not scored."""
+    ref_path = reference_path(case_by_name("lidc-idri-0001"))
+    image = sitk.ReadImage(str(ref_path))
+    ras = tmp_path / "ras.nii.gz"
+    sitk.WriteImage(sitk.DICOMOrient(image, "RAS"), str(ras))
+    assert main(["evaluate", "--pred", str(ras), "--ref", str(ref_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["lungs"]["dice"] == 1.0
+    moved = sitk.Image(image)
+    moved.SetOrigin(tuple(o + 500.0 for o in image.GetOrigin()))
+    far = tmp_path / "far.nii.gz"
+    sitk.WriteImage(moved, str(far))
+    assert main(["evaluate", "--pred", str(far), "--ref", str(ref_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different places" in err[0]
