@@ -61,7 +61,8 @@ def test_evaluate_prints_metrics_and_json(capsys, data, tmp_path):
     assert code == 0 and out.splitlines()[0].split()[:3] == ["structure", "IoU", "Dice"]
     code, out, _ = run(capsys, "evaluate", "--pred", pred, "--ref", ref, "--json")
     result = json.loads(out)
-    assert set(result) == {"lungs"}  # the reference has one label
+    assert set(result) == {"lungs", "spill"}  # the reference has one label; spill is always reported
+    assert result["spill"]["ml"] >= 0 and result["spill"]["beyond_mm"] == 5.0
     assert result["lungs"]["dice"] > 0.96
     assert {"iou", "dice", "hausdorff_mm", "hd95_mm", "hausdorff_px", "hd95_px"} <= set(result["lungs"])
 
