@@ -107,6 +107,42 @@ def score(name: str, method: str, model_path: str | None, model, envelope: bool,
     return row
 
 
+def summary_table(rows: list[dict]) -> str:
+    """One line per model and envelope setting: the figures the default model is chosen by (see its card)."""
+
+    def get(model_rows, case, key):
+        for r in model_rows:
+            if r["case"] == case:
+                return r["lungs"]["dice"] if key == "dice" else r.get(key)
+        return None
+
+    def pct(value) -> str:
+        return "–" if value is None else f"{100 * value:.1f} %"
+
+    def num(value) -> str:
+        return "–" if value is None else f"{value:.4f}"
+
+    lines = [
+        "| model | envelope | Dice held out (lidc-0001) | Dice cip-ct-64 | least nodule inside (lidc-0001 / 0002) "
+        "| A0001 tumour inside (s2 / s3) | worst spill | synthetic lesions kept |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["envelope"]), []).append(r)
+    for (model, envelope), group in groups.items():
+        worst = max(group, key=lambda r: r["spill_percent"])
+        lines.append(
+            f"| {model} | {'on' if envelope else 'off'} | {num(get(group, 'lidc-idri-0001', 'dice'))} | "
+            f"{num(get(group, 'cip-ct-64', 'dice'))} | "
+            f"{pct(get(group, 'lidc-idri-0001', 'lesions_min'))} / {pct(get(group, 'lidc-idri-0002', 'lesions_min'))} | "
+            f"{pct(get(group, 'lung-pet-ct-dx-a0001-series2', 'lesions_min'))} / "
+            f"{pct(get(group, 'lung-pet-ct-dx-a0001-series3', 'lesions_min'))} | "
+            f"{worst['spill_ml']:.1f} mL ({worst['spill_percent']:.2f} %) | {pct(group[0].get('synthetic_kept'))} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
@@ -117,7 +153,11 @@ def main() -> None:
     parser.add_argument("--synthetic", action="store_true", help="also score synthetic lesions on the held-out slices")
     parser.add_argument("--json", help="write every row here")
     parser.add_argument("--update-card", action="store_true")
+    parser.add_argument("--summary-of", metavar="JSON", help="print the tables of an earlier --json run, without running")
     args = parser.parse_args()
+    if args.summary_of:
+        print(summary_table(json.loads(Path(args.summary_of).read_text())))
+        return
 
     models = dict(m.split("=", 1) for m in args.models) if args.models else {"model": args.model}
     envelopes = {"on": [True], "off": [False], "both": [False, True]}[args.envelope]
@@ -155,6 +195,8 @@ def main() -> None:
         print(f"| {r['model']} | {r['method']} | {'on' if r['envelope'] else 'off'} | {r['case']} | {r['role']} | "
               f"{lungs['dice']:.4f} | {lungs['hd95_mm']:.2f} | {pct(r.get('lesions_min'))} | {pct(r.get('lesions_pooled'))} | "
               f"{pct(r.get('juxtapleural_min'))} | {r['spill_ml']:.1f} |")
+    print()
+    print(summary_table(rows))
     if args.json:
         atomic_write(Path(args.json), lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=2) + "\n"))
     if args.update_card:
