@@ -23,6 +23,7 @@ from .annotations import box_slices, outline_mask, read_lidc_outlines, read_tumo
 from .classical import segment_classical
 from .config import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
 from .io import CTVolume, atomic_write, load_ct, mask_to_image, write_image
+from .lesions import tumour_tissue
 from .visualize import mosaic, save_png
 
 logger = logging.getLogger(__name__)
@@ -134,27 +135,17 @@ def add_nodules(labels: np.ndarray, nodules: np.ndarray) -> np.ndarray:
 
 
 def add_tumours(labels: np.ndarray, hu: np.ndarray, boxes: list[tuple[int, slice, slice]]) -> np.ndarray:
-    """Add the soft tissue inside each tumour box that lies within its lung's convex hull.
+    """Add the tumour tissue inside each box (see :func:`LungGANLib.lesions.tumour_tissue`) to its lung.
 
     A tumour abutting the mediastinum or the chest wall is cut out by a density
-    threshold; inside the radiologist's box, the soft tissue (-320 to 200 HU,
-    bone excluded) enclosed by the convex hull of the lung that fills most of
-    the box is lung with a tumour in it.
+    threshold; inside the radiologist's box, the soft tissue enclosed by the
+    convex hull of the lung that fills most of the box is lung with a tumour in it.
     """
-    from skimage.morphology import convex_hull_image
-
     out = labels.copy()
     for z, rows, cols in boxes:
-        inside = labels[z, rows, cols]
-        counts = np.bincount(inside[inside > 0], minlength=3)[1:]
-        if not counts.any():
-            continue
-        side = int(counts.argmax()) + 1
-        hull = convex_hull_image(labels[z] == side)
-        region = np.zeros(hull.shape, dtype=bool)
-        region[rows, cols] = True
-        tissue = (hu[z] > -320) & (hu[z] < 200)
-        out[z][region & hull & tissue & (out[z] == 0)] = side
+        tissue, side = tumour_tissue(labels, hu, z, rows, cols)
+        if side:
+            out[z][tissue & (out[z] == 0)] = side
     return out
 
 

@@ -186,6 +186,8 @@ def main() -> None:
     parser.add_argument("--json", help="write every row here")
     parser.add_argument("--update-card", action="store_true")
     parser.add_argument("--summary-of", metavar="JSON", help="print the tables of an earlier --json run, without running")
+    parser.add_argument("--selection-from", nargs="+", metavar="JSON", default=[],
+                        help="with --update-card: rank these earlier --json runs' models by the selection rule into the card")
     args = parser.parse_args()
     if args.summary_of:
         rows = json.loads(Path(args.summary_of).read_text())
@@ -241,8 +243,10 @@ def main() -> None:
             sys.exit("--update-card takes one model")
         path = card_path(next(iter(models.values())))
         data = json.loads(path.read_text())
-        if args.envelope in ("on", "both") and "gan" in args.methods:
-            data["selection"] = {"rule": SELECTION_RULE, "ranking": choose(rows)}
+        if args.selection_from:
+            candidates = [row for path in args.selection_from for row in json.loads(Path(path).read_text())]
+            data["selection"] = {"rule": SELECTION_RULE, "ranking": choose(candidates),
+                                 "runs": [str(p) for p in args.selection_from]}
         data["evaluation"] = {
             "command": "python benchmarks/validate.py --synthetic --update-card",
             "note": "whole pipeline (generator + post-processing with the lesion envelope) at native resolution; "
