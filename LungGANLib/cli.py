@@ -79,13 +79,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .io import load_ct, read_image, volume_from_image
-    from .lesions import JUXTAPLEURAL_MM, SPILL_MM, lesion_report, load_lesions, spill_ml
-    from .metrics import evaluate_labels
-
     import SimpleITK as sitk
 
     from .config import CANONICAL_ORIENTATION
+    from .io import load_ct, read_image, volume_from_image
+    from .lesions import JUXTAPLEURAL_MM, SPILL_MM, lesion_report, load_lesions, spill_ml
+    from .metrics import evaluate_labels
 
     pred_image, _ = read_image(args.pred)
     ref_image, _ = read_image(args.ref)
