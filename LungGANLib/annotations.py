@@ -111,10 +111,8 @@ def outline_mask(outlines: list[NoduleOutline], volume: CTVolume, include_outlin
             rr, cc = fill_polygon(rows, cols, shape=shape[1:])
             plane = np.zeros(shape[1:], dtype=bool)
             plane[rr, cc] = True
-            if include_outline or not outline.inclusion:
-                plane[rows[inside], cols[inside]] = True
-            else:
-                plane[rows[inside], cols[inside]] = False
+            # An exclusion keeps its outline: the outline's pixels are not nodule either way.
+            plane[rows[inside], cols[inside]] = include_outline or not outline.inclusion
             target[z] |= plane
         else:
             target[z, rows[inside], cols[inside]] = True

@@ -16,8 +16,8 @@ lung) is added to the lung only when it looks like a lesion held by the lung:
    diaphragm are. Lesions there are left to the generator, which is trained
    to keep them (:mod:`LungGANLib.lesion_synthesis`);
 4. it is no bigger than a lesion the ball can bridge, and it is not the dome
-   of the diaphragm: a gap that continues downwards into non-lung tissue over
-   a cross-section of ``DOME_MIN_AREA_MM2`` or more is the liver or the spleen.
+   of the diaphragm: a gap whose lowest slice reaches ``DOME_MIN_AREA_MM2``
+   and under which there is no lung is the liver or the spleen.
 
 Arrays are (z, y, x) canonical LPS (x towards the patient's left, y posterior,
 z superior); spacing (x, y, z) mm.
@@ -77,11 +77,9 @@ def _close_in_plane(mask: np.ndarray, radius_mm: float, spacing: tuple[float, fl
     if not mask.any():
         return closed
     reach = [int(np.ceil(radius_mm / s)) + 1 for s in (spacing[1], spacing[0])]
-    found = bounding_box(mask)
-    rows = slice(max(found[1].start - reach[0], 0), min(found[1].stop + reach[0], mask.shape[1]))
-    cols = slice(max(found[2].start - reach[1], 0), min(found[2].stop + reach[1], mask.shape[2]))
+    slices, rows, cols = bounding_box(mask, margin=[0, *reach])
     sampling = (spacing[1], spacing[0])
-    for z in range(found[0].start, found[0].stop):
+    for z in range(slices.start, slices.stop):
         plane = mask[z, rows, cols]
         if not plane.any():
             continue
@@ -92,20 +90,24 @@ def _close_in_plane(mask: np.ndarray, radius_mm: float, spacing: tuple[float, fl
     return closed
 
 
-def _depth_in_hull(lungs: np.ndarray, spacing: tuple[float, float, float], slices: np.ndarray) -> np.ndarray:
-    """How deep (mm) each voxel lies inside the convex hull of both lungs on its slice; 0 outside.
+def _fill_depth_in_hull(
+    depth: np.ndarray, done: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float, float], slices: np.ndarray
+) -> None:
+    """Write into ``depth`` how deep (mm) each voxel of ``slices`` lies inside the convex hull of both lungs.
 
-    The chest wall lies outside the hull; the mediastinum, the hilum and the
-    domes of the diaphragm lie deep inside it. Only ``slices`` are computed.
+    The chest wall lies outside the hull (depth 0); the mediastinum, the hilum
+    and the domes of the diaphragm lie deep inside it. Slices marked in
+    ``done`` are skipped, and the others marked.
     """
     from skimage.morphology import convex_hull_image
 
-    depth = np.zeros(lungs.shape, dtype=np.float32)
     for z in slices:
+        if done[z]:
+            continue
+        done[z] = True
         if lungs[z].any():
             hull = np.pad(convex_hull_image(lungs[z]), 1)
             depth[z] = ndimage.distance_transform_edt(hull, sampling=(spacing[1], spacing[0]))[1:-1, 1:-1]
-    return depth
 
 
 def lesion_envelope(
@@ -130,8 +132,8 @@ def lesion_envelope(
     if not labels.any():
         return out, added
     reach = int(np.ceil(params.radius_mm / min(spacing[0], spacing[1]))) + 2
-    box = bounding_box(labels > 0, margin=reach)
-    box = (slice(max(box[0].start - 1, 0), min(box[0].stop + 1, labels.shape[0])), box[1], box[2])
+    # One slice more above and below: the domes are judged by the slice under a dent.
+    box = bounding_box(labels > 0, margin=[1, reach, reach])
     # Sub-millimetre pixels are judged at half resolution: the ball is 15 mm
     # across, a pixel more or less at its edge does not matter, and it is four times cheaper.
     step = 2 if min(spacing[0], spacing[1]) < 1.0 else 1
@@ -140,7 +142,10 @@ def lesion_envelope(
     coarse_hu = hu[box][:, ::step, ::step]
     coarse = (spacing[0] * step, spacing[1] * step, spacing[2])
     tissue = (coarse_hu > TISSUE_HU[0]) & (coarse_hu < TISSUE_HU[1])
-    depth = None
+    lungs = lab > 0
+    # Hull depth, computed only on the slices that have dents to judge.
+    depth = np.zeros(lab.shape, dtype=np.float32)
+    depth_done = np.zeros(lab.shape[0], dtype=bool)
     pixel_mm2 = coarse[0] * coarse[1]
     largest_mm2 = np.pi * params.radius_mm**2
     ring_struct = np.zeros((3, 3, 3), dtype=bool)
@@ -149,14 +154,10 @@ def lesion_envelope(
         lung = lab == value
         if not lung.any():
             continue
-        gaps = _close_in_plane(lung, params.radius_mm, coarse) & ~(lab > 0)
+        gaps = _close_in_plane(lung, params.radius_mm, coarse) & ~lungs
         if not gaps.any():
             continue
-        if depth is None:
-            depth = _depth_in_hull(lab > 0, coarse, np.flatnonzero(gaps.any(axis=(1, 2))))
-        else:
-            todo = np.flatnonzero(gaps.any(axis=(1, 2)) & ~(depth > 0).any(axis=(1, 2)))
-            depth[todo] = _depth_in_hull(lab > 0, coarse, todo)[todo]
+        _fill_depth_in_hull(depth, depth_done, lungs, coarse, np.flatnonzero(gaps.any(axis=(1, 2))))
         # In-plane components: each slice's dents are judged on their own, all at once.
         components, n = ndimage.label(gaps, structure=ring_struct)
         # Each gap's outline: the pixels next to it (gaps never touch each other: lung or the ball's edge lies between).
@@ -190,8 +191,8 @@ def lesion_envelope(
         # The ball dips a little into a dent as wide as itself: the cap between the dent it bridged and
         # the lungs' hull (the chest wall's inner surface) is the rest of the nodule.
         near = ndimage.binary_dilation(accepted, structure=ring_struct, iterations=max(int(round(CAP_MM / coarse[0])), 1))
-        accepted |= near & (depth > 0) & ~(lab > 0) & tissue
-        accepted &= ~_domes(accepted, lab > 0, coarse)
+        accepted |= near & (depth > 0) & ~lungs & tissue
+        accepted &= ~_domes(accepted, lungs, coarse)
         if step > 1:
             accepted = accepted.repeat(step, axis=1).repeat(step, axis=2)[:, : fine.shape[1], : fine.shape[2]]
             # The coarse grid loses up to a fine pixel at the gap's edge: give it back.

@@ -20,11 +20,11 @@ import torch
 
 from .classical import body_mask, segment_classical
 from .config import DEFAULT_CLASSICAL, ClassicalParams
+from .envelope import DEFAULT_ENVELOPE
 from .errors import InputError
 from .io import CTVolume, check_output_path, load_ct, mask_to_image, write_image
 from .model_io import ModelInfo, load_model
 from .models import Generator
-from .envelope import DEFAULT_ENVELOPE
 from .postprocess import postprocess
 from .preprocess import from_network, to_network
 

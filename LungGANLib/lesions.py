@@ -36,6 +36,7 @@ from scipy import ndimage
 from .annotations import box_slices, outline_mask, read_lidc_outlines, read_tumour_boxes
 from .errors import InputError
 from .io import CTVolume
+from .morphology import bounding_box, grow_box
 
 #: A lesion within this distance (mm) of tissue that is neither lung nor lesion is juxtapleural.
 JUXTAPLEURAL_MM = 2.0
@@ -71,11 +72,19 @@ class Lesion:
 
 
 def _crop(mask: np.ndarray) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
-    found = ndimage.find_objects(mask.astype(np.uint8))
-    if not found or found[0] is None:
+    """A full-size mask as (its bounding box, the mask inside it); None when empty."""
+    if not mask.any():
         return None
-    box = found[0]
+    box = bounding_box(mask)
     return box, mask[box].copy()
+
+
+def lesion_union(lesions: list[Lesion], shape: tuple[int, ...]) -> np.ndarray:
+    """Every lesion's voxels in one full-size boolean mask."""
+    union = np.zeros(shape, dtype=bool)
+    for lesion in lesions:
+        lesion.paint(union)
+    return union
 
 
 def lidc_lesions(path: str | os.PathLike, volume: CTVolume) -> list[Lesion]:
@@ -221,14 +230,12 @@ def score_lesions(
     """
     if mask.shape != reference.shape:
         raise InputError(f"mask shape {mask.shape} differs from reference shape {reference.shape}")
-    all_lesions = np.zeros(mask.shape, dtype=bool)
-    for lesion in lesions:
-        lesion.paint(all_lesions)
+    all_lesions = lesion_union(lesions, mask.shape)
     sampling = tuple(float(s) for s in reversed(spacing))
     reach = [int(np.ceil(JUXTAPLEURAL_MM / s)) + 1 for s in sampling]
     scores = []
     for lesion in lesions:
-        grown = tuple(slice(max(b.start - r, 0), min(b.stop + r, n)) for b, r, n in zip(lesion.box, reach, mask.shape))
+        grown = grow_box(lesion.box, reach, mask.shape)
         other = ~((reference[grown] > 0) | all_lesions[grown])
         near = ndimage.distance_transform_edt(~other, sampling=sampling) if other.any() else None
         here = np.zeros(other.shape, dtype=bool)
@@ -259,16 +266,11 @@ def spill_ml(
     if not ref.any():
         return float(lung.sum()) * float(np.prod(spacing)) / 1000.0, float("inf")
     sampling = tuple(float(s) for s in reversed(spacing))
-    margin = [int(np.ceil(SPILL_MM / s)) + 1 for s in sampling]
-    found = ndimage.find_objects((lung | ref).astype(np.uint8))[0]
-    box = tuple(slice(max(b.start - m, 0), min(b.stop + m, n)) for b, m, n in zip(found, margin, mask.shape))
+    box = bounding_box(lung | ref, margin=[int(np.ceil(SPILL_MM / s)) + 1 for s in sampling])
     distance = ndimage.distance_transform_edt(~ref[box], sampling=sampling)
     far = lung[box] & (distance > SPILL_MM)
     if lesions:
-        marked = np.zeros(mask.shape, dtype=bool)
-        for lesion in lesions:
-            lesion.paint(marked)
-        far &= ~marked[box]
+        far &= ~lesion_union(lesions, mask.shape)[box]
     voxel_ml = float(np.prod(spacing)) / 1000.0
     spill = float(far.sum()) * voxel_ml
     return spill, 100.0 * spill / (float(ref.sum()) * voxel_ml)

@@ -6,18 +6,26 @@ the metrics; nothing here knows what a lung is.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import ndimage
 
 
-def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
-    """Bounding box of a non-empty mask, grown by ``margin`` voxels and clipped."""
+def grow_box(box: tuple[slice, ...], margin: int | Sequence[int], shape: Sequence[int]) -> tuple[slice, ...]:
+    """A box grown by ``margin`` voxels (one number, or one per axis) on each side, clipped to ``shape``."""
+    margins = [margin] * len(box) if isinstance(margin, (int, np.integer)) else list(margin)
+    return tuple(slice(max(s.start - m, 0), min(s.stop + m, n)) for s, m, n in zip(box, margins, shape))
+
+
+def bounding_box(mask: np.ndarray, margin: int | Sequence[int] = 0) -> tuple[slice, ...]:
+    """Bounding box of a non-empty mask, grown by ``margin`` voxels (one number, or one per axis) and clipped."""
     slices = []
     for axis in range(mask.ndim):
         other = tuple(a for a in range(mask.ndim) if a != axis)
         idx = np.flatnonzero(mask.any(axis=other))
-        slices.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, mask.shape[axis])))
-    return tuple(slices)
+        slices.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    return grow_box(tuple(slices), margin, mask.shape)
 
 
 def in_plane_pixels(length_mm: float, spacing: tuple[float, float, float]) -> int:
