@@ -37,6 +37,15 @@ class HUWindow:
     low: float = -1024.0
     high: float = 600.0
 
+    @property
+    def width(self) -> float:
+        """The window's width in HU: one unit of the generator's input scale."""
+        return self.high - self.low
+
+    def scale(self, hu):
+        """HU (a number or an array) on the generator's input scale: ``low`` is 0, ``high`` is 1; not clipped."""
+        return (hu - self.low) / self.width
+
 
 DEFAULT_WINDOW = HUWindow()
 

@@ -43,6 +43,8 @@ MASS_MM = (30.0, 70.0)
 #: maskedSeg's share of hidden patches, and the patch side in pixels at 256.
 MASK_RATIO = 0.7
 MASK_PATCH = 16
+#: A slice with less lung than this (pixels at the network's size) gets no lesion or dense lung.
+MIN_LUNG_PIXELS = 400
 #: A lung pixel raised by more than this (window units, about 80 HU) counts as drawn.
 DRAWN_MIN = 0.05
 
@@ -72,21 +74,17 @@ class LesionOptions:
         return self.lesions > 0 or self.dense_lung > 0 or self.masking > 0
 
 
-def _to_window(hu: float, window: HUWindow) -> float:
-    return (hu - window.low) / (window.high - window.low)
-
-
 def soft_tissue_stats(image: np.ndarray, lung: np.ndarray, window: HUWindow = DEFAULT_WINDOW) -> tuple[float, float]:
     """Median and spread (window units) of the slice's soft tissue outside the lung.
 
     Falls back to 40 HU with 15 HU of noise when the slice shows too little soft tissue.
     """
-    low, high = (_to_window(v, window) for v in SOFT_TISSUE_HU)
+    low, high = (window.scale(v) for v in SOFT_TISSUE_HU)
     tissue = image[(image > low) & (image < high) & ~lung]
     if tissue.size < 200:
-        return _to_window(40.0, window), 15.0 / (window.high - window.low)
+        return window.scale(40.0), 15.0 / window.width
     spread = float(np.subtract(*np.percentile(tissue, [75, 25]))) / 1.35
-    return float(np.median(tissue)), min(max(spread, 5.0 / (window.high - window.low)), 40.0 / (window.high - window.low))
+    return float(np.median(tissue)), min(max(spread, 5.0 / window.width), 40.0 / window.width)
 
 
 def lesion_shape(radius_px: float, style: str, rng: np.random.Generator) -> np.ndarray:
@@ -113,6 +111,14 @@ def lesion_shape(radius_px: float, style: str, rng: np.random.Generator) -> np.n
     return r <= radius_px * edge
 
 
+def _paint_tissue(
+    image: np.ndarray, alpha: np.ndarray, mean: float, spread: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Blend soft tissue (median ``mean``, noise of about ``spread``, smooth like a CT's) into ``image`` by ``alpha``."""
+    texture = mean + spread * ndimage.gaussian_filter(rng.standard_normal(image.shape), 0.7) / 0.4
+    return image * (1 - alpha) + np.clip(texture, 0.0, 1.0) * alpha
+
+
 def insert_lesions(
     image: np.ndarray, lung: np.ndarray, pixel_mm: float, rng: np.random.Generator, window: HUWindow = DEFAULT_WINDOW
 ) -> np.ndarray:
@@ -128,7 +134,7 @@ def insert_lesions(
         The new image (the input is not changed).
     """
     out = image.copy()
-    if lung.sum() < 400:
+    if lung.sum() < MIN_LUNG_PIXELS:
         return out
     mean, spread = soft_tissue_stats(image, lung, window)
     inside = ndimage.distance_transform_edt(lung)
@@ -162,8 +168,7 @@ def insert_lesions(
         ys1, xs1 = min(top + shape.shape[0], lung.shape[0]), min(left + shape.shape[1], lung.shape[1])
         footprint[ys0:ys1, xs0:xs1] = shape[ys0 - top : ys1 - top, xs0 - left : xs1 - left]
         alpha = ndimage.gaussian_filter(footprint.astype(np.float32), 0.6) * lung
-        texture = mean + spread * ndimage.gaussian_filter(rng.standard_normal(lung.shape), 0.7) / 0.4
-        out = out * (1 - alpha) + np.clip(texture, 0.0, 1.0) * alpha
+        out = _paint_tissue(out, alpha, mean, spread, rng)
     return out.astype(image.dtype)
 
 
@@ -175,24 +180,22 @@ def dense_lung(image: np.ndarray, lung: np.ndarray, rng: np.random.Generator, wi
     patches raise random blobs to the density of soft tissue.
     """
     out = image.copy()
-    if lung.sum() < 400:
+    if lung.sum() < MIN_LUNG_PIXELS:
         return out
-    scale = window.high - window.low
     mean, spread = soft_tissue_stats(image, lung, window)
     if rng.random() < 0.5:
         rows = np.flatnonzero(lung.any(axis=1))
         depth = (np.arange(lung.shape[0]) - rows[0]) / max(rows[-1] - rows[0], 1)
         start = rng.uniform(0.55, 0.9)
         ramp = np.clip((depth - start) / (1 - start), 0, 1) ** rng.uniform(0.5, 2.0)
-        lift = rng.uniform(300.0, 900.0) / scale * ramp[:, None] * lung
+        lift = rng.uniform(300.0, 900.0) / window.width * ramp[:, None] * lung
         out = np.minimum(out + lift, np.maximum(out, mean + spread))
     else:
         field = ndimage.gaussian_filter(rng.standard_normal(lung.shape), rng.uniform(4.0, 10.0))
         share = rng.uniform(0.05, 0.25)
         level = np.quantile(field[lung], 1 - share)
         alpha = np.clip((field - level) / (0.3 * field[lung].std() + 1e-6), 0, 1) * lung
-        texture = mean + spread * ndimage.gaussian_filter(rng.standard_normal(lung.shape), 0.7) / 0.4
-        out = out * (1 - alpha) + np.clip(texture, 0.0, 1.0) * alpha
+        out = _paint_tissue(out, alpha, mean, spread, rng)
     return out.astype(image.dtype)
 
 

@@ -21,7 +21,7 @@ from .config import DEFAULT_WINDOW, HUWindow
 def normalize(hu: torch.Tensor, window: HUWindow = DEFAULT_WINDOW) -> torch.Tensor:
     """Clip HU to the window and scale to [0, 1] (float32)."""
     hu = hu.to(torch.float32)
-    return ((hu.clamp(window.low, window.high) - window.low) / (window.high - window.low)).contiguous()
+    return window.scale(hu.clamp(window.low, window.high)).contiguous()
 
 
 @dataclass(frozen=True)

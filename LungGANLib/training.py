@@ -53,11 +53,6 @@ logger = logging.getLogger(__name__)
 #: Lung denser than this (HU) is what a threshold cuts out: nodules, masses, consolidation.
 DENSE_LUNG_HU = -320.0
 
-
-def _window_value(hu: float) -> float:
-    """An HU value in the generator's input scale."""
-    return (hu - DEFAULT_WINDOW.low) / (DEFAULT_WINDOW.high - DEFAULT_WINDOW.low)
-
 __all__ = ["EpochRecord", "SliceData", "TrainConfig", "Trainer", "export_model", "prepare_slices", "run_training"]
 
 
@@ -316,7 +311,7 @@ class Trainer:
             return None
         weights = torch.ones_like(x)
         if dense_w != 1.0:
-            dense = (y > 0.5) & (x > _window_value(DENSE_LUNG_HU))
+            dense = (y > 0.5) & (x > DEFAULT_WINDOW.scale(DENSE_LUNG_HU))
             weights = torch.where(dense, torch.full_like(x, dense_w), weights)
         if lesion_w != 1.0 and drawn is not None:
             weights = torch.maximum(weights, torch.where(drawn > 0.5, torch.full_like(x, lesion_w), weights))
@@ -355,6 +350,24 @@ class Trainer:
             losses.critic, losses.em_distance, losses.penalty = float(last.loss.detach()), last.em_distance, last.penalty
         return losses
 
+    def batch(self, data: SliceData, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The slices ``index`` as a training batch: lesions drawn in, then the random affine, when configured.
+
+        Returns:
+            Inputs, targets, and the pixels the lesion augmentations drew (None when they are off).
+        """
+        x, y, drawn = data.images[index], data.targets[index], None
+        if self.config.lesion_options.active:
+            # Drawn before the affine augmentation, on the slice's own pixel grid (its size in mm is known).
+            seed = int(torch.randint(2**31 - 1, (1,), generator=self.rng))
+            pixel_mm = None if data.pixel_mm is None else data.pixel_mm[index]
+            x, drawn = augment_lesions(x, y, pixel_mm, self.config.lesion_options, np.random.default_rng(seed))
+        if self.config.augment:
+            # The drawn pixels move with the label: warp them as a second target channel.
+            x, targets = augment(x, y if drawn is None else torch.cat([y, drawn], dim=1), self.rng)
+            y, drawn = (targets, None) if drawn is None else (targets[:, :1], targets[:, 1:])
+        return x, y, drawn
+
     def train_epoch(self, data: SliceData, on_step: Callable[[int, int, StepLosses], None] | None = None) -> StepLosses:
         """One shuffled pass over the training slices; returns the mean of each loss.
 
@@ -372,22 +385,7 @@ class Trainer:
             raise InputError(f"{len(data)} training slices are fewer than one batch of {bs}")
         records = []
         for step in range(steps):
-            index = order[step * bs : (step + 1) * bs]
-            x, y = data.images[index], data.targets[index]
-            if self.config.lesion_options.active:
-                # Drawn before the affine augmentation, on the slice's own pixel grid (its size in mm is known).
-                seed = int(torch.randint(2**31 - 1, (1,), generator=self.rng))
-                pixel_mm = None if data.pixel_mm is None else data.pixel_mm[index]
-                x, drawn = augment_lesions(x, y, pixel_mm, self.config.lesion_options, np.random.default_rng(seed))
-                if self.config.augment:
-                    # The drawn pixels move with the label: warp them as a second target channel.
-                    x, both = augment(x, torch.cat([y, drawn], dim=1), self.rng)
-                    y, drawn = both[:, :1], both[:, 1:]
-                records.append(self.train_step(x, y, drawn))
-            else:
-                if self.config.augment:
-                    x, y = augment(x, y, self.rng)
-                records.append(self.train_step(x, y))
+            records.append(self.train_step(*self.batch(data, order[step * bs : (step + 1) * bs])))
             if on_step:
                 on_step(step + 1, steps, records[-1])
         return StepLosses(*(float(np.mean(values)) for values in zip(*(asdict(r).values() for r in records))))

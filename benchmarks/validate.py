@@ -107,6 +107,11 @@ def score(name: str, method: str, model_path: str | None, model, envelope: bool,
     return row
 
 
+def pct(value) -> str:
+    """A share as a percentage for the tables; a dash for none."""
+    return "–" if value is None else f"{100 * value:.1f} %"
+
+
 def summary_table(rows: list[dict]) -> str:
     """One line per model and envelope setting: the figures the default model is chosen by (see its card)."""
 
@@ -115,9 +120,6 @@ def summary_table(rows: list[dict]) -> str:
             if r["case"] == case:
                 return r["lungs"]["dice"] if key == "dice" else r.get(key)
         return None
-
-    def pct(value) -> str:
-        return "–" if value is None else f"{100 * value:.1f} %"
 
     def num(value) -> str:
         return "–" if value is None else f"{value:.4f}"
@@ -223,9 +225,6 @@ def main() -> None:
                         row["synthetic_kept"] = round(synthetic, 4)
                     rows.append(row)
                     print(json.dumps(row), file=sys.stderr, flush=True)
-
-    def pct(value) -> str:
-        return "–" if value is None else f"{100 * value:.1f} %"
 
     print("| model | method | envelope | case | role | Dice | HD95 mm | lesions: least inside | pooled | juxtapleural least | spill mL |")
     print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|")

@@ -26,8 +26,7 @@ from LungGANLib.training import DENSE_LUNG_HU, Trainer, TrainConfig
 from LungGANLib.models import GeneratorConfig
 
 
-def window(hu: float) -> float:
-    return (hu - DEFAULT_WINDOW.low) / (DEFAULT_WINDOW.high - DEFAULT_WINDOW.low)
+window = DEFAULT_WINDOW.scale  # HU on the generator's input scale
 
 
 @pytest.fixture(scope="module")
