@@ -44,7 +44,11 @@ def emit_json(event: str, **fields) -> None:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .inference import SegmentOptions, segment_file
+    from .batch import is_folder_output, make_output_folder, plan, run
+    from .inference import SegmentOptions, model_name, resolve_device, segment_file
+    from .io import MASK_SUFFIXES, check_output_path
+    from .model_io import load_model
+    from .report import check_report_path, write_report
 
     options = SegmentOptions(
         method=args.method,
@@ -55,27 +59,63 @@ def cmd_segment(args: argparse.Namespace) -> int:
         fill_holes=not args.no_fill_holes,
         envelope=not args.no_envelope,
     )
-    start = time.perf_counter()
-    result = segment_file(
-        args.input,
-        args.output,
-        options,
-        overwrite=args.overwrite,
-        force=args.force,
-        series=args.series,
-        progress=(lambda done, total: emit_json("progress", done=done, total=total)) if args.progress_json
-        else None if args.quiet else _progress_bar("segmenting"),
-    )
-    seconds = time.perf_counter() - start
-    if args.progress_json:
-        emit_json("done", output=str(result.output), right_ml=result.right_ml, left_ml=result.left_ml, empty=result.empty, seconds=seconds)
-    if result.empty:
-        print(f"warning: no lungs found in {args.input}; wrote an empty mask to {result.output}", file=sys.stderr)
-    elif args.single_label:
-        print(f"wrote {result.output}: lungs {result.right_ml + result.left_ml:.0f} mL ({seconds:.1f} s)")
+    many = is_folder_output(args.output, args.input, args.all_series)
+    if not many and len(args.input) > 1:
+        raise LungGANError("several inputs need an output folder as -o")
+    jobs = plan(args.input, args.output, args.format, args.all_series, args.series)
+    report = check_report_path(args.report, args.overwrite) if args.report else None
+    if not many:  # one scan: a bad output is refused before any work, as before
+        check_output_path(jobs[0].output, args.overwrite, MASK_SUFFIXES)
+    model = None
+    if options.method == "gan":  # loaded once for all scans
+        device = resolve_device(options.device)
+        model = load_model(options.model, device)
+    make_output_folder(jobs)
+    scans = _progress_bar("scans", unit="scan") if many and not (args.quiet or args.progress_json) else None
+
+    def segment_one(job):
+        if args.progress_json:
+            progress = lambda done, total: emit_json("progress", input=str(job.input), done=done, total=total)  # noqa: E731
+        else:
+            progress = None if (args.quiet or many) else _progress_bar("segmenting")
+        return segment_file(job.input, job.output, options, overwrite=args.overwrite, force=args.force,
+                            series=job.series, progress=progress, model=model)
+
+    done = []
+
+    def say(row: dict) -> None:
+        done.append(row)
+        if args.progress_json and row["status"] != "failed":
+            emit_json("done", input=row["input"], output=row["output"], right_ml=row["right_lung_ml"],
+                      left_ml=row["left_lung_ml"], empty=row["status"] == "no lungs", seconds=row["seconds"])
+        _say_row(row, many, args.single_label)
+        if scans:
+            scans(len(done), len(jobs))
+
+    # One scan writes its report only when it succeeded: a failed call writes nothing.
+    rows = run(jobs, segment_one, report if many else None, say, {"method": options.method, "model": model_name(options)})
+    failed = sum(row["status"] == "failed" for row in rows)
+    if report and not many and not failed:
+        write_report(rows, report)
+    if many:
+        print(f"segmented {len(rows) - failed} of {len(rows)} scans" + (f"; {failed} failed" if failed else ""))
+    if report and (many or not failed):
+        print(f"wrote {report}")
+    return 2 if failed else 0
+
+
+def _say_row(row: dict, many: bool, single_label: bool) -> None:
+    """One line per scan: what was written, or why it failed."""
+    if row["status"] == "failed":
+        print(f"lunggan: error: {row['input']}: {row['message']}" if many else f"lunggan: error: {row['message']}",
+              file=sys.stderr, flush=True)
+    elif row["status"] == "no lungs":
+        print(f"warning: no lungs found in {row['input']}; wrote an empty mask to {row['output']}", file=sys.stderr)
+    elif single_label:
+        print(f"wrote {row['output']}: lungs {row['total_lung_ml']:.0f} mL ({row['seconds']:.1f} s)")
     else:
-        print(f"wrote {result.output}: right lung {result.right_ml:.0f} mL, left lung {result.left_ml:.0f} mL ({seconds:.1f} s)")
-    return 0
+        print(f"wrote {row['output']}: right lung {row['right_lung_ml']:.0f} mL, left lung {row['left_lung_ml']:.0f} mL "
+              f"({row['seconds']:.1f} s)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -238,6 +278,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .batch import FORMATS
     from .config import DEFAULT_BASE_CHANNELS, DEFAULT_DEPTH, DEFAULT_INPUT_SIZE
     from .inference import DEVICES, METHODS
     from .variants import VARIANTS
@@ -246,9 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    seg = sub.add_parser("segment", help="segment the lungs of a CT")
-    seg.add_argument("input", help="CT: .nii.gz/.nii/.nrrd/.mha/.mhd/.dcm file or a DICOM folder")
-    seg.add_argument("-o", "--output", required=True, help="mask to write (.nii.gz, .nii, .nrrd, .mha)")
+    seg = sub.add_parser("segment", help="segment the lungs of one CT or many")
+    seg.add_argument("input", nargs="+", help="CT: .nii.gz/.nii/.nrrd/.mha/.mhd/.dcm file or a DICOM folder (several: -o is a folder)")
+    seg.add_argument("-o", "--output", required=True,
+                     help="mask to write (.nii.gz, .nii, .nrrd, .mha, or .dcm for DICOM SEG), or a folder (OUTDIR/) "
+                          "for one mask per input, named INPUT_lungs.FORMAT")
+    seg.add_argument("--format", choices=FORMATS, help="the masks' format in an output folder (default: nii.gz; dcm: DICOM SEG)")
+    seg.add_argument("--all-series", action="store_true", help="segment every DICOM series of a folder input (-o is a folder)")
+    seg.add_argument("--report", metavar="FILE", help="lung report, one row per input: volumes, mean HU, LAA-950/-910, PD15 (.csv or .json)")
     seg.add_argument("--method", choices=METHODS, default="gan", help="gan: the trained generator; classical: thresholds and morphology")
     seg.add_argument("--model", help="generator weights (.safetensors); default: the shipped model")
     seg.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)} (auto: cuda, then mps, then cpu)")
@@ -258,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--no-envelope", action="store_true",
                      help="do not take back nodules that sit in dents of the lung's outline at the chest wall")
     seg.add_argument("--series", help="SeriesInstanceUID when the DICOM folder holds several series")
-    seg.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    seg.add_argument("--overwrite", action="store_true", help="replace existing masks and report")
     seg.add_argument("--force", action="store_true", help="segment even if the input does not look like CT")
     seg.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     seg.add_argument("--progress-json", action="store_true", help="report progress as JSON lines on stdout (for Slicer)")
@@ -370,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lunggan: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("lunggan: interrupted; no output was written", file=sys.stderr)
+        print("lunggan: interrupted; the file in progress was not written (files reported as written are complete)",
+              file=sys.stderr)
         return 130
 
 

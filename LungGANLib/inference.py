@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from .classical import body_mask, segment_classical
 from .config import DEFAULT_CLASSICAL, ClassicalParams
 from .envelope import DEFAULT_ENVELOPE
 from .errors import InputError
-from .io import CTVolume, check_output_path, load_ct, mask_to_image, write_image
+from .io import MASK_SUFFIXES, CTVolume, check_output_path, load_ct, mask_to_image, suffix_of, write_image
 from .model_io import ModelInfo, load_model
 from .models import Generator
 from .postprocess import postprocess
@@ -206,12 +206,22 @@ def segment(
 
 @dataclass
 class SegmentResult:
-    """What :func:`segment_file` did: the output path and the lung volumes in mL."""
+    """What :func:`segment_file` did: the output path, the lung volumes in mL and the report's figures."""
 
     output: Path
     right_ml: float
     left_ml: float
     empty: bool
+    figures: dict = field(default_factory=dict)
+
+
+def model_name(options: SegmentOptions) -> str:
+    """How a run's model is named in reports and DICOM SEG: the weights' file stem, or ``classical``."""
+    from .model_io import DEFAULT_MODEL
+
+    if options.method == "classical":
+        return "classical"
+    return Path(options.model).stem if options.model else DEFAULT_MODEL.stem
 
 
 def segment_file(
@@ -222,21 +232,39 @@ def segment_file(
     force: bool = False,
     series: str | None = None,
     progress: Progress | None = None,
+    model: tuple[Generator, ModelInfo] | None = None,
 ) -> SegmentResult:
     """Read a CT, segment its lungs and write the mask with the input's geometry.
 
     The output is checked before any work (exists without ``overwrite``, bad
-    folder or ending) and written atomically, so a failure leaves no file.
+    folder or ending; a ``.dcm`` DICOM SEG for an input that is not DICOM)
+    and written atomically, so a failure leaves no file.
+
+    Args:
+        model: an already loaded generator (batches load it once).
 
     Raises:
         LungGANError subclasses with a message for the user.
     """
+    from .dicom_seg import write_seg
+    from .report import lung_figures
+
     options = options or SegmentOptions()
-    output = check_output_path(output_path, overwrite)
+    output = check_output_path(output_path, overwrite, MASK_SUFFIXES)
+    is_seg = suffix_of(output) == ".dcm"
     volume = load_ct(input_path, series=series, force=force)
-    labels = segment(volume, options, progress)
-    write_image(mask_to_image(labels, volume), output, overwrite=overwrite)
+    if is_seg and not volume.dicom_files:
+        raise InputError(
+            f"{input_path} is not DICOM, and a DICOM SEG must refer to the CT's DICOM instances: "
+            "segment the DICOM series folder, or write .nii.gz/.nrrd"
+        )
+    labels = segment(volume, options, progress, model)
+    if is_seg:
+        write_seg(output, labels, volume, model_name(options), options.single_label)
+    else:
+        write_image(mask_to_image(labels, volume), output, overwrite=overwrite)
+    figures = lung_figures(volume.array, labels, volume.voxel_volume_ml, options.single_label)
     voxel_ml = volume.voxel_volume_ml
     right = float((labels == 1).sum() * voxel_ml)
     left = float((labels == 2).sum() * voxel_ml)
-    return SegmentResult(output, right, left, not labels.any())
+    return SegmentResult(output, right, left, not labels.any(), figures)

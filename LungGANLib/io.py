@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 #: File endings a mask can be written to: single-file formats, so the write can be atomic.
 OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+#: File endings a lung mask can be written to: the image formats and DICOM SEG.
+MASK_SUFFIXES = (*OUTPUT_SUFFIXES, ".dcm")
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class CTVolume:
         orientation: the original orientation code, e.g. ``"RAS"``.
         modality: the DICOM modality tag where the file has one, else None.
         source: where the volume was read from.
+        dicom_files: the DICOM files read, in slice order (empty for other formats);
+            a DICOM SEG refers to them.
     """
 
     array: np.ndarray
@@ -85,6 +89,7 @@ class CTVolume:
     orientation: str
     modality: str | None = None
     source: str = ""
+    dicom_files: tuple[str, ...] = ()
 
     @property
     def voxel_volume_ml(self) -> float:
@@ -97,7 +102,8 @@ def clip_air(hu: np.ndarray) -> np.ndarray:
     return np.maximum(hu, hu.dtype.type(AIR_HU))
 
 
-def _suffix(path: Path) -> str:
+def suffix_of(path: Path) -> str:
+    """The file's image ending, double ones included (``.nii.gz``), lower case."""
     name = path.name.lower()
     for suffix in IMAGE_SUFFIXES:
         if name.endswith(suffix):
@@ -105,7 +111,7 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
-def _dicom_series(folder: Path) -> dict[str, list[str]]:
+def dicom_series(folder: Path) -> dict[str, list[str]]:
     reader = sitk.ImageSeriesReader()
     series = {}
     for uid in reader.GetGDCMSeriesIDs(str(folder)) or ():
@@ -126,6 +132,12 @@ def _read_modality(filename: str) -> str | None:
 
 
 def read_image(path: str | os.PathLike, series: str | None = None) -> tuple[sitk.Image, str | None]:
+    """Read an image file or a DICOM series folder (see :func:`read_image_files`)."""
+    image, modality, _ = read_image_files(path, series)
+    return image, modality
+
+
+def read_image_files(path: str | os.PathLike, series: str | None = None) -> tuple[sitk.Image, str | None, tuple[str, ...]]:
     """Read an image file or a DICOM series folder.
 
     Args:
@@ -134,7 +146,8 @@ def read_image(path: str | os.PathLike, series: str | None = None) -> tuple[sitk
         series: the SeriesInstanceUID to read when the folder holds several.
 
     Returns:
-        The image as SimpleITK reads it and the DICOM modality (or None).
+        The image as SimpleITK reads it, the DICOM modality (or None) and the
+        DICOM files read in slice order (empty for other formats).
 
     Raises:
         InputError: the path is missing, holds no readable image, or holds
@@ -144,7 +157,7 @@ def read_image(path: str | os.PathLike, series: str | None = None) -> tuple[sitk
     if not path.exists():
         raise InputError(f"input not found: {path} (give a CT file such as .nii.gz/.nrrd/.mha or a DICOM folder)")
     if path.is_dir():
-        found = _dicom_series(path)
+        found = dicom_series(path)
         if not found:
             raise InputError(
                 f"no DICOM series found in folder {path}: give a folder of .dcm files of one CT series, "
@@ -152,7 +165,9 @@ def read_image(path: str | os.PathLike, series: str | None = None) -> tuple[sitk
             )
         if series is None and len(found) > 1:
             listing = "; ".join(f"{uid} ({len(files)} files)" for uid, files in sorted(found.items()))
-            raise InputError(f"folder {path} holds {len(found)} DICOM series; pick one with --series: {listing}")
+            raise InputError(
+                f"folder {path} holds {len(found)} DICOM series; pick one with --series (or take all with --all-series): {listing}"
+            )
         if series is not None and series not in found:
             raise InputError(f"series {series} is not in {path}; it holds: {', '.join(sorted(found))}")
         uid = series if series is not None else next(iter(found))
@@ -168,15 +183,16 @@ def read_image(path: str | os.PathLike, series: str | None = None) -> tuple[sitk
             raise InputError(f"could not read the DICOM series in {path}: {str(exc).strip().splitlines()[-1]}") from None
         finally:
             sitk.ProcessObject.SetGlobalWarningDisplay(shown)
-        return image, _read_modality(files[0])
+        return image, _read_modality(files[0]), tuple(files)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError:
         raise InputError(
             f"could not read {path} as an image: give a CT as .nii.gz, .nrrd, .mha/.mhd, .dcm or a DICOM folder"
         ) from None
-    modality = _read_modality(str(path)) if _suffix(path) == ".dcm" else None
-    return image, modality
+    is_dicom = suffix_of(path) == ".dcm"
+    modality = _read_modality(str(path)) if is_dicom else None
+    return image, modality, (str(path),) if is_dicom else ()
 
 
 def check_is_ct(array: np.ndarray, modality: str | None, source: str) -> None:
@@ -220,11 +236,13 @@ def load_ct(path: str | os.PathLike, series: str | None = None, force: bool = Fa
         >>> ct.array.shape
         (141, 512, 512)
     """
-    image, modality = read_image(path, series)
+    image, modality, files = read_image_files(path, series)
     # Hand the only reference over, so the file's voxels can be freed once reoriented.
     holder = [image]
     del image
-    return volume_from_image(holder, modality=modality, source=str(path), force=force)
+    volume = volume_from_image(holder, modality=modality, source=str(path), force=force)
+    volume.dicom_files = files
+    return volume
 
 
 def volume_from_image(
@@ -297,20 +315,23 @@ def mask_from_image(image: sitk.Image, volume: CTVolume | None = None) -> np.nda
     return sitk.GetArrayFromImage(sitk.DICOMOrient(image, CANONICAL_ORIENTATION))
 
 
-def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+def check_output_path(path: str | os.PathLike, overwrite: bool = False, suffixes: tuple[str, ...] = OUTPUT_SUFFIXES) -> Path:
     """Check that an output can be written, before any work is done.
 
     Raises:
         OutputExistsError: the file exists and ``overwrite`` is False.
-        InputError: the folder does not exist, or the ending is not an image format.
+        InputError: the path is a folder, its folder does not exist, or the
+            ending is not one of ``suffixes``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder: give a file name, or give several inputs to fill a folder")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"output {path} exists: choose another name or pass --overwrite")
     if not path.parent.exists():
         raise InputError(f"output folder {path.parent} does not exist: create it first")
-    if _suffix(path) not in OUTPUT_SUFFIXES:
-        raise InputError(f"output {path}: use a file name ending in {', '.join(OUTPUT_SUFFIXES)}")
+    if suffix_of(path) not in suffixes:
+        raise InputError(f"output {path}: use a file name ending in {', '.join(suffixes)}")
     return path
 
 
@@ -345,4 +366,4 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object], suffix
 def write_image(image: sitk.Image, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write an image atomically (see :func:`atomic_write`); an existing file is only replaced when asked."""
     path = check_output_path(path, overwrite)
-    return atomic_write(path, lambda tmp: sitk.WriteImage(image, tmp, useCompression=True), suffix=_suffix(path))
+    return atomic_write(path, lambda tmp: sitk.WriteImage(image, tmp, useCompression=True), suffix=suffix_of(path))
