@@ -133,12 +133,14 @@ class LungGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # The combo boxes are filled from the parameters' Choice annotations by connectGui.
         self.ui.progressBar.hide()
         self.ui.trainProgressBar.hide()
+        self.ui.figuresTableView.hide()
         self.logic = LungGANLogic()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.recomputeFiguresButton.connect("clicked(bool)", self.onRecomputeFigures)
         self.ui.addPairButton.connect("clicked(bool)", self.onAddPair)
         self.ui.removePairButton.connect("clicked(bool)", self.onRemovePair)
         self.ui.trainButton.connect("clicked(bool)", self.onTrain)
@@ -189,6 +191,7 @@ class LungGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         running = self._job is not None
         p = self._parameterNode
         self.ui.segmentButton.enabled = not running and bool(p and p.inputVolume)
+        self.ui.recomputeFiguresButton.enabled = not running and bool(p and p.inputVolume and p.outputSegmentation)
         self.ui.trainButton.enabled = not running and bool(self._pairs)
         self.ui.cancelButton.enabled = running and self._job[0] == "segment"
         self.ui.trainCancelButton.enabled = running and self._job[0] == "train"
@@ -252,6 +255,7 @@ class LungGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     return
                 p.outputSegmentation = node
                 slicer.util.setSliceViewerLayers(background=p.inputVolume, fit=True)
+                self._showFigures()
                 self._stop(f"Done: {', '.join(mrml.segment_names(node))}.")
             else:
                 job.cleanup()
@@ -273,6 +277,16 @@ class LungGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._stop(f"Model written to {job.output}; selected for segmentation.")
             else:
                 self._stop("Cancelled; no model was written." if state == CANCELLED else f"Failed: {job.process.error}")
+
+    def _showFigures(self):
+        self.ui.figuresTableView.setMRMLTableNode(self.logic.lastFiguresTable)
+        self.ui.figuresTableView.show()
+
+    def onRecomputeFigures(self):
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Could not compute the lung figures.", waitCursor=True):
+            self.logic.lungFigures(p.inputVolume, p.outputSegmentation)
+            self._showFigures()
 
     def onCancel(self):
         if self._job is None:

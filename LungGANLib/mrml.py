@@ -158,11 +158,13 @@ def _stem(path: str | os.PathLike) -> str:
 # -- segmentations ------------------------------------------------------------------------------
 
 
-def labels_from_segmentation(segmentation_node, volume_node, volume: CTVolume | None = None) -> np.ndarray:
+def labels_from_segmentation(
+    segmentation_node, volume_node, volume: CTVolume | None = None, segment_ids: Sequence[str] | None = None
+) -> np.ndarray:
     """Canonical (z, y, x) labels of a segmentation (or labelmap node) on a CT node's grid.
 
-    Segments are numbered 1, 2, ... in their order (overlaps: the later wins).
-    For training, any label > 0 is lung.
+    Segments (all, or ``segment_ids``) are numbered 1, 2, ... in their order
+    (overlaps: the later wins). For training, any label > 0 is lung.
 
     Raises:
         InputError: the segmentation is empty.
@@ -176,7 +178,10 @@ def labels_from_segmentation(segmentation_node, volume_node, volume: CTVolume | 
     with temporary_nodes(scene):
         label_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "LungGAN temporary labels")
         ids = vtk.vtkStringArray()
-        segmentation_node.GetSegmentation().GetSegmentIDs(ids)
+        if segment_ids is None:
+            segmentation_node.GetSegmentation().GetSegmentIDs(ids)
+        for segment_id in segment_ids or ():
+            ids.InsertNextValue(segment_id)
         if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(segmentation_node, ids, label_node, volume_node):
             raise InputError(f"segmentation {segmentation_node.GetName()!r} could not be exported on {volume_node.GetName()!r}'s grid")
         return mask_from_image(image_from_volume_node(label_node), volume)
@@ -395,7 +400,8 @@ class LungGANLogic:
             shouldCancel: polled with each progress report; True stops and changes nothing.
 
         Returns:
-            The segmentation node (its labelmap node is ``logic.lastLabelmapNode``).
+            The segmentation node (its labelmap node is ``logic.lastLabelmapNode``, the lung
+            figures ``logic.lastFigures`` and their table node ``logic.lastFiguresTable``).
 
         Raises:
             InputError / ModelError: bad input, with a message for the user.
@@ -418,7 +424,31 @@ class LungGANLogic:
         node, self.lastLabelmapNode = write_segmentation(
             self.scene, labels, volume, volumeNode, segmentationNode, existing, not splitLungs, createLabelmap
         )
+        self.lastFigures = self.lungFigures(volumeNode, node)
         return node
+
+    def lungFigures(self, volumeNode, segmentationNode, table: bool = True) -> dict:
+        """The lung report's figures of a LungGAN segmentation as it is now (edits included).
+
+        The same figures as ``lunggan segment --report`` (see :mod:`LungGANLib.report`):
+        ``right_lung_ml``, ``right_lung_mean_hu``, ``right_lung_laa950_percent``, ... for
+        the right lung, the left lung and both (``total_lung_*``), from the last lung
+        segments LungGAN made and the CT's HU. ``table`` also writes them into the
+        segmentation's table node (``logic.lastFiguresTable``), reused on later calls.
+
+        Raises:
+            InputError: the segmentation holds no LungGAN lung segments.
+        """
+        from .mrml_figures import fill_table, lung_segment_ids
+        from .report import lung_figures
+
+        ids = lung_segment_ids(segmentationNode, GENERATED_TAG)
+        volume = ct_from_volume_node(volumeNode, force=True)
+        labels = labels_from_segmentation(segmentationNode, volumeNode, volume, list(ids.values()))
+        figures = lung_figures(volume.array, labels, volume.voxel_volume_ml, single_label="lungs" in ids)
+        if table:
+            self.lastFiguresTable = fill_table(self.scene, figures, segmentationNode, f"{segmentationNode.GetName()} figures")
+        return figures
 
     def startSegmentation(
         self,
@@ -627,6 +657,7 @@ class SegmentationJob:
         node, self.logic.lastLabelmapNode = write_segmentation(
             self.logic.scene, labels, volume, self.volumeNode, segmentationNode, existing, not self.splitLungs, createLabelmap
         )
+        self.logic.lastFigures = self.logic.lungFigures(self.volumeNode, node)
         return node
 
     def cleanup(self) -> None:

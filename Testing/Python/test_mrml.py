@@ -100,6 +100,82 @@ def test_segment_gives_named_coded_segments_on_the_input_grid(scene, data):
     assert (expected == 1).sum() > 1000 and (expected == 2).sum() > 1000
 
 
+def table_values(table) -> dict[str, list]:
+    """A table node's columns by title."""
+    t = table.GetTable()
+    return {t.GetColumnName(c): [t.GetValue(r, c).ToString() if c == 0 else t.GetValue(r, c).ToDouble()
+                                 for r in range(t.GetNumberOfRows())] for c in range(t.GetNumberOfColumns())}
+
+
+def segment_array(segmentation, segment_id, ct) -> np.ndarray:
+    """One segment as a (k, j, i) array on the CT's grid, exported on its own."""
+    scene = segmentation.GetScene()
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segment_id)
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(segmentation, ids, node, ct)
+    array = slicer.util.arrayFromVolume(node) > 0
+    scene.RemoveNode(node)
+    return array
+
+
+def set_segment_array(segmentation, segment_id, ct, array) -> None:
+    """Replace a segment's voxels, as an editor effect would."""
+    scene = segmentation.GetScene()
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    matrix = vtk.vtkMatrix4x4()
+    ct.GetIJKToRASMatrix(matrix)
+    node.SetIJKToRASMatrix(matrix)
+    slicer.util.updateVolumeFromArray(node, array.astype(np.uint8))
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segment_id)
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(node, segmentation, ids)
+    scene.RemoveNode(node)
+
+
+def test_lung_figures_follow_the_segments_and_fill_one_table(scene, data):
+    from LungGANLib.report import lung_figures
+
+    logic = mrml.LungGANLogic(scene)
+    ct = logic.loadCT(data / CIP)
+    segmentation = logic.segment(ct, device="cpu")
+    # Recomputed here from the CT's voxels and each segment's own labelmap, through slicer.util.
+    hu = slicer.util.arrayFromVolume(ct)
+    segs = segmentation.GetSegmentation()
+    right_id, left_id = segs.GetNthSegmentID(0), segs.GetNthSegmentID(1)
+    right, left = segment_array(segmentation, right_id, ct), segment_array(segmentation, left_id, ct)
+    voxel_ml = float(np.prod(ct.GetSpacing())) / 1000
+    assert logic.lastFigures["right_lung_ml"] == pytest.approx(right.sum() * voxel_ml)
+    assert logic.lastFigures["left_lung_mean_hu"] == pytest.approx(hu[left].mean())
+    assert logic.lastFigures["total_lung_laa950_percent"] == pytest.approx(100 * (hu[right | left] < -950).mean())
+    table = logic.lastFiguresTable
+    assert segmentation.GetNodeReference("LungGANFigures") is table
+    values = table_values(table)
+    assert list(values) == ["Measurement", "Right lung", "Left lung", "Both lungs"]
+    assert values["Measurement"][0] == "Volume (mL)"
+    assert values["Right lung"][0] == pytest.approx(right.sum() * voxel_ml, abs=0.01)
+    # A radiologist erases the right lung's upper half: the figures and the same table follow.
+    edited = right.copy()
+    edited[edited.shape[0] // 2:] = False
+    set_segment_array(segmentation, right_id, ct, edited)
+    assert segment_array(segmentation, right_id, ct).sum() == edited.sum()
+    tables = scene.GetNodesByClass("vtkMRMLTableNode").GetNumberOfItems()
+    figures = logic.lungFigures(ct, segmentation)
+    assert figures["right_lung_ml"] == pytest.approx(edited.sum() * voxel_ml)
+    assert figures == lung_figures(hu, edited.astype(np.uint8) + 2 * left, voxel_ml)
+    assert logic.lastFiguresTable is table and scene.GetNodesByClass("vtkMRMLTableNode").GetNumberOfItems() == tables
+    assert table_values(table)["Right lung"][0] == pytest.approx(edited.sum() * voxel_ml, abs=0.01)
+
+
+def test_lung_figures_need_lung_segments_made_by_lunggan(scene, data):
+    logic = mrml.LungGANLogic(scene)
+    ct = logic.loadCT(data / CIP)
+    mine = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "mine")
+    mine.GetSegmentation().AddEmptySegment("", "right lung")
+    with pytest.raises(InputError, match="no lung segments made by LungGAN"):
+        logic.lungFigures(ct, mine)
+
+
 def test_an_existing_segmentation_is_never_overwritten(scene, data):
     logic = mrml.LungGANLogic(scene)
     ct = logic.loadCT(data / CIP)
