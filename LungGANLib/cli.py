@@ -10,7 +10,9 @@ import argparse
 import json
 import logging
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -410,15 +412,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    previous = _exit_cleanly_on_sigterm()
     try:
         return args.func(args)
     except LungGANError as exc:
         print(f"lunggan: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("lunggan: interrupted; the file in progress was not written (files reported as written are complete)",
               file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived; it unwinds like Ctrl-C, so temporary files are removed on the way out."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated
+
+
+def _exit_cleanly_on_sigterm():
+    """Make SIGTERM (Slicer's Cancel, a batch system's stop) end the run like Ctrl-C; returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _terminated)
 
 
 if __name__ == "__main__":
