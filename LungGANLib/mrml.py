@@ -226,7 +226,8 @@ def write_segmentation(
         labels: canonical (z, y, x) labels (1 right, 2 left; or 1 for both).
         volume: the CT the labels were computed on.
         volume_node: its node: the segmentation references it and gets its geometry.
-        segmentation_node: output node; None creates ``"<CT name> lungs"``.
+        segmentation_node: output node; None creates ``"<CT name> lungs"`` under the CT's
+            transform. A node under another transform than the CT's is refused (it is never re-parented).
         existing: when the output already has segments: ``"add"`` new segments
             beside them (names made unique), ``"replace"`` the lung segments LungGAN
             made before (tagged ``LungGAN``; the user's own segments stay), or ``"new"``: leave it alone and create another node.
@@ -242,6 +243,13 @@ def write_segmentation(
     image = mask_to_image(labels, volume)
     if segmentation_node is not None and segmentation_node.GetSegmentation().GetNumberOfSegments() and existing == "new":
         segmentation_node = None
+    if segmentation_node is not None and segmentation_node.GetTransformNodeID() != volume_node.GetTransformNodeID():
+        # Never re-parent a user's node (its own segments would move); lungs imported into another frame need its
+        # reference geometry in that frame, which the segmentation does not keep reliably: refuse instead.
+        raise InputError(
+            f"segmentation {segmentation_node.GetName()!r} is under another transform than the CT "
+            f"{volume_node.GetName()!r}: choose a segmentation under the CT's transform, or a new one"
+        )
     created = segmentation_node is None
     if created:
         segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{volume_node.GetName()} lungs")
@@ -255,20 +263,24 @@ def write_segmentation(
     if segmentation.GetNumberOfSegments() == 0:
         segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
     segmentation_node.SetNodeReferenceID(segmentation_node.GetReferenceImageGeometryReferenceRole(), volume_node.GetID())
-    segmentation_node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+    if created:  # a new node lives in the CT's frame; a user's own node keeps its transform
+        segmentation_node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
 
     taken = {segmentation.GetSegment(segmentation.GetNthSegmentID(i)).GetName() for i in range(segmentation.GetNumberOfSegments())}
     array = sitk.GetArrayViewFromImage(image)
     for name, value in names.items():
         segment_id = segmentation.AddEmptySegment("", _unique_name(taken, name), LUNG_COLOUR)
         segment = segmentation.GetSegment(segment_id)
-        segment.SetTerminology(TERMINOLOGY[name])
+        # The tag, not SetTerminology: that exists only from Slicer 5.10 on, the tag on every version.
+        segment.SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), TERMINOLOGY[name])
         segment.SetTag(GENERATED_TAG, "1")
         if not (array == value).any():
             continue
         with temporary_nodes(scene):
             one = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "LungGAN temporary label")
             set_volume_node_image(one, sitk.Cast(image == value, sitk.sitkUInt8))
+            # In the CT's frame: the import then maps it into the segmentation's frame, whatever transforms either is under.
+            one.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
             ids = vtk.vtkStringArray()
             ids.InsertNextValue(segment_id)
             slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(one, segmentation_node, ids)
