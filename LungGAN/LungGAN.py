@@ -10,8 +10,8 @@ as it was.
 """
 
 import os
-import pathlib
 import sys
+import traceback
 
 # Development mode ("Additional module paths" = this repository's LungGAN/ folder): the core is one level up.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,7 +61,7 @@ class LungGAN(ScriptedLoadableModule):
 class LungGANParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode
-    modelPath: pathlib.Path  # empty: the shipped model
+    modelPath: str = ""  # empty: the shipped model
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     splitLungs: bool = True
     fillHoles: bool = True
@@ -69,12 +69,17 @@ class LungGANParameterNode:
     trainVariant: Annotated[str, Choice(VARIANTS)] = "regression"
     trainEpochs: Annotated[int, WithinRange(1, 500)] = 5
     fineTune: bool = True
-    trainOutput: pathlib.Path  # empty: ~/LungGAN/models/<variant>-<n>.safetensors
+    trainOutput: str = ""  # empty: ~/LungGAN/models/<variant>-<n>.safetensors
+
+
+# Path fields synced by hand: Slicer binds a ctkPathLineEdit only to a pathlib.Path parameter,
+# whose empty value shows "." and can never be emptied again.
+PATH_FIELDS = {"modelPathLineEdit": "modelPath", "trainOutputPathLineEdit": "trainOutput"}
 
 
 def _pathOrNone(path):
-    """An unset path parameter reads as '.' (pathlib.Path())."""
-    return str(path) if path and str(path) not in ("", ".") else None
+    """An empty path field means the default."""
+    return str(path) if path and str(path).strip() not in ("", ".") else None
 
 
 def ensureDependencies() -> bool:
@@ -87,15 +92,24 @@ def ensureDependencies() -> bool:
         except ImportError:
             slicer.util.errorDisplay("LungGAN needs PyTorch: install the 'PyTorch' extension (Extensions Manager), restart Slicer, and try again.")
             return False
-        if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is None:
+        try:
+            installed = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True)
+        except Exception as exc:  # a failed download or pip run
+            slicer.util.errorDisplay(f"Installing PyTorch failed: {exc}", detailedText=traceback.format_exc())
+            return False
+        if installed is None:
             slicer.util.errorDisplay("PyTorch was not installed; LungGAN cannot run without it.")
             return False
     missing = missing_packages()
     if missing:
         if not slicer.util.confirmOkCancelDisplay(f"LungGAN needs these Python packages: {', '.join(missing)}. Install them now?"):
             return False
-        with slicer.util.WaitCursor():
-            slicer.util.pip_install(missing)
+        try:
+            with slicer.util.WaitCursor():
+                slicer.util.pip_install(missing)
+        except Exception as exc:  # pip's failures come in many types; the user must see them, not only the console
+            slicer.util.errorDisplay(f"Installing {', '.join(missing)} failed: {exc}", detailedText=traceback.format_exc())
+            return False
     return True
 
 
@@ -145,6 +159,8 @@ class LungGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.removePairButton.connect("clicked(bool)", self.onRemovePair)
         self.ui.trainButton.connect("clicked(bool)", self.onTrain)
         self.ui.trainCancelButton.connect("clicked(bool)", self.onCancel)
+        for widgetName, field in PATH_FIELDS.items():
+            getattr(self.ui, widgetName).connect("currentPathChanged(QString)", lambda path, f=field: self._setPath(f, path))
         self._pairs = []
         self.initializeParameterNode()
 
@@ -162,6 +178,8 @@ class LungGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event):
         self.onCancel()
+        self._pairs.clear()  # their nodes are about to be removed
+        self.ui.pairsListWidget.clear()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -187,9 +205,18 @@ class LungGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- state: idle or running (one job at a time) -------------------------------------------
 
+    def _setPath(self, field, path):
+        if self._parameterNode and getattr(self._parameterNode, field) != path:
+            setattr(self._parameterNode, field, path)
+
     def _updateButtons(self, caller=None, event=None):
         running = self._job is not None
         p = self._parameterNode
+        for widgetName, field in PATH_FIELDS.items():
+            widget = getattr(self.ui, widgetName)
+            value = getattr(p, field) if p else ""
+            if widget.currentPath != value:
+                widget.currentPath = value
         self.ui.segmentButton.enabled = not running and bool(p and p.inputVolume)
         self.ui.recomputeFiguresButton.enabled = not running and bool(p and p.inputVolume and p.outputSegmentation)
         self.ui.trainButton.enabled = not running and bool(self._pairs)
@@ -197,6 +224,8 @@ class LungGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.trainCancelButton.enabled = running and self._job[0] == "train"
 
     def _start(self, kind, job, bar, status, text):
+        if self._job is not None:  # one job at a time: a new one ends the old one's process tree
+            self.onCancel()
         self._job = (kind, job)
         bar.setValue(0)
         bar.show()
@@ -273,7 +302,7 @@ class LungGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             job.cleanup()
             if state == DONE:
-                self._parameterNode.modelPath = pathlib.Path(job.output)  # selectable for "Segment lungs" right away
+                self._parameterNode.modelPath = str(job.output)  # selectable for "Segment lungs" right away
                 self._stop(f"Model written to {job.output}; selected for segmentation.")
             else:
                 self._stop("Cancelled; no model was written." if state == CANCELLED else f"Failed: {job.process.error}")
@@ -330,7 +359,12 @@ class LungGANWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class LungGANTest(ScriptedLoadableModuleTest):
-    """What "Reload and Test" runs: the same real CT as the Slicer-free tests (``../shared/data`` or $LUNGGAN_DATA)."""
+    """What "Reload and Test" runs: segment a real chest CT and check the segments.
+
+    The CT is ``ct/lidc-idri-0001.nii.gz`` under $LUNGGAN_DATA (the shared test data) where
+    that is set, else SampleData's "CTChest". Without PyTorch and the other packages, or
+    without a CT, the test is skipped, never passed.
+    """
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -339,18 +373,38 @@ class LungGANTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_segment_and_keep_existing()
 
-    def test_segment_and_keep_existing(self):
-        from LungGANLib.references import data_dir
+    def _chestCT(self, logic):
+        folder = os.environ.get("LUNGGAN_DATA")
+        if folder and os.path.isfile(os.path.join(folder, "ct", "lidc-idri-0001.nii.gz")):
+            return logic.loadCT(os.path.join(folder, "ct", "lidc-idri-0001.nii.gz"))
+        try:
+            import SampleData
 
-        path = data_dir() / "ct" / "lidc-idri-0001.nii.gz"
-        if not path.is_file():
-            self.delayDisplay(f"Test data not found at {path}: set LUNGGAN_DATA to the shared data folder")
-            return
+            return SampleData.downloadSample("CTChest")
+        except Exception as exc:  # offline, or SampleData missing
+            self.skipTest(f"no chest CT: set LUNGGAN_DATA to the shared data folder, or allow SampleData's download ({exc})")
+
+    def test_segment_and_keep_existing(self):
+        from LungGANLib.dependencies import missing_packages, torch_available
+
+        missing = missing_packages() + ([] if torch_available() else ["torch (the PyTorch extension)"])
+        if missing:
+            self.skipTest(f"not installed: {', '.join(missing)}; open the module and segment once to install them")
         logic = LungGANLogic()
-        volume = logic.loadCT(path)
-        self.delayDisplay("Segmenting lidc-idri-0001")
+        volume = self._chestCT(logic)
+        self.delayDisplay(f"Segmenting {volume.GetName()}")
         segmentation = logic.segment(volume, device="cpu")
         self.assertEqual(mrml.segment_names(segmentation), ["right lung", "left lung"])
+        segments = segmentation.GetSegmentation()
+        for index, code in enumerate(("24028007", "7771000")):  # SNOMED CT Right, Left
+            tag = vtk.reference("")
+            segments.GetSegment(segments.GetNthSegmentID(index)).GetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), tag)
+            self.assertIn("SCT^39607008^Lung", str(tag))
+            self.assertIn(f"SCT^{code}^", str(tag))
+        # An adult's lung holds about 1 to 4 L; the CT may not show all of it, so only a loose range.
+        for side in ("right", "left"):
+            volumeMl = logic.lastFigures[f"{side}_lung_ml"]
+            self.assertTrue(300 < volumeMl < 5000, f"{side} lung {volumeMl:.0f} mL")
         again = logic.segment(volume, segmentation, device="cpu")  # add, never overwrite
         self.assertIs(again, segmentation)
         self.assertEqual(mrml.segment_names(segmentation), ["right lung", "left lung", "right lung (2)", "left lung (2)"])

@@ -87,7 +87,9 @@ def test_segment_gives_named_coded_segments_on_the_input_grid(scene, data):
         segment = segs.GetSegment(segs.GetNthSegmentID(index))
         assert segment.GetColor() == pytest.approx(mrml.LUNG_COLOUR)
         entry = slicer.vtkSlicerTerminologyEntry()
-        assert terminology.DeserializeTerminologyEntry(segment.GetTerminology(), entry)
+        tag = vtk.reference("")
+        assert segment.GetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), tag)
+        assert terminology.DeserializeTerminologyEntry(str(tag), entry)
         assert (entry.GetCategoryObject().GetCodeValue(), entry.GetCategoryObject().GetCodeMeaning()) == ("123037004", "Anatomical Structure")
         assert (entry.GetTypeObject().GetCodingSchemeDesignator(), entry.GetTypeObject().GetCodeValue()) == ("SCT", "39607008")
         assert (entry.GetTypeModifierObject().GetCodeValue(), entry.GetTypeModifierObject().GetCodeMeaning()) == (code, side)
@@ -174,6 +176,86 @@ def test_lung_figures_need_lung_segments_made_by_lunggan(scene, data):
     mine.GetSegmentation().AddEmptySegment("", "right lung")
     with pytest.raises(InputError, match="no lung segments made by LungGAN"):
         logic.lungFigures(ct, mine)
+
+
+def linear_transform(scene, translation=(0.0, 0.0, 0.0), degrees_about_z=0.0, parent=None):
+    node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    transform = vtk.vtkTransform()
+    transform.Translate(*translation)
+    transform.RotateZ(degrees_about_z)
+    node.SetMatrixTransformToParent(transform.GetMatrix())
+    if parent is not None:
+        node.SetAndObserveTransformNodeID(parent.GetID())
+    return node
+
+
+def world_labels(segmentation, ct) -> np.ndarray:
+    """The segments exported onto the CT's grid as it lies in the world (a probe volume under no transform)."""
+    scene = segmentation.GetScene()
+    to_world = vtk.vtkMatrix4x4()
+    slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(ct.GetParentTransformNode(), None, to_world)
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    ct.GetIJKToRASMatrix(ijk_to_ras)
+    vtk.vtkMatrix4x4.Multiply4x4(to_world, ijk_to_ras, ijk_to_ras)
+    probe = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "probe")
+    probe.SetIJKToRASMatrix(ijk_to_ras)
+    slicer.util.updateVolumeFromArray(probe, np.zeros(slicer.util.arrayFromVolume(ct).shape, np.uint8))
+    label = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    ids = vtk.vtkStringArray()
+    segmentation.GetSegmentation().GetSegmentIDs(ids)
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(segmentation, ids, label, probe)
+    array = slicer.util.arrayFromVolume(label).copy()
+    scene.RemoveNode(label)
+    scene.RemoveNode(probe)
+    return array
+
+
+def dice(a, b) -> float:
+    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+@pytest.mark.parametrize("where", ["translated", "rotated", "nested"])
+def test_lungs_land_on_the_ct_in_the_world_whatever_its_transform(scene, data, where):
+    logic = mrml.LungGANLogic(scene)
+    ct = logic.loadCT(data / CIP)
+    plain = mrml.labels_from_segmentation(logic.segment(ct, device="cpu", method="classical"), ct)
+    if where == "translated":
+        transform = linear_transform(scene, (50.0, -20.0, 10.0))
+    elif where == "rotated":
+        transform = linear_transform(scene, degrees_about_z=20.0)
+    else:
+        transform = linear_transform(scene, degrees_about_z=-15.0, parent=linear_transform(scene, (30.0, 0.0, -40.0)))
+    ct.SetAndObserveTransformNodeID(transform.GetID())
+    segmentation = logic.segment(ct, device="cpu", method="classical", createLabelmap=True)
+    assert segmentation.GetTransformNodeID() == transform.GetID()
+    assert logic.lastLabelmapNode.GetTransformNodeID() == transform.GetID()
+    # Same voxels in the CT's own frame, and in the world on the CT as it lies there.
+    np.testing.assert_array_equal(mrml.labels_from_segmentation(logic.lastLabelmapNode, ct), plain)
+    expected = slicer.util.arrayFromVolume(logic.lastLabelmapNode)
+    found = world_labels(segmentation, ct)
+    for value in (1, 2):
+        assert dice(found == value, expected == value) > (0.999 if where == "translated" else 0.97), value
+
+
+def test_a_users_segmentation_under_another_transform_is_refused_and_left_alone(scene, data):
+    logic = mrml.LungGANLogic(scene)
+    ct = logic.loadCT(data / CIP)
+    ct.SetAndObserveTransformNodeID(linear_transform(scene, (40.0, 0.0, 0.0)).GetID())
+    theirs = linear_transform(scene, (0.0, 25.0, 0.0))
+    mine = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "mine")
+    mine.SetAndObserveTransformNodeID(theirs.GetID())
+    mrml.ensure_segmentation_converters()
+    mine.GetSegmentation().AddEmptySegment("", "my nodule")
+    before = node_ids(scene)
+    for existing in ("add", "replace"):
+        with pytest.raises(InputError, match="under another transform"):
+            logic.segment(ct, mine, device="cpu", method="classical", existing=existing)
+    assert mine.GetTransformNodeID() == theirs.GetID()  # never re-parented
+    assert mrml.segment_names(mine) == ["my nodule"]
+    assert node_ids(scene) == before
+    # "new" leaves it alone and makes a node in the CT's frame.
+    made = logic.segment(ct, mine, device="cpu", method="classical", existing="new")
+    assert made is not mine and made.GetTransformNodeID() == ct.GetTransformNodeID()
 
 
 def test_an_existing_segmentation_is_never_overwritten(scene, data):
@@ -344,6 +426,22 @@ def test_training_in_a_background_process(training_pairs, tmp_path):
     assert not job.work.exists()
 
 
+#: Slicer API the oldest supported release (5.8) lacks, with the release that added it
+#: (checked in Slicer's source: vtkSegment's terminology accessors came in March 2025, 5.10).
+NEWER_THAN_5_8 = {"SetTerminology": "5.10", "GetTerminology": "5.10"}
+
+
+def test_no_call_needs_a_slicer_newer_than_5_8():
+    import ast
+
+    calls = []
+    for path in [*(REPO / "LungGANLib").rglob("*.py"), *(REPO / "LungGAN").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in NEWER_THAN_5_8:
+                calls.append(f"{path.relative_to(REPO)}:{node.lineno} {node.func.attr} (Slicer {NEWER_THAN_5_8[node.func.attr]})")
+    assert calls == []
+
+
 def test_every_widget_the_module_uses_is_in_the_ui_file():
     source = (REPO / "LungGAN" / "LungGAN.py").read_text()
     used = set(re.findall(r"self\.ui\.(\w+)", source))
@@ -353,7 +451,13 @@ def test_every_widget_the_module_uses_is_in_the_ui_file():
     # Widgets bound to the parameter node name its fields.
     fields = set(re.findall(r"^    (\w+): ", source.split("class LungGANParameterNode")[1].split("\n\n\n")[0], re.M))
     bound = {p.find("string").text for w in widgets.values() for p in w.findall("property") if p.get("name") == "SlicerParameterName"}
-    assert bound == fields
+    # Path fields are synced by hand (an empty pathlib.Path shows "."): plain strings, on path line edits.
+    import ast
+
+    by_hand = ast.literal_eval(re.search(r"^PATH_FIELDS = (\{.*\})$", source, re.M).group(1))
+    assert bound | set(by_hand.values()) == fields and not bound & set(by_hand.values())
+    assert all(widgets[name].get("class") == "ctkPathLineEdit" for name in by_hand)
+    assert all(re.search(rf"^    {field}: str = \"\"", source, re.M) for field in by_hand.values())
     # The module lists the variants without importing torch (it may not be installed yet); they match the registry.
     from LungGANLib.variants import VARIANTS
 
@@ -378,3 +482,30 @@ def test_readme_console_example_runs_as_written(monkeypatch, scene, tmp_path):
     segmentation, model = namespace["segmentation"], namespace["model"]
     assert mrml.segment_names(segmentation) == ["right lung", "left lung"]
     assert Path(model).parent == tmp_path and Path(model).is_file()
+
+
+def test_what_the_module_imports_needs_no_package_slicer_lacks():
+    """LungGAN.py's imports of LungGANLib (module level, the dependency check, the self-test) load with only what
+    Slicer ships (numpy, SimpleITK, VTK, slicer): PyTorch, scikit-image and the rest come after the user agreed."""
+    import ast
+    import subprocess
+    import sys
+
+    tree = ast.parse((REPO / "LungGAN" / "LungGAN.py").read_text())
+    modules = sorted({node.module + (f".{alias.name}" if node.module == "LungGANLib" else "")
+                      for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+                      and node.module.startswith("LungGANLib") for alias in node.names})
+    assert "LungGANLib.mrml" in modules and "LungGANLib.dependencies" in modules
+    blocked = ["torch", "skimage", "scipy", "safetensors", "tqdm", "matplotlib", "highdicom", "pydicom"]
+    code = (
+        "import importlib, importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        f"    def find_spec(self, name, path, target=None):\n"
+        f"        if name.split('.')[0] in {blocked!r}:\n"
+        "            raise ImportError(f'{name} is not in Slicer until the user installs it')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
