@@ -54,3 +54,11 @@ def test_module_cmake_installs_files_that_exist():
     assert "LungGANLib/*.py" in text  # every module of the core, sub-packages included (GLOB_RECURSE)
     top = (REPO / "CMakeLists.txt").read_text()
     assert "add_subdirectory(LungGAN)" in top
+
+
+def test_the_repository_has_the_licence_its_metadata_names():
+    """The Extensions Index checks need a LICENSE file at the root; pyproject.toml names the same licence."""
+    text = (REPO / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
+    assert re.search(r'^license = "Apache-2.0"$', (REPO / "pyproject.toml").read_text(), re.M)
