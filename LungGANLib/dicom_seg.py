@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError, LungGANError
+from .errors import InputError, LungGANError, OutputError
 from .io import CTVolume, atomic_write, mask_to_image
 
 #: Slices whose position is further than this from the mask's grid (voxels) do not fit it.
@@ -174,12 +174,25 @@ def drop_incomplete_references(dataset) -> None:
             del dataset[keyword]
 
 
-def write_seg(path: str | os.PathLike, labels: np.ndarray, volume: CTVolume, model_name: str, single_label: bool = False) -> Path:
-    """Write the lungs as a DICOM SEG file, atomically (see :func:`build_seg`)."""
+def write_seg(path: str | os.PathLike, labels: np.ndarray, volume: CTVolume, model_name: str,
+              single_label: bool = False, overwrite: bool = False) -> Path:
+    """Write the lungs as a DICOM SEG file, atomically and read back (see :func:`build_seg`)."""
     try:
         seg = build_seg(labels, volume, model_name, single_label)
     except (ValueError, TypeError, AttributeError) as exc:
         if isinstance(exc, LungGANError):
             raise
         raise InputError(f"the source DICOM of {volume.source} cannot carry a SEG ({exc}): write .nii.gz instead") from None
-    return atomic_write(path, lambda tmp: seg.save_as(tmp), suffix=".dcm")
+
+    def verify(name: str) -> None:
+        import pydicom
+
+        try:
+            written = pydicom.dcmread(name)
+            complete = written.SOPInstanceUID == seg.SOPInstanceUID and written.PixelData == seg.PixelData
+        except Exception:  # pydicom raises many types on a cut file
+            complete = False
+        if not complete:
+            raise OutputError("the file reads back incomplete")
+
+    return atomic_write(path, lambda tmp: seg.save_as(tmp), suffix=".dcm", overwrite=overwrite, verify=verify)

@@ -20,3 +20,7 @@ class ModelError(LungGANError, ValueError):
 
 class OutputExistsError(LungGANError, FileExistsError):
     """The output file exists and overwriting was not asked for."""
+
+
+class OutputError(LungGANError, OSError):
+    """An output could not be written (read-only folder, full disk, a size limit); nothing was left behind."""

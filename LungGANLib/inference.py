@@ -22,7 +22,7 @@ from .classical import body_mask, segment_classical
 from .config import DEFAULT_CLASSICAL, ClassicalParams
 from .envelope import DEFAULT_ENVELOPE
 from .errors import InputError
-from .io import MASK_SUFFIXES, CTVolume, check_output_path, load_ct, mask_to_image, suffix_of, write_image
+from .io import MASK_SUFFIXES, CTVolume, check_output_path, check_writable, load_ct, mask_bytes, mask_to_image, suffix_of, write_image
 from .model_io import ModelInfo, load_model
 from .models import Generator
 from .postprocess import postprocess
@@ -258,9 +258,10 @@ def segment_file(
             f"{input_path} is not DICOM, and a DICOM SEG must refer to the CT's DICOM instances: "
             "segment the DICOM series folder, or write .nii.gz/.nrrd"
         )
+    check_writable(output.parent, mask_bytes(volume.array.size, output))  # before the work, not after
     labels = segment(volume, options, progress, model)
     if is_seg:
-        write_seg(output, labels, volume, model_name(options), options.single_label)
+        write_seg(output, labels, volume, model_name(options), options.single_label, overwrite)
     else:
         write_image(mask_to_image(labels, volume), output, overwrite=overwrite)
     figures = lung_figures(volume.array, labels, volume.voxel_volume_ml, options.single_label)

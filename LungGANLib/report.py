@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, OutputExistsError
-from .io import atomic_write
+from .errors import InputError, OutputError, OutputExistsError
+from .io import atomic_write, check_writable
 
 #: Low-attenuation thresholds (HU) and the percentile reported.
 LAA_THRESHOLDS_HU = (-950, -910)
@@ -89,6 +89,7 @@ def check_report_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise OutputExistsError(f"report {path} exists: choose another name or pass --overwrite")
     if not path.parent.is_dir():
         raise InputError(f"report folder {path.parent} does not exist: create it first")
+    check_writable(path.parent)
     return path
 
 
@@ -113,7 +114,15 @@ def report_text(rows: list[dict], suffix: str) -> str:
 
 
 def write_report(rows: list[dict], path: str | os.PathLike) -> Path:
-    """Write the report atomically (rewritten whole after each input, so an interrupted batch keeps its rows)."""
+    """Write the report atomically (rewritten whole after each input, so an interrupted batch keeps its rows).
+
+    The path was checked before the work (:func:`check_report_path`); each rewrite replaces the last one.
+    """
     path = Path(path)
     text = report_text(rows, path.suffix)
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+    def verify(name: str) -> None:
+        if Path(name).read_text(encoding="utf-8") != text:
+            raise OutputError("the file reads back incomplete")
+
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), verify=verify)
