@@ -10,10 +10,12 @@ before they are written.
 from __future__ import annotations
 
 import logging
+import gzip
 import os
 import shutil
 import sys
 import tempfile
+import zlib
 from contextlib import contextmanager
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .config import AIR_HU, CANONICAL_ORIENTATION, CT_AIR_CHECK_HU, CT_MIN_AIR_FRACTION
+from .dicom_series import checked_series, image_series
 from .errors import InputError, OutputError, OutputExistsError
 
 logger = logging.getLogger(__name__)
@@ -160,7 +163,8 @@ def read_image_files(path: str | os.PathLike, series: str | None = None) -> tupl
     if not path.exists():
         raise InputError(f"input not found: {path} (give a CT file such as .nii.gz/.nrrd/.mha or a DICOM folder)")
     if path.is_dir():
-        found = dicom_series(path)
+        listed = dicom_series(path)
+        found = image_series(listed, path)
         if not found:
             raise InputError(
                 f"no DICOM series found in folder {path}: give a folder of .dcm files of one CT series, "
@@ -174,28 +178,86 @@ def read_image_files(path: str | os.PathLike, series: str | None = None) -> tupl
         if series is not None and series not in found:
             raise InputError(f"series {series} is not in {path}; it holds: {', '.join(sorted(found))}")
         uid = series if series is not None else next(iter(found))
-        files = found[uid]
+        in_folder = sum(1 for f in path.iterdir() if f.is_file() and not f.name.startswith("."))
+        unreadable = max(0, in_folder - sum(len(files) for files in listed.values()))
+        files = checked_series(found[uid], path, unreadable)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)
         # ITK warns on stderr about slice spacing varying by a micrometre; keep the console clean.
         shown = sitk.ProcessObject.GetGlobalWarningDisplay()
         sitk.ProcessObject.SetGlobalWarningDisplay(False)
         try:
-            image = reader.Execute()
+            with _c_stderr_captured():
+                image = reader.Execute()
         except RuntimeError as exc:
             raise InputError(f"could not read the DICOM series in {path}: {str(exc).strip().splitlines()[-1]}") from None
         finally:
             sitk.ProcessObject.SetGlobalWarningDisplay(shown)
         return image, _read_modality(files[0]), tuple(files)
+    check_nifti_complete(path)
     try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError:
+        with _c_stderr_captured():  # ITK prints its reasons raw; the message below says it in one line
+            image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        text = str(exc)
+        if any(word in text for word in ("fread", "expected", "not read completely", "received")):
+            raise InputError(f"{path} is truncated or corrupt (its image data is shorter than its header says): "
+                             "copy or export it again") from None
         raise InputError(
             f"could not read {path} as an image: give a CT as .nii.gz, .nrrd, .mha/.mhd, .dcm or a DICOM folder"
         ) from None
     is_dicom = suffix_of(path) == ".dcm"
     modality = _read_modality(str(path)) if is_dicom else None
     return image, modality, (str(path),) if is_dicom else ()
+
+
+def _nifti_data_bytes(header: bytes) -> int | None:
+    """Bytes a NIfTI-1 or NIfTI-2 header promises (offset of the data plus the voxels), or None if it is not one."""
+    for order in "<>":
+        if len(header) >= 348 and np.frombuffer(header[:4], f"{order}i4")[0] == 348:
+            dim = np.frombuffer(header[40:56], f"{order}i2").astype(np.int64)
+            bitpix = int(np.frombuffer(header[72:74], f"{order}i2")[0])
+            offset = int(np.frombuffer(header[108:112], f"{order}f4")[0])
+        elif len(header) >= 540 and np.frombuffer(header[:4], f"{order}i4")[0] == 540:
+            dim = np.frombuffer(header[16:80], f"{order}i8")
+            bitpix = int(np.frombuffer(header[14:16], f"{order}i2")[0])
+            offset = int(np.frombuffer(header[168:176], f"{order}i8")[0])
+        else:
+            continue
+        rank = int(dim[0])
+        if not 1 <= rank <= 7 or (dim[1 : rank + 1] < 0).any():
+            return None
+        return offset + int(np.prod(dim[1 : rank + 1])) * bitpix // 8
+    return None
+
+
+def check_nifti_complete(path: Path) -> None:
+    """Read a NIfTI file to its end: its gzip checksum and length hold, and it has the data its header promises.
+
+    ITK reads a cut ``.nii.gz`` without a word and fills the rest with zeros; this catches it.
+
+    Raises:
+        InputError: the file is truncated or corrupt.
+    """
+    suffix = suffix_of(path)
+    if suffix not in (".nii", ".nii.gz"):
+        return
+    fix = "copy or export it again"
+    try:
+        with (gzip.open(path, "rb") if suffix == ".nii.gz" else open(path, "rb")) as handle:
+            header = handle.read(540)
+            total = len(header)
+            while chunk := handle.read(1 << 24):
+                total += len(chunk)
+    except gzip.BadGzipFile:
+        raise InputError(f"could not read {path} as an image: it is not gzip-compressed, as .nii.gz must be; "
+                         "give a CT as .nii.gz, .nrrd, .mha/.mhd, .dcm or a DICOM folder") from None
+    except (EOFError, OSError, zlib.error) as exc:  # a cut stream, a bad checksum
+        reason = "it ends early" if isinstance(exc, EOFError) else str(exc) or type(exc).__name__
+        raise InputError(f"{path} is truncated or corrupt ({reason}): {fix}") from None
+    expected = _nifti_data_bytes(header)
+    if expected is not None and total < expected:
+        raise InputError(f"{path} is truncated: {total} bytes where its header promises {expected}: {fix}")
 
 
 def check_is_ct(array: np.ndarray, modality: str | None, source: str) -> None:
@@ -275,6 +337,13 @@ def volume_from_image(
     del canonical
     if array.dtype != np.int16:
         array = array.astype(np.float32)
+        bad = ~np.isfinite(array)
+        count = int(np.count_nonzero(bad))
+        if count:
+            # Not a number is no tissue: air keeps it out of the lungs and out of the body, so labels stay right.
+            array[bad] = AIR_HU
+            logger.warning("%s has %d voxels that are NaN or infinite (%.2f%%): set to air (%.0f HU)",
+                           source, count, 100 * count / array.size, AIR_HU)
     if not force:
         check_is_ct(array, modality, source)
     return CTVolume(

@@ -103,3 +103,112 @@ def test_a_writer_that_fails_silently_is_caught_by_reading_back(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_image(image, tmp_path / "m.nrrd")  # a real write reads back equal
     np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "m.nrrd"))), np.arange(64).reshape(4, 4, 4))
+
+
+# -- input integrity ------------------------------------------------------------------------------
+
+
+def copy_series(data, tmp_path) -> Path:
+    folder = tmp_path / "series"
+    shutil.copytree(data / "dicom/lung-pet-ct-dx-a0001-series2", folder)
+    for f in folder.iterdir():
+        f.chmod(0o644)
+    return folder
+
+
+def assert_refused(capsys, argv, message, out):
+    code, stdout, err = run(capsys, "segment", *argv, "-o", out, "--method", "classical", "-q")
+    lines = [line for line in err.splitlines() if line.startswith("lunggan: error:")]
+    assert code == 2 and len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err and "WARNING: In" not in err  # nothing raw from ITK
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("how", ["gzip-cut", "raw-cut", "gzip-corrupt"])
+def test_a_truncated_or_corrupt_nifti_is_refused(capsys, data, tmp_path, how):
+    import gzip
+
+    source = (data / "ct/lung-pet-ct-dx-a0001-series3.nii.gz").read_bytes()
+    if how == "gzip-cut":
+        path, content = tmp_path / "t.nii.gz", source[: len(source) // 2]
+    elif how == "raw-cut":
+        raw = gzip.decompress(source)
+        path, content = tmp_path / "t.nii", raw[: len(raw) * 2 // 3]
+    else:
+        middle = len(source) // 2
+        path, content = tmp_path / "t.nii.gz", source[:middle] + bytes(b ^ 0xFF for b in source[middle : middle + 64]) + source[middle + 64 :]
+    path.write_bytes(content)
+    assert_refused(capsys, [path], "truncated", tmp_path / "m.nii.gz") if how != "gzip-corrupt" else \
+        assert_refused(capsys, [path], "corrupt", tmp_path / "m.nii.gz")
+
+
+def test_a_dicom_series_with_missing_slices_is_refused_naming_them(capsys, data, tmp_path):
+    folder = copy_series(data, tmp_path)
+    files = sorted(folder.iterdir())
+    for f in files[30:35]:
+        f.unlink()
+    assert_refused(capsys, [folder], "missing 5 slice(s) at", tmp_path / "m.nii.gz")
+
+
+def test_a_truncated_slice_file_is_refused_as_a_gap(capsys, data, tmp_path):
+    folder = copy_series(data, tmp_path)
+    victim = sorted(folder.iterdir())[20]
+    victim.write_bytes(victim.read_bytes()[:-100_000])
+    assert_refused(capsys, [folder], "could not be read (truncated?)", tmp_path / "m.nii.gz")
+
+
+def test_duplicates_are_dropped_and_other_objects_ignored_with_a_note(capsys, caplog, data, tmp_path):
+    folder = copy_series(data, tmp_path)
+    shutil.copy(sorted(folder.iterdir())[10], folder / "zz-copy.dcm")
+    assert main(["segment", str(data / "dicom/lung-pet-ct-dx-a0001-series2"), "-o", str(tmp_path / "seg.dcm"),
+                 "--method", "classical", "-q"]) == 0
+    shutil.move(tmp_path / "seg.dcm", folder / "zz-seg.dcm")  # a SEG object in the series folder
+    capsys.readouterr()
+    code, _, err = run(capsys, "segment", folder, "-o", tmp_path / "m.nii.gz", "--method", "classical", "-q")
+    assert code == 0
+    assert "dropped 1 exact duplicate" in caplog.text and "ignoring 1 SEG object" in caplog.text
+    code, _, _ = run(capsys, "segment", data / "dicom/lung-pet-ct-dx-a0001-series2", "-o", tmp_path / "ref.nii.gz",
+                     "--method", "classical", "-q")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "m.nii.gz"))),
+                                  sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ref.nii.gz"))))
+
+
+def test_two_different_slices_at_one_position_are_refused(capsys, data, tmp_path):
+    import pydicom
+
+    folder = copy_series(data, tmp_path)
+    ds = pydicom.dcmread(sorted(folder.iterdir())[10])
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()  # another acquisition's slice at the same place
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.save_as(folder / "zz-other.dcm")
+    assert_refused(capsys, [folder], "two different slices at position", tmp_path / "m.nii.gz")
+
+
+def test_nan_and_infinite_voxels_become_air_and_the_labels_stay_right(capsys, caplog, data, tmp_path):
+    image = sitk.Cast(sitk.ReadImage(str(data / "ct/lung-pet-ct-dx-a0001-series3.nii.gz")), sitk.sitkFloat32)
+    array = sitk.GetArrayFromImage(image)
+    array[-6:] = np.nan  # the last slices, as a broken reconstruction would leave them
+    array[-8:-6] = np.inf
+    broken = sitk.GetImageFromArray(array)
+    broken.CopyInformation(image)
+    sitk.WriteImage(broken, str(tmp_path / "nan.nrrd"))
+    sitk.WriteImage(image, str(tmp_path / "ok.nrrd"))
+    code, _, err = run(capsys, "segment", tmp_path / "nan.nrrd", "-o", tmp_path / "nan-m.nrrd", "--method", "classical", "-q")
+    assert code == 0 and f"{8 * 512 * 512} voxels that are NaN or infinite" in caplog.text
+    assert main(["segment", str(tmp_path / "ok.nrrd"), "-o", str(tmp_path / "ok-m.nrrd"), "--method", "classical", "-q"]) == 0
+    got = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "nan-m.nrrd")))
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ok-m.nrrd")))
+    assert not got[-8:].any()  # no lung where there is no image
+    for label in (1, 2):  # each lung stays on its side, elsewhere as without the broken slices
+        kept = ref[:-8] == label
+        assert (got[:-8][kept] == label).mean() > 0.97, label
+        assert ((got[:-8] == label) & (ref[:-8] == 3 - label)).sum() == 0
+
+
+def test_warnings_reach_the_console_as_one_plain_line(data, tmp_path):
+    folder = copy_series(data, tmp_path)
+    shutil.copy(sorted(folder.iterdir())[10], folder / "zz-copy.dcm")
+    result = subprocess.run([sys.executable, "-m", "LungGANLib.cli", "segment", str(folder), "-o", str(tmp_path / "m.nii.gz"),
+                             "--method", "classical", "-q"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0
+    assert result.stderr.strip().splitlines() == [f"lunggan: warning: dropped 1 exact duplicate slice file(s) in {folder}"]
