@@ -197,10 +197,20 @@ def segment(
             envelope=DEFAULT_ENVELOPE if options.envelope else None,
         )
     if not labels.any():
-        logger.warning(
-            "no lungs found in %s: the mask is empty. Is it a chest CT (lungs in the field of view)?",
-            volume.source or "the volume",
-        )
+        from .model_io import DEFAULT_MODEL
+
+        own_model = options.method == "gan" and options.model is not None and Path(options.model).resolve() != DEFAULT_MODEL.resolve()
+        if own_model and lung_slices(hu).size:  # air inside a body: a chest, and the model found nothing in it
+            logger.warning(
+                "no lungs found in %s with the model %s, though the CT has air inside the body: the model may be at "
+                "fault; try the shipped model (leave out --model) or --method classical", volume.source or "the volume",
+                options.model,
+            )
+        else:
+            logger.warning(
+                "no lungs found in %s: the mask is empty. Is it a chest CT (lungs in the field of view)?",
+                volume.source or "the volume",
+            )
     return labels
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,57 @@ class ModelInfo:
             return cls(config, int(meta["input_size"]), HUWindow(float(low), float(high)), float(meta["threshold"]))
         except (KeyError, ValueError, TypeError) as exc:
             raise ModelError(f"{source} has unreadable LungGAN metadata ({exc}): re-export the model") from None
+
+
+#: What a model file may describe: anything outside is refused before a network is built.
+LIMITS = {"depth": (1, 8), "base_channels": (1, 256), "input_size": (32, 1024)}
+#: The most parameters a model's metadata may imply (the shipped generator has about 0.5 million).
+MAX_PARAMETERS = 100_000_000
+NORMS = ("batch", "instance", "none")
+
+
+def implied_parameters(config: GeneratorConfig) -> int:
+    """About how many weights a generator of this shape has (3x3 convolutions dominate), without building it."""
+    total, previous = 0, config.in_channels
+    for level in range(config.depth + 1):
+        channels = config.base_channels * 2**level
+        total += 9 * (previous * channels + channels * channels)  # encoder block (and bottleneck)
+        previous = channels
+    for level in reversed(range(config.depth)):
+        channels = config.base_channels * 2**level
+        total += 4 * 2 * channels * channels + 9 * (2 * channels * channels + channels * channels)  # up-conv, block
+    return total
+
+
+def check_model_info(info: ModelInfo, source: str) -> None:
+    """Refuse metadata that describes an impossible, absurd or memory-exhausting model.
+
+    Raises:
+        ModelError: naming the setting and its allowed range.
+    """
+    config = info.config
+    values = {"depth": config.depth, "base_channels": config.base_channels, "input_size": info.input_size}
+    for name, (low, high) in LIMITS.items():
+        value = values[name]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ModelError(f"{source} describes {name} {value!r}: LungGAN models have {low} to {high}; re-export the model")
+    if (config.in_channels, config.out_channels) != (1, 1):
+        raise ModelError(f"{source} has {config.in_channels} input and {config.out_channels} output channels: LungGAN needs 1 and 1")
+    if config.norm not in NORMS:
+        raise ModelError(f"{source} describes normalisation {config.norm!r}: use one of {', '.join(NORMS)}")
+    if not (isinstance(config.negative_slope, (int, float)) and math.isfinite(config.negative_slope) and 0 <= config.negative_slope < 1):
+        raise ModelError(f"{source} describes a LeakyReLU slope {config.negative_slope!r}: it must be in [0, 1)")
+    if info.input_size % 2**config.depth:
+        raise ModelError(f"{source}: input size {info.input_size} is not divisible by 2**depth = {2**config.depth}")
+    parameters = implied_parameters(config)
+    if parameters > MAX_PARAMETERS:
+        raise ModelError(f"{source} implies {parameters / 1e6:.0f} million weights (at most {MAX_PARAMETERS / 1e6:.0f} million): "
+                         "not a LungGAN generator")
+    low, high = info.window.low, info.window.high
+    if not (math.isfinite(low) and math.isfinite(high) and -4000 <= low < high <= 4000):
+        raise ModelError(f"{source} has the HU window [{low}, {high}]: it must be finite, low below high, within -4000..4000")
+    if not (math.isfinite(info.threshold) and 0 < info.threshold < 1):
+        raise ModelError(f"{source} has the threshold {info.threshold}: it must lie strictly between 0 and 1")
 
 
 def card_path(weights: str | os.PathLike) -> Path:
@@ -148,6 +200,11 @@ def load_model(path: str | os.PathLike | None = None, device: torch.device | str
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"{path} is not a readable safetensors file (corrupt or truncated?): {exc}") from None
     info = ModelInfo.from_metadata(meta, str(path))
+    check_model_info(info, str(path))
+    bad = sorted(k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all())
+    if bad:
+        raise ModelError(f"{path} has weights that are NaN or infinite ({len(bad)} tensors, e.g. {bad[0]}): "
+                         "the training diverged; use another checkpoint")
     try:
         generator = Generator(info.config)
     except ValueError as exc:

@@ -116,8 +116,8 @@ def copy_series(data, tmp_path) -> Path:
     return folder
 
 
-def assert_refused(capsys, argv, message, out):
-    code, stdout, err = run(capsys, "segment", *argv, "-o", out, "--method", "classical", "-q")
+def assert_refused(capsys, argv, message, out, method="classical"):
+    code, stdout, err = run(capsys, "segment", *argv, "-o", out, "--method", method, "-q")
     lines = [line for line in err.splitlines() if line.startswith("lunggan: error:")]
     assert code == 2 and len(lines) == 1 and message in lines[0], err
     assert "Traceback" not in err and "WARNING: In" not in err  # nothing raw from ITK
@@ -212,3 +212,63 @@ def test_warnings_reach_the_console_as_one_plain_line(data, tmp_path):
                              "--method", "classical", "-q"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0
     assert result.stderr.strip().splitlines() == [f"lunggan: warning: dropped 1 exact duplicate slice file(s) in {folder}"]
+
+
+# -- crafted models -------------------------------------------------------------------------------
+
+
+def crafted_model(tmp_path, change) -> Path:
+    """The shipped model's weights with its metadata (or a tensor) changed by ``change(meta, tensors)``."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from LungGANLib.model_io import DEFAULT_MODEL
+
+    with safe_open(str(DEFAULT_MODEL), framework="pt") as handle:
+        meta = dict(handle.metadata())
+    tensors = load_file(str(DEFAULT_MODEL))
+    generator = json.loads(meta["generator"])
+    change(meta, generator, tensors)
+    meta["generator"] = json.dumps(generator)
+    path = tmp_path / "crafted.safetensors"
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+CRAFTED = {
+    "depth 40": (lambda m, g, t: g.update(depth=40), "depth 40"),
+    "width 10^7": (lambda m, g, t: g.update(base_channels=10_000_000), "base_channels 10000000"),
+    "input size 0": (lambda m, g, t: m.update(input_size="0"), "input_size 0"),
+    "input size -256": (lambda m, g, t: m.update(input_size="-256"), "input_size -256"),
+    "input size 100": (lambda m, g, t: m.update(input_size="100"), "not divisible by 2**depth"),
+    "inverted window": (lambda m, g, t: m.update(window="[400, -1000]"), "low below high"),
+    "zero window": (lambda m, g, t: m.update(window="[0, 0]"), "low below high"),
+    "threshold NaN": (lambda m, g, t: m.update(threshold="nan"), "strictly between 0 and 1"),
+    "threshold 2": (lambda m, g, t: m.update(threshold="2"), "strictly between 0 and 1"),
+    "NaN weights": (lambda m, g, t: t["head.weight"].fill_(float("nan")), "NaN or infinite"),
+    "too many weights": (lambda m, g, t: g.update(base_channels=256, depth=8), "million weights"),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED))
+def test_a_crafted_model_is_refused_before_a_network_is_built(capsys, monkeypatch, data, tmp_path, case):
+    import LungGANLib.model_io as model_io
+
+    change, message = CRAFTED[case]
+    model = crafted_model(tmp_path, change)
+    built = []
+    monkeypatch.setattr(model_io, "Generator", lambda *a, **k: built.append(1))
+    assert_refused(capsys, [data / "fixtures/cip-ct-64/ct-64.nrrd", "--model", model], message, tmp_path / "m.nii.gz", "gan")
+    assert built == []
+
+
+def test_an_empty_mask_from_another_model_blames_the_model_not_the_ct(capsys, caplog, data, tmp_path):
+    def silence(meta, generator, tensors):  # a model that answers "no lung" everywhere
+        tensors["head.bias"].fill_(-50.0)
+        tensors["head.weight"].zero_()
+
+    model = crafted_model(tmp_path, silence)
+    code, _, _ = run(capsys, "segment", data / "fixtures/cip-ct-64/ct-64.nrrd", "-o", tmp_path / "m.nii.gz", "--model", model, "-q")
+    assert code == 0 and "the model may be at fault" in caplog.text and "Is it a chest CT" not in caplog.text
