@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +48,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     """
     name = (name or "auto").lower()
     base = name.split(":")[0]
-    if base not in DEVICES:
+    if not (name in DEVICES or re.fullmatch(r"cuda:\d+", name)):
         raise InputError(f"unknown device {name!r}: use one of {', '.join(DEVICES)} (or cuda:N)")
+    if name.startswith("cuda:") and torch.cuda.is_available() and int(name[5:]) >= torch.cuda.device_count():
+        raise InputError(f"device {name} does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s), cuda:0 first")
     if base == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -60,6 +63,32 @@ def resolve_device(name: str = "auto") -> torch.device:
     if base == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
         raise InputError("device mps was asked for but Apple's MPS is not available: use --device cpu or auto")
     return torch.device(name)
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free for the network's tensors on ``device`` (None where it cannot be told)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # not Linux
+        return None
+
+
+def check_batch_fits(batch_size: int, info: ModelInfo, device: torch.device) -> None:
+    """Refuse a batch whose activations would not fit in the free memory (a crash after minutes otherwise).
+
+    A slice's activations are about 8 float32 maps of the first level's width at the input size
+    (the deeper levels add less than that); half the free memory may go to them.
+    """
+    per_slice = info.input_size**2 * 4 * info.config.base_channels * 8
+    free = free_memory(device)
+    if free is not None and batch_size * per_slice > free // 2:
+        most = max(1, free // 2 // per_slice)
+        raise InputError(
+            f"--batch-size {batch_size} needs about {batch_size * per_slice / 1e9:.1f} GB, more than half the "
+            f"{free / 1e9:.1f} GB free on {device.type}: use at most {most}"
+        )
 
 
 def lung_slices(hu: np.ndarray, body: np.ndarray | None = None, min_air_px: int = 16) -> np.ndarray:
@@ -190,6 +219,7 @@ def segment(
         todo = lung_slices(hu, body)
         logger.info("generator on %s: %d of %d slices can hold lung", device, len(todo), hu.shape[0])
         batch_size = options.batch_size or (CPU_BATCH_SIZE if device.type == "cpu" else GPU_BATCH_SIZE)
+        check_batch_fits(batch_size, info, device)
         mask = predict_probabilities(hu, generator, info, device, batch_size, todo, progress)
         mask &= body
         labels = postprocess(

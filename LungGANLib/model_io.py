@@ -140,7 +140,8 @@ def sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def save_model(generator: Generator, info: ModelInfo, path: str | os.PathLike, card: dict | None = None) -> Path:
+def save_model(generator: Generator, info: ModelInfo, path: str | os.PathLike, card: dict | None = None,
+               overwrite: bool = True) -> Path:
     """Write a generator and its model card, each atomically.
 
     Args:
@@ -148,6 +149,7 @@ def save_model(generator: Generator, info: ModelInfo, path: str | os.PathLike, c
         info: preprocessing settings stored with it.
         path: the ``.safetensors`` file to write; the card goes beside it.
         card: model card fields (data, training command, scores...).
+        overwrite: replace an existing weights file (else it is kept and OutputExistsError raised).
 
     Returns:
         The weights path.
@@ -158,7 +160,7 @@ def save_model(generator: Generator, info: ModelInfo, path: str | os.PathLike, c
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in generator.state_dict().items() if v.is_floating_point()}
     tensors.update({k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items() if not v.is_floating_point()})
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=info.metadata()))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=info.metadata()), overwrite=overwrite)
     # The fields that describe these weights come from them, whatever ``card`` says.
     described = {
         "format": FORMAT,

@@ -41,7 +41,7 @@ from .datasets import SliceData, augment, kaggle_slices, load_pairs, prepare_sli
 from .errors import InputError
 from .inference import resolve_device
 from .lesion_synthesis import LesionOptions, augment_lesions
-from .io import atomic_write
+from .io import atomic_write, check_writable
 from .losses import LIPSCHITZ, CriticTerms, clip_weights, critic_loss, generator_loss
 from .model_io import ModelInfo, load_model, save_model
 from .models import Generator, GeneratorConfig
@@ -548,10 +548,32 @@ class Trainer:
         return self.best_path
 
 
-def export_model(best: str | os.PathLike, output: str | os.PathLike) -> Path:
-    """Write a run's best generator, with its card, under its final name (atomically)."""
+EXPORT_RECORD = "exported.json"
+
+
+def _record_export(run_dir: Path, output: Path) -> None:
+    """Remember in the run folder which model this run exported, so --resume may replace that one only."""
+    from .model_io import sha256
+
+    record = {"output": str(output.resolve()), "sha256": sha256(output)}
+    atomic_write(run_dir / EXPORT_RECORD, lambda tmp: Path(tmp).write_text(json.dumps(record)))
+
+
+def _exported_by(run_dir: Path, output: Path) -> bool:
+    """Whether ``output`` is, unchanged, the model this run exported."""
+    from .model_io import sha256
+
+    try:
+        record = json.loads((run_dir / EXPORT_RECORD).read_text())
+        return record["output"] == str(output.resolve()) and output.is_file() and record["sha256"] == sha256(output)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def export_model(best: str | os.PathLike, output: str | os.PathLike, overwrite: bool = True) -> Path:
+    """Write a run's best generator, with its card, under its final name (atomically; no-clobber without ``overwrite``)."""
     generator, info = load_model(best)
-    return save_model(generator, info, output, info.card)
+    return save_model(generator, info, output, info.card, overwrite=overwrite)
 
 
 def _training_data(args) -> tuple[SliceData, SliceData, dict[str, list[str]]]:
@@ -625,10 +647,18 @@ def run_training(args) -> Path:
     from tqdm import tqdm
 
     output = Path(args.output)
-    if output.exists() and not args.overwrite and not args.resume:
+    # --resume may replace only the model this very run exported (continuing it); anything else needs --overwrite.
+    own = args.resume and _exported_by(Path(args.run_dir), output)
+    if output.exists() and not args.overwrite and not own:
         raise InputError(f"output model {output} exists: choose another name or pass --overwrite")
     if output.suffix != ".safetensors":
         raise InputError(f"output model {output} must end in .safetensors")
+    if not output.parent.is_dir():
+        raise InputError(f"output folder {output.parent} does not exist: create it first")
+    check_writable(output.parent)
+    run_dir = Path(args.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"--run-dir {run_dir} is a file: give a folder for the checkpoints and logs")
     try:
         config = config_from_args(args)
         trainer = Trainer(config, args.run_dir, args.device, args.init_model)
@@ -682,7 +712,8 @@ def run_training(args) -> Path:
 
     best = trainer.fit(train, val, card, on_step, on_epoch)
     if trainer.is_main:
-        export_model(best, output)
+        export_model(best, output, overwrite=args.overwrite or own)
+        _record_export(Path(args.run_dir), output)
         say(f"best validation Dice {trainer.best_dice:.4f}; model written to {output}")
         if progress_json:
             from .cli import emit_json

@@ -272,3 +272,65 @@ def test_an_empty_mask_from_another_model_blames_the_model_not_the_ct(capsys, ca
     model = crafted_model(tmp_path, silence)
     code, _, _ = run(capsys, "segment", data / "fixtures/cip-ct-64/ct-64.nrrd", "-o", tmp_path / "m.nii.gz", "--model", model, "-q")
     assert code == 0 and "the model may be at fault" in caplog.text and "Is it a chest CT" not in caplog.text
+
+
+# -- arguments ------------------------------------------------------------------------------------
+
+
+def bad_values_of_every_checked_option():
+    """(subcommand, option, bad value) for every option whose type checks a range, from the parser itself."""
+    import argparse
+
+    from LungGANLib.cli import build_parser
+
+    cases = []
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        for action in parser._actions:
+            if action.option_strings and action.type not in (None, str, int, float):
+                for bad in ("abc", "nan", "-1e9", "1e12"):
+                    cases.append((name, action.option_strings[-1], bad))
+    return cases
+
+
+@pytest.mark.parametrize("command,option,bad", bad_values_of_every_checked_option())
+def test_every_checked_option_refuses_bad_values_in_one_line(capsys, command, option, bad):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, option, bad])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err.strip().splitlines() == [err.strip()] and err.startswith(f"lunggan: error: argument {option}")
+
+
+def test_the_options_that_failed_before_are_all_checked():
+    checked = {(c, o) for c, o, _ in bad_values_of_every_checked_option()}
+    for case in [("segment", "--batch-size"), ("overlay", "--slices"), ("overlay", "--columns"), ("overlay", "--tile"),
+                 ("train", "--val-fraction"), ("train", "--batch-size"), ("train", "--epochs"), ("train", "--lesions")]:
+        assert case in checked, case
+
+
+def test_a_batch_larger_than_memory_is_refused_before_the_work(capsys, data, tmp_path):
+    assert_refused(capsys, [data / "fixtures/cip-ct-64/ct-64.nrrd", "--batch-size", "4096"], "needs about",
+                   tmp_path / "m.nii.gz", "gan")
+
+
+@pytest.mark.parametrize("device", ["cpu:x", "cuda:x", "gpu"])
+def test_a_malformed_device_is_refused(capsys, data, tmp_path, device):
+    assert_refused(capsys, [data / "fixtures/cip-ct-64/ct-64.nrrd", "--device", device], "unknown device",
+                   tmp_path / "m.nii.gz", "gan")
+
+
+def test_resume_keeps_an_unrelated_model_unless_overwrite(capsys, data, tmp_path):
+    theirs = tmp_path / "theirs.safetensors"
+    theirs.write_bytes(b"someone's model")
+    code, _, err = run(capsys, "train", "--pair", data / "fixtures/cip-ct-64/ct-64.nrrd", data / "fixtures/cip-ct-64/wholeLung-64.nrrd",
+                       "--val-pair", data / "fixtures/cip-ct-64/ct-64.nrrd", data / "fixtures/cip-ct-64/wholeLung-64.nrrd",
+                       "--epochs", "1", "--run-dir", tmp_path / "run", "-o", theirs, "--resume", "--device", "cpu", "-q")
+    assert code == 2 and "exists" in err
+    assert theirs.read_bytes() == b"someone's model"
+
+
+def test_a_run_dir_that_is_a_file_is_refused(capsys, data, tmp_path):
+    (tmp_path / "run").write_text("a file")
+    code, _, err = run(capsys, "train", "--kaggle", "--epochs", "1", "--run-dir", tmp_path / "run", "-o", tmp_path / "m.safetensors")
+    assert code == 2 and "is a file" in err and not (tmp_path / "m.safetensors").exists()
