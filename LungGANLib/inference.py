@@ -226,6 +226,7 @@ def segment(
             mask, hu, volume.spacing, options.params, single_label=options.single_label, fill_holes=options.fill_holes,
             envelope=DEFAULT_ENVELOPE if options.envelope else None,
         )
+    warn_implausible(labels, volume)
     if not labels.any():
         from .model_io import DEFAULT_MODEL
 
@@ -242,6 +243,28 @@ def segment(
                 volume.source or "the volume",
             )
     return labels
+
+
+#: Plausible ranges: one lung's volume (L) and a voxel side (mm). Outside them the result gets a warning.
+LUNG_LITRES = (0.2, 10.0)
+SPACING_MM = (0.2, 10.0)
+
+
+def warn_implausible(labels: np.ndarray, volume: CTVolume) -> None:
+    """Warn, naming the figure, when a lung's volume or the voxel spacing is outside what a chest CT has."""
+    low, high = SPACING_MM
+    for axis, mm in zip("xyz", volume.spacing):
+        if not low <= mm <= high:
+            logger.warning("%s: voxel spacing %s = %.3g mm is outside %g-%g mm; is the header's spacing right?",
+                           volume.source or "the volume", axis, mm, low, high)
+    if not labels.any():
+        return  # said separately
+    low, high = LUNG_LITRES
+    for value, name in ((1, "right lung"), (2, "left lung")):
+        litres = float((labels == value).sum()) * volume.voxel_volume_ml / 1000
+        if litres and not low <= litres <= high:
+            logger.warning("%s: the %s measures %.2f L, outside %g-%g L; check the mask (and the CT's spacing)",
+                           volume.source or "the volume", name, litres, low, high)
 
 
 @dataclass

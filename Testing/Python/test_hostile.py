@@ -334,3 +334,14 @@ def test_a_run_dir_that_is_a_file_is_refused(capsys, data, tmp_path):
     (tmp_path / "run").write_text("a file")
     code, _, err = run(capsys, "train", "--kaggle", "--epochs", "1", "--run-dir", tmp_path / "run", "-o", tmp_path / "m.safetensors")
     assert code == 2 and "is a file" in err and not (tmp_path / "m.safetensors").exists()
+
+
+def test_implausible_spacing_and_lung_volumes_are_named(capsys, caplog, data, tmp_path):
+    image = sitk.ReadImage(str(data / "fixtures/cip-ct-64/ct-64.nrrd"))
+    image.SetSpacing([s * 3 for s in image.GetSpacing()])  # a header with the wrong unit, say
+    sitk.WriteImage(image, str(tmp_path / "tiny.nrrd"))
+    code, _, _ = run(capsys, "segment", tmp_path / "tiny.nrrd", "-o", tmp_path / "m.nrrd", "--method", "classical", "-q")
+    assert code == 0
+    x_mm = image.GetSpacing()[0]
+    assert f"voxel spacing x = {x_mm:.3g} mm is outside 0.2-10 mm" in caplog.text
+    assert "the right lung measures" in caplog.text and "outside 0.2-10 L" in caplog.text
