@@ -124,7 +124,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import SimpleITK as sitk
 
     from .config import CANONICAL_ORIENTATION
-    from .io import load_ct, read_image, volume_from_image
+    from .io import check_same_grid, load_ct, read_image, volume_from_image
     from .lesions import JUXTAPLEURAL_MM, SPILL_MM, lesion_report, load_lesions, spill_ml
     from .metrics import evaluate_labels
 
@@ -133,7 +133,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # Compare in physical space: both on the same canonical (LPS) grid, whatever axis order each was saved in.
     pred_image = sitk.DICOMOrient(pred_image, CANONICAL_ORIENTATION)
     ref_image = sitk.DICOMOrient(ref_image, CANONICAL_ORIENTATION)
-    _check_same_grid(pred_image, ref_image)
+    check_same_grid(pred_image, ref_image, what="prediction", of="reference")
     if args.lesions and args.ct is None and any(Path(p).is_dir() for p in args.lesions):
         raise LungGANError("tumour boxes need the CT (their tissue is measured in HU): pass --ct")
     # Everything on the canonical grid of the CT (or of the reference, when no CT is given).
@@ -173,23 +173,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 print(f"{group} lesions: {summary['count']}, least inside {summary['min_inside']:.1%}, "
                       f"pooled {summary['pooled_inside']:.1%}")
     return 0
-
-
-def _check_same_grid(pred, ref) -> None:
-    """Refuse masks that do not lie on the same voxels (size, spacing, origin, direction)."""
-    hint = "compare masks of the same CT (resample one onto the other's grid first)"
-    if pred.GetSize() != ref.GetSize():
-        raise LungGANError(f"prediction size {pred.GetSize()} differs from reference size {ref.GetSize()}: {hint}")
-    if not all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(pred.GetSpacing(), ref.GetSpacing())):
-        raise LungGANError(f"prediction spacing {pred.GetSpacing()} differs from reference spacing {ref.GetSpacing()}: {hint}")
-    tolerance = 0.01 * min(ref.GetSpacing())
-    if not all(abs(a - b) <= tolerance for a, b in zip(pred.GetOrigin(), ref.GetOrigin())):
-        raise LungGANError(
-            "prediction and reference lie in different places (origins "
-            f"{tuple(round(v, 2) for v in pred.GetOrigin())} and {tuple(round(v, 2) for v in ref.GetOrigin())} mm): {hint}"
-        )
-    if not all(abs(a - b) <= 1e-4 for a, b in zip(pred.GetDirection(), ref.GetDirection())):
-        raise LungGANError(f"prediction and reference have different directions: {hint}")
 
 
 def _json_safe(value):

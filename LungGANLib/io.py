@@ -377,13 +377,33 @@ def mask_to_image(mask: np.ndarray, volume: CTVolume) -> sitk.Image:
     return volume.geometry.apply(out)
 
 
+def check_same_grid(image: sitk.Image, reference: sitk.Image | Geometry, what: str = "mask", of: str = "CT") -> None:
+    """Refuse an image whose voxels do not lie where the reference's do (size, spacing, origin, direction).
+
+    Origins may differ by 1 % of a voxel and directions by 1e-4 (file formats round them).
+    """
+    ref = reference if isinstance(reference, Geometry) else Geometry.of(reference)
+    hint = f"give the {what} that belongs to this {of} (or resample it onto the {of}'s grid first)"
+    if tuple(image.GetSize()) != ref.size:
+        raise InputError(f"{what} size {image.GetSize()} differs from the {of}'s {ref.size}: {hint}")
+    if not np.allclose(image.GetSpacing(), ref.spacing, rtol=1e-4, atol=0):
+        raise InputError(f"{what} spacing {image.GetSpacing()} differs from the {of}'s {ref.spacing}: {hint}")
+    tolerance = 0.01 * min(ref.spacing)
+    if not np.all(np.abs(np.subtract(image.GetOrigin(), ref.origin)) <= tolerance):
+        shown = tuple(round(v, 2) for v in image.GetOrigin()), tuple(round(v, 2) for v in ref.origin)
+        raise InputError(f"the {what} and the {of} lie in different places (origins {shown[0]} and {shown[1]} mm): {hint}")
+    if not np.allclose(image.GetDirection(), ref.direction, atol=1e-4, rtol=0):
+        raise InputError(f"the {what} and the {of} have different directions: {hint}")
+
+
 def mask_from_image(image: sitk.Image, volume: CTVolume | None = None) -> np.ndarray:
-    """Read a mask image into canonical (z, y, x) order, checking it fits ``volume``."""
-    if volume is not None and tuple(image.GetSize()) != volume.geometry.size:
-        raise InputError(
-            f"mask size {image.GetSize()} differs from the CT's {volume.geometry.size}: "
-            "give the mask that belongs to this CT"
-        )
+    """Read a mask image into canonical (z, y, x) order, checking it lies on ``volume``'s voxels.
+
+    The mask may be saved in another axis order (RAS, say): it is compared with the CT in the
+    CT's own orientation, in physical space.
+    """
+    if volume is not None:
+        check_same_grid(sitk.DICOMOrient(image, volume.orientation), volume.geometry)
     return sitk.GetArrayFromImage(sitk.DICOMOrient(image, CANONICAL_ORIENTATION))
 
 

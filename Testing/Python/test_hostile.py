@@ -345,3 +345,20 @@ def test_implausible_spacing_and_lung_volumes_are_named(capsys, caplog, data, tm
     x_mm = image.GetSpacing()[0]
     assert f"voxel spacing x = {x_mm:.3g} mm is outside 0.2-10 mm" in caplog.text
     assert "the right lung measures" in caplog.text and "outside 0.2-10 L" in caplog.text
+
+
+# -- overlay and masks in physical space ----------------------------------------------------------
+
+
+def test_overlay_takes_a_mask_saved_in_another_axis_order_and_refuses_one_moved_away(capsys, data, tmp_path):
+    ct = data / "fixtures/cip-ct-64/ct-64.nrrd"
+    assert main(["segment", str(ct), "-o", str(tmp_path / "m.nrrd"), "--method", "classical", "-q"]) == 0
+    mask = sitk.ReadImage(str(tmp_path / "m.nrrd"))
+    sitk.WriteImage(sitk.DICOMOrient(mask, "RAS"), str(tmp_path / "ras.nrrd"))
+    code, _, err = run(capsys, "overlay", ct, tmp_path / "ras.nrrd", "-o", tmp_path / "ras.png", "--slices", "2")
+    assert code == 0, err
+    moved = sitk.Image(mask)
+    moved.SetOrigin([o + 500 for o in mask.GetOrigin()])
+    sitk.WriteImage(moved, str(tmp_path / "moved.nrrd"))
+    code, _, err = run(capsys, "overlay", ct, tmp_path / "moved.nrrd", "-o", tmp_path / "moved.png")
+    assert code == 2 and "lie in different places" in err and not (tmp_path / "moved.png").exists()
