@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from .config import DOME_MIN_AREA_MM2, LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
-from .morphology import bounding_box, label_components
+from .morphology import bounding_box, label_components, labels_in
 
 logger = logging.getLogger(__name__)
 
@@ -228,4 +228,4 @@ def _domes(accepted: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float,
         lung_below = lungs[:lowest, found[1], found[2]].any(axis=0)
         if lung_below[footprint].mean() < 0.5:
             domes.append(value)
-    return np.isin(groups, domes) if domes else np.zeros(accepted.shape, dtype=bool)
+    return labels_in(groups, domes) if domes else np.zeros(accepted.shape, dtype=bool)

@@ -74,6 +74,23 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, int(n)
 
 
+#: Voxels per chunk when counting labels: bincount widens its input to int64, so a whole
+#: 1200-slice volume at once would cost 8 bytes a voxel.
+_COUNT_CHUNK = 1 << 22
+
+
 def component_sizes(labels: np.ndarray, n: int) -> np.ndarray:
-    """Voxel count of components 1..n of a label image (index 0 is label 1)."""
-    return np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    """Voxel count of components 1..n of a label image (index 0 is label 1), counted in chunks."""
+    flat = labels.reshape(-1)
+    counts = np.zeros(n + 1, dtype=np.int64)
+    for start in range(0, flat.size, _COUNT_CHUNK):
+        counts += np.bincount(flat[start : start + _COUNT_CHUNK], minlength=n + 1)[: n + 1]
+    return counts[1:]
+
+
+def labels_in(labels: np.ndarray, values) -> np.ndarray:
+    """Boolean mask of the voxels whose label is one of ``values`` (few), without np.isin's wide temporaries."""
+    out = np.zeros(labels.shape, dtype=bool)
+    for value in values:
+        out |= labels == value
+    return out

@@ -22,6 +22,7 @@ from .morphology import (  # noqa: F401  (bounding_box and in_plane_pixels are p
     fill_holes_per_slice,
     in_plane_pixels,
     label_components,
+    labels_in,
 )
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def select_lungs(
         keep.append(int(index) + 1)
         if len(keep) == 2:
             break
-    return np.isin(labels, keep)
+    return labels_in(labels, keep)
 
 
 def _grow_labels(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -244,7 +245,7 @@ def fill_lung_holes(lung: np.ndarray, spacing: tuple[float, float, float]) -> np
         if component.sum(axis=(1, 2)).max() * pixel_mm2 >= DOME_MIN_AREA_MM2:
             domes.append(value)
     if domes:
-        filled &= ~np.isin(labels, domes)
+        filled &= ~labels_in(labels, domes)
     return filled
 
 

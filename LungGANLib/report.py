@@ -28,6 +28,7 @@ import numpy as np
 
 from .errors import InputError, OutputError, OutputExistsError
 from .io import atomic_write, check_writable
+from .morphology import labels_in
 
 #: Low-attenuation thresholds (HU) and the percentile reported.
 LAA_THRESHOLDS_HU = (-950, -910)
@@ -45,15 +46,39 @@ COLUMNS = RUN_COLUMNS + tuple(f"{region}_{figure}" for region, _ in REGIONS for 
 REPORT_SUFFIXES = (".csv", ".json")
 
 
+def percentile(values: np.ndarray, q: float) -> float:
+    """The q-th percentile with numpy's linear interpolation, exactly; for integer HU without sorting a copy.
+
+    Integer values (CT as scanners store it) are counted, value by value, in chunks, so a
+    1200-slice lung costs kilobytes here, not the 8 bytes a voxel that sorting would.
+    """
+    if not np.issubdtype(values.dtype, np.integer):
+        return float(np.percentile(values, q))
+    flat = values.reshape(-1)
+    low = int(flat.min())
+    counts = np.zeros(int(flat.max()) - low + 1, dtype=np.int64)
+    for start in range(0, flat.size, _CHUNK):
+        chunk = flat[start : start + _CHUNK].astype(np.int64) - low
+        counts += np.bincount(chunk, minlength=counts.size)
+    cumulative = np.cumsum(counts)
+    rank = q / 100.0 * (flat.size - 1)
+    below, above = int(np.floor(rank)), int(np.ceil(rank))
+    value_below = low + int(np.searchsorted(cumulative, below, side="right"))
+    value_above = low + int(np.searchsorted(cumulative, above, side="right"))
+    return float(value_below + (rank - below) * (value_above - value_below))
+
+
+_CHUNK = 1 << 22
+
+
 def region_figures(hu: np.ndarray, voxel_ml: float) -> dict[str, float | None]:
-    """Volume and density figures of one region, from the HU values of its voxels."""
+    """Volume and density figures of one region, from the HU values of its voxels (no float copy of them)."""
     if hu.size == 0:
         return {figure: (0.0 if figure == "ml" else None) for figure in FIGURES}
-    values = hu.astype(np.float64, copy=False)
-    figures: dict[str, float | None] = {"ml": float(values.size * voxel_ml), "mean_hu": float(values.mean())}
+    figures: dict[str, float | None] = {"ml": float(hu.size * voxel_ml), "mean_hu": float(hu.mean(dtype=np.float64))}
     for threshold in LAA_THRESHOLDS_HU:
-        figures[f"laa{-threshold}_percent"] = float(100.0 * np.count_nonzero(values < threshold) / values.size)
-    figures[f"perc{PERCENTILE}_hu"] = float(np.percentile(values, PERCENTILE))
+        figures[f"laa{-threshold}_percent"] = float(100.0 * np.count_nonzero(hu < threshold) / hu.size)
+    figures[f"perc{PERCENTILE}_hu"] = percentile(hu, PERCENTILE)
     return figures
 
 
@@ -73,7 +98,7 @@ def lung_figures(hu: np.ndarray, labels: np.ndarray, voxel_ml: float, single_lab
         if single_label and region != "total_lung":
             region_values = {figure: None for figure in FIGURES}
         else:
-            region_values = region_figures(hu[np.isin(labels, values)], voxel_ml)
+            region_values = region_figures(hu[labels_in(labels, values)], voxel_ml)
         figures.update({f"{region}_{figure}": value for figure, value in region_values.items()})
     return figures
 

@@ -13,8 +13,9 @@ do not share caches or allocations. Methods:
   U-Net and post-processing). Its weights cannot be downloaded here, so its
   U-Net gets random weights: the same cost, a meaningless mask.
 
-The 600-slice case is lidc-idri-0002 resampled along z to 600 slices (0.54 mm),
-a real thin-slice-like chest CT of that size, written to a temporary folder.
+The 600- and 1200-slice cases are lidc-idri-0002 resampled along z to 600 slices
+(0.54 mm) and 1200 slices (0.27 mm), real thin-slice-like chest CTs of that size,
+written to a temporary folder.
 
 Usage:
     python benchmarks/segment.py [--methods gan classical lungmask] [--cases ...] [--device cpu]
@@ -43,21 +44,22 @@ CASES = {
     "elastix-00": "ct/elastix-00.nii.gz",
     "lidc-idri-0001": "ct/lidc-idri-0001.nii.gz",
     "lidc-idri-0002": "ct/lidc-idri-0002.nii.gz",
-    "lidc-idri-0002-600": None,  # made on the fly
+    "lidc-idri-0002-600": 600,  # made on the fly: this many slices
+    "lidc-idri-0002-1200": 1200,
 }
 
 
-def make_600(tmp: Path) -> Path:
-    """lidc-idri-0002 resampled to 600 slices (linear in z), as a .nii.gz."""
+def make_resampled(tmp: Path, slices: int) -> Path:
+    """lidc-idri-0002 resampled to ``slices`` slices (linear in z), as a .nii.gz."""
     import SimpleITK as sitk
 
     src = sitk.ReadImage(str(data_dir() / CASES["lidc-idri-0002"]))
     size = list(src.GetSize())
     spacing = list(src.GetSpacing())
-    new_spacing = spacing[2] * (size[2] - 1) / 599
+    new_spacing = spacing[2] * (size[2] - 1) / (slices - 1)
     out = sitk.Resample(
         src,
-        [size[0], size[1], 600],
+        [size[0], size[1], slices],
         sitk.Transform(),
         sitk.sitkLinear,
         src.GetOrigin(),
@@ -66,7 +68,7 @@ def make_600(tmp: Path) -> Path:
         -1024,
         sitk.sitkInt16,
     )
-    path = tmp / "lidc-idri-0002-600.nii.gz"
+    path = tmp / f"lidc-idri-0002-{slices}.nii.gz"
     sitk.WriteImage(out, str(path))
     return path
 
@@ -135,7 +137,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for case in args.cases:
-            ct = make_600(tmp) if CASES[case] is None else data_dir() / CASES[case]
+            ct = make_resampled(tmp, CASES[case]) if isinstance(CASES[case], int) else data_dir() / CASES[case]
             reader = sitk.ImageFileReader()
             reader.SetFileName(str(ct))
             reader.ReadImageInformation()

@@ -70,3 +70,15 @@ def test_report_path_is_checked_before_work(tmp_path):
     with pytest.raises(OutputExistsError):
         check_report_path(tmp_path / "r.csv")
     assert check_report_path(tmp_path / "r.csv", overwrite=True) == tmp_path / "r.csv"
+
+
+def test_the_integer_percentile_is_numpys_linear_one_exactly():
+    from LungGANLib.report import percentile
+
+    rng = np.random.default_rng(3)
+    for size in (1, 2, 7, 1000, 12345):
+        values = rng.integers(-1024, 400, size).astype(np.int16)
+        for q in (0, 15, 50, 99.5, 100):
+            assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)), abs=1e-9), (size, q)
+    floats = rng.normal(-800, 100, 999).astype(np.float32)
+    assert percentile(floats, 15) == float(np.percentile(floats, 15))
