@@ -129,3 +129,24 @@ def test_start_options_give_a_tree_of_its_own_and_no_console_window(monkeypatch)
     monkeypatch.setattr(background.subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200, raising=False)
     monkeypatch.setattr(background.subprocess, "CREATE_NO_WINDOW", 0x8000000, raising=False)
     assert background._start_options() == {"creationflags": 0x200 | 0x8000000}
+
+
+def test_cancel_in_the_slicer_logic_leaves_no_process_and_the_scene_as_it_was(slicer_launcher, data):
+    slicer = pytest.importorskip("slicer", reason="slicer-core is part of the test requirements")
+    from LungGANLib import mrml
+
+    scene = slicer.vtkMRMLScene()
+    logic = mrml.LungGANLogic(scene)
+    ct = logic.loadCT(data / "ct/lidc-idri-0001.nii.gz")
+    before = [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())]
+    job = logic.startSegmentation(ct, device="cpu")
+    assert job.process.process.args[0] == str(slicer_launcher)
+    wait_for_progress(job.process)
+    tree = {job.process.process.pid} | descendants(job.process.process.pid)
+    job.process.cancel()
+    assert [pid for pid in tree if alive(pid)] == []
+    with pytest.raises(mrml.Cancelled):
+        job.finish()
+    assert [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())] == before
+    assert not job.work.exists()
+    scene.Clear(1)

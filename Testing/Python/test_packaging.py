@@ -36,13 +36,23 @@ def test_s4ext_has_every_field_and_matches_cmake():
     assert fields["iconurl"] == cmake_set("EXTENSION_ICONURL")
 
 
-def test_extensions_index_entry_matches():
+#: The rules of Slicer's catalog entry schema v1.0.2 (Slicer/Slicer, Schemas/slicer-extension-catalog-entry-schema-v1.0.2.json,
+#: the current one): required keys, no other keys than these, and each one's type.
+CATALOG_REQUIRED = {"$schema", "category", "scm_url"}
+CATALOG_TYPES = {"$schema": str, "category": str, "scm_url": str, "scm_revision": str, "scm_type": str,
+                 "build_dependencies": list, "dicom_support_rule": str, "build_subdirectory": str, "enabled": bool, "tier": int}
+
+
+def test_extensions_index_entry_is_valid_and_matches():
     entry = json.loads((REPO / "ExtensionsIndex" / "LungGAN.json").read_text())
-    assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.1.json#")
+    assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.2.json#")
+    assert CATALOG_REQUIRED <= set(entry) <= set(CATALOG_TYPES)
+    assert all(isinstance(entry[k], CATALOG_TYPES[k]) for k in entry)
+    assert entry.get("scm_type", "git") in ("git", "local")
+    assert 1 <= entry.get("tier", 1) <= 5 and all(isinstance(d, str) for d in entry.get("build_dependencies", []))
     fields = s4ext()
     assert entry["category"] == fields["category"] and entry["scm_url"] == fields["scmurl"]
     assert entry["build_dependencies"] == fields["depends"].split()
-    assert set(entry) <= {"$schema", "build_dependencies", "build_subdirectory", "category", "scm_revision", "scm_type", "scm_url", "tier"}
 
 
 def test_module_cmake_installs_files_that_exist():
