@@ -13,36 +13,14 @@ import math
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 from .errors import LungGANError
+from .progress import ProgressBar, emit_json
 
 logger = logging.getLogger("lunggan")
 
 REPO_DOCS = Path(__file__).resolve().parent.parent / "docs"
-
-
-def _progress_bar(desc: str, unit: str = "slice"):
-    """A tqdm bar on stderr, driven by (done, total) callbacks."""
-    from tqdm import tqdm
-
-    state: dict = {"bar": None}
-
-    def update(done: int, total: int) -> None:
-        if state["bar"] is None:
-            state["bar"] = tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr)
-        bar = state["bar"]
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-    return update
-
-
-def emit_json(event: str, **fields) -> None:
-    """One machine-readable progress line on stdout (``--progress-json``), for Slicer's background process."""
-    print(json.dumps({"event": event, **fields}), flush=True)
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -73,13 +51,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
         device = resolve_device(options.device)
         model = load_model(options.model, device)
     make_output_folder(jobs)
-    scans = _progress_bar("scans", unit="scan") if many and not (args.quiet or args.progress_json) else None
+    scans = ProgressBar("scans", unit="scan") if many and not (args.quiet or args.progress_json) else None
 
     def segment_one(job):
         if args.progress_json:
             progress = lambda done, total: emit_json("progress", input=str(job.input), done=done, total=total)  # noqa: E731
         else:
-            progress = None if (args.quiet or many) else _progress_bar("segmenting")
+            progress = None if (args.quiet or many) else ProgressBar("segmenting")
         return segment_file(job.input, job.output, options, overwrite=args.overwrite, force=args.force,
                             series=job.series, progress=progress, model=model)
 

@@ -91,7 +91,8 @@ class CompareConfig:
         return TrainConfig(**settings)
 
 
-def _fit(trainer: Trainer, train: SliceData, val: SliceData, resume: bool) -> Path:
+def fit_or_resume(trainer: Trainer, train: SliceData, val: SliceData, resume: bool) -> Path:
+    """Train to the end (continuing from the run's checkpoint with ``resume``); the best checkpoint's path."""
     if resume and trainer.checkpoint_path.is_file():
         trainer.load_checkpoint()
     return trainer.fit(train, val)
@@ -149,7 +150,7 @@ def run_kaggle(config: CompareConfig, work: Path, say: Callable[[str], None]) ->
             work / tag,
             config.device,
         )
-        best = _fit(trainer, train, val, config.resume)
+        best = fit_or_resume(trainer, train, val, config.resume)
         generator, _ = load_model(best, trainer.device)
         ious, hds = slice_scores(predict_slices(generator, test.images, trainer.device), test.targets.numpy()[:, 0] > 0.5)
         run = {
@@ -246,7 +247,7 @@ def run_lovo(config: CompareConfig, work: Path, say: Callable[[str], None]) -> l
                 work / tag,
                 config.device,
             )
-            best = _fit(trainer, train, val, config.resume)
+            best = fit_or_resume(trainer, train, val, config.resume)
             model = load_model(best, trainer.device)
             labels = segment(volume, SegmentOptions(method="gan", device=str(trainer.device), envelope=False), model=model)
             row = {"patient": patient, "method": variant, **_score_volume(tested, labels, volume, reference, lesions),
@@ -259,7 +260,8 @@ def run_lovo(config: CompareConfig, work: Path, say: Callable[[str], None]) -> l
 # -- the report ---------------------------------------------------------------------------------
 
 
-def _pm(values: Sequence[float], digits: int) -> str:
+def mean_and_spread(values: Sequence[float], digits: int) -> str:
+    """'mean ± standard deviation' of the finite values (just the value for one, n/a for none)."""
     values = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
     if values.size == 0:
         return "n/a"
@@ -282,9 +284,9 @@ def kaggle_table(runs: list[dict]) -> str:
     for key in keys:
         group = [r for r in runs if (r["variant"], r["lipschitz"]) == key]
         lines.append(
-            f"| {key[0]} | {key[1]} | {len(group)} | {_pm([r['iou']['mean'] for r in group], 4)} | "
-            f"{_pm([r['iou']['median'] for r in group], 4)} | {_pm([r['hausdorff_px']['mean'] for r in group], 2)} | "
-            f"{_pm([r['hausdorff_px']['median'] for r in group], 2)} | {sum(r['hausdorff_px']['infinite'] for r in group)} |"
+            f"| {key[0]} | {key[1]} | {len(group)} | {mean_and_spread([r['iou']['mean'] for r in group], 4)} | "
+            f"{mean_and_spread([r['iou']['median'] for r in group], 4)} | {mean_and_spread([r['hausdorff_px']['mean'] for r in group], 2)} | "
+            f"{mean_and_spread([r['hausdorff_px']['median'] for r in group], 2)} | {sum(r['hausdorff_px']['infinite'] for r in group)} |"
         )
     return "\n".join(lines)
 

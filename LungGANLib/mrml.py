@@ -557,7 +557,7 @@ class LungGANLogic:
             trainer = Trainer(config, run_dir, device, init)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        chart = TrainingPlot.create(self.scene, output.stem) if plot else None
+        trainingPlot = TrainingPlot.create(self.scene, output.stem) if plot else None
 
         def on_step(step, steps, losses):
             if shouldCancel and shouldCancel():
@@ -566,8 +566,8 @@ class LungGANLogic:
                 progress(step, steps, losses)
 
         def on_epoch(record):
-            if chart:
-                chart.add(record)
+            if trainingPlot:
+                trainingPlot.add(record)
             if onEpoch:
                 onEpoch(record)
 
@@ -576,12 +576,12 @@ class LungGANLogic:
             best = trainer.fit(train, val, card, on_step, on_epoch)
             export_model(best, output)
         except Cancelled:
-            if chart:
-                chart.remove(self.scene)
+            if trainingPlot:
+                trainingPlot.remove(self.scene)
             raise
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints of a finished or cancelled run
-        self.lastPlot = chart
+        self.lastPlot = trainingPlot
         return str(output)
 
     def startTraining(self, pairs: Sequence[tuple], variant: str = "baseline", epochs: int = 5,

@@ -46,7 +46,8 @@ from .losses import LIPSCHITZ, CriticTerms, clip_weights, critic_loss, generator
 from .model_io import ModelInfo, load_model, save_model
 from .models import Generator, GeneratorConfig
 from .models.critics import CriticConfig
-from .variants import VARIANTS, get_variant
+from .progress import emit_json
+from .variants import get_variant
 
 logger = logging.getLogger(__name__)
 
@@ -677,32 +678,29 @@ def run_training(args) -> Path:
         "training_command": "lunggan " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:])),
         "torch": torch.__version__,
     }
-    bar = {"bar": None}
+    bar = None  # this epoch's tqdm bar
 
     progress_json = getattr(args, "progress_json", False)
 
     def on_step(step: int, steps: int, losses: StepLosses) -> None:
+        nonlocal bar
         if progress_json and trainer.is_main:
-            from .cli import emit_json
-
             emit_json("step", epoch=trainer.epoch + 1, epochs=config.epochs, step=step, steps=steps, **asdict(losses))
         if not trainer.is_main or args.quiet or progress_json:
             return
-        if bar["bar"] is None:
-            bar["bar"] = tqdm(total=steps, desc=f"epoch {trainer.epoch + 1}/{config.epochs}", leave=False, file=sys.stderr)
-        bar["bar"].update(1)
+        if bar is None:
+            bar = tqdm(total=steps, desc=f"epoch {trainer.epoch + 1}/{config.epochs}", leave=False, file=sys.stderr)
+        bar.update(1)
         shown = {"bce": f"{losses.bce:.4f}"}
         if trainer.critic is not None:
             shown.update(adv=f"{losses.adversarial:.3f}", critic=f"{losses.critic:.3f}", em=f"{losses.em_distance:.3f}")
-        bar["bar"].set_postfix(shown)
+        bar.set_postfix(shown)
         if step == steps:
-            bar["bar"].close()
-            bar["bar"] = None
+            bar.close()
+            bar = None
 
     def on_epoch(r: EpochRecord) -> None:
         if progress_json and trainer.is_main:
-            from .cli import emit_json
-
             emit_json("epoch", **asdict(r))
         critic = f", critic {r.critic_loss:.3f}, EM {r.em_distance:.3f}" if trainer.critic is not None else ""
         say(
@@ -716,14 +714,9 @@ def run_training(args) -> Path:
         _record_export(Path(args.run_dir), output)
         say(f"best validation Dice {trainer.best_dice:.4f}; model written to {output}")
         if progress_json:
-            from .cli import emit_json
-
             emit_json("done", output=str(output), best_dice=trainer.best_dice)
     if trainer.world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return output
 
-
-#: Variant names for the command line's help.
-VARIANT_NAMES = tuple(VARIANTS)

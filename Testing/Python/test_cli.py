@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,7 +139,7 @@ def test_unknown_device(capsys, data, tmp_path):
 def test_console_script_runs(data, tmp_path):
     out = tmp_path / "m.nii.gz"
     result = subprocess.run(
-        [sys.executable, "-m", "LungGANLib.cli", "segment", str(data / "fixtures/cip-ct-64/ct-64.nrrd"), "-o", str(out), "-q"],
+        [str(Path(sys.executable).with_name("lunggan")), "segment", str(data / "fixtures/cip-ct-64/ct-64.nrrd"), "-o", str(out), "-q"],
         capture_output=True,
         text=True,
         check=False,
@@ -184,13 +185,15 @@ def test_train_resume_and_use_the_model(capsys, data, tmp_path):
 
 
 @pytest.mark.parametrize("variant", ["baseline", "basic", "product", "early-fusion", "late-fusion", "regression"])
-def test_each_variant_trains_from_the_command_line(capsys, tmp_path, variant):
+def test_each_variant_trains_from_the_command_line(capsys, data, tmp_path, variant):
     model = tmp_path / f"{variant}.safetensors"
     code, _, err = run(capsys, "train", "--kaggle", "--variant", variant, "--input-size", "64", "--epochs", "1",
                        "--steps-per-epoch", "2", "--base-channels", "2", "--depth", "2", "--critic-channels", "2",
                        "--run-dir", tmp_path / "run", "-o", model, "--device", "cpu", "-q")
     assert code == 0, err
-    assert f"training {variant} on 170 slices, validating on 43" in err and "epoch 1:" in err
+    total = len(np.load(data / "kaggle-finding-lungs/x_train.npy", mmap_mode="r"))
+    held_out = round(total * 0.2)  # --val-fraction's default
+    assert f"training {variant} on {total - held_out} slices, validating on {held_out}" in err and "epoch 1:" in err
     assert ("critic" in err) == (variant != "baseline")
     card = json.loads(model.with_suffix(".json").read_text())
     assert card["variant"] == variant and card["training"]["n_critic"] == 2

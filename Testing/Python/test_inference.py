@@ -18,18 +18,21 @@ from LungGANLib.preprocess import from_network, to_network
 from LungGANLib.references import case_by_name, reference_path
 
 
-def test_auto_device_prefers_cuda_then_mps_then_cpu():
-    device = resolve_device("auto")
-    if torch.cuda.is_available():
-        assert device.type == "cuda"
-    elif torch.backends.mps.is_available():
-        assert device.type == "mps"
-    else:
-        assert device.type == "cpu"
+@pytest.mark.parametrize("cuda,mps,expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
+def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert resolve_device("auto").type == expected
     assert resolve_device("cpu").type == "cpu"
-    if not torch.cuda.is_available():
-        with pytest.raises(InputError, match="no CUDA GPU is available"):
-            resolve_device("cuda")
+
+
+def test_a_device_that_is_not_there_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(InputError, match="no CUDA GPU is available"):
+        resolve_device("cuda")
+    with pytest.raises(InputError, match="MPS is not available"):
+        resolve_device("mps")
     with pytest.raises(InputError, match="unknown device"):
         resolve_device("gpu0")
 

@@ -120,8 +120,20 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path):
 
 
 def test_write_is_atomic_and_leaves_no_temporary(tmp_path):
-    image = sitk.Image(4, 4, 4, sitk.sitkUInt8)
-    write_image(image, tmp_path / "m.nrrd")
+    from LungGANLib.io import atomic_write
+
+    out = tmp_path / "m.nrrd"
+    out.write_bytes(b"the old mask")
+    image = sitk.Image(4, 4, 4, sitk.sitkUInt8) + 3
+    seen = []
+
+    def write(tmp):
+        sitk.WriteImage(image, tmp)
+        seen.append(out.read_bytes())  # what anyone reading the name sees while the new file is written
+
+    atomic_write(out, write, suffix=".nrrd")
+    assert seen == [b"the old mask"]  # a write in place would show a partial or new file here
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(out))).max() == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.nrrd"]
 
 

@@ -467,7 +467,18 @@ def test_every_widget_the_module_uses_is_in_the_ui_file():
 
 def test_missing_packages_are_named_for_pip():
     assert missing_packages({"numpy": "numpy>=1.24", "no_such_package_xyz": "no-such-package-xyz>=1"}) == ["no-such-package-xyz>=1"]
-    assert missing_packages() == []  # the test environment has everything
+
+
+def test_the_packages_slicer_installs_are_the_ones_pyproject_needs():
+    """What the module pip-installs in Slicer equals pyproject's dependencies, less PyTorch (SlicerPyTorch's) and
+    highdicom (only the command line's DICOM SEG output uses it)."""
+    import tomllib
+
+    from LungGANLib.dependencies import REQUIRED
+
+    needed = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    by_name = {re.split(r"[<>=!~ ]", d)[0].lower(): d for d in needed}
+    assert sorted(REQUIRED.values()) == sorted(d for name, d in by_name.items() if name not in ("torch", "highdicom"))
 
 
 def test_readme_console_example_runs_as_written(monkeypatch, scene, tmp_path):
