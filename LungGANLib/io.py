@@ -9,15 +9,15 @@ before they are written.
 
 from __future__ import annotations
 
-import logging
 import gzip
+import logging
 import os
 import shutil
 import sys
 import tempfile
 import zlib
-from contextlib import contextmanager
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
