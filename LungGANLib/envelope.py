@@ -115,7 +115,9 @@ def lesion_envelope(
     hu: np.ndarray,
     spacing: tuple[float, float, float],
     params: EnvelopeParams = DEFAULT_ENVELOPE,
-) -> tuple[np.ndarray, np.ndarray]:
+    in_place: bool = False,
+    return_added: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Add to each lung the dents of its outline that hold a lesion (see the module's rules).
 
     Args:
@@ -123,21 +125,25 @@ def lesion_envelope(
         hu: the CT in HU, same shape.
         spacing: voxel size (x, y, z) mm.
         params: the envelope's settings.
+        in_place: write into ``labels`` instead of a copy (a volume's worth of memory less).
+        return_added: also return the voxels added, as a volume-sized mask (else None).
 
     Returns:
-        The new labels and the boolean mask of the voxels added.
+        The new labels and the boolean mask of the voxels added (or None).
     """
-    out = labels.copy()
-    added = np.zeros(labels.shape, dtype=bool)
+    out = labels if in_place else labels.copy()
     if not labels.any():
-        return out, added
+        return out, np.zeros(labels.shape, dtype=bool) if return_added else None
     reach = int(np.ceil(params.radius_mm / min(spacing[0], spacing[1]))) + 2
     # One slice more above and below: the domes are judged by the slice under a dent.
-    box = bounding_box(labels > 0, margin=[1, reach, reach])
+    box = bounding_box(labels, margin=[1, reach, reach])
     # Sub-millimetre pixels are judged at half resolution: the ball is 15 mm
     # across, a pixel more or less at its edge does not matter, and it is four times cheaper.
     step = 2 if min(spacing[0], spacing[1]) < 1.0 else 1
+    # In place, ``fine`` sees the right lung's additions while the left lung is judged: they are
+    # not the left lung's to take either way (only background becomes lung), so the result is the same.
     fine = labels[box]
+    added_box = np.zeros(fine.shape, dtype=bool)
     lab = fine[:, ::step, ::step]
     coarse_hu = hu[box][:, ::step, ::step]
     coarse = (spacing[0] * step, spacing[1] * step, spacing[2])
@@ -159,9 +165,10 @@ def lesion_envelope(
             continue
         _fill_depth_in_hull(depth, depth_done, lungs, coarse, np.flatnonzero(gaps.any(axis=(1, 2))))
         # In-plane components: each slice's dents are judged on their own, all at once.
-        components, n = ndimage.label(gaps, structure=ring_struct)
+        components, n = label_components(gaps, structure=ring_struct)
         # Each gap's outline: the pixels next to it (gaps never touch each other: lung or the ball's edge lies between).
-        ring = ndimage.grey_dilation(components, footprint=ring_struct) * ~gaps
+        ring = ndimage.grey_dilation(components, footprint=ring_struct)
+        ring[gaps] = 0
         on_gap, on_ring = np.flatnonzero(components), np.flatnonzero(ring)
         gap_id, ring_id = components.ravel()[on_gap], ring.ravel()[on_ring]
         ring_lung = lung.ravel()[on_ring]
@@ -193,17 +200,44 @@ def lesion_envelope(
         near = ndimage.binary_dilation(accepted, structure=ring_struct, iterations=max(int(round(CAP_MM / coarse[0])), 1))
         accepted |= near & (depth > 0) & ~lungs & tissue
         accepted &= ~_domes(accepted, lungs, coarse)
-        if step > 1:
-            accepted = accepted.repeat(step, axis=1).repeat(step, axis=2)[:, : fine.shape[1], : fine.shape[2]]
-            # The coarse grid loses up to a fine pixel at the gap's edge: give it back.
-            accepted = ndimage.binary_dilation(accepted, structure=ring_struct, iterations=step - 1)
-        accepted &= fine == 0
-        out_box = out[box]
-        out_box[accepted & (out_box == 0)] = value
-        added[box] |= accepted
-    if added.any():
-        logger.info("lesion envelope added %.1f mL", added.sum() * float(np.prod(spacing)) / 1000.0)
+        if not accepted.any():
+            continue
+        # Back to full resolution, only around what was accepted (lesions: a small part of the lungs' box).
+        where, taken = _to_fine(accepted, step, fine.shape, ring_struct)
+        taken &= fine[where] == 0
+        region = out[box][where]
+        region[taken & (region == 0)] = value
+        added_box[where] |= taken
+    if added_box.any():
+        logger.info("lesion envelope added %.1f mL", added_box.sum() * float(np.prod(spacing)) / 1000.0)
+    if not return_added:
+        return out, None
+    added = np.zeros(labels.shape, dtype=bool)
+    added[box] = added_box
     return out, added
+
+
+def _to_fine(
+    accepted: np.ndarray, step: int, shape: tuple[int, ...], ring_struct: np.ndarray
+) -> tuple[tuple[slice, ...], np.ndarray]:
+    """The accepted coarse voxels at full resolution, within their own bounding box.
+
+    Each coarse pixel becomes ``step`` x ``step`` fine pixels (clipped to ``shape``), and the
+    result is dilated in-plane by ``step - 1`` pixels: the coarse grid loses up to a fine pixel
+    at a gap's edge. Returns the fine box and the mask inside it.
+    """
+    zs, ys, xs = bounding_box(accepted)
+    if step == 1:
+        return (zs, ys, xs), accepted[zs, ys, xs].copy()
+    reach = step - 1
+    rows = slice(max(ys.start * step - reach, 0), min(ys.stop * step + reach, shape[1]))
+    cols = slice(max(xs.start * step - reach, 0), min(xs.stop * step + reach, shape[2]))
+    up = accepted[zs, ys, xs].repeat(step, axis=1).repeat(step, axis=2)
+    fine = np.zeros((zs.stop - zs.start, rows.stop - rows.start, cols.stop - cols.start), dtype=bool)
+    top, left = ys.start * step - rows.start, xs.start * step - cols.start
+    height, width = min(up.shape[1], fine.shape[1] - top), min(up.shape[2], fine.shape[2] - left)
+    fine[:, top : top + height, left : left + width] = up[:, :height, :width]
+    return (zs, rows, cols), ndimage.binary_dilation(fine, structure=ring_struct, iterations=reach)
 
 
 def _domes(accepted: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:

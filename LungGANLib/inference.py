@@ -222,6 +222,7 @@ def segment(
         check_batch_fits(batch_size, info, device)
         mask = predict_probabilities(hu, generator, info, device, batch_size, todo, progress)
         mask &= body
+        del body  # a volume's worth of memory the post-processing can use
         labels = postprocess(
             mask, hu, volume.spacing, options.params, single_label=options.single_label, fill_holes=options.fill_holes,
             envelope=DEFAULT_ENVELOPE if options.envelope else None,

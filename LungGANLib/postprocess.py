@@ -230,22 +230,24 @@ def fill_lung_holes(lung: np.ndarray, spacing: tuple[float, float, float]) -> np
     holes = filled & ~lung
     if not holes.any():
         return filled
-    labels, n = label_components(holes)
-    outside_below = np.zeros(lung.shape, dtype=bool)
-    outside_below[1:] = ~filled[:-1]  # z - 1 is inferior in LPS
-    opening = np.unique(labels[holes & outside_below])
-    opening = opening[opening > 0]
-    if opening.size == 0:
+    # The hole components that open downwards: seeded where a hole voxel has, just below it (z - 1 is
+    # inferior in LPS), tissue outside the lung, and grown through the holes (6-connectivity, like labelling
+    # all the holes, but without a label image of them all).
+    seeds = np.zeros(lung.shape, dtype=bool)
+    seeds[1:] = holes[1:] & ~filled[:-1]
+    if not seeds.any():
         return filled
+    opening = ndimage.binary_propagation(seeds, mask=holes)
+    del seeds, holes
+    box = bounding_box(opening)
+    labels, _ = label_components(opening[box])
     pixel_mm2 = spacing[0] * spacing[1]
     domes = []
-    objects = ndimage.find_objects(labels)
-    for value in opening:
-        component = labels[objects[value - 1]] == value
-        if component.sum(axis=(1, 2)).max() * pixel_mm2 >= DOME_MIN_AREA_MM2:
+    for value, found in enumerate(ndimage.find_objects(labels), start=1):
+        if found is not None and (labels[found] == value).sum(axis=(1, 2)).max() * pixel_mm2 >= DOME_MIN_AREA_MM2:
             domes.append(value)
     if domes:
-        filled &= ~labels_in(labels, domes)
+        filled[box] &= ~labels_in(labels, domes)
     return filled
 
 
@@ -346,7 +348,7 @@ def postprocess(
         return out
     out[box] = finish_lungs(split_lungs(lungs, hu_box), spacing, radius, fill_holes=fill_holes)
     if envelope is not None and hu is not None:
-        out, _ = lesion_envelope(out, hu, spacing, envelope)
+        out, _ = lesion_envelope(out, hu, spacing, envelope, in_place=True, return_added=False)
     if single_label:
         out = np.where(out > 0, LUNG_LABEL, 0).astype(np.uint8)
     return out
