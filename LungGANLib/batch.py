@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError, LungGANError
-from .io import IMAGE_SUFFIXES, MASK_SUFFIXES, dicom_series, suffix_of
+from .io import IMAGE_SUFFIXES, dicom_series, suffix_of
+from .output import MASK_SUFFIXES
 
 #: ``--format`` choices: the ending of each mask written into an output folder.
 FORMATS = tuple(suffix.lstrip(".") for suffix in (".nii.gz", ".nrrd", ".mha", ".nii", ".dcm"))

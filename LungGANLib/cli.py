@@ -26,7 +26,7 @@ REPO_DOCS = Path(__file__).resolve().parent.parent / "docs"
 def cmd_segment(args: argparse.Namespace) -> int:
     from .batch import is_folder_output, make_output_folder, plan, run
     from .inference import SegmentOptions, model_name, resolve_device, segment_file
-    from .io import MASK_SUFFIXES, check_output_path
+    from .output import MASK_SUFFIXES, check_output_path
     from .model_io import load_model
     from .report import check_report_path, write_report
 

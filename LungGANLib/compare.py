@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .datasets import SliceData, kaggle_slices, load_pairs, prepare_slices, split_validation
-from .io import atomic_write
+from .output import atomic_write
 from .metrics import evaluate_labels, hausdorff, iou
 from .model_io import load_model
 from .models import GeneratorConfig

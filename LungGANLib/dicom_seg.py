@@ -20,7 +20,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError, LungGANError, OutputError
-from .io import CTVolume, atomic_write, mask_to_image
+from .io import CTVolume, mask_to_image
+from .output import atomic_write
 
 #: Slices whose position is further than this from the mask's grid (voxels) do not fit it.
 POSITION_TOLERANCE_VOXELS = 0.05

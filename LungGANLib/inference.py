@@ -23,7 +23,8 @@ from .classical import body_mask, segment_classical
 from .config import DEFAULT_CLASSICAL, ClassicalParams
 from .envelope import DEFAULT_ENVELOPE
 from .errors import InputError
-from .io import MASK_SUFFIXES, CTVolume, check_output_path, check_writable, load_ct, mask_bytes, mask_to_image, suffix_of, write_image
+from .io import CTVolume, load_ct, mask_to_image, suffix_of
+from .output import MASK_SUFFIXES, check_output_path, check_writable, mask_bytes, write_image
 from .model_io import ModelInfo, load_model
 from .models import Generator
 from .postprocess import postprocess

@@ -1,10 +1,12 @@
-"""Reading chest CT and writing masks, keeping the geometry.
+"""Reading chest CT, and masks on its grid, keeping the geometry.
 
 Every image is read with SimpleITK and reoriented to the canonical LPS
 orientation (see :mod:`LungGANLib.config`) so that the network and the
 post-processing always see the same anatomy layout; masks are turned back into
 the input's own orientation and geometry (size, spacing, origin, direction)
-before they are written.
+before they are written (writing: :mod:`LungGANLib.output`). Inputs are checked
+on the way in: NIfTI read to its end, DICOM series along the slice normal
+(:mod:`LungGANLib.dicom_series`), NaN/Inf voxels.
 """
 
 from __future__ import annotations
@@ -12,12 +14,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
-import shutil
-import sys
-import tempfile
 import zlib
-from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,16 +23,13 @@ import SimpleITK as sitk
 
 from .config import AIR_HU, CANONICAL_ORIENTATION, CT_AIR_CHECK_HU, CT_MIN_AIR_FRACTION
 from .dicom_series import checked_series, image_series
-from .errors import InputError, OutputError, OutputExistsError
+from .errors import InputError
+from .native import quiet_c_stderr
 
 logger = logging.getLogger(__name__)
 
 #: File endings SimpleITK reads as one image.
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
-#: File endings a mask can be written to: single-file formats, so the write can be atomic.
-OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
-#: File endings a lung mask can be written to: the image formats and DICOM SEG.
-MASK_SUFFIXES = (*OUTPUT_SUFFIXES, ".dcm")
 
 
 @dataclass(frozen=True)
@@ -187,7 +181,7 @@ def read_image_files(path: str | os.PathLike, series: str | None = None) -> tupl
         shown = sitk.ProcessObject.GetGlobalWarningDisplay()
         sitk.ProcessObject.SetGlobalWarningDisplay(False)
         try:
-            with _c_stderr_captured():
+            with quiet_c_stderr():
                 image = reader.Execute()
         except RuntimeError as exc:
             raise InputError(f"could not read the DICOM series in {path}: {str(exc).strip().splitlines()[-1]}") from None
@@ -196,7 +190,7 @@ def read_image_files(path: str | os.PathLike, series: str | None = None) -> tupl
         return image, _read_modality(files[0]), tuple(files)
     check_nifti_complete(path)
     try:
-        with _c_stderr_captured():  # ITK prints its reasons raw; the message below says it in one line
+        with quiet_c_stderr():  # ITK prints its reasons raw; the message below says it in one line
             image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         text = str(exc)
@@ -407,188 +401,3 @@ def mask_from_image(image: sitk.Image, volume: CTVolume | None = None) -> np.nda
     return sitk.GetArrayFromImage(sitk.DICOMOrient(image, CANONICAL_ORIENTATION))
 
 
-def check_output_path(path: str | os.PathLike, overwrite: bool = False, suffixes: tuple[str, ...] = OUTPUT_SUFFIXES) -> Path:
-    """Check that an output can be written, before any work is done.
-
-    Raises:
-        OutputExistsError: the file exists and ``overwrite`` is False.
-        InputError: the path is a folder, its folder does not exist, or the
-            ending is not one of ``suffixes``.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"output {path} is a folder: give a file name, or give several inputs to fill a folder")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"output {path} exists: choose another name or pass --overwrite")
-    if not path.parent.exists():
-        raise InputError(f"output folder {path.parent} does not exist: create it first")
-    if suffix_of(path) not in suffixes:
-        raise InputError(f"output {path}: use a file name ending in {', '.join(suffixes)}")
-    check_writable(path.parent)
-    return path
-
-
-def mask_bytes(voxels: int, path: str | os.PathLike) -> int:
-    """About how many bytes a uint8 mask of ``voxels`` takes in the file ``path`` (for the free-space check).
-
-    ``.nii`` is stored raw; the other formats are written compressed, and a lung mask compresses
-    more than 50-fold, so a twentieth of the raw size is a safe margin.
-    """
-    return voxels if suffix_of(Path(path)) == ".nii" else voxels // 20
-
-
-def check_writable(folder: str | os.PathLike, needed_bytes: int = 0) -> None:
-    """Check before the work that a file can be created in ``folder`` and that it has room for ``needed_bytes``.
-
-    Raises:
-        OutputError: the folder is read-only, or its disk has less free space than needed.
-    """
-    folder = Path(folder)
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".lunggan-probe.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise OutputError(f"cannot write into {folder}: {exc.strerror}; choose a writable folder") from None
-    free = shutil.disk_usage(folder).free
-    if free < needed_bytes:
-        raise OutputError(
-            f"not enough free space in {folder}: {free / 1e6:.0f} MB free, about {needed_bytes / 1e6:.0f} MB needed; free some space"
-        )
-
-
-def atomic_write(
-    path: str | os.PathLike,
-    write: Callable[[str], object],
-    suffix: str = "",
-    overwrite: bool = True,
-    verify: Callable[[str], None] | None = None,
-) -> Path:
-    """Write a file atomically: ``write(tmp)`` fills a temporary file beside ``path``, then it is published.
-
-    The temporary file is flushed to disk (fsync) and, with ``verify``, read
-    back before it takes the file's name, so a full disk or a file-size limit
-    that a writer does not report still leaves nothing at ``path``. Without
-    ``overwrite`` the publishing step is no-clobber (a hard link, which fails
-    if the name exists): of two runs writing one new file, exactly one wins.
-    A crash or an interruption (SIGINT, SIGTERM through the command line)
-    leaves the old file or the complete new one, and no temporary file. The
-    file gets the usual permissions (0666 less the umask).
-
-    Args:
-        path: the file to write (its folder must exist).
-        write: called with the temporary file's name.
-        suffix: ending of the temporary name, for writers that choose the format by it.
-        overwrite: replace a file that exists at ``path`` (else OutputExistsError).
-        verify: called with the temporary file's name; raises if it is not what was meant.
-
-    Raises:
-        OutputError: the write failed (disk full, read-only, a limit), with nothing left behind.
-        OutputExistsError: ``path`` exists and ``overwrite`` is False.
-    """
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
-    os.close(fd)
-    try:
-        try:
-            with _c_stderr_captured():  # ITK's C libraries print their write errors raw; the check below speaks instead
-                write(tmp)
-            _fsync(tmp)
-            if verify is not None:
-                verify(tmp)
-        except Exception as exc:  # writers raise many types (OSError, ITK's RuntimeError, safetensors' own)
-            if isinstance(exc, OSError) and exc.strerror:
-                reason = exc.strerror
-            else:
-                lines = str(exc).strip().splitlines()
-                reason = lines[-1] if lines else type(exc).__name__
-            raise OutputError(f"could not write {path}: {reason}; nothing was written (is the disk full?)") from None
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        _publish(tmp, path, overwrite)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_folder(path.parent)
-    return path
-
-
-@contextmanager
-def _c_stderr_captured():
-    """Send what C code prints on file descriptor 2 to a scratch file for the duration (not Python's sys.stderr)."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr at all
-        yield
-        return
-    with tempfile.TemporaryFile() as scratch:
-        sys.stderr.flush()
-        os.dup2(scratch.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def _fsync(name: str) -> None:
-    fd = os.open(name, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the new name durable (POSIX); not possible, and not needed, on Windows."""
-    if os.name == "nt":
-        return
-    try:
-        _fsync(str(folder))
-    except OSError:
-        pass
-
-
-def _publish(tmp: str, path: Path, overwrite: bool) -> None:
-    """Give the finished temporary file its name: replacing, or only if the name is free."""
-    if overwrite:
-        os.replace(tmp, path)
-        return
-    try:
-        os.link(tmp, path)  # atomic, and fails if the name exists
-    except FileExistsError:
-        raise OutputExistsError(f"output {path} exists (written meanwhile by another run?): choose another name or pass --overwrite") from None
-    except OSError:  # a file system without hard links: the check and the rename are then two steps
-        if path.exists():
-            raise OutputExistsError(f"output {path} exists: choose another name or pass --overwrite") from None
-        os.replace(tmp, path)
-        return
-    os.unlink(tmp)
-
-
-def verify_image(expected: sitk.Image) -> Callable[[str], None]:
-    """A ``verify`` for :func:`atomic_write`: the file reads back as an image equal to ``expected``, voxel for voxel."""
-
-    def verify(name: str) -> None:
-        try:
-            written = sitk.ReadImage(name)
-        except RuntimeError:
-            raise OutputError("the file does not read back") from None
-        if written.GetSize() != expected.GetSize() or not np.array_equal(
-            sitk.GetArrayViewFromImage(written), sitk.GetArrayViewFromImage(expected)
-        ):
-            raise OutputError("the file reads back different from what was written")
-
-    return verify
-
-
-def write_image(image: sitk.Image, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write an image atomically (see :func:`atomic_write`); an existing file is only replaced when asked."""
-    path = check_output_path(path, overwrite)
-    return atomic_write(path, lambda tmp: sitk.WriteImage(image, tmp, useCompression=True), suffix=suffix_of(path),
-                        overwrite=overwrite, verify=verify_image(image))

@@ -23,7 +23,7 @@ from safetensors import safe_open
 
 from .config import DEFAULT_INPUT_SIZE, DEFAULT_THRESHOLD, DEFAULT_WINDOW, HUWindow
 from .errors import ModelError
-from .io import atomic_write
+from .output import atomic_write
 from .models import Generator, GeneratorConfig
 
 FORMAT = "lunggan-generator"

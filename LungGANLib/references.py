@@ -22,7 +22,8 @@ from scipy import ndimage
 from .annotations import box_slices, outline_mask, read_lidc_outlines, read_tumour_boxes
 from .classical import segment_classical
 from .config import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
-from .io import CTVolume, atomic_write, load_ct, mask_to_image, write_image
+from .io import CTVolume, load_ct, mask_to_image
+from .output import atomic_write, write_image
 from .lesions import tumour_tissue
 from .visualize import mosaic, save_png
 

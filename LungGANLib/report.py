@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, OutputError, OutputExistsError
-from .io import atomic_write, check_writable
+from .output import atomic_write, check_writable
 from .morphology import labels_in
 
 #: Low-attenuation thresholds (HU) and the percentile reported.

@@ -41,7 +41,7 @@ from .datasets import SliceData, augment, kaggle_slices, load_pairs, prepare_sli
 from .errors import InputError
 from .inference import resolve_device
 from .lesion_synthesis import LesionOptions, augment_lesions
-from .io import atomic_write, check_writable
+from .output import atomic_write, check_writable
 from .losses import LIPSCHITZ, CriticTerms, clip_weights, critic_loss, generator_loss
 from .model_io import ModelInfo, load_model, save_model
 from .models import Generator, GeneratorConfig

@@ -111,7 +111,7 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     """Write an RGB uint8 image as PNG (atomically)."""
     import imageio.v3 as iio
 
-    from .io import atomic_write
+    from .output import atomic_write
 
     return atomic_write(path, lambda tmp: iio.imwrite(tmp, image), suffix=".png")
 
@@ -129,7 +129,7 @@ def plot_training_curves(history: list[dict], path: str | os.PathLike, title: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_write
+    from .output import atomic_write
 
     epochs = [r["epoch"] for r in history]
     fig, (losses, scores) = plt.subplots(1, 2, figsize=(9, 3.4))

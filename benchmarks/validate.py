@@ -35,7 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from LungGANLib.inference import SegmentOptions, segment  # noqa: E402
-from LungGANLib.io import atomic_write, load_ct, mask_from_image  # noqa: E402
+from LungGANLib.io import load_ct, mask_from_image  # noqa: E402
+from LungGANLib.output import atomic_write  # noqa: E402
 from LungGANLib.lesions import lesion_report, load_lesions, spill_ml  # noqa: E402
 from LungGANLib.metrics import evaluate_labels  # noqa: E402
 from LungGANLib.model_io import DEFAULT_MODEL, card_path, load_model  # noqa: E402

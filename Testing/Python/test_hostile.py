@@ -19,7 +19,7 @@ import SimpleITK as sitk
 
 from LungGANLib.cli import main
 from LungGANLib.errors import OutputError, OutputExistsError
-from LungGANLib.io import atomic_write, verify_image, write_image
+from LungGANLib.output import atomic_write, verify_image, write_image
 
 CT = "ct/elastix-00.nii.gz"
 
@@ -70,10 +70,10 @@ def test_a_full_disk_during_a_dicom_seg_leaves_nothing(data, tmp_path):
 
 
 def test_too_little_free_space_is_refused_before_the_work(capsys, monkeypatch, data, tmp_path):
-    import LungGANLib.io as io
+    import LungGANLib.output as output
 
     real = shutil.disk_usage
-    monkeypatch.setattr(io.shutil, "disk_usage", lambda p: real(p)._replace(free=1_000_000))
+    monkeypatch.setattr(output.shutil, "disk_usage", lambda p: real(p)._replace(free=1_000_000))
     calls = []
     monkeypatch.setattr("LungGANLib.inference.segment", lambda *a, **k: calls.append(1))
     code, _, err = run(capsys, "segment", data / CT, "-o", tmp_path / "m.nii", "-q")

@@ -83,7 +83,8 @@ for module in pkgutil.walk_packages(LungGANLib.__path__, "LungGANLib."):
 for name in ("LungGANLib.cli", "LungGANLib.io", "LungGANLib.classical", "LungGANLib.report", "LungGANLib.batch"):
     assert name in imported, name
 from LungGANLib.classical import segment_classical
-from LungGANLib.io import load_ct, mask_to_image, write_image
+from LungGANLib.io import load_ct, mask_to_image
+from LungGANLib.output import write_image
 from LungGANLib.report import lung_figures, write_report
 ct = load_ct({str(data / "fixtures/cip-ct-64/ct-64.nrrd")!r})
 labels = segment_classical(ct.array, ct.spacing)
