@@ -194,7 +194,7 @@ def cmd_overlay(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training import run_training
+    from .train_command import run_training
 
     run_training(args)
     return 0

@@ -1,0 +1,196 @@
+"""``lunggan train``: from the command line's arguments to an exported model.
+
+The glue between :mod:`LungGANLib.cli` and :mod:`LungGANLib.training`: which
+data (pairs, the shared references, the Kaggle slices), the
+:class:`~LungGANLib.training.TrainConfig` the flags describe, progress for
+people and for Slicer, and the checks that keep a model that is not this
+run's (an existing ``-o`` is replaced only with ``--overwrite``, or by
+``--resume`` when it is the very model this run exported).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .datasets import SliceData, kaggle_slices, load_pairs, prepare_slices, split_validation
+from .errors import InputError
+from .models import GeneratorConfig
+from .models.critics import CriticConfig
+from .output import atomic_write, check_writable
+from .progress import emit_json
+from .training import EpochRecord, StepLosses, TrainConfig, Trainer, export_model
+
+logger = logging.getLogger(__name__)
+
+
+EXPORT_RECORD = "exported.json"
+
+
+def _record_export(run_dir: Path, output: Path) -> None:
+    """Remember in the run folder which model this run exported, so --resume may replace that one only."""
+    from .model_io import sha256
+
+    record = {"output": str(output.resolve()), "sha256": sha256(output)}
+    atomic_write(run_dir / EXPORT_RECORD, lambda tmp: Path(tmp).write_text(json.dumps(record)))
+
+
+def _exported_by(run_dir: Path, output: Path) -> bool:
+    """Whether ``output`` is, unchanged, the model this run exported."""
+    from .model_io import sha256
+
+    try:
+        record = json.loads((run_dir / EXPORT_RECORD).read_text())
+        return record["output"] == str(output.resolve()) and output.is_file() and record["sha256"] == sha256(output)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _training_data(args) -> tuple[SliceData, SliceData, dict[str, list[str]]]:
+    """The training and validation slices the command line asks for, and their names for the card."""
+    from .references import CASES, data_dir, reference_path
+
+    if args.kaggle:
+        train, val = split_validation(kaggle_slices("train", args.kaggle if args.kaggle != "shared" else None), args.val_fraction, args.seed)
+        if train.images.shape[-1] != args.input_size:
+            raise InputError(f"the Kaggle slices are {train.images.shape[-1]} pixels wide: pass --input-size {train.images.shape[-1]}")
+        names = {"train": ["kaggle-finding-lungs x_train"], "validation": [f"{args.val_fraction:.0%} of x_train held out (seed {args.seed})"]}
+        return train, val, names
+    train_pairs, val_pairs = [list(p) for p in args.pair], [list(p) for p in args.val_pair]
+    names: dict[str, list[str]] = {"train": [p[0] for p in train_pairs], "validation": [p[0] for p in val_pairs]}
+    if args.references:
+        known = {c.name for c in CASES}
+        unknown = set(args.val_case) - known
+        if unknown or not args.val_case:
+            raise InputError(f"--references needs --val-case among: {', '.join(sorted(known))}")
+        for case in CASES:
+            held_out = case.name in args.val_case
+            (val_pairs if held_out else train_pairs).append([str(data_dir() / case.ct), str(reference_path(case))])
+            names["validation" if held_out else "train"].append(case.name)
+    if not train_pairs or not val_pairs:
+        raise InputError(
+            "training needs --pair CT MASK (or --references, or --kaggle) and at least one validation pair (--val-pair or --val-case)"
+        )
+    return prepare_slices(load_pairs(train_pairs), args.input_size), prepare_slices(load_pairs(val_pairs), args.input_size), names
+
+
+def config_from_args(args) -> TrainConfig:
+    """The :class:`TrainConfig` of a parsed ``lunggan train`` command line."""
+    return TrainConfig(
+        variant=args.variant,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        augment=not args.no_augment,
+        input_size=args.input_size,
+        steps_per_epoch=args.steps_per_epoch,
+        n_critic=args.n_critic,
+        adv_weight=args.adv_weight,
+        lipschitz=args.lipschitz,
+        gp_weight=args.gp_weight,
+        clip=args.clip,
+        critic_lr=args.critic_lr,
+        generator=GeneratorConfig(base_channels=args.base_channels, depth=args.depth, norm=args.norm),
+        critic=CriticConfig(base_channels=args.critic_channels, depth=args.critic_depth),
+        lesions=args.lesions,
+        dense_lung=args.dense_lung,
+        masking=args.masking,
+        dense_weight=args.dense_weight,
+        lesion_weight=args.lesion_weight,
+    )
+
+
+def run_training(args) -> Path:
+    """``lunggan train``: load the data, fit, export the best generator with its card.
+
+    Args:
+        args: the parsed command line (see :mod:`LungGANLib.cli`).
+
+    Returns:
+        The exported model path.
+    """
+    import shlex
+    import sys
+
+    from tqdm import tqdm
+
+    output = Path(args.output)
+    # --resume may replace only the model this very run exported (continuing it); anything else needs --overwrite.
+    own = args.resume and _exported_by(Path(args.run_dir), output)
+    if output.exists() and not args.overwrite and not own:
+        raise InputError(f"output model {output} exists: choose another name or pass --overwrite")
+    if output.suffix != ".safetensors":
+        raise InputError(f"output model {output} must end in .safetensors")
+    if not output.parent.is_dir():
+        raise InputError(f"output folder {output.parent} does not exist: create it first")
+    check_writable(output.parent)
+    run_dir = Path(args.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"--run-dir {run_dir} is a file: give a folder for the checkpoints and logs")
+    try:
+        config = config_from_args(args)
+        trainer = Trainer(config, args.run_dir, args.device, args.init_model)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if args.resume:
+        trainer.load_checkpoint()
+        logger.info("resuming at epoch %d", trainer.epoch)
+    train, val, names = _training_data(args)
+    say = (lambda text: print(text, file=sys.stderr)) if trainer.is_main else (lambda text: None)
+    where = f"{trainer.world} processes on {trainer.device.type}" if trainer.world > 1 else f"device {trainer.device}"
+    say(f"training {config.variant} on {len(train)} slices, validating on {len(val)}, {where}")
+    card = {
+        "name": output.stem,
+        "data": names,
+        "training_command": "lunggan " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:])),
+        "torch": torch.__version__,
+    }
+    bar = None  # this epoch's tqdm bar
+
+    progress_json = getattr(args, "progress_json", False)
+
+    def on_step(step: int, steps: int, losses: StepLosses) -> None:
+        nonlocal bar
+        if progress_json and trainer.is_main:
+            emit_json("step", epoch=trainer.epoch + 1, epochs=config.epochs, step=step, steps=steps, **asdict(losses))
+        if not trainer.is_main or args.quiet or progress_json:
+            return
+        if bar is None:
+            bar = tqdm(total=steps, desc=f"epoch {trainer.epoch + 1}/{config.epochs}", leave=False, file=sys.stderr)
+        bar.update(1)
+        shown = {"bce": f"{losses.bce:.4f}"}
+        if trainer.critic is not None:
+            shown.update(adv=f"{losses.adversarial:.3f}", critic=f"{losses.critic:.3f}", em=f"{losses.em_distance:.3f}")
+        bar.set_postfix(shown)
+        if step == steps:
+            bar.close()
+            bar = None
+
+    def on_epoch(r: EpochRecord) -> None:
+        if progress_json and trainer.is_main:
+            emit_json("epoch", **asdict(r))
+        critic = f", critic {r.critic_loss:.3f}, EM {r.em_distance:.3f}" if trainer.critic is not None else ""
+        say(
+            f"epoch {r.epoch}: loss {r.train_loss:.4f} (BCE {r.train_bce:.4f}{critic}), "
+            f"val Dice {r.val_dice:.4f}, IoU {r.val_iou:.4f} ({r.seconds:.0f} s)"
+        )
+
+    best = trainer.fit(train, val, card, on_step, on_epoch)
+    if trainer.is_main:
+        export_model(best, output, overwrite=args.overwrite or own)
+        _record_export(Path(args.run_dir), output)
+        say(f"best validation Dice {trainer.best_dice:.4f}; model written to {output}")
+        if progress_json:
+            emit_json("done", output=str(output), best_dice=trainer.best_dice)
+    if trainer.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return output
+
