@@ -91,11 +91,26 @@ class CompareConfig:
         return TrainConfig(**settings)
 
 
+#: Shares of the training data held out for choosing the epoch.
+KAGGLE_VAL_FRACTION = 0.2
+LOVO_VAL_FRACTION = 0.15
+
+
 def fit_or_resume(trainer: Trainer, train: SliceData, val: SliceData, resume: bool) -> Path:
     """Train to the end (continuing from the run's checkpoint with ``resume``); the best checkpoint's path."""
     if resume and trainer.checkpoint_path.is_file():
         trainer.load_checkpoint()
     return trainer.fit(train, val)
+
+
+def kaggle_counts() -> dict[str, int]:
+    """Slices in the Kaggle set's train and test files, and their side, read from the files' headers."""
+    from .references import data_dir
+
+    folder = data_dir() / "kaggle-finding-lungs"
+    train = np.load(folder / "x_train.npy", mmap_mode="r")
+    test = np.load(folder / "x_test.npy", mmap_mode="r")
+    return {"train": len(train), "test": len(test), "size": int(train.shape[1])}
 
 
 # -- Table 2: Kaggle slices ---------------------------------------------------------------------
@@ -135,7 +150,7 @@ def run_kaggle(config: CompareConfig, work: Path, say: Callable[[str], None]) ->
     """Train every (variant, seed, Lipschitz method) on Kaggle x_train; score on x_test."""
     train_all = kaggle_slices("train")
     test = kaggle_slices("test")
-    train, val = split_validation(train_all, 0.2, seed=0)  # one fixed split: seeds vary weights and batches
+    train, val = split_validation(train_all, KAGGLE_VAL_FRACTION, seed=0)  # one fixed split: seeds vary weights and batches
     size = int(train.images.shape[-1])
     jobs = [(v, s, "gp") for v in config.variants for s in config.seeds]
     jobs += [(v, s, "clip") for v in config.clip_variants if v != "baseline" for s in config.seeds]
@@ -237,7 +252,7 @@ def run_lovo(config: CompareConfig, work: Path, say: Callable[[str], None]) -> l
             torch.cat([slices[n].targets for n in others]),
             torch.cat([slices[n].pixel_mm for n in others]),
         )
-        train, val = split_validation(pool, 0.15, seed=0)
+        train, val = split_validation(pool, LOVO_VAL_FRACTION, seed=0)
         for variant in config.lovo_variants:
             start = time.perf_counter()
             tag = f"lovo-{patient}-{variant}"
@@ -363,6 +378,8 @@ def write_report(config: CompareConfig, runs: list[dict], rows: list[dict], seco
     raw = {"config": asdict(config), "command": command, "kaggle": runs, "lovo": rows, "seconds": seconds, "torch": torch.__version__}
     atomic_write(folder / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(raw, indent=1, default=float)))
     plot_results(runs, rows, folder)
+    trainer = TrainConfig()  # the defaults every run shares, as the prose below states them
+    kaggle = kaggle_counts()
     parts = [
         "# LGAN variants compared on real data",
         "",
@@ -371,10 +388,11 @@ def write_report(config: CompareConfig, runs: list[dict], rows: list[dict], seco
            if config.resume else "")
         + f". Raw numbers: [`{folder.name}/results.json`]({folder.name}/results.json).",
         "",
-        "All runs share one trainer and its defaults: Adam, generator lr 1e-3 (cosine to 0) and weight decay 1e-5, "
-        f"batch {config.batch_size}, generator base width {config.base_channels}, augmentation on; critics: "
-        "gradient penalty 10 unless marked `clip` (weights clipped to ±0.01), 2 critic steps per generator step, "
-        "adversarial weight 0.01, critic lr 1e-4. The best epoch is chosen on validation data, never on the test data.",
+        f"All runs share one trainer and its defaults: Adam, generator lr {trainer.lr:g} (cosine to 0) and weight decay "
+        f"{trainer.weight_decay:g}, batch {config.batch_size}, generator base width {config.base_channels}, augmentation on; "
+        f"critics: gradient penalty {trainer.gp_weight:g} unless marked `clip` (weights clipped to ±{trainer.clip:g}), "
+        f"{trainer.n_critic} critic steps per generator step, adversarial weight {trainer.adv_weight:g}, critic lr "
+        f"{trainer.critic_lr:g}. The best epoch is chosen on validation data, never on the test data.",
         "",
     ]
     summary = summarize_results(runs, rows)
@@ -384,8 +402,9 @@ def write_report(config: CompareConfig, runs: list[dict], rows: list[dict], seco
         parts += [
             "## Table 2 analogue: Kaggle slices with human lung masks",
             "",
-            f"Train on `x_train` (213 slices at 64×64; a fixed 20 % held out for choosing the epoch), "
-            f"{config.kaggle_epochs} epochs; test on the 54 `x_test` slices. Per run: mean and median over the test slices "
+            f"Train on `x_train` ({kaggle['train']} slices at {kaggle['size']}×{kaggle['size']}; a fixed "
+            f"{KAGGLE_VAL_FRACTION:.0%} held out for choosing the epoch), {config.kaggle_epochs} epochs; test on the "
+            f"{kaggle['test']} `x_test` slices. Per run: mean and median over the test slices "
             "of IoU and of the symmetric Hausdorff distance (pixels); the table gives mean ± standard deviation of "
             "those over the seeds. A slice whose prediction is empty has an infinite Hausdorff distance; it is "
             "left out of the mean, kept in the median and counted in the last column.",
@@ -402,13 +421,13 @@ def write_report(config: CompareConfig, runs: list[dict], rows: list[dict], seco
             "",
             f"Each fold trains on the other patients' reference masks (`Testing/Data/ReferenceMasks`) at "
             f"{config.lovo_input_size}×{config.lovo_input_size}, {config.lovo_epochs} epochs of {config.lovo_steps} steps "
-            "(15 % of the training slices held out for choosing the epoch), then segments the held-out volume with the "
+            f"({LOVO_VAL_FRACTION:.0%} of the training slices held out for choosing the epoch), then segments the held-out volume with the "
             "whole pipeline (network, post-processing, right/left split) at native resolution. Cells: 3D Dice / HD95 (mm) "
             "against the reference mask. The references are the classical method plus radiologists' lesion "
             "corrections, so the classical row is high by construction and is not an independent score. "
             f"The folds are short runs ({config.lovo_epochs * config.lovo_steps} steps of {config.batch_size} slices, "
             "chosen to fit this machine's CPU budget): they compare how fast each variant learns, far from convergence "
-            "(the shipped baseline, 24 full epochs at 256×256, reaches 0.992 on lidc-idri-0001).",
+            "(the shipped model's card, `Resources/Models/lunggan.json`, records a full training and its scores).",
             "",
             table4,
             "",
