@@ -423,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     # Without -v only warnings show, as one plain line each; -v adds where they come from.
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s" if args.verbose else "lunggan: warning: %(message)s")
+    from .output import PUBLISHED
+
+    PUBLISHED.clear()  # this run's files only
     previous = _exit_cleanly_on_sigterm()
     try:
         return args.func(args)
@@ -430,12 +433,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lunggan: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        print("lunggan: interrupted; the file in progress was not written (files reported as written are complete)",
-              file=sys.stderr)
+        print(f"lunggan: interrupted; {_written_before_interruption()}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _written_before_interruption() -> str:
+    """What this run wrote completely, from what was published (a file in progress is never at its name)."""
+    from .output import PUBLISHED
+
+    if not PUBLISHED:
+        return "nothing was written"
+    shown = ", ".join(str(p) for p in PUBLISHED[-3:])
+    more = f" and {len(PUBLISHED) - 3} more" if len(PUBLISHED) > 3 else ""
+    return f"written completely before it: {shown}{more}; nothing else was written"
 
 
 class Terminated(KeyboardInterrupt):

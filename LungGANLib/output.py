@@ -20,6 +20,9 @@ from .errors import InputError, OutputError, OutputExistsError
 from .io import suffix_of
 from .native import quiet_c_stderr
 
+#: Every file this process has published, in order: what an interruption can honestly say was written.
+PUBLISHED: list[Path] = []
+
 #: File endings a mask can be written to: single-file formats, so the write can be atomic.
 OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 #: File endings a lung mask can be written to: the image formats and DICOM SEG.
@@ -129,6 +132,7 @@ def atomic_write(
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         _publish(tmp, path, overwrite)
+        PUBLISHED.append(path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -362,3 +362,31 @@ def test_overlay_takes_a_mask_saved_in_another_axis_order_and_refuses_one_moved_
     sitk.WriteImage(moved, str(tmp_path / "moved.nrrd"))
     code, _, err = run(capsys, "overlay", ct, tmp_path / "moved.nrrd", "-o", tmp_path / "moved.png")
     assert code == 2 and "lie in different places" in err and not (tmp_path / "moved.png").exists()
+
+
+# -- interruptions --------------------------------------------------------------------------------
+
+
+def test_an_interruption_after_the_mask_was_published_says_it_was_written(capsys, monkeypatch, data, tmp_path):
+    import LungGANLib.cli as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C just after the mask took its name, before "wrote ..." was printed
+
+    monkeypatch.setattr(cli, "_say_row", interrupted)
+    out = tmp_path / "m.nii.gz"
+    code, stdout, err = run(capsys, "segment", data / "fixtures/cip-ct-64/ct-64.nrrd", "-o", out, "--method", "classical", "-q")
+    assert code == 130 and out.is_file()
+    assert err.strip() == f"lunggan: interrupted; written completely before it: {out}; nothing else was written"
+
+
+def test_an_interruption_before_anything_was_written_says_so(capsys, monkeypatch, data, tmp_path):
+    import LungGANLib.inference as inference
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(inference, "segment", interrupted)
+    code, _, err = run(capsys, "segment", data / "fixtures/cip-ct-64/ct-64.nrrd", "-o", tmp_path / "m.nii.gz", "-q")
+    assert code == 130 and err.strip() == "lunggan: interrupted; nothing was written"
+    assert list(tmp_path.iterdir()) == []
