@@ -181,6 +181,7 @@ class BackgroundProcess:
             return RUNNING
         if self.cancelled:
             return CANCELLED
+        _LIVE.discard(self)  # ended by itself: the launcher waited for its child, nothing is left to end at exit
         return DONE if code == 0 else FAILED
 
     def poll(self) -> list[dict]:
