@@ -72,8 +72,8 @@ def plan(inputs: list[str], output: str, fmt: str | None = None, all_series: boo
             raise InputError(f"output {out} does not end in .{fmt}: drop --format, or give a folder as -o")
         return [Job(Path(inputs[0]), series, out)]
     if out.exists() and not out.is_dir():
-        raise InputError(f"output {out} is a file, and {'several scans need' if len(inputs) > 1 else '--all-series needs'} "
-                         "a folder: give a folder as -o")
+        raise InputError(f"output {out} is a file, and a folder is needed here (several scans, --all-series, or no "
+                         "file ending): give a folder as -o, or one scan and a mask name such as lungs.nii.gz")
     if not out.exists() and not out.parent.is_dir():
         raise InputError(f"output folder {out.parent} does not exist: create it first")
     suffix = f".{fmt or 'nii.gz'}"
