@@ -35,7 +35,7 @@ assert tuple(figure for figure, _ in ROWS) == FIGURES
 def lung_segment_ids(segmentation_node, generated_tag: str) -> dict[str, str]:
     """The segment IDs of the last lung segments LungGAN made: {"right lung": id, "left lung": id} or {"lungs": id}."""
     segmentation = segmentation_node.GetSegmentation()
-    found: dict[str, str] = {}
+    found: dict[str, tuple[int, str]] = {}  # name -> (position, segment ID) of its last segment
     for index in range(segmentation.GetNumberOfSegments()):
         segment_id = segmentation.GetNthSegmentID(index)
         segment = segmentation.GetSegment(segment_id)
@@ -43,11 +43,12 @@ def lung_segment_ids(segmentation_node, generated_tag: str) -> dict[str, str]:
             continue
         name = re.sub(r" \(\d+\)$", "", segment.GetName())
         if name in ("right lung", "left lung", "lungs"):
-            found[name] = segment_id  # later ones win: the last run
-    if "right lung" in found and "left lung" in found:
-        return {"right lung": found["right lung"], "left lung": found["left lung"]}
+            found[name] = (index, segment_id)  # later ones win: the last run
+    split = "right lung" in found and "left lung" in found
+    if split and not ("lungs" in found and found["lungs"][0] > found["left lung"][0]):
+        return {"right lung": found["right lung"][1], "left lung": found["left lung"][1]}
     if "lungs" in found:
-        return {"lungs": found["lungs"]}
+        return {"lungs": found["lungs"][1]}
     raise InputError(f"segmentation {segmentation_node.GetName()!r} has no lung segments made by LungGAN: segment the lungs first")
 
 

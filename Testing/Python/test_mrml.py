@@ -169,6 +169,16 @@ def test_lung_figures_follow_the_segments_and_fill_one_table(scene, data):
     assert table_values(table)["Right lung"][0] == pytest.approx(edited.sum() * voxel_ml, abs=0.01)
 
 
+def test_lung_figures_come_from_the_last_run(scene, data):
+    logic = mrml.LungGANLogic(scene)
+    ct = logic.loadCT(data / CIP)
+    segmentation = logic.segment(ct, device="cpu", method="classical")
+    logic.segment(ct, segmentation, device="cpu", method="classical", splitLungs=False)  # added beside the first
+    assert logic.lastFigures["right_lung_ml"] is None and logic.lastFigures["total_lung_ml"] > 0
+    split = logic.segment(ct, segmentation, device="cpu", method="classical")  # and split again after it
+    assert split is segmentation and logic.lastFigures["right_lung_ml"] > 0
+
+
 def test_lung_figures_need_lung_segments_made_by_lunggan(scene, data):
     logic = mrml.LungGANLogic(scene)
     ct = logic.loadCT(data / CIP)
