@@ -88,13 +88,21 @@ def label_components(mask: np.ndarray, structure: np.ndarray | None = None) -> t
 _COUNT_CHUNK = 1 << 22
 
 
-def component_sizes(labels: np.ndarray, n: int) -> np.ndarray:
-    """Voxel count of components 1..n of a label image (index 0 is label 1), counted in chunks."""
-    flat = labels.reshape(-1)
-    counts = np.zeros(n + 1, dtype=np.int64)
+def count_values(values: np.ndarray, size: int, offset: int = 0) -> np.ndarray:
+    """How many of ``values`` (integers) equal ``offset``, ``offset + 1``, ... ``offset + size - 1``, counted in chunks."""
+    flat = values.reshape(-1)
+    counts = np.zeros(size, dtype=np.int64)
     for start in range(0, flat.size, _COUNT_CHUNK):
-        counts += np.bincount(flat[start : start + _COUNT_CHUNK], minlength=n + 1)[: n + 1]
-    return counts[1:]
+        chunk = flat[start : start + _COUNT_CHUNK]
+        if offset:
+            chunk = chunk.astype(np.int64) - offset
+        counts += np.bincount(chunk, minlength=size)[:size]
+    return counts
+
+
+def component_sizes(labels: np.ndarray, n: int) -> np.ndarray:
+    """Voxel count of components 1..n of a label image (index 0 is label 1)."""
+    return count_values(labels, n + 1)[1:]
 
 
 def labels_in(labels: np.ndarray, values) -> np.ndarray:

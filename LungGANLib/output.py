@@ -29,23 +29,26 @@ OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 MASK_SUFFIXES = (*OUTPUT_SUFFIXES, ".dcm")
 
 
-def check_output_path(path: str | os.PathLike, overwrite: bool = False, suffixes: tuple[str, ...] = OUTPUT_SUFFIXES) -> Path:
-    """Check that an output can be written, before any work is done.
+def check_output_path(
+    path: str | os.PathLike, overwrite: bool = False, suffixes: tuple[str, ...] = OUTPUT_SUFFIXES, what: str = "output"
+) -> Path:
+    """Check that an output (``what``: "output", "report"...) can be written, before any work is done.
 
     Raises:
         OutputExistsError: the file exists and ``overwrite`` is False.
         InputError: the path is a folder, its folder does not exist, or the
             ending is not one of ``suffixes``.
+        OutputError: the folder is not writable.
     """
     path = Path(path)
     if path.is_dir():
-        raise InputError(f"output {path} is a folder: give a file name, or give several inputs to fill a folder")
+        raise InputError(f"{what} {path} is a folder: give a file name, or give several inputs to fill a folder")
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"output {path} exists: choose another name or pass --overwrite")
+        raise OutputExistsError(f"{what} {path} exists: choose another name or pass --overwrite")
     if not path.parent.exists():
-        raise InputError(f"output folder {path.parent} does not exist: create it first")
+        raise InputError(f"{what} folder {path.parent} does not exist: create it first")
     if suffix_of(path) not in suffixes:
-        raise InputError(f"output {path}: use a file name ending in {', '.join(suffixes)}")
+        raise InputError(f"{what} {path}: use a file name ending in {', '.join(suffixes)}")
     check_writable(path.parent)
     return path
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, OutputError, OutputExistsError
-from .output import atomic_write, check_writable
-from .morphology import labels_in
+from .errors import InputError, OutputError
+from .output import atomic_write, check_output_path
+from .morphology import count_values, labels_in
 
 #: Low-attenuation thresholds (HU) and the percentile reported.
 LAA_THRESHOLDS_HU = (-950, -910)
@@ -56,19 +56,12 @@ def percentile(values: np.ndarray, q: float) -> float:
         return float(np.percentile(values, q))
     flat = values.reshape(-1)
     low = int(flat.min())
-    counts = np.zeros(int(flat.max()) - low + 1, dtype=np.int64)
-    for start in range(0, flat.size, _CHUNK):
-        chunk = flat[start : start + _CHUNK].astype(np.int64) - low
-        counts += np.bincount(chunk, minlength=counts.size)
-    cumulative = np.cumsum(counts)
+    cumulative = np.cumsum(count_values(flat, int(flat.max()) - low + 1, offset=low))
     rank = q / 100.0 * (flat.size - 1)
     below, above = int(np.floor(rank)), int(np.ceil(rank))
     value_below = low + int(np.searchsorted(cumulative, below, side="right"))
     value_above = low + int(np.searchsorted(cumulative, above, side="right"))
     return float(value_below + (rank - below) * (value_above - value_below))
-
-
-_CHUNK = 1 << 22
 
 
 def region_figures(hu: np.ndarray, voxel_ml: float) -> dict[str, float | None]:
@@ -110,12 +103,7 @@ def check_report_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise InputError(f"report {path}: use a file name ending in .csv or .json")
     if path.is_dir():
         raise InputError(f"report {path} is a folder: give a file name ending in .csv or .json")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"report {path} exists: choose another name or pass --overwrite")
-    if not path.parent.is_dir():
-        raise InputError(f"report folder {path.parent} does not exist: create it first")
-    check_writable(path.parent)
-    return path
+    return check_output_path(path, overwrite, REPORT_SUFFIXES, what="report")
 
 
 def _csv_value(value) -> str:
