@@ -330,7 +330,9 @@ def segment_file(
     else:
         write_image(mask_to_image(labels, volume), output, overwrite=overwrite)
     figures = lung_figures(volume.array, labels, volume.voxel_volume_ml, options.single_label)
-    voxel_ml = volume.voxel_volume_ml
-    right = float((labels == 1).sum() * voxel_ml)
-    left = float((labels == 2).sum() * voxel_ml)
-    return SegmentResult(output, right, left, not labels.any(), figures)
+    # The volumes come from the report's figures (no second count): with one label, all of it is label 1.
+    if options.single_label:
+        right, left = figures["total_lung_ml"], 0.0
+    else:
+        right, left = figures["right_lung_ml"], figures["left_lung_ml"]
+    return SegmentResult(output, right, left, figures["total_lung_ml"] == 0, figures)
