@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError, LungGANError
-from .io import IMAGE_SUFFIXES, dicom_series, suffix_of
+from .io import dicom_series, image_stem, suffix_of
 from .output import MASK_SUFFIXES
 
 #: ``--format`` choices: the ending of each mask written into an output folder.
@@ -33,14 +33,6 @@ class Job:
     input: Path
     series: str | None
     output: Path
-
-
-def input_stem(path: Path) -> str:
-    """The input's name without its image ending (a DICOM folder keeps its name)."""
-    if path.is_dir():
-        return path.resolve().name or "input"
-    suffix = suffix_of(path)
-    return path.name[: -len(suffix)] if suffix in IMAGE_SUFFIXES else path.stem
 
 
 def is_folder_output(output: str, inputs: list[str], all_series: bool) -> bool:
@@ -84,9 +76,9 @@ def plan(inputs: list[str], output: str, fmt: str | None = None, all_series: boo
         path = Path(name)
         found = dicom_series(path) if all_series and path.is_dir() else {}
         if len(found) > 1:
-            jobs += [Job(path, uid, out / f"{input_stem(path)}-{uid}{MASK_NAME_SUFFIX}{suffix}") for uid in sorted(found)]
+            jobs += [Job(path, uid, out / f"{image_stem(path)}-{uid}{MASK_NAME_SUFFIX}{suffix}") for uid in sorted(found)]
         else:
-            jobs.append(Job(path, series, out / f"{input_stem(path)}{MASK_NAME_SUFFIX}{suffix}"))
+            jobs.append(Job(path, series, out / f"{image_stem(path)}{MASK_NAME_SUFFIX}{suffix}"))
     _check_names(jobs)
     return jobs
 

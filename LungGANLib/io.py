@@ -111,6 +111,15 @@ def suffix_of(path: Path) -> str:
     return path.suffix.lower()
 
 
+def image_stem(path: str | os.PathLike) -> str:
+    """The input's name without its image ending (``ct.nii.gz`` gives ``ct``); a DICOM folder keeps its name."""
+    path = Path(path)
+    if path.is_dir():
+        return path.resolve().name or "input"
+    suffix = suffix_of(path)
+    return path.name[: -len(suffix)] if suffix in IMAGE_SUFFIXES else path.stem
+
+
 def dicom_series(folder: Path) -> dict[str, list[str]]:
     reader = sitk.ImageSeriesReader()
     series = {}

@@ -17,7 +17,6 @@ import os
 from contextlib import contextmanager
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -26,7 +25,7 @@ import vtk
 
 from .config import LABEL_NAMES
 from .errors import InputError, LungGANError
-from .io import IMAGE_SUFFIXES, CTVolume, mask_from_image, mask_to_image, volume_from_image
+from .io import CTVolume, image_stem, mask_from_image, mask_to_image, volume_from_image
 
 logger = logging.getLogger(__name__)
 
@@ -134,18 +133,10 @@ def load_ct_node(scene, path: str | os.PathLike, name: str | None = None):
 
     image, modality = read_image(path)
     check_is_ct(sitk.GetArrayViewFromImage(image), modality, str(path))
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name or _stem(path))
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name or image_stem(path))
     set_volume_node_image(node, image)
     node.CreateDefaultDisplayNodes()
     return node
-
-
-def _stem(path: str | os.PathLike) -> str:
-    name = Path(path).name
-    for suffix in IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 # -- segmentations ------------------------------------------------------------------------------
