@@ -223,6 +223,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         lovo_variants=tuple(args.lovo_variant) or defaults.lovo_variants,
         lovo_epochs=args.lovo_epochs,
         lovo_steps=args.lovo_steps,
+        lovo_patience=args.lovo_patience,
         patients=tuple(args.patient) or defaults.patients,
         resume=args.resume,
         device=args.device,
@@ -351,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--depth", type=_count(*LIMITS["depth"]), default=DEFAULT_DEPTH)
     tr.add_argument("--norm", default="batch", choices=("batch", "instance", "none"), help="generator normalisation")
     tr.add_argument("--steps-per-epoch", type=_count(1, 10_000_000), default=None, help="at most this many steps per epoch")
+    tr.add_argument("--patience", type=_count(1, 10_000_000), default=None, metavar="N",
+                    help="stop once validation Dice has not improved for N epochs (--epochs stays the schedule's length)")
     tr.add_argument("--n-critic", type=_count(1, 100), default=2, help="critic steps per generator step")
     tr.add_argument("--adv-weight", type=_number(0.0, 1e6), default=0.01, help="weight of the adversarial term (lambda)")
     tr.add_argument("--lipschitz", default="gp", choices=("gp", "clip"), help="gradient penalty or weight clipping")
@@ -390,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--lovo-variant", action="append", default=[], help="3D-table variants (repeat; default: all six)")
     cmp.add_argument("--lovo-epochs", type=_count(1, 100_000), default=3)
     cmp.add_argument("--lovo-steps", type=_count(1, 10_000_000), default=25, help="steps per epoch in the 3D folds")
+    cmp.add_argument("--lovo-patience", type=_count(1, 100_000), default=None, metavar="N",
+                     help="end a 3D fold once validation Dice has not improved for N epochs (--lovo-epochs: at most)")
     cmp.add_argument("--patient", action="append", default=[], help="3D-table patients left out in turn (default: all four)")
     cmp.add_argument("--report-only", action="store_true", help="rewrite the report from its results.json without training")
     cmp.add_argument("--resume", action="store_true", help="continue interrupted runs from their checkpoints in --work-dir")

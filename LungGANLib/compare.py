@@ -60,7 +60,9 @@ class CompareConfig:
         kaggle_epochs: epochs per Kaggle run (64x64 slices).
         clip_variants: variants also trained with weight clipping on Kaggle (Lipschitz check).
         lovo_variants: variants of the leave-one-patient-out table.
-        lovo_epochs, lovo_steps: epochs and steps per epoch of each 3D fold.
+        lovo_epochs, lovo_steps: epochs (at most, with ``lovo_patience``) and steps per epoch of each 3D fold.
+        lovo_patience: end a 3D fold once its validation Dice has not improved for this
+            many epochs (None: run all ``lovo_epochs``).
         lovo_input_size: network input side for the 3D folds.
         patients: patients of the 3D table (default: all in :data:`LOVO_PATIENTS`).
         resume: continue runs from their checkpoints in the work folder (finished runs are
@@ -76,6 +78,7 @@ class CompareConfig:
     lovo_variants: tuple[str, ...] = tuple(VARIANTS)
     lovo_epochs: int = 3
     lovo_steps: int = 25
+    lovo_patience: int | None = None
     lovo_input_size: int = 128
     patients: tuple[str, ...] = tuple(LOVO_PATIENTS)
     resume: bool = False
@@ -188,39 +191,40 @@ def run_kaggle(config: CompareConfig, work: Path, say: Callable[[str], None]) ->
 # -- Table 4 and the case study: 3D series, leave one patient out -------------------------------
 
 
-def lesion_masks(case_name: str, volume, reference: np.ndarray) -> dict[str, np.ndarray]:
-    """The radiologists' lesions of a case on its canonical grid.
-
-    Returns:
-        ``{"nodule outlines": mask}`` for LIDC cases (every reader's outlines),
-        ``{"tumour": mask}`` for Lung-PET-CT-Dx (soft tissue, -320 to 200 HU,
-        inside the reference lung within the radiologist's boxes); empty otherwise.
-    """
-    from .annotations import box_slices, outline_mask, read_lidc_outlines, read_tumour_boxes
+def case_lesions(case_name: str, volume, reference: np.ndarray) -> list:
+    """The radiologists' lesions of a case on its canonical grid (:func:`LungGANLib.lesions.load_lesions`):
+    one per LIDC reader and nodule, one per Lung-PET-CT-Dx tumour; none for a case without marks."""
+    from .lesions import load_lesions
     from .references import case_by_name, data_dir
 
     case, data = case_by_name(case_name), data_dir()
-    if case.lidc_reads:
-        return {"nodule outlines": outline_mask(read_lidc_outlines(data / case.lidc_reads), volume)}
-    if case.tumour_boxes:
-        tumour = np.zeros(reference.shape, dtype=bool)
-        for z, rows, cols in box_slices(read_tumour_boxes(data / case.tumour_boxes, data / case.boxes_dicom), volume):
-            hu = volume.array[z, rows, cols]
-            tumour[z, rows, cols] = (reference[z, rows, cols] > 0) & (hu > -320) & (hu < 200)
-        return {"tumour": tumour}
-    return {}
+    marks = case.lidc_reads or case.tumour_boxes
+    if not marks:
+        return []
+    return load_lesions(data / marks, volume, reference, data / case.boxes_dicom if case.boxes_dicom else None)
 
 
-def lesion_fraction_inside(lesion: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of lesion voxels inside the lung mask (nan when there is no lesion)."""
-    total = int(lesion.sum())
-    return float((lesion & (labels > 0)).sum() / total) if total else math.nan
+#: Name of a case's lesions in the case-study table, by lesion kind.
+LESION_KIND_NAMES = {"nodule": "nodule outlines", "tumour": "tumour"}
 
 
-def _score_volume(name: str, labels: np.ndarray, volume, reference: np.ndarray, lesions: dict) -> dict:
+def _score_volume(name: str, labels: np.ndarray, volume, reference: np.ndarray, lesions: list) -> dict:
+    """Dice, IoU, HD95; for each kind of lesion the share of all its readers' voxels (their union) inside
+    the mask; the least share of any one lesion (and of any juxtapleural one) and the spill (see
+    :func:`LungGANLib.lesions.lesion_report`)."""
+    from .lesions import lesion_report, lesion_union
+
     scores = evaluate_labels(labels, reference, volume.spacing)["lungs"]
     row = {"case": name, "dice": scores["dice"], "iou": scores["iou"], "hd95_mm": scores["hd95_mm"]}
-    row["lesions"] = {kind: lesion_fraction_inside(mask, labels) for kind, mask in lesions.items()}
+    row["lesions"] = {}
+    for kind, title in LESION_KIND_NAMES.items():
+        union = lesion_union([lesion for lesion in lesions if lesion.kind == kind], labels.shape)
+        if union.any():
+            row["lesions"][title] = float((labels[union] > 0).mean())
+    report = lesion_report(labels, reference, lesions, volume.spacing)
+    row["lesions_min"] = report["all"]["min_inside"]
+    row["juxtapleural_min"] = report["juxtapleural"]["min_inside"]
+    row["spill_ml"], row["spill_percent"] = report["spill_ml"], report["spill_percent"]
     return row
 
 
@@ -239,7 +243,7 @@ def run_lovo(config: CompareConfig, work: Path, say: Callable[[str], None]) -> l
     for patient in config.patients:
         tested = LOVO_PATIENTS[patient][0]
         volume, reference = loaded[tested]
-        lesions = lesion_masks(tested, volume, reference)
+        lesions = case_lesions(tested, volume, reference)
         start = time.perf_counter()
         # The paper's methods as the paper has them: without LungGAN's lesion envelope, so that the
         # critics are compared as networks (docs/lesions.md measures the envelope on its own).
@@ -258,7 +262,7 @@ def run_lovo(config: CompareConfig, work: Path, say: Callable[[str], None]) -> l
             tag = f"lovo-{patient}-{variant}"
             trainer = Trainer(
                 config.train_config(variant, 0, epochs=config.lovo_epochs, steps_per_epoch=config.lovo_steps,
-                                    input_size=config.lovo_input_size),
+                                    input_size=config.lovo_input_size, patience=config.lovo_patience),
                 work / tag,
                 config.device,
             )
@@ -266,7 +270,9 @@ def run_lovo(config: CompareConfig, work: Path, say: Callable[[str], None]) -> l
             model = load_model(best, trainer.device)
             labels = segment(volume, SegmentOptions(method="gan", device=str(trainer.device), envelope=False), model=model)
             row = {"patient": patient, "method": variant, **_score_volume(tested, labels, volume, reference, lesions),
-                   "val_dice": trainer.best_dice, "seconds": time.perf_counter() - start}
+                   "val_dice": trainer.best_dice, "epochs": trainer.epoch,
+                   "best_epoch": trainer.epoch - trainer.epochs_without_improvement,
+                   "seconds": time.perf_counter() - start}
             rows.append(row)
             say(f"{tag}: {tested} Dice {row['dice']:.4f}, HD95 {row['hd95_mm']:.1f} mm ({row['seconds']:.0f} s)")
     return rows
@@ -322,10 +328,22 @@ def lovo_tables(rows: list[dict]) -> tuple[str, str]:
             + f" | {np.mean(dice):.4f} | {np.median(dice):.4f} | {np.mean(hd):.2f} | {np.median(hd):.2f} |"
         )
     kinds = [(r["case"], kind) for r in rows if r["method"] == methods[0] for kind in r["lesions"]]
-    study = ["| method | " + " | ".join(f"{case}: {kind}" for case, kind in kinds) + " |", "|" + "---|" * (len(kinds) + 1)]
+    with_spill = all("spill_ml" in r for r in rows)  # results written before the spill was measured lack it
+    head = [f"{case}: {kind}" for case, kind in kinds]
+    if with_spill:
+        head += ["least lesion inside", "least juxtapleural lesion inside", "worst spill"]
+    study = ["| method | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 1)]
     for method in methods:
-        mine = {r["case"]: r for r in rows if r["method"] == method}
-        study.append(f"| {method} | " + " | ".join(f"{mine[c]['lesions'][k]:.1%}" for c, k in kinds) + " |")
+        mine = [r for r in rows if r["method"] == method]
+        by_case = {r["case"]: r for r in mine}
+        cells = [f"{by_case[c]['lesions'][k]:.1%}" for c, k in kinds]
+        if with_spill:
+            for key in ("lesions_min", "juxtapleural_min"):
+                shares = [r[key] for r in mine if r[key] is not None]
+                cells.append(f"{min(shares):.1%}" if shares else "–")
+            worst = max(mine, key=lambda r: r["spill_ml"])
+            cells.append(f"{worst['spill_ml']:.1f} mL ({worst['spill_percent']:.2f} %)")
+        study.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines), "\n".join(study)
 
 
@@ -420,14 +438,12 @@ def write_report(config: CompareConfig, runs: list[dict], rows: list[dict], seco
             "## Table 4 analogue: 3D series, leave one patient out",
             "",
             f"Each fold trains on the other patients' reference masks (`Testing/Data/ReferenceMasks`) at "
-            f"{config.lovo_input_size}×{config.lovo_input_size}, {config.lovo_epochs} epochs of {config.lovo_steps} steps "
+            f"{config.lovo_input_size}×{config.lovo_input_size}, {_lovo_length(config)} "
             f"({LOVO_VAL_FRACTION:.0%} of the training slices held out for choosing the epoch), then segments the held-out volume with the "
             "whole pipeline (network, post-processing, right/left split) at native resolution. Cells: 3D Dice / HD95 (mm) "
             "against the reference mask. The references are the classical method plus radiologists' lesion "
             "corrections, so the classical row is high by construction and is not an independent score. "
-            f"The folds are short runs ({config.lovo_epochs * config.lovo_steps} steps of {config.batch_size} slices, "
-            "chosen to fit this machine's CPU budget): they compare how fast each variant learns, far from convergence "
-            "(the shipped model's card, `Resources/Models/lunggan.json`, records a full training and its scores).",
+            + _lovo_caveat(config, rows),
             "",
             table4,
             "",
@@ -436,15 +452,34 @@ def write_report(config: CompareConfig, runs: list[dict], rows: list[dict], seco
             "## Case study: lesions inside the lung mask",
             "",
             "Fraction of lesion voxels inside each method's lung mask on the held-out volumes: every LIDC radiologist's "
-            "nodule outlines (`annotations/lidc-idri-000N-reads.xml`), and for Lung-PET-CT-Dx the soft tissue "
-            "(-320 to 200 HU) inside the reference lung within the radiologist's tumour boxes. A mask that spills "
-            "beyond the lungs takes lesions in trivially: read these fractions together with the Dice above.",
+            "nodule outlines (`annotations/lidc-idri-000N-reads.xml`, all readers together), and for Lung-PET-CT-Dx the "
+            "tumour tissue within the radiologist's boxes (`LungGANLib.lesions`). Where measured, the last columns "
+            "give the least share of any one reader's nodule or tumour inside the mask (also for the juxtapleural "
+            "ones only) and the worst spill over the held-out volumes: mask more than 5 mm outside the reference "
+            "lung that is no lesion. A mask that spills beyond the lungs takes lesions in trivially: read these "
+            "fractions together with the Dice above.",
             "",
             study,
             "",
         ]
     atomic_write(output, lambda tmp: Path(tmp).write_text("\n".join(parts)))
     return output
+
+
+def _lovo_length(config: CompareConfig) -> str:
+    if config.lovo_patience is None:
+        return f"{config.lovo_epochs} epochs of {config.lovo_steps} steps"
+    return (f"epochs of {config.lovo_steps} steps until the validation Dice had not improved for {config.lovo_patience} "
+            f"epochs (at most {config.lovo_epochs}; the learning rate's cosine schedule spans {config.lovo_epochs})")
+
+
+def _lovo_caveat(config: CompareConfig, rows: list[dict]) -> str:
+    if config.lovo_patience is None:
+        return (f"The folds are short runs ({config.lovo_epochs * config.lovo_steps} steps of {config.batch_size} slices, "
+                "chosen to fit this machine's CPU budget): they compare how fast each variant learns, far from convergence "
+                "(the shipped model's card, `Resources/Models/lunggan.json`, records a full training and its scores).")
+    ran = [f"{r['method']} {r['epochs']} (best {r['best_epoch']})" for r in rows if "epochs" in r]
+    return "Epochs run per fold and variant: " + ", ".join(ran) + "." if ran else ""
 
 
 def summarize_results(runs: list[dict], rows: list[dict]) -> list[str]:

@@ -104,6 +104,7 @@ def config_from_args(args) -> TrainConfig:
         masking=args.masking,
         dense_weight=args.dense_weight,
         lesion_weight=args.lesion_weight,
+        patience=args.patience,
     )
 
 
@@ -183,6 +184,8 @@ def run_training(args) -> Path:
         )
 
     best = trainer.fit(train, val, card, on_step, on_epoch)
+    if trainer.stalled and trainer.epoch < config.epochs:
+        say(f"validation Dice has not improved for {config.patience} epochs: stopped after epoch {trainer.epoch}")
     if trainer.is_main:
         export_model(best, output, overwrite=args.overwrite or own)
         _record_export(Path(args.run_dir), output)

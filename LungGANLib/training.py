@@ -96,6 +96,11 @@ class TrainConfig:
         dense_weight: BCE weight of *dense lung* pixels (label lung, input denser
             than ``DENSE_LUNG_HU``: nodules, masses, consolidation) against 1
             for the others; 1 weighs all pixels alike.
+        lesion_weight: BCE weight of the lung pixels the lesion and dense-lung
+            augmentations drew.
+        patience: stop once validation Dice has not improved for this many
+            epochs (None: run all ``epochs``). ``epochs`` stays the length of the
+            learning-rate schedule and the most epochs run.
     """
 
     variant: str = "baseline"
@@ -120,6 +125,7 @@ class TrainConfig:
     masking: float = 0.0
     dense_weight: float = 1.0
     lesion_weight: float = 1.0
+    patience: int | None = None
 
     @property
     def lesion_options(self) -> LesionOptions:
@@ -147,8 +153,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "input_size", "n_critic"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be at least 1 or None, got {self.steps_per_epoch}")
+        for name in ("steps_per_epoch", "patience"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 or None, got {getattr(self, name)}")
         if self.input_size % 2**self.generator.depth:
             raise ValueError(f"input_size {self.input_size} must be a multiple of {2**self.generator.depth}")
         for name in ("lr", "critic_lr", "clip"):
@@ -456,7 +463,8 @@ class Trainer:
         except (SafetensorError, OSError, KeyError, ValueError, TypeError) as exc:
             raise InputError(f"checkpoint {path} is unreadable ({exc}): start a new run") from None
         mine, theirs = self.config.to_dict(), saved.to_dict()
-        mine.pop("epochs"), theirs.pop("epochs")
+        for name in ("epochs", "patience"):  # how long to run, not how: a resumed run may change them
+            mine.pop(name), theirs.pop(name)
         if mine != theirs:
             changed = sorted(k for k in mine if mine[k] != theirs.get(k))
             raise InputError(f"checkpoint {path} was written with other settings ({', '.join(changed)}); resume with the same ones")
@@ -489,6 +497,19 @@ class Trainer:
         plot_training_curves([asdict(r) for r in self.history], self.run_dir / "curves.png", title=self.config.variant)
         return atomic_write(self.run_dir / "log.csv", write)
 
+    @property
+    def epochs_without_improvement(self) -> int:
+        """Epochs run since the best validation Dice so far (all epochs run when none improved on the start)."""
+        dice = [r.val_dice for r in self.history]
+        if not dice:
+            return 0
+        return len(dice) - 1 - int(np.argmax(dice))
+
+    @property
+    def stalled(self) -> bool:
+        """Validation Dice has not improved for ``config.patience`` epochs."""
+        return self.config.patience is not None and self.epochs_without_improvement >= self.config.patience
+
     def info(self) -> ModelInfo:
         return ModelInfo(self.config.generator, self.config.input_size, DEFAULT_WINDOW)
 
@@ -517,7 +538,8 @@ class Trainer:
         on_epoch: Callable[[EpochRecord], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Path:
-        """Train until ``config.epochs``, keeping the generator with the best validation Dice.
+        """Train until ``config.epochs`` (or until validation stalls for ``config.patience`` epochs),
+        keeping the generator with the best validation Dice.
 
         Args:
             train, val: prepared slices (see :func:`LungGANLib.datasets.prepare_slices`).
@@ -529,7 +551,7 @@ class Trainer:
         Returns:
             The best model's weights file (``run_dir/best.safetensors``).
         """
-        while self.epoch < self.config.epochs:
+        while self.epoch < self.config.epochs and not self.stalled:
             start = time.perf_counter()
             lr = self.lr_at(self.epoch)
             losses = self.train_epoch(train, on_step)

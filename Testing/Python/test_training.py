@@ -93,6 +93,28 @@ def test_resume_ends_with_the_same_weights(cip_slices, tmp_path, variant):
     assert (tmp_path / "b" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_patience_stops_once_validation_stalls_and_a_resume_may_extend_it(cip_slices, tmp_path):
+    _, _, data = cip_slices
+    scripted = iter([0.5, 0.6, 0.55, 0.58, 0.7, 0.65, 0.64, 0.66])  # validation Dice per epoch: best at 2, then at 5
+
+    def run(patience: int) -> Trainer:
+        trainer = Trainer(small_config(epochs=10, steps_per_epoch=1, patience=patience), tmp_path, device="cpu")
+        if trainer.checkpoint_path.is_file():
+            trainer.load_checkpoint()
+        trainer.validate = lambda val: (0.1, next(scripted), 0.5)
+        trainer.fit(data, data)
+        return trainer
+
+    first = run(patience=2)
+    assert first.epoch == 4 and first.stalled  # epochs 3 and 4 did not beat epoch 2
+    assert first.best_dice == 0.6 and first.epochs_without_improvement == 2
+    # Patience is how long to run, not how: a resume may raise it and the run goes on where it stopped.
+    second = run(patience=3)
+    assert second.epoch == 8 and second.best_dice == 0.7  # epoch 5 improved; 6, 7 and 8 did not
+    assert second.stalled and second.epochs_without_improvement == 3
+    assert [r.val_dice for r in second.history] == [0.5, 0.6, 0.55, 0.58, 0.7, 0.65, 0.64, 0.66]
+
+
 def test_resume_refuses_other_settings(cip_slices, tmp_path):
     _, _, data = cip_slices
     Trainer(small_config(epochs=1), tmp_path, device="cpu").fit(data, data)
@@ -108,6 +130,8 @@ def test_bad_training_settings_are_refused(tmp_path):
         Trainer(small_config(variant="basic", lipschitz="spectral"), tmp_path)
     with pytest.raises(ValueError, match="n_critic must be at least 1"):
         Trainer(small_config(variant="basic", n_critic=0), tmp_path)
+    with pytest.raises(ValueError, match="patience must be at least 1"):
+        Trainer(small_config(patience=0), tmp_path)
     with pytest.raises(ValueError, match="multiple of 4"):
         Trainer(small_config(input_size=66), tmp_path)
 
