@@ -370,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="probability that 70%% of a slice's patches are hidden (maskedSeg)")
     tr.add_argument("--dense-weight", type=POSITIVE, default=1.0, metavar="W",
                     help="BCE weight of lung pixels denser than -320 HU (lesions, dense lung, vessels); 1: all pixels alike")
+    tr.add_argument("--appearance", type=PROBABILITY, default=0.0, metavar="P",
+                    help="probability that a slice is made to look like another scan: coarse, noisy, recalibrated, "
+                    "emphysematous (label kept)")
     tr.add_argument("--lesion-weight", type=POSITIVE, default=1.0, metavar="W",
                     help="BCE weight of the lung pixels that --lesions and --dense-lung drew; 1: like the others")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -64,7 +64,7 @@ class CompareConfig:
         lovo_patience: end a 3D fold once its validation Dice has not improved for this
             many epochs (None: run all ``lovo_epochs``).
         lovo_input_size: network input side for the 3D folds.
-        patients: patients of the 3D table (default: all in :data:`LOVO_PATIENTS`).
+        patients: patients held out in turn (default: all in :data:`LOVO_PATIENTS`); each fold trains on all the others.
         resume: continue runs from their checkpoints in the work folder (finished runs are
             only evaluated again) instead of training them from scratch.
         batch_size, base_channels: shared by all runs.
@@ -235,7 +235,8 @@ def run_lovo(config: CompareConfig, work: Path, say: Callable[[str], None]) -> l
 
     by_name = {c.name: c for c in CASES}
     loaded = {}
-    for name in (n for p in config.patients for n in LOVO_PATIENTS[p]):
+    # Every fold trains on all the other patients, whichever are held out in turn.
+    for name in (n for p in LOVO_PATIENTS for n in LOVO_PATIENTS[p]):
         case = by_name[name]
         loaded[name] = load_pairs([(str(data_dir() / case.ct), str(reference_path(case)))])[0]
     slices = {name: prepare_slices([pair], config.lovo_input_size) for name, pair in loaded.items()}
@@ -250,7 +251,7 @@ def run_lovo(config: CompareConfig, work: Path, say: Callable[[str], None]) -> l
         labels = segment(volume, SegmentOptions(method="classical", envelope=False))
         rows.append({"patient": patient, "method": "classical", **_score_volume(tested, labels, volume, reference, lesions),
                      "seconds": time.perf_counter() - start})
-        others = [n for p in config.patients if p != patient for n in LOVO_PATIENTS[p]]
+        others = [n for p in LOVO_PATIENTS if p != patient for n in LOVO_PATIENTS[p]]
         pool = SliceData(
             torch.cat([slices[n].images for n in others]),
             torch.cat([slices[n].targets for n in others]),

@@ -105,6 +105,7 @@ def config_from_args(args) -> TrainConfig:
         dense_weight=args.dense_weight,
         lesion_weight=args.lesion_weight,
         patience=args.patience,
+        appearance=args.appearance,
     )
 
 

@@ -36,6 +36,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
+from .appearance import augment_appearance
 from .config import DEFAULT_INPUT_SIZE, DEFAULT_WINDOW
 from .datasets import SliceData, augment, prepare_slices
 from .errors import InputError
@@ -98,6 +99,8 @@ class TrainConfig:
             for the others; 1 weighs all pixels alike.
         lesion_weight: BCE weight of the lung pixels the lesion and dense-lung
             augmentations drew.
+        appearance: probability that a slice is made to look like another scan
+            (coarse, noisy, recalibrated, emphysematous; see :mod:`LungGANLib.appearance`).
         patience: stop once validation Dice has not improved for this many
             epochs (None: run all ``epochs``). ``epochs`` stays the length of the
             learning-rate schedule and the most epochs run.
@@ -126,6 +129,7 @@ class TrainConfig:
     dense_weight: float = 1.0
     lesion_weight: float = 1.0
     patience: int | None = None
+    appearance: float = 0.0
 
     @property
     def lesion_options(self) -> LesionOptions:
@@ -169,6 +173,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.lipschitz not in LIPSCHITZ:
             raise ValueError(f"lipschitz must be one of {LIPSCHITZ}, got {self.lipschitz!r}")
+        if not 0.0 <= self.appearance <= 1.0:
+            raise ValueError(f"appearance must be a probability between 0 and 1, got {self.appearance}")
         self.critic.validate()
         self.lesion_options.validate()
         if self.input_size < 2**self.critic.depth:
@@ -358,7 +364,8 @@ class Trainer:
         return losses
 
     def batch(self, data: SliceData, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The slices ``index`` as a training batch: lesions drawn in, then the random affine, when configured.
+        """The slices ``index`` as a training batch: lesions drawn in, the random affine, then the scan's
+        appearance, each when configured.
 
         Returns:
             Inputs, targets, and the pixels the lesion augmentations drew (None when they are off).
@@ -373,6 +380,8 @@ class Trainer:
             # The drawn pixels move with the label: warp them as a second target channel.
             x, targets = augment(x, y if drawn is None else torch.cat([y, drawn], dim=1), self.rng)
             y, drawn = (targets, None) if drawn is None else (targets[:, :1], targets[:, 1:])
+        # How the scan looks, last: a coarse or noisy scan blurs the lesions and the lung alike.
+        x = augment_appearance(x, y, self.config.appearance, self.rng)
         return x, y, drawn
 
     def train_epoch(self, data: SliceData, on_step: Callable[[int, int, StepLosses], None] | None = None) -> StepLosses:

@@ -64,11 +64,11 @@ def test_one_generator_step_lowers_the_loss(cip_slices, tmp_path):
     assert loss() < before
 
 
-@pytest.mark.parametrize("variant", ["baseline", "regression"])
-def test_resume_ends_with_the_same_weights(cip_slices, tmp_path, variant):
+@pytest.mark.parametrize("variant, appearance", [("baseline", 0.0), ("baseline", 0.5), ("regression", 0.0)])
+def test_resume_ends_with_the_same_weights(cip_slices, tmp_path, variant, appearance):
     _, _, data = cip_slices
     val = data
-    config = lambda: small_config(variant=variant, steps_per_epoch=3)
+    config = lambda: small_config(variant=variant, steps_per_epoch=3, appearance=appearance)
     straight = Trainer(config(), tmp_path / "a", device="cpu")
     straight.fit(data, val)
 
