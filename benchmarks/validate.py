@@ -149,12 +149,15 @@ def summary_table(rows: list[dict]) -> str:
 
 #: How the default model is chosen (written into its card): lesions first, subject to Dice and spill.
 SELECTION_RULE = (
-    "Eligible: Dice >= 0.99 on the held-out volume (lidc-idri-0001) and spill under 1 % of the reference lung on "
+    "Eligible: Dice >= 0.99 on the held-out volume (lidc-idri-0001), Dice >= 0.95 on cip-ct-64 (the one outside "
+    "reference: a coarse COPDGene scan with the Chest Imaging Platform's lung mask; a default must not lose lung on "
+    "a scan unlike its training scans) and spill under 1 % of the reference lung on "
     "every shared case, through the whole pipeline with the lesion envelope. Among the eligible, the highest "
     "lesion score wins: the mean of the least share inside of any reader's nodule on lidc-idri-0001 and on "
     "lidc-idri-0002, of the Lung-PET-CT-Dx A0001 tumour on series 2 and 3, and of the synthetic lesions kept on "
-    "the held-out slices. Ties go to the higher held-out Dice."
+    "the held-out slices. Ties go to the higher held-out Dice. When no model is eligible, the default is not changed."
 )
+OUTSIDE_CASE = "cip-ct-64"
 LESION_TERMS = (
     ("lidc-idri-0001", "lesions_min"), ("lidc-idri-0002", "lesions_min"),
     ("lung-pet-ct-dx-a0001-series2", "lesions_min"), ("lung-pet-ct-dx-a0001-series3", "lesions_min"),
@@ -166,14 +169,16 @@ def choose(rows: list[dict]) -> list[dict]:
     ranking = []
     for model in dict.fromkeys(r["model"] for r in rows if r["method"] == "gan" and r["envelope"]):
         group = {r["case"]: r for r in rows if r["model"] == model and r["envelope"]}
-        if any(case not in group for case, _ in LESION_TERMS):
-            continue  # not scored on every marked case
+        if any(case not in group for case, _ in LESION_TERMS) or OUTSIDE_CASE not in group:
+            continue  # not scored on every case the rule reads
         held_out = group["lidc-idri-0001"]["lungs"]["dice"]
+        outside = group[OUTSIDE_CASE]["lungs"]["dice"]
         worst_spill = max(r["spill_percent"] for name, r in group.items() if name != "cip-ct-64")
         terms = [group[case][key] for case, key in LESION_TERMS] + [group["lidc-idri-0001"].get("synthetic_kept", 0.0)]
         ranking.append({
-            "model": model, "eligible": held_out >= 0.99 and worst_spill < 1.0, "lesion_score": round(float(np.mean(terms)), 4),
-            "held_out_dice": held_out, "worst_spill_percent": worst_spill,
+            "model": model, "eligible": held_out >= 0.99 and outside >= 0.95 and worst_spill < 1.0,
+            "lesion_score": round(float(np.mean(terms)), 4),
+            "held_out_dice": held_out, "outside_dice": outside, "worst_spill_percent": worst_spill,
         })
     return sorted(ranking, key=lambda r: (not r["eligible"], -r["lesion_score"], -r["held_out_dice"]))
 
