@@ -336,7 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a generator on CTs with lung masks")
     tr.add_argument("--variant", default="baseline", choices=tuple(VARIANTS), help="baseline (BCE only) or the critic to train against")
     tr.add_argument("--kaggle", nargs="?", const="shared", metavar="FOLDER", help="train on the Kaggle 2D slices (x_train, part held out for validation)")
-    tr.add_argument("--val-fraction", type=_number(0.0, 1.0, low_open=True, high_open=True), default=0.2, help="with --kaggle: share of x_train held out for validation")
+    tr.add_argument("--val-fraction", type=_number(0.0, 1.0, low_open=True, high_open=True), default=None,
+                    help="share of the training slices held out for validation when no validation data is named "
+                    "(default 0.15; 0.2 of x_train with --kaggle)")
+    tr.add_argument("--config", metavar="JSON", help="the training settings as one JSON file (TrainConfig.to_dict), "
+                    "instead of the setting options")
     tr.add_argument("--pair", nargs=2, action="append", metavar=("CT", "MASK"), default=[], help="a training CT and its mask (repeat)")
     tr.add_argument("--val-pair", nargs=2, action="append", metavar=("CT", "MASK"), default=[], help="a validation CT and its mask (repeat)")
     tr.add_argument("--references", action="store_true", help="train on the shared 3D series with their reference masks")

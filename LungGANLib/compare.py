@@ -31,7 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .datasets import SliceData, kaggle_slices, load_pairs, prepare_slices, split_validation
+from .datasets import (
+    KAGGLE_VAL_FRACTION,
+    VALIDATION_FRACTION,
+    SliceData,
+    kaggle_slices,
+    load_pairs,
+    prepare_slices,
+    split_validation,
+)
 from .output import atomic_write
 from .metrics import evaluate_labels, hausdorff, iou
 from .model_io import load_model
@@ -94,9 +102,8 @@ class CompareConfig:
         return TrainConfig(**settings)
 
 
-#: Shares of the training data held out for choosing the epoch.
-KAGGLE_VAL_FRACTION = 0.2
-LOVO_VAL_FRACTION = 0.15
+#: Share of the training slices of a 3D fold held out for choosing the epoch.
+LOVO_VAL_FRACTION = VALIDATION_FRACTION
 
 
 def fit_or_resume(trainer: Trainer, train: SliceData, val: SliceData, resume: bool) -> Path:

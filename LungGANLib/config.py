@@ -49,6 +49,10 @@ class HUWindow:
 
 DEFAULT_WINDOW = HUWindow()
 
+#: The LGAN variants by name: the plain U-Net baseline and the paper's five critics. Torch-free, so the
+#: Slicer module lists them before PyTorch is installed; :mod:`LungGANLib.variants` builds its registry on them.
+VARIANT_NAMES = ("baseline", "basic", "product", "early-fusion", "late-fusion", "regression")
+
 #: Side length (pixels) of the square slice the generator sees.
 DEFAULT_INPUT_SIZE = 256
 

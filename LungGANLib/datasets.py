@@ -126,6 +126,14 @@ def kaggle_slices(split: str, data: str | os.PathLike | None = None, suffix: str
     return SliceData(to_tensor(x), (to_tensor(y) > 0.5).float())
 
 
+#: Share of the training slices held out for choosing the epoch when no validation data is named:
+#: ``lunggan train``, :meth:`LungGANLib.mrml.LungGANLogic.train`, Slicer's background training and
+#: ``lunggan compare``'s 3D folds alike.
+VALIDATION_FRACTION = 0.15
+#: The same for the Kaggle slices' ``x_train``.
+KAGGLE_VAL_FRACTION = 0.2
+
+
 def split_validation(data: SliceData, fraction: float, seed: int = 0) -> tuple[SliceData, SliceData]:
     """Hold out a fixed random ``fraction`` of slices for validation (model selection, never the test set)."""
     if not 0 < fraction < 1:

@@ -17,14 +17,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import SimpleITK as sitk
 import slicer
 
-from .errors import InputError, LungGANError, OutputExistsError
-from .io import mask_from_image, mask_to_image
+from .errors import InputError, LungGANError, OutputExistsError  # noqa: F401  (LungGANError: part of this module's interface)
+from .io import mask_to_image
+from .jobs import SegmentationJob, TrainingJob  # noqa: F401  (part of this module's interface)
 from .mrml_nodes import (  # noqa: F401  (part of this module's interface)
     EXISTING,
     GENERATED_TAG,
@@ -149,15 +149,11 @@ class LungGANLogic:
         Raises:
             InputError: the segmentation holds no LungGAN lung segments.
         """
-        from .mrml_figures import fill_table, lung_segment_ids
-        from .report import lung_figures
+        from .mrml_figures import segmentation_figures
 
-        ids = lung_segment_ids(segmentationNode, GENERATED_TAG)
-        volume = ct_from_volume_node(volumeNode, force=True)
-        labels = labels_from_segmentation(segmentationNode, volumeNode, volume, list(ids.values()))
-        figures = lung_figures(volume.array, labels, volume.voxel_volume_ml, single_label="lungs" in ids)
+        figures, node = segmentation_figures(self.scene, volumeNode, segmentationNode, table)
         if table:
-            self.lastFiguresTable = fill_table(self.scene, figures, segmentationNode, f"{segmentationNode.GetName()} figures")
+            self.lastFiguresTable = node
         return figures
 
     def startSegmentation(
@@ -167,8 +163,14 @@ class LungGANLogic:
         device: str = "auto",
         splitLungs: bool = True,
         fillHoles: bool = True,
+        segmentationNode=None,
+        existing: str = "add",
+        createLabelmap: bool = False,
     ) -> SegmentationJob:
-        """Start segmenting in a background process; poll the returned job, then ``job.finish(...)``."""
+        """Start segmenting in a background process; poll the returned job, then ``job.finish()``.
+
+        The arguments are those of :meth:`segment`; the scene changes only in ``job.finish()``.
+        """
         from .background import BackgroundProcess
 
         work = Path(tempfile.mkdtemp(prefix="LungGAN-"))
@@ -182,9 +184,40 @@ class LungGANLogic:
             args.append("--single-label")
         if not fillHoles:
             args.append("--no-fill-holes")
-        return SegmentationJob(self, volumeNode, BackgroundProcess(args), out_path, work, splitLungs)
+        return SegmentationJob(self.scene, volumeNode, BackgroundProcess(args), out_path, work, segmentationNode,
+                               existing, splitLungs, createLabelmap)
 
     # -- training -------------------------------------------------------------------------------
+
+    @staticmethod
+    def trainingConfig(variant: str = "baseline", epochs: int = 5, fineTune: bool = True,
+                       stepsPerEpoch: int | None = None, seed: int = 0):
+        """The settings of a training started in Slicer, validated: the same for :meth:`train` and
+        :meth:`startTraining` (which passes them to its process as a JSON file).
+
+        Fine-tuning starts from the shipped model with its architecture and input size, at a gentle
+        learning rate (1e-4); from scratch, the defaults of ``lunggan train``.
+
+        Returns:
+            (:class:`~LungGANLib.training.TrainConfig`, the model to start from or None).
+
+        Raises:
+            InputError: settings that cannot train (an unknown variant, say).
+        """
+        from .model_io import DEFAULT_MODEL, load_model
+        from .training import TrainConfig
+
+        settings = dict(variant=variant, epochs=epochs, seed=seed, steps_per_epoch=stepsPerEpoch)
+        init = str(DEFAULT_MODEL) if fineTune else None
+        if init:
+            info = load_model(init)[1]
+            settings.update(generator=info.config, input_size=info.input_size, lr=1e-4)
+        try:
+            config = TrainConfig(**settings)
+            config.validate()
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        return config, init
 
     def train(
         self,
@@ -195,7 +228,6 @@ class LungGANLogic:
         fineTune: bool = True,
         device: str = "auto",
         stepsPerEpoch: int | None = None,
-        validationFraction: float = 0.15,
         overwrite: bool = False,
         plot: bool = True,
         progress: Callable[[int, int, object], None] | None = None,
@@ -211,16 +243,18 @@ class LungGANLogic:
                 ``late-fusion``, ``regression``.
             epochs: passes over the slices.
             output: model file to write (``.safetensors``); default ``~/LungGAN/models/<variant>-<n>.safetensors``.
-            fineTune: start from the shipped model (else from scratch).
+            fineTune: start from the shipped model (else from scratch); see :meth:`trainingConfig`.
             device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
             stepsPerEpoch: at most this many steps per epoch (None: all slices).
-            validationFraction: share of slices held out to choose the best epoch.
             overwrite: replace ``output`` if it exists.
             plot: show the losses in a ``vtkMRMLPlotChartNode`` as epochs finish.
             progress: called with (step, steps, losses) after each step.
             onEpoch: called with each epoch's record.
             shouldCancel: polled after each step; True stops, writes no model and removes the plot.
-            seed: seeds weights, shuffling and augmentation.
+            seed: seeds weights, shuffling, augmentation and the validation share.
+
+        A fixed share of the slices (:data:`LungGANLib.datasets.VALIDATION_FRACTION`) is held out to
+        choose the best epoch, as ``lunggan train`` and :meth:`startTraining` do.
 
         Returns:
             The model path; select it for :meth:`segment` with ``model=``.
@@ -229,32 +263,18 @@ class LungGANLogic:
             InputError: no pairs, mismatched pairs, an existing output, bad settings.
             Cancelled: ``shouldCancel`` returned True.
         """
-        from .datasets import prepare_slices, split_validation
-        from .model_io import DEFAULT_MODEL, load_model
-        from .training import TrainConfig, Trainer, export_model
+        from .datasets import VALIDATION_FRACTION, prepare_slices, split_validation
+        from .training import Trainer, export_model
 
         output = self._model_output(pairs, output, variant, overwrite)
+        config, init = self.trainingConfig(variant, epochs, fineTune, stepsPerEpoch, seed)
         loaded = []
         for volume_node, mask_node in pairs:
             volume = ct_from_volume_node(volume_node)
             loaded.append((volume, labels_from_segmentation(mask_node, volume_node, volume)))
-        init = str(DEFAULT_MODEL) if fineTune else None
-        base = load_model(init)[1] if init else None
-        size = base.input_size if base else 256
-        generator = base.config if base else None
-        slices = prepare_slices(loaded, size)
-        train, val = split_validation(slices, validationFraction, seed)
-        settings = dict(variant=variant, epochs=epochs, seed=seed, input_size=size, steps_per_epoch=stepsPerEpoch)
-        if generator is not None:
-            settings["generator"] = generator
-        if fineTune:
-            settings["lr"] = 1e-4  # gentle: the shipped model is already good
-        try:
-            config = TrainConfig(**settings)
-            run_dir = Path(tempfile.mkdtemp(prefix="LungGAN-train-"))
-            trainer = Trainer(config, run_dir, device, init)
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
+        train, val = split_validation(prepare_slices(loaded, config.input_size), VALIDATION_FRACTION, config.seed)
+        run_dir = Path(tempfile.mkdtemp(prefix="LungGAN-train-"))
+        trainer = Trainer(config, run_dir, device, init)
         trainingPlot = TrainingPlot.create(self.scene, output.stem) if plot else None
 
         def on_step(step, steps, losses):
@@ -284,36 +304,33 @@ class LungGANLogic:
 
     def startTraining(self, pairs: Sequence[tuple], variant: str = "baseline", epochs: int = 5,
                       output: str | os.PathLike | None = None, fineTune: bool = True, device: str = "auto",
-                      stepsPerEpoch: int | None = None, overwrite: bool = False) -> TrainingJob:
-        """Start training in a background process (pairs written to a temporary folder as NRRD)."""
+                      stepsPerEpoch: int | None = None, overwrite: bool = False, seed: int = 0) -> TrainingJob:
+        """Start :meth:`train`'s training in a background process; poll the returned job, then ``job.finish()``.
+
+        The pairs go to a temporary folder as NRRD, the settings (:meth:`trainingConfig`) as a JSON file.
+        """
+        import json
+
         from .background import BackgroundProcess
-        from .model_io import DEFAULT_MODEL, load_model
 
         output = self._model_output(pairs, output, variant, overwrite)
+        config, init = self.trainingConfig(variant, epochs, fineTune, stepsPerEpoch, seed)
         work = Path(tempfile.mkdtemp(prefix="LungGAN-train-"))
-        files = []
+        settings = work / "config.json"
+        settings.write_text(json.dumps(config.to_dict(), indent=2))
+        args = ["train", "--config", settings, "--run-dir", work / "run", "-o", output, "--device", device, "--progress-json"]
         for index, (volume_node, mask_node) in enumerate(pairs):
             volume = ct_from_volume_node(volume_node)
             labels = labels_from_segmentation(mask_node, volume_node, volume)
             ct_path, mask_path = work / f"ct{index}.nrrd", work / f"mask{index}.nrrd"
             sitk.WriteImage(image_from_volume_node(volume_node), str(ct_path))
             sitk.WriteImage(mask_to_image(labels, volume), str(mask_path))
-            files.append((ct_path, mask_path))
-        args = ["train", "--variant", variant, "--epochs", str(epochs), "--run-dir", work / "run", "-o", output,
-                "--device", device, "--progress-json"]
-        for ct_path, mask_path in files:
             args += ["--pair", ct_path, mask_path]
-        # Validation: the last pair when there are several, else the same volume (the best epoch is then optimistic).
-        args += ["--val-pair", *files[-1]]
-        if stepsPerEpoch:
-            args += ["--steps-per-epoch", str(stepsPerEpoch)]
-        if fineTune:
-            info = load_model(DEFAULT_MODEL)[1]
-            args += ["--init-model", DEFAULT_MODEL, "--input-size", str(info.input_size), "--lr", "1e-4",
-                     "--base-channels", str(info.config.base_channels), "--depth", str(info.config.depth)]
+        if init:
+            args += ["--init-model", init]
         if overwrite:
             args.append("--overwrite")
-        return TrainingJob(self, BackgroundProcess(args), output, TrainingPlot.create(self.scene, output.stem), work=work)
+        return TrainingJob(self.scene, BackgroundProcess(args), output, TrainingPlot.create(self.scene, output.stem), work)
 
     def _model_output(self, pairs: Sequence[tuple], output: str | os.PathLike | None, variant: str, overwrite: bool) -> Path:
         """Check a training request's pairs and output model path (default: a new name); create its folder."""
@@ -334,77 +351,3 @@ class LungGANLogic:
         while (folder / f"{variant}-{n}.safetensors").exists():
             n += 1
         return folder / f"{variant}-{n}.safetensors"
-
-
-@dataclass
-class SegmentationJob:
-    """A segmentation running in a background process; the scene changes only in :meth:`finish`."""
-
-    logic: LungGANLogic
-    volumeNode: object
-    process: object
-    output: Path
-    work: Path
-    splitLungs: bool = True
-
-    def finish(self, segmentationNode=None, existing: str = "add", createLabelmap: bool = False):
-        """Load the finished result into the scene; returns the segmentation node.
-
-        Raises:
-            LungGANError: the process failed (its message) or was cancelled.
-        """
-        from .background import DONE
-
-        state = self.process.wait()
-        try:
-            if state != DONE:
-                raise (Cancelled("segmentation cancelled; nothing was changed") if self.process.cancelled
-                       else LungGANError(self.process.error))
-            volume = ct_from_volume_node(self.volumeNode, force=True)
-            labels = mask_from_image(sitk.ReadImage(str(self.output)), volume)
-        finally:
-            self.cleanup()
-        node, self.logic.lastLabelmapNode = write_segmentation(
-            self.logic.scene, labels, volume, self.volumeNode, segmentationNode, existing, not self.splitLungs, createLabelmap
-        )
-        self.logic.lastFigures = self.logic.lungFigures(self.volumeNode, node)
-        return node
-
-    def cleanup(self) -> None:
-        """Delete the temporary copy of the CT and the result file (the job is over)."""
-        shutil.rmtree(self.work, ignore_errors=True)
-
-
-@dataclass
-class TrainingJob:
-    """Training in a background process; :meth:`update` adds finished epochs to the plot."""
-
-    logic: LungGANLogic
-    process: object
-    output: Path
-    plot: TrainingPlot
-    epochs: list = field(default_factory=list)
-
-    def update(self) -> list[dict]:
-        """Read new progress events; epochs go into the plot. Returns the events."""
-        from types import SimpleNamespace
-
-        events = self.process.poll()
-        for event in events:
-            if event.get("event") == "epoch":
-                self.epochs.append(event)
-                self.plot.add(SimpleNamespace(**event))
-        return events
-
-    work: Path | None = None
-
-    def cancel(self) -> None:
-        """Stop training: no model is written and the plot is removed."""
-        self.process.cancel()
-        self.plot.remove(self.logic.scene)
-        self.cleanup()
-
-    def cleanup(self) -> None:
-        """Delete the temporary copies of the training pairs and the run folder."""
-        if self.work is not None:
-            shutil.rmtree(self.work, ignore_errors=True)

@@ -80,3 +80,23 @@ def fill_table(scene, figures: dict, segmentation_node, name: str):
     table.SetUseColumnTitleAsColumnHeader(True)
     table.SetLocked(True)  # computed: edits belong in the segmentation
     return table
+
+
+def segmentation_figures(scene, volume_node, segmentation_node, table: bool = True):
+    """The lung report's figures of a LungGAN segmentation as it is now (edits included).
+
+    Returns:
+        (figures, the segmentation's figures table node, filled; None without ``table``).
+
+    Raises:
+        InputError: the segmentation holds no LungGAN lung segments.
+    """
+    from .mrml_nodes import GENERATED_TAG, ct_from_volume_node, labels_from_segmentation
+    from .report import lung_figures
+
+    ids = lung_segment_ids(segmentation_node, GENERATED_TAG)
+    volume = ct_from_volume_node(volume_node, force=True)
+    labels = labels_from_segmentation(segmentation_node, volume_node, volume, list(ids.values()))
+    figures = lung_figures(volume.array, labels, volume.voxel_volume_ml, single_label="lungs" in ids)
+    node = fill_table(scene, figures, segmentation_node, f"{segmentation_node.GetName()} figures") if table else None
+    return figures, node

@@ -18,7 +18,15 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .datasets import SliceData, kaggle_slices, load_pairs, prepare_slices, split_validation
+from .datasets import (
+    KAGGLE_VAL_FRACTION,
+    VALIDATION_FRACTION,
+    SliceData,
+    kaggle_slices,
+    load_pairs,
+    prepare_slices,
+    split_validation,
+)
 from .errors import InputError
 from .models import GeneratorConfig
 from .models.critics import CriticConfig
@@ -51,15 +59,21 @@ def _exported_by(run_dir: Path, output: Path) -> bool:
         return False
 
 
-def _training_data(args) -> tuple[SliceData, SliceData, dict[str, list[str]]]:
-    """The training and validation slices the command line asks for, and their names for the card."""
+def _training_data(args, config: TrainConfig) -> tuple[SliceData, SliceData, dict[str, list[str]]]:
+    """The training and validation slices the command line asks for, and their names for the card.
+
+    Without validation data (``--val-pair``, ``--val-case``), a fixed share of the training slices
+    (``--val-fraction``, by default :data:`~LungGANLib.datasets.VALIDATION_FRACTION`; Kaggle's own
+    :data:`~LungGANLib.datasets.KAGGLE_VAL_FRACTION`) is held out, seeded by the run's seed.
+    """
     from .references import CASES, data_dir, reference_path
 
     if args.kaggle:
-        train, val = split_validation(kaggle_slices("train", args.kaggle if args.kaggle != "shared" else None), args.val_fraction, args.seed)
-        if train.images.shape[-1] != args.input_size:
+        fraction = args.val_fraction or KAGGLE_VAL_FRACTION
+        train, val = split_validation(kaggle_slices("train", args.kaggle if args.kaggle != "shared" else None), fraction, config.seed)
+        if train.images.shape[-1] != config.input_size:
             raise InputError(f"the Kaggle slices are {train.images.shape[-1]} pixels wide: pass --input-size {train.images.shape[-1]}")
-        names = {"train": ["kaggle-finding-lungs x_train"], "validation": [f"{args.val_fraction:.0%} of x_train held out (seed {args.seed})"]}
+        names = {"train": ["kaggle-finding-lungs x_train"], "validation": [f"{fraction:.0%} of x_train held out (seed {config.seed})"]}
         return train, val, names
     train_pairs, val_pairs = [list(p) for p in args.pair], [list(p) for p in args.val_pair]
     names: dict[str, list[str]] = {"train": [p[0] for p in train_pairs], "validation": [p[0] for p in val_pairs]}
@@ -72,15 +86,51 @@ def _training_data(args) -> tuple[SliceData, SliceData, dict[str, list[str]]]:
             held_out = case.name in args.val_case
             (val_pairs if held_out else train_pairs).append([str(data_dir() / case.ct), str(reference_path(case))])
             names["validation" if held_out else "train"].append(case.name)
-    if not train_pairs or not val_pairs:
-        raise InputError(
-            "training needs --pair CT MASK (or --references, or --kaggle) and at least one validation pair (--val-pair or --val-case)"
-        )
-    return prepare_slices(load_pairs(train_pairs), args.input_size), prepare_slices(load_pairs(val_pairs), args.input_size), names
+    if not train_pairs:
+        raise InputError("training needs --pair CT MASK (or --references, or --kaggle)")
+    train = prepare_slices(load_pairs(train_pairs), config.input_size)
+    if val_pairs:
+        return train, prepare_slices(load_pairs(val_pairs), config.input_size), names
+    fraction = args.val_fraction or VALIDATION_FRACTION
+    if len(train) < 2:
+        raise InputError(f"{len(train)} training slice cannot be split for validation: give a --val-pair")
+    names["validation"] = [f"{fraction:.0%} of the training slices held out (seed {config.seed})"]
+    train, val = split_validation(train, fraction, config.seed)
+    return train, val, names
+
+
+#: ``lunggan train`` options that are training settings (a :class:`TrainConfig` field each); ``--config`` replaces them.
+SETTING_OPTIONS = (
+    "--variant", "--epochs", "--batch-size", "--lr", "--weight-decay", "--seed", "--no-augment", "--input-size",
+    "--base-channels", "--depth", "--norm", "--steps-per-epoch", "--patience", "--n-critic", "--adv-weight",
+    "--lipschitz", "--gp-weight", "--clip", "--critic-lr", "--critic-channels", "--critic-depth", "--lesions",
+    "--dense-lung", "--masking", "--appearance", "--dense-weight", "--lesion-weight",
+)
+
+
+def read_config(path: str | Path, argv: list[str]) -> TrainConfig:
+    """The :class:`TrainConfig` a ``--config`` JSON file holds (:meth:`TrainConfig.to_dict`'s form), validated.
+
+    Raises:
+        InputError: unreadable or invalid file, or setting options given beside it.
+    """
+    given = sorted({a.split("=", 1)[0] for a in argv} & set(SETTING_OPTIONS))
+    if given:
+        raise InputError(f"--config {path} holds the training settings: leave out {', '.join(given)}, or leave out --config")
+    try:
+        config = TrainConfig.from_dict(json.loads(Path(path).read_text()))
+        config.validate()
+    except OSError as exc:
+        raise InputError(f"--config {path} cannot be read ({exc.strerror or exc}): give a JSON file of training settings") from None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InputError(f"--config {path} is not valid training settings ({exc}): write it with TrainConfig.to_dict") from None
+    return config
 
 
 def config_from_args(args) -> TrainConfig:
-    """The :class:`TrainConfig` of a parsed ``lunggan train`` command line."""
+    """The :class:`TrainConfig` of a parsed ``lunggan train`` command line (from ``--config`` when given)."""
+    if getattr(args, "config", None):
+        return read_config(args.config, list(getattr(args, "argv", [])))
     return TrainConfig(
         variant=args.variant,
         epochs=args.epochs,
@@ -144,7 +194,7 @@ def run_training(args) -> Path:
     if args.resume:
         trainer.load_checkpoint()
         logger.info("resuming at epoch %d", trainer.epoch)
-    train, val, names = _training_data(args)
+    train, val, names = _training_data(args, config)
     say = (lambda text: print(text, file=sys.stderr)) if trainer.is_main else (lambda text: None)
     where = f"{trainer.world} processes on {trainer.device.type}" if trainer.world > 1 else f"device {trainer.device}"
     say(f"training {config.variant} on {len(train)} slices, validating on {len(val)}, {where}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .config import VARIANT_NAMES
 from .models.critics import (
     BasicCritic,
     Critic,
@@ -44,17 +45,18 @@ class Variant:
         return self.critic(config) if self.critic else None
 
 
-VARIANTS: dict[str, Variant] = {
-    v.name: v
-    for v in (
-        Variant("baseline", None, "U-Net"),
-        Variant("basic", BasicCritic, "Basic"),
-        Variant("product", ProductCritic, "Product"),
-        Variant("early-fusion", EarlyFusionCritic, "EarlyFusion"),
-        Variant("late-fusion", LateFusionCritic, "LateFusion"),
-        Variant("regression", RegressionCritic, "Regression"),
-    )
+#: Each variant's critic and the paper's name for it.
+_CRITICS = {
+    "baseline": (None, "U-Net"),
+    "basic": (BasicCritic, "Basic"),
+    "product": (ProductCritic, "Product"),
+    "early-fusion": (EarlyFusionCritic, "EarlyFusion"),
+    "late-fusion": (LateFusionCritic, "LateFusion"),
+    "regression": (RegressionCritic, "Regression"),
 }
+assert tuple(_CRITICS) == VARIANT_NAMES, "a variant needs its critic here and its name in config.VARIANT_NAMES"
+
+VARIANTS: dict[str, Variant] = {name: Variant(name, *_CRITICS[name]) for name in VARIANT_NAMES}
 
 
 def get_variant(name: str) -> Variant:

@@ -6,6 +6,7 @@ plots are Slicer's own classes.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -345,9 +346,12 @@ def test_segmentation_in_a_background_process(scene, data):
     assert job.process.state == DONE, job.process.error
     assert node_ids(scene) == before  # nothing changes until finish()
     assert [e["event"] for e in events][-1] == "done" and any(e["event"] == "progress" for e in events)
-    segmentation = job.finish()
+    assert job.finish() == "Done: right lung, left lung."
+    segmentation = job.segmentation
     assert not job.work.exists()  # the temporary copy of the CT is gone
     assert mrml.segment_names(segmentation) == ["right lung", "left lung"]
+    assert job.progress == 1.0 and job.figuresTable is not None
+    assert job.figures == logic.lungFigures(ct, segmentation, table=False)
     expected = core_segment(load_ct(data / CIP), SegmentOptions(device="cpu"))
     np.testing.assert_array_equal(mrml.labels_from_segmentation(segmentation, ct), expected)
 
@@ -395,6 +399,7 @@ def test_train_from_two_volume_segmentation_pairs(training_pairs, tmp_path):
     assert path == str(output) and output.is_file()
     generator, info = load_model(output)
     assert info.card["variant"] == "regression" and info.card["fine_tuned_from"].endswith("lunggan.safetensors")
+    assert info.card["training"] == logic.trainingConfig("regression", 2, True, 2)[0].to_dict()
     assert [s[:2] for s in steps] == [(1, 2), (2, 2), (1, 2), (2, 2)]
     assert all(critic != 0.0 for _, _, critic in steps)  # the critic trained
     assert [r.epoch for r in epochs] == [1, 2]
@@ -419,21 +424,53 @@ def test_cancel_training_writes_nothing(training_pairs, tmp_path):
     assert not output.exists() and node_ids(scene) == before
 
 
-def test_training_in_a_background_process(training_pairs, tmp_path):
+def run_job(job, timeout: float) -> str:
+    """What the widget's timer does with any job: poll, show progress, finish."""
+    seen = []
+    deadline = time.time() + timeout
+    while job.state == RUNNING and time.time() < deadline:
+        job.poll()
+        seen.append(job.progress)
+        time.sleep(0.2)
+    job.poll()
+    assert seen == sorted(seen) and 0.0 <= seen[0] and seen[-1] <= 1.0  # progress only goes forward
+    return job.finish()
+
+
+def test_training_in_a_background_process_uses_the_settings_of_training_in_slicer(training_pairs, tmp_path):
     logic, pairs = training_pairs
     output = tmp_path / "background.safetensors"
     job = logic.startTraining(pairs, variant="basic", epochs=2, output=output, stepsPerEpoch=1, device="cpu")
-    deadline = time.time() + 400
-    while job.process.state == RUNNING and time.time() < deadline:
-        job.update()
-        time.sleep(0.2)
-    job.update()
-    assert job.process.state == DONE, job.process.error
-    assert output.is_file() and load_model(output)[1].card["variant"] == "basic"
-    assert [e["epoch"] for e in job.epochs] == [1, 2]
+    config, init = logic.trainingConfig("basic", 2, True, 1)
+    # One set of settings, handed over as a file: the shipped model's whole architecture, not a few flags.
+    handed = json.loads((job.work / "config.json").read_text())
+    assert handed == config.to_dict()
+    shipped = load_model(init)[1].config
+    assert handed["generator"] == shipped.to_dict() and handed["input_size"] == load_model(init)[1].input_size
+    assert run_job(job, 400) == f"Model written to {output}; selected for segmentation."
+    assert job.state == DONE and not job.work.exists()
+    card = load_model(output)[1].card
+    assert card["variant"] == "basic" and card["training"] == config.to_dict()
+    assert [e["epoch"] for e in job.epochs] == [1, 2] and job.progress == 1.0
     assert job.plot.table.GetTable().GetNumberOfRows() == 2
-    job.cleanup()
-    assert not job.work.exists()
+    # The same validation rule as in-process training: a seeded share of the slices held out.
+    from LungGANLib.datasets import VALIDATION_FRACTION
+
+    assert card["data"]["validation"] == [f"{VALIDATION_FRACTION:.0%} of the training slices held out (seed 0)"]
+
+
+def test_cancelling_a_background_training_writes_no_model_and_removes_its_plot(training_pairs, tmp_path):
+    logic, pairs = training_pairs
+    scene = logic.scene
+    before = node_ids(scene)
+    output = tmp_path / "cancelled.safetensors"
+    job = logic.startTraining(pairs, epochs=50, output=output, device="cpu")
+    assert node_ids(scene) != before  # the plot
+    job.cancel()
+    assert job.state == CANCELLED and not job.work.exists()
+    with pytest.raises(mrml.Cancelled, match="training cancelled; no model was written"):
+        job.finish()
+    assert node_ids(scene) == before and not output.exists()
 
 
 #: Slicer API the oldest supported release (5.8) lacks, with the release that added it
@@ -453,26 +490,27 @@ def test_no_call_needs_a_slicer_newer_than_5_8():
 
 
 def test_every_widget_the_module_uses_is_in_the_ui_file():
-    source = (REPO / "LungGAN" / "LungGAN.py").read_text()
-    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    module = (REPO / "LungGAN" / "LungGAN.py").read_text()
+    panel = (REPO / "LungGANLib" / "widget.py").read_text()
+    used = set(re.findall(r"self\.ui\.(\w+)", panel))
     tree = ET.parse(REPO / "Resources" / "UI" / "LungGAN.ui")
     widgets = {w.get("name"): w for w in tree.iter("widget")}
     assert used and used <= set(widgets), sorted(used - set(widgets))
     # Widgets bound to the parameter node name its fields.
-    fields = set(re.findall(r"^    (\w+): ", source.split("class LungGANParameterNode")[1].split("\n\n\n")[0], re.M))
+    fields = set(re.findall(r"^    (\w+): ", module.split("class LungGANParameterNode")[1].split("\n\n\n")[0], re.M))
     bound = {p.find("string").text for w in widgets.values() for p in w.findall("property") if p.get("name") == "SlicerParameterName"}
     # Path fields are synced by hand (an empty pathlib.Path shows "."): plain strings, on path line edits.
     import ast
 
-    by_hand = ast.literal_eval(re.search(r"^PATH_FIELDS = (\{.*\})$", source, re.M).group(1))
+    by_hand = ast.literal_eval(re.search(r"^PATH_FIELDS = (\{.*\})$", panel, re.M).group(1))
     assert bound | set(by_hand.values()) == fields and not bound & set(by_hand.values())
     assert all(widgets[name].get("class") == "ctkPathLineEdit" for name in by_hand)
-    assert all(re.search(rf"^    {field}: str = \"\"", source, re.M) for field in by_hand.values())
-    # The module lists the variants without importing torch (it may not be installed yet); they match the registry.
+    assert all(re.search(rf"^    {field}: str = \"\"", module, re.M) for field in by_hand.values())
+    # The module lists the variants from the torch-free config (PyTorch may not be installed yet), the registry too.
+    from LungGANLib.config import VARIANT_NAMES
     from LungGANLib.variants import VARIANTS
 
-    listed = re.search(r"^VARIANTS = \[(.*)\]$", source, re.M).group(1)
-    assert [v.strip().strip('"') for v in listed.split(",")] == list(VARIANTS)
+    assert "Choice(list(VARIANT_NAMES))" in module and tuple(VARIANTS) == VARIANT_NAMES
 
 
 def test_missing_packages_are_named_for_pip():
@@ -512,10 +550,15 @@ def test_what_the_module_imports_needs_no_package_slicer_lacks():
     import subprocess
     import sys
 
-    tree = ast.parse((REPO / "LungGAN" / "LungGAN.py").read_text())
-    modules = sorted({node.module + (f".{alias.name}" if node.module == "LungGANLib" else "")
-                      for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
-                      and node.module.startswith("LungGANLib") for alias in node.names})
+    modules = set()
+    # The module file, and the panel it loads in setup() (which needs Qt, so its own imports are checked instead).
+    for path in (REPO / "LungGAN" / "LungGAN.py", REPO / "LungGANLib" / "widget.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                modules.add(f"LungGANLib.{node.module}")
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("LungGANLib"):
+                modules |= {f"{node.module}.{a.name}" if node.module == "LungGANLib" else node.module for a in node.names}
+    modules = sorted(modules - {"LungGANLib.widget"})
     assert "LungGANLib.mrml" in modules and "LungGANLib.dependencies" in modules
     blocked = ["torch", "skimage", "scipy", "safetensors", "tqdm", "matplotlib", "highdicom", "pydicom"]
     code = (
