@@ -184,6 +184,39 @@ def test_train_resume_and_use_the_model(capsys, data, tmp_path):
     assert code == 2 and "exists" in err
 
 
+def test_train_from_a_settings_file_holds_out_a_share_without_validation_data(capsys, data, tmp_path):
+    from LungGANLib.datasets import VALIDATION_FRACTION
+    from LungGANLib.models import GeneratorConfig
+    from LungGANLib.training import TrainConfig
+
+    ct = data / "fixtures/cip-ct-64/ct-64.nrrd"
+    mask = data / "fixtures/cip-ct-64/wholeLung-64.nrrd"
+    config = TrainConfig(variant="basic", epochs=1, steps_per_epoch=2, input_size=64, seed=3,
+                         generator=GeneratorConfig(base_channels=2, depth=2, norm="instance", negative_slope=0.1))
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps(config.to_dict()))
+    model = tmp_path / "m.safetensors"
+    common = ["train", "--pair", ct, mask, "--run-dir", tmp_path / "run", "--device", "cpu", "-q"]
+    code, _, err = run(capsys, *common, "--config", settings, "-o", model)
+    assert code == 0, err
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["training"] == config.to_dict()  # every setting, the generator's norm and slope too
+    assert card["data"]["validation"] == [f"{VALIDATION_FRACTION:.0%} of the training slices held out (seed 3)"]
+    from LungGANLib.datasets import load_pairs, prepare_slices
+
+    slices = len(prepare_slices(load_pairs([(str(ct), str(mask))]), 64))
+    held_out = max(1, round(slices * VALIDATION_FRACTION))
+    assert f"training basic on {slices - held_out} slices, validating on {held_out}" in err
+    # Settings come from one place: the file, or the options.
+    code, _, err = run(capsys, *common, "--config", settings, "--epochs", "3", "-o", tmp_path / "n.safetensors")
+    assert code == 2 and "holds the training settings: leave out --epochs, or leave out --config" in err
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({**config.to_dict(), "epochs": 0}))
+    code, _, err = run(capsys, *common, "--config", broken, "-o", tmp_path / "n.safetensors")
+    assert code == 2 and "is not valid training settings (epochs must be at least 1, got 0)" in err
+    assert not (tmp_path / "n.safetensors").exists()
+
+
 @pytest.mark.parametrize("variant", ["baseline", "basic", "product", "early-fusion", "late-fusion", "regression"])
 def test_each_variant_trains_from_the_command_line(capsys, data, tmp_path, variant):
     model = tmp_path / f"{variant}.safetensors"
