@@ -308,21 +308,23 @@ def load_ct(path: str | os.PathLike, series: str | None = None, force: bool = Fa
     # Hand the only reference over, so the file's voxels can be freed once reoriented.
     holder = [image]
     del image
-    volume = volume_from_image(holder, modality=modality, source=str(path), force=force)
+    volume = _volume_from_only_reference(holder, modality=modality, source=str(path), force=force)
     volume.dicom_files = files
     return volume
 
 
-def volume_from_image(
-    image: sitk.Image | list[sitk.Image], modality: str | None = None, source: str = "image", force: bool = False
-) -> CTVolume:
-    """Wrap an in-memory SimpleITK image as a canonical :class:`CTVolume` (see :func:`load_ct`).
+def volume_from_image(image: sitk.Image, modality: str | None = None, source: str = "image", force: bool = False) -> CTVolume:
+    """Wrap an in-memory SimpleITK image as a canonical :class:`CTVolume` (see :func:`load_ct`); ``image`` is not changed."""
+    return _volume_from_only_reference([image], modality, source, force)
 
-    ``image`` may be a one-item list that this function empties, so that the
-    image's voxels are freed as soon as the reoriented copy exists.
-    """
-    if isinstance(image, list):
-        image = image.pop()
+
+def _volume_from_only_reference(
+    holder: list[sitk.Image], modality: str | None = None, source: str = "image", force: bool = False
+) -> CTVolume:
+    """:func:`volume_from_image` for a caller that hands over its only reference to the image in a one-item
+    list, which this function empties: the image's voxels are freed as soon as the reoriented copy exists
+    (a long scan's peak memory counts them once, not twice)."""
+    image = holder.pop()
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{source} has {image.GetNumberOfComponentsPerPixel()} channels per voxel (colour?): give a grey-level CT")
     if image.GetDimension() != 3:

@@ -105,7 +105,7 @@ class SegmentationJob(Job):
         output: the mask file the process writes.
         work: the temporary folder.
         segmentationNode: where the segments go (None: a new node).
-        existing: ``add``, ``replace`` or ``new`` when that node already has segments.
+        onExisting: ``add``, ``replace`` or ``new`` when that node already has segments.
         splitLungs: right and left lung (else one "lungs" segment).
         createLabelmap: also create a labelmap volume node.
 
@@ -114,10 +114,10 @@ class SegmentationJob(Job):
     """
 
     def __init__(self, scene, volumeNode, process, output: Path, work: Path, segmentationNode=None,
-                 existing: str = "add", splitLungs: bool = True, createLabelmap: bool = False) -> None:
+                 onExisting: str = "add", splitLungs: bool = True, createLabelmap: bool = False) -> None:
         super().__init__(process, work, "segmentation")
         self.scene, self.volumeNode, self.output = scene, volumeNode, Path(output)
-        self.segmentationNode, self.existing = segmentationNode, existing
+        self.segmentationNode, self.onExisting = segmentationNode, onExisting
         self.splitLungs, self.createLabelmap = splitLungs, createLabelmap
         self.segmentation = self.labelmap = self.figures = self.figuresTable = None
 
@@ -133,7 +133,7 @@ class SegmentationJob(Job):
         volume = ct_from_volume_node(self.volumeNode, force=True)
         labels = mask_from_image(sitk.ReadImage(str(self.output)), volume)
         self.segmentation, self.labelmap = write_segmentation(
-            self.scene, labels, volume, self.volumeNode, self.segmentationNode, self.existing, not self.splitLungs,
+            self.scene, labels, volume, self.volumeNode, self.segmentationNode, self.onExisting, not self.splitLungs,
             self.createLabelmap,
         )
         self.figures, self.figuresTable = segmentation_figures(self.scene, self.volumeNode, self.segmentation)

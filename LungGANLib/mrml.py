@@ -26,9 +26,9 @@ from .errors import InputError, LungGANError, OutputExistsError  # noqa: F401  (
 from .io import mask_to_image
 from .jobs import SegmentationJob, TrainingJob  # noqa: F401  (part of this module's interface)
 from .mrml_nodes import (  # noqa: F401  (part of this module's interface)
-    EXISTING,
     GENERATED_TAG,
     LUNG_COLOUR,
+    ON_EXISTING,
     SEGMENT_NAMES,
     SINGLE_SEGMENT_NAME,
     TERMINOLOGY,
@@ -89,7 +89,7 @@ class LungGANLogic:
         splitLungs: bool = True,
         fillHoles: bool = True,
         createLabelmap: bool = False,
-        existing: str = "add",
+        onExisting: str = "add",
         method: str = "gan",
         progress: Callable[[int, int], None] | None = None,
         shouldCancel: Callable[[], bool] | None = None,
@@ -104,7 +104,7 @@ class LungGANLogic:
             splitLungs: right and left lung segments (else one "lungs" segment).
             fillHoles: vessels and nodules inside the lung count as lung.
             createLabelmap: also create a labelmap volume node.
-            existing: ``add``, ``replace`` or ``new`` when the output already has segments.
+            onExisting: ``add``, ``replace`` or ``new`` when the output already has segments.
             method: ``gan`` (the generator) or ``classical``.
             progress: called with (done, total) slices.
             shouldCancel: polled with each progress report; True stops and changes nothing.
@@ -132,7 +132,7 @@ class LungGANLogic:
         if shouldCancel and shouldCancel():
             raise Cancelled("segmentation cancelled; nothing was changed")
         node, self.lastLabelmapNode = write_segmentation(
-            self.scene, labels, volume, volumeNode, segmentationNode, existing, not splitLungs, createLabelmap
+            self.scene, labels, volume, volumeNode, segmentationNode, onExisting, not splitLungs, createLabelmap
         )
         self.lastFigures = self.lungFigures(volumeNode, node)
         return node
@@ -164,7 +164,7 @@ class LungGANLogic:
         splitLungs: bool = True,
         fillHoles: bool = True,
         segmentationNode=None,
-        existing: str = "add",
+        onExisting: str = "add",
         createLabelmap: bool = False,
     ) -> SegmentationJob:
         """Start segmenting in a background process; poll the returned job, then ``job.finish()``.
@@ -185,7 +185,7 @@ class LungGANLogic:
         if not fillHoles:
             args.append("--no-fill-holes")
         return SegmentationJob(self.scene, volumeNode, BackgroundProcess(args), out_path, work, segmentationNode,
-                               existing, splitLungs, createLabelmap)
+                               onExisting, splitLungs, createLabelmap)
 
     # -- training -------------------------------------------------------------------------------
 

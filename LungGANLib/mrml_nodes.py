@@ -50,7 +50,7 @@ LUNG_COLOUR = (197 / 255, 165 / 255, 145 / 255)
 GENERATED_TAG = "LungGAN"
 
 #: What to do when the chosen output segmentation already has segments.
-EXISTING = ("add", "replace", "new")
+ON_EXISTING = ("add", "replace", "new")
 
 
 class Cancelled(LungGANError):
@@ -99,7 +99,7 @@ def ct_from_volume_node(node, force: bool = False) -> CTVolume:
     Raises:
         InputError: no image, not 3D, or not CT (unless ``force``).
     """
-    return volume_from_image([image_from_volume_node(node)], source=node.GetName(), force=force)
+    return volume_from_image(image_from_volume_node(node), source=node.GetName(), force=force)
 
 
 def set_volume_node_image(node, image: sitk.Image) -> None:
@@ -199,7 +199,7 @@ def write_segmentation(
     volume: CTVolume,
     volume_node,
     segmentation_node=None,
-    existing: str = "add",
+    on_existing: str = "add",
     single_label: bool = False,
     labelmap: bool = False,
 ) -> tuple:
@@ -212,7 +212,7 @@ def write_segmentation(
         volume_node: its node: the segmentation references it and gets its geometry.
         segmentation_node: output node; None creates ``"<CT name> lungs"`` under the CT's
             transform. A node under another transform than the CT's is refused (it is never re-parented).
-        existing: when the output already has segments: ``"add"`` new segments
+        on_existing: when the output already has segments: ``"add"`` new segments
             beside them (names made unique), ``"replace"`` the lung segments LungGAN
             made before (tagged ``LungGAN``; the user's own segments stay), or ``"new"``: leave it alone and create another node.
         single_label: one "lungs" segment instead of right and left.
@@ -221,11 +221,11 @@ def write_segmentation(
     Returns:
         (segmentation node, labelmap node or None).
     """
-    if existing not in EXISTING:
-        raise ValueError(f"existing must be one of {EXISTING}, got {existing!r}")
+    if on_existing not in ON_EXISTING:
+        raise ValueError(f"on_existing must be one of {ON_EXISTING}, got {on_existing!r}")
     ensure_segmentation_converters()
     image = mask_to_image(labels, volume)
-    if segmentation_node is not None and segmentation_node.GetSegmentation().GetNumberOfSegments() and existing == "new":
+    if segmentation_node is not None and segmentation_node.GetSegmentation().GetNumberOfSegments() and on_existing == "new":
         segmentation_node = None
     if segmentation_node is not None and segmentation_node.GetTransformNodeID() != volume_node.GetTransformNodeID():
         # Never re-parent a user's node (its own segments would move); lungs imported into another frame need its
@@ -239,7 +239,7 @@ def write_segmentation(
         segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{volume_node.GetName()} lungs")
     segmentation = segmentation_node.GetSegmentation()
     names = {SINGLE_SEGMENT_NAME: 1} if single_label else {name: value for value, name in SEGMENT_NAMES.items()}
-    if existing == "replace":
+    if on_existing == "replace":
         for index in reversed(range(segmentation.GetNumberOfSegments())):
             segment_id = segmentation.GetNthSegmentID(index)
             if segmentation.GetSegment(segment_id).HasTag(GENERATED_TAG):

@@ -260,12 +260,12 @@ def test_a_users_segmentation_under_another_transform_is_refused_and_left_alone(
     before = node_ids(scene)
     for existing in ("add", "replace"):
         with pytest.raises(InputError, match="under another transform"):
-            logic.segment(ct, mine, device="cpu", method="classical", existing=existing)
+            logic.segment(ct, mine, device="cpu", method="classical", onExisting=existing)
     assert mine.GetTransformNodeID() == theirs.GetID()  # never re-parented
     assert mrml.segment_names(mine) == ["my nodule"]
     assert node_ids(scene) == before
     # "new" leaves it alone and makes a node in the CT's frame.
-    made = logic.segment(ct, mine, device="cpu", method="classical", existing="new")
+    made = logic.segment(ct, mine, device="cpu", method="classical", onExisting="new")
     assert made is not mine and made.GetTransformNodeID() == ct.GetTransformNodeID()
 
 
@@ -296,13 +296,13 @@ def test_an_existing_segmentation_is_never_overwritten(scene, data):
         return count
 
     assert tumour_voxels(mine) == 64
-    assert logic.segment(ct, mine, device="cpu", existing="add") is mine
+    assert logic.segment(ct, mine, device="cpu", onExisting="add") is mine
     assert mrml.segment_names(mine) == ["tumour", "right lung", "left lung"]
-    logic.segment(ct, mine, device="cpu", existing="add")
+    logic.segment(ct, mine, device="cpu", onExisting="add")
     assert mrml.segment_names(mine) == ["tumour", "right lung", "left lung", "right lung (2)", "left lung (2)"]
-    logic.segment(ct, mine, device="cpu", existing="replace")  # our lung segments only
+    logic.segment(ct, mine, device="cpu", onExisting="replace")  # our lung segments only
     assert mrml.segment_names(mine) == ["tumour", "right lung", "left lung"]
-    other = logic.segment(ct, mine, device="cpu", existing="new")
+    other = logic.segment(ct, mine, device="cpu", onExisting="new")
     assert other is not mine and mrml.segment_names(mine) == ["tumour", "right lung", "left lung"]
     assert tumour_voxels(mine) == 64
 
