@@ -44,7 +44,8 @@ from .output import atomic_write
 from .metrics import evaluate_labels, hausdorff, iou
 from .model_io import load_model
 from .models import GeneratorConfig
-from .training import TrainConfig, Trainer
+from .train_config import TrainConfig
+from .training import Trainer
 from .variants import VARIANTS
 
 logger = logging.getLogger(__name__)

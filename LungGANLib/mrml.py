@@ -205,7 +205,7 @@ class LungGANLogic:
             InputError: settings that cannot train (an unknown variant, say).
         """
         from .model_io import DEFAULT_MODEL, load_model
-        from .training import TrainConfig
+        from .train_config import TrainConfig
 
         settings = dict(variant=variant, epochs=epochs, seed=seed, steps_per_epoch=stepsPerEpoch)
         init = str(DEFAULT_MODEL) if fineTune else None

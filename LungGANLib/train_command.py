@@ -32,7 +32,8 @@ from .models import GeneratorConfig
 from .models.critics import CriticConfig
 from .output import atomic_write, check_writable
 from .progress import emit_json
-from .training import EpochRecord, StepLosses, TrainConfig, Trainer, export_model
+from .train_config import EpochRecord, StepLosses, TrainConfig
+from .training import Trainer, export_model
 
 logger = logging.getLogger(__name__)
 

@@ -18,35 +18,31 @@ processes compute what one process computes on the whole batch.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
 from .appearance import augment_appearance
-from .config import DEFAULT_INPUT_SIZE, DEFAULT_WINDOW
+from .config import DEFAULT_WINDOW
 from .datasets import SliceData, augment, prepare_slices
 from .errors import InputError
 from .inference import resolve_device
-from .lesion_synthesis import LesionOptions, augment_lesions
-from .losses import LIPSCHITZ, CriticTerms, clip_weights, critic_loss, generator_loss
+from . import checkpoints, metrics
+from .lesion_synthesis import augment_lesions
+from .losses import CriticTerms, clip_weights, critic_loss, generator_loss
 from .model_io import ModelInfo, load_model, save_model
-from .models import Generator, GeneratorConfig
-from .models.critics import CriticConfig
-from .output import atomic_write
+from .models import Generator
+from .train_config import EpochRecord, StepLosses, TrainConfig
 from .variants import get_variant
 
 logger = logging.getLogger(__name__)
@@ -54,161 +50,7 @@ logger = logging.getLogger(__name__)
 #: Lung denser than this (HU) is what a threshold cuts out: nodules, masses, consolidation.
 DENSE_LUNG_HU = -320.0
 
-__all__ = ["EpochRecord", "SliceData", "TrainConfig", "Trainer", "export_model", "prepare_slices"]
-
-
-def overlap_scores(pred: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-    """Dice and IoU of thresholded predictions against thresholded targets over the whole set."""
-    p, t = pred > 0.5, target > 0.5
-    inter, total = int((p & t).sum()), int(p.sum() + t.sum())
-    if total == 0:
-        return 1.0, 1.0
-    return 2 * inter / total, inter / (total - inter)
-
-
-@dataclass
-class TrainConfig:
-    """Settings of a training run (stored in checkpoints and model cards).
-
-    Attributes:
-        variant: ``"baseline"`` (BCE only) or a critic: ``basic``, ``product``,
-            ``early-fusion``, ``late-fusion``, ``regression``.
-        epochs: passes over the training slices.
-        batch_size: slices per step (the global batch when run on several processes).
-        lr: generator Adam learning rate (cosine-decayed to 0 over the run).
-        weight_decay: generator Adam weight decay.
-        seed: seeds weights, shuffling, augmentation and the penalty's interpolation.
-        augment: random affine and flips.
-        input_size: network input side.
-        steps_per_epoch: at most this many steps per epoch (None: the whole set).
-        n_critic: critic steps per generator step.
-        adv_weight: lambda, the weight of the adversarial term in the generator loss.
-        lipschitz: ``"gp"`` (gradient penalty) or ``"clip"`` (weight clipping).
-        gp_weight: weight of the gradient penalty.
-        clip: weight-clipping bound.
-        critic_lr: critic Adam learning rate (betas 0.5, 0.9 as in WGAN-GP).
-        generator: the generator's shape.
-        critic: the critic's shape.
-        lesions: probability that a training slice gets synthetic nodules or
-            masses drawn into its lung (label unchanged; see
-            :mod:`LungGANLib.lesion_synthesis`).
-        dense_lung: probability of a dependent density gradient or patchy consolidation.
-        masking: probability that a slice has most of its patches hidden (maskedSeg).
-        dense_weight: BCE weight of *dense lung* pixels (label lung, input denser
-            than ``DENSE_LUNG_HU``: nodules, masses, consolidation) against 1
-            for the others; 1 weighs all pixels alike.
-        lesion_weight: BCE weight of the lung pixels the lesion and dense-lung
-            augmentations drew.
-        appearance: probability that a slice is made to look like another scan
-            (coarse, noisy, recalibrated, emphysematous; see :mod:`LungGANLib.appearance`).
-        patience: stop once validation Dice has not improved for this many
-            epochs (None: run all ``epochs``). ``epochs`` stays the length of the
-            learning-rate schedule and the most epochs run.
-    """
-
-    variant: str = "baseline"
-    epochs: int = 30
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    seed: int = 0
-    augment: bool = True
-    input_size: int = DEFAULT_INPUT_SIZE
-    steps_per_epoch: int | None = None
-    n_critic: int = 2
-    adv_weight: float = 0.01
-    lipschitz: str = "gp"
-    gp_weight: float = 10.0
-    clip: float = 0.01
-    critic_lr: float = 1e-4
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    critic: CriticConfig = field(default_factory=CriticConfig)
-    lesions: float = 0.0
-    dense_lung: float = 0.0
-    masking: float = 0.0
-    dense_weight: float = 1.0
-    lesion_weight: float = 1.0
-    patience: int | None = None
-    appearance: float = 0.0
-
-    @property
-    def lesion_options(self) -> LesionOptions:
-        return LesionOptions(self.lesions, self.dense_lung, self.masking)
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["generator"] = self.generator.to_dict()
-        data["critic"] = self.critic.to_dict()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        data = dict(data)
-        data["generator"] = GeneratorConfig.from_dict(data.get("generator", {}))
-        data["critic"] = CriticConfig.from_dict(data.get("critic", {}))
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown training settings {sorted(unknown)}")
-        return cls(**data)
-
-    def validate(self) -> None:
-        """Raise ValueError for settings that cannot train."""
-        get_variant(self.variant)
-        for name in ("epochs", "batch_size", "input_size", "n_critic"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("steps_per_epoch", "patience"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1 or None, got {getattr(self, name)}")
-        if self.input_size % 2**self.generator.depth:
-            raise ValueError(f"input_size {self.input_size} must be a multiple of {2**self.generator.depth}")
-        for name in ("lr", "critic_lr", "clip"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("dense_weight", "lesion_weight"):
-            if not getattr(self, name) >= 1.0:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("adv_weight", "gp_weight", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
-        if self.lipschitz not in LIPSCHITZ:
-            raise ValueError(f"lipschitz must be one of {LIPSCHITZ}, got {self.lipschitz!r}")
-        if not 0.0 <= self.appearance <= 1.0:
-            raise ValueError(f"appearance must be a probability between 0 and 1, got {self.appearance}")
-        self.critic.validate()
-        self.lesion_options.validate()
-        if self.input_size < 2**self.critic.depth:
-            raise ValueError(f"input_size {self.input_size} is too small for a critic of depth {self.critic.depth}")
-
-
-@dataclass
-class EpochRecord:
-    """One line of the training log (losses are means over the epoch's steps)."""
-
-    epoch: int
-    lr: float
-    train_loss: float
-    train_bce: float
-    train_adversarial: float
-    critic_loss: float
-    em_distance: float
-    gradient_penalty: float
-    val_loss: float
-    val_dice: float
-    val_iou: float
-    seconds: float
-
-
-@dataclass
-class StepLosses:
-    """What one training step reports to ``on_step`` callbacks."""
-
-    generator: float
-    bce: float
-    adversarial: float = 0.0
-    critic: float = 0.0
-    em_distance: float = 0.0
-    penalty: float = 0.0
+__all__ = ["EpochRecord", "SliceData", "StepLosses", "TrainConfig", "Trainer", "export_model", "prepare_slices"]
 
 
 def _set_requires_grad(module: torch.nn.Module | None, flag: bool) -> None:
@@ -418,7 +260,8 @@ class Trainer:
                 losses.append(float(F.binary_cross_entropy_with_logits(logits, y, reduction="sum")))
                 probs.append(torch.sigmoid(logits).cpu())
         loss = sum(losses) / data.targets.numel()
-        dice, iou = overlap_scores(torch.cat(probs), data.targets)
+        pred, target = torch.cat(probs).numpy() > 0.5, data.targets.numpy() > 0.5
+        dice, iou = float(metrics.dice(pred, target)), float(metrics.iou(pred, target))
         return loss, dice, iou
 
     @property
@@ -431,80 +274,15 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Write networks, optimisers, random state, epoch and history atomically (first process only)."""
-        tensors: dict[str, torch.Tensor] = {}
-        param_groups = {}
-        for name, (module, optimizer) in self._parts().items():
-            for key, value in module.state_dict().items():
-                tensors[f"{name}.{key}"] = value.detach().cpu().contiguous()
-            state = optimizer.state_dict()
-            param_groups[name] = state["param_groups"]
-            for index, slots in state["state"].items():
-                for slot, value in slots.items():
-                    tensors[f"{name}_optimizer.{index}.{slot}"] = torch.as_tensor(value).detach().cpu().contiguous()
-        tensors["rng.shuffle"] = self.rng.get_state()
-        tensors["rng.torch"] = torch.get_rng_state()
-        meta = {
-            "epoch": str(self.epoch),
-            "best_dice": repr(self.best_dice),
-            "config": json.dumps(self.config.to_dict()),
-            "param_groups": json.dumps(param_groups),
-            "history": json.dumps([asdict(r) for r in self.history]),
-        }
-        return atomic_write(self.checkpoint_path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+        return checkpoints.save(self)
 
     def load_checkpoint(self, path: str | os.PathLike | None = None) -> None:
-        """Resume from a checkpoint written by :meth:`save_checkpoint`.
-
-        Raises:
-            InputError: missing or corrupt checkpoint, or one from a run with other settings.
-        """
-        path = Path(path or self.checkpoint_path)
-        if not path.is_file():
-            raise InputError(f"no checkpoint to resume from at {path}: run without --resume first")
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as handle:
-                meta = handle.metadata()
-            tensors = load_file(str(path))
-            saved = TrainConfig.from_dict(json.loads(meta["config"]))
-            param_groups = json.loads(meta["param_groups"])
-        except (SafetensorError, OSError, KeyError, ValueError, TypeError) as exc:
-            raise InputError(f"checkpoint {path} is unreadable ({exc}): start a new run") from None
-        mine, theirs = self.config.to_dict(), saved.to_dict()
-        for name in ("epochs", "patience"):  # how long to run, not how: a resumed run may change them
-            mine.pop(name), theirs.pop(name)
-        if mine != theirs:
-            changed = sorted(k for k in mine if mine[k] != theirs.get(k))
-            raise InputError(f"checkpoint {path} was written with other settings ({', '.join(changed)}); resume with the same ones")
-        for name, (module, optimizer) in self._parts().items():
-            prefix, opt_prefix = f"{name}.", f"{name}_optimizer."
-            module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
-            opt_state: dict = {"state": {}, "param_groups": param_groups[name]}
-            for key, value in tensors.items():
-                if key.startswith(opt_prefix):
-                    index, slot = key[len(opt_prefix) :].split(".", 1)
-                    opt_state["state"].setdefault(int(index), {})[slot] = value.to(self.device) if slot != "step" else value
-            optimizer.load_state_dict(opt_state)
-        self.rng.set_state(tensors["rng.shuffle"])
-        torch.set_rng_state(tensors["rng.torch"])
-        self.epoch = int(meta["epoch"])
-        self.best_dice = float(meta["best_dice"])
-        self.history = [EpochRecord(**r) for r in json.loads(meta["history"])]
+        """Resume from a checkpoint written by :meth:`save_checkpoint` (see :func:`LungGANLib.checkpoints.load`)."""
+        checkpoints.load(self, Path(path or self.checkpoint_path))
 
     def write_log(self) -> Path:
         """Write the per-epoch log as CSV and the curves as PNG (atomically)."""
-        from .visualize import plot_training_curves
-
-        def write(tmp: str) -> None:
-            with open(tmp, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(EpochRecord.__dataclass_fields__))
-                writer.writeheader()
-                for record in self.history:
-                    writer.writerow(asdict(record))
-
-        plot_training_curves([asdict(r) for r in self.history], self.run_dir / "curves.png", title=self.config.variant)
-        return atomic_write(self.run_dir / "log.csv", write)
+        return checkpoints.write_log(self)
 
     @property
     def epochs_without_improvement(self) -> int:
