@@ -203,7 +203,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import shlex
 
-    from .compare import LOVO_PATIENTS, CompareConfig, rebuild_report, run_compare
+    from .compare import LOVO_PATIENTS, CompareConfig, run_compare
+    from .compare_report import rebuild_report, write_report
     from .variants import get_variant
 
     for name in [*args.variant, *args.lovo_variant]:
@@ -235,8 +236,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"wrote {rebuild_report(output)}")
         return 0
     command = "lunggan " + " ".join(shlex.quote(a) for a in args.argv)
-    report = run_compare(config, output, Path(args.work_dir), command, args.part or ("kaggle", "lovo"),
-                         say=lambda text: print(text, file=sys.stderr, flush=True))
+    runs, rows, seconds = run_compare(config, Path(args.work_dir), args.part or ("kaggle", "lovo"),
+                                      say=lambda text: print(text, file=sys.stderr, flush=True))
+    report = write_report(config, runs, rows, seconds, output, command)
     print(f"wrote {report}")
     return 0
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from LungGANLib.cli import main
-from LungGANLib.compare import CompareConfig, _score_volume, run_lovo, slice_scores, write_report
+from LungGANLib.compare import CompareConfig, _score_volume, run_lovo, slice_scores
+from LungGANLib.compare_report import write_report
 from LungGANLib.lesions import Lesion
 
 REPO = Path(__file__).resolve().parents[2]
