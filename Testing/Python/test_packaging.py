@@ -72,3 +72,54 @@ def test_the_repository_has_the_licence_its_metadata_names():
     assert "Apache License" in text and "Version 2.0, January 2004" in text
     assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
     assert re.search(r'^license = "Apache-2.0"$', (REPO / "pyproject.toml").read_text(), re.M)
+
+
+def _imports_of_the_core() -> dict[str, set[str]]:
+    """Each LungGANLib module -> the LungGANLib modules it imports anywhere (top level, in functions, typing blocks)."""
+    import ast
+
+    root = REPO / "LungGANLib"
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - max(node.level - 1, 0)] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else [])) if node.level else (node.module or "")
+                for alias in node.names:
+                    imported = f"{target}.{alias.name}"
+                    graph[name] |= {imported} if imported in modules else ({target} if target in modules else set())
+            elif isinstance(node, ast.Import):
+                graph[name] |= {alias.name for alias in node.names if alias.name in modules}
+    return graph
+
+
+def test_the_core_has_no_import_cycle_even_through_imports_inside_functions():
+    graph = _imports_of_the_core()
+    assert graph["LungGANLib.compare_report"] >= {"LungGANLib.compare"}  # the walk sees real imports
+    cycles = []
+
+    def visit(name: str, path: list[str]) -> None:
+        for target in sorted(graph[name]):
+            if target in path:
+                cycles.append(" -> ".join(path[path.index(target):] + [target]))
+            elif target not in done:
+                visit(target, path + [target])
+        done.add(name)
+
+    done: set[str] = set()
+    for name in sorted(graph):
+        if name not in done:
+            visit(name, [name])
+    assert cycles == []
+
+
+def test_no_module_is_over_400_lines():
+    long = {str(p.relative_to(REPO)): n for p in [*(REPO / "LungGANLib").rglob("*.py"), *(REPO / "LungGAN").glob("*.py")]
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert long == {}
+    assert len((REPO / "LungGAN" / "LungGAN.py").read_text().splitlines()) <= 150  # the module file stays thin
