@@ -71,7 +71,7 @@ def test_the_core_runs_on_python_3_9(venv39, data, tmp_path):
 import importlib, pkgutil, sys
 import LungGANLib
 assert sys.version_info[:2] == (3, 9), sys.version
-needs = {{"torch", "slicer", "vtk", "safetensors"}}
+needs = {{"torch", "slicer", "vtk", "safetensors", "qt"}}  # qt: the panel, only inside Slicer
 imported = []
 for module in pkgutil.walk_packages(LungGANLib.__path__, "LungGANLib."):
     try:
