@@ -264,7 +264,12 @@ def load_ct(path: str | os.PathLike, series: str | None = None, force: bool = Fa
 
 
 def volume_from_image(image: sitk.Image, modality: str | None = None, source: str = "image", force: bool = False) -> CTVolume:
-    """Wrap an in-memory SimpleITK image as a canonical :class:`CTVolume` (see :func:`load_ct`); ``image`` is not changed."""
+    """Wrap an in-memory SimpleITK image as a canonical :class:`CTVolume` (see :func:`load_ct`); ``image`` is not changed.
+
+    (A one-item list is still taken, and emptied, for one release: the old way to hand over the only reference.)
+    """
+    if isinstance(image, list):
+        return _volume_from_only_reference(image, modality, source, force)
     return _volume_from_only_reference([image], modality, source, force)
 
 

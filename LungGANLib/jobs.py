@@ -7,12 +7,12 @@ The widget treats every job alike, polled by a timer::
     job.poll()              # read the process's progress events
     job.state               # RUNNING, DONE, FAILED or CANCELLED
     job.progress            # 0 to 1
-    job.status              # one line for the user while it runs
-    message = job.finish()  # once it stopped: put the result into the scene, or raise
+    job.status              # one line for the user: while it runs, and what was done
+    result = job.finish()   # once it stopped: put the result into the scene (and return it), or raise
     job.cancel()            # stop it; nothing is written
     job.cleanup()           # remove the temporary files (finish and cancel do it)
 
-Results stay on the job (``job.segmentation``, ``job.figures``, ``job.output``);
+Results stay on the job too (``job.segmentation``, ``job.figures``, ``job.output``);
 a job never writes onto the logic that started it.
 """
 
@@ -65,11 +65,11 @@ class Job:
         self.process.cancel()
         self.cleanup()
 
-    def finish(self) -> str:
-        """Wait for the process, then put its result into the scene.
+    def finish(self):
+        """Wait for the process, then put its result into the scene; :attr:`status` says what was done.
 
         Returns:
-            A line for the user that says what was done.
+            The result: the segmentation node, or the model's path.
 
         Raises:
             Cancelled: the job was cancelled; nothing was changed.
@@ -87,7 +87,8 @@ class Job:
 
     _nothing_changed = "nothing was changed"
 
-    def _apply(self) -> str:
+    def _apply(self):
+        """Put the result into the scene, set :attr:`status`, return the result (subclasses)."""
         raise NotImplementedError
 
     def cleanup(self) -> None:
@@ -127,7 +128,20 @@ class SegmentationJob(Job):
             self.progress = done / total
             self.status = f"Segmenting: slice {done} of {total}..."
 
-    def _apply(self) -> str:
+    def finish(self, segmentationNode=None, existing: str | None = None, createLabelmap: bool | None = None):
+        """:meth:`Job.finish`; returns the segmentation node. The arguments are the old way (kept for one
+        release) of choosing what :meth:`LungGANLib.mrml.LungGANLogic.startSegmentation` now takes."""
+        if segmentationNode is not None or existing is not None or createLabelmap is not None:
+            import warnings
+
+            warnings.warn("give segmentationNode, onExisting and createLabelmap to startSegmentation; finish() "
+                          "arguments go in the next release", DeprecationWarning, stacklevel=2)
+            self.segmentationNode = segmentationNode if segmentationNode is not None else self.segmentationNode
+            self.onExisting = existing if existing is not None else self.onExisting
+            self.createLabelmap = createLabelmap if createLabelmap is not None else self.createLabelmap
+        return super().finish()
+
+    def _apply(self):
         from .mrml_figures import segmentation_figures
 
         volume = ct_from_volume_node(self.volumeNode, force=True)
@@ -138,7 +152,8 @@ class SegmentationJob(Job):
         )
         self.figures, self.figuresTable = segmentation_figures(self.scene, self.volumeNode, self.segmentation)
         self.progress = 1.0
-        return f"Done: {', '.join(segment_names(self.segmentation))}."
+        self.status = f"Done: {', '.join(segment_names(self.segmentation))}."
+        return self.segmentation
 
 
 class TrainingJob(Job):
@@ -174,6 +189,11 @@ class TrainingJob(Job):
         super().cancel()
         self.plot.remove(self.scene)
 
-    def _apply(self) -> str:
+    def update(self) -> list[dict]:
+        """The old name of :meth:`poll` (kept for one release)."""
+        return self.poll()
+
+    def _apply(self):
         self.progress = 1.0
-        return f"Model written to {self.output}; selected for segmentation."
+        self.status = f"Model written to {self.output}; selected for segmentation."
+        return self.output

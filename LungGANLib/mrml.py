@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import slicer
 
 from .errors import InputError, LungGANError, OutputExistsError  # noqa: F401  (LungGANError: part of this module's interface)
 from .io import mask_to_image
+from .output import check_output_path
 from .jobs import SegmentationJob, TrainingJob  # noqa: F401  (part of this module's interface)
 from .mrml_nodes import (  # noqa: F401  (part of this module's interface)
     GENERATED_TAG,
@@ -50,6 +52,18 @@ logger = logging.getLogger(__name__)
 
 
 # -- the logic ----------------------------------------------------------------------------------
+
+
+#: The old name of ``ON_EXISTING`` (kept for one release).
+EXISTING = ON_EXISTING
+
+
+def _renamed(old_value, old_name: str, value, name: str):
+    """A keyword given under its old name: used, with a DeprecationWarning (old names live for one release)."""
+    if old_value is None:
+        return value
+    warnings.warn(f"'{old_name}' is now '{name}'; the old name goes in the next release", DeprecationWarning, stacklevel=3)
+    return old_value
 
 
 def default_model_dir() -> Path:
@@ -93,6 +107,7 @@ class LungGANLogic:
         method: str = "gan",
         progress: Callable[[int, int], None] | None = None,
         shouldCancel: Callable[[], bool] | None = None,
+        existing: str | None = None,
     ):
         """Segment the lungs of a CT volume node, in this process.
 
@@ -108,6 +123,7 @@ class LungGANLogic:
             method: ``gan`` (the generator) or ``classical``.
             progress: called with (done, total) slices.
             shouldCancel: polled with each progress report; True stops and changes nothing.
+            existing: the old name of ``onExisting`` (kept for one release).
 
         Returns:
             The segmentation node (its labelmap node is ``logic.lastLabelmapNode``, the lung
@@ -119,6 +135,7 @@ class LungGANLogic:
         """
         from .inference import SegmentOptions, segment
 
+        onExisting = _renamed(existing, "existing", onExisting, "onExisting")
         volume = ct_from_volume_node(volumeNode)
 
         def report(done: int, total: int) -> None:
@@ -166,6 +183,7 @@ class LungGANLogic:
         segmentationNode=None,
         onExisting: str = "add",
         createLabelmap: bool = False,
+        existing: str | None = None,
     ) -> SegmentationJob:
         """Start segmenting in a background process; poll the returned job, then ``job.finish()``.
 
@@ -173,6 +191,7 @@ class LungGANLogic:
         """
         from .background import BackgroundProcess
 
+        onExisting = _renamed(existing, "existing", onExisting, "onExisting")
         work = Path(tempfile.mkdtemp(prefix="LungGAN-"))
         image = image_from_volume_node(volumeNode)
         ct_path, out_path = work / "ct.nrrd", work / "lungs.nrrd"
@@ -337,12 +356,9 @@ class LungGANLogic:
         if not pairs:
             raise InputError("training needs at least one (CT volume, segmentation) pair")
         output = Path(output) if output else self._new_model_path(variant)
-        if output.suffix != ".safetensors":
-            raise InputError(f"model file {output} must end in .safetensors")
-        if output.exists() and not overwrite:
-            raise OutputExistsError(f"model {output} exists: choose another name or allow overwriting")
-        output.parent.mkdir(parents=True, exist_ok=True)
-        return output
+        if output.suffix == ".safetensors":
+            output.parent.mkdir(parents=True, exist_ok=True)  # the model folder is made for the user, as Slicer's dialogs do
+        return check_output_path(output, overwrite, (".safetensors",), what="model")
 
     @staticmethod
     def _new_model_path(variant: str) -> Path:

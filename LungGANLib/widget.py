@@ -192,7 +192,7 @@ class LungGANPanel(VTKObservationMixin):
         if job.state == RUNNING:
             return
         try:
-            message = job.finish()
+            job.finish()
         except Cancelled as exc:
             self._stop(f"{str(exc)[:1].upper()}{str(exc)[1:]}.")
             return
@@ -200,7 +200,7 @@ class LungGANPanel(VTKObservationMixin):
             self._stop(f"Failed: {exc}")
             slicer.util.errorDisplay(f"LungGAN failed: {exc}")
             return
-        self._stop(message)
+        self._stop(job.status)
         if after:
             after(job)
 

@@ -346,8 +346,8 @@ def test_segmentation_in_a_background_process(scene, data):
     assert job.process.state == DONE, job.process.error
     assert node_ids(scene) == before  # nothing changes until finish()
     assert [e["event"] for e in events][-1] == "done" and any(e["event"] == "progress" for e in events)
-    assert job.finish() == "Done: right lung, left lung."
-    segmentation = job.segmentation
+    segmentation = job.finish()
+    assert segmentation is job.segmentation and job.status == "Done: right lung, left lung."
     assert not job.work.exists()  # the temporary copy of the CT is gone
     assert mrml.segment_names(segmentation) == ["right lung", "left lung"]
     assert job.progress == 1.0 and job.figuresTable is not None
@@ -425,7 +425,7 @@ def test_cancel_training_writes_nothing(training_pairs, tmp_path):
 
 
 def run_job(job, timeout: float) -> str:
-    """What the widget's timer does with any job: poll, show progress, finish."""
+    """What the widget's timer does with any job: poll, show progress, finish; returns the line it shows."""
     seen = []
     deadline = time.time() + timeout
     while job.state == RUNNING and time.time() < deadline:
@@ -434,7 +434,8 @@ def run_job(job, timeout: float) -> str:
         time.sleep(0.2)
     job.poll()
     assert seen == sorted(seen) and 0.0 <= seen[0] and seen[-1] <= 1.0  # progress only goes forward
-    return job.finish()
+    job.finish()
+    return job.status
 
 
 def test_training_in_a_background_process_uses_the_settings_of_training_in_slicer(training_pairs, tmp_path):
@@ -457,6 +458,26 @@ def test_training_in_a_background_process_uses_the_settings_of_training_in_slice
     from LungGANLib.datasets import VALIDATION_FRACTION
 
     assert card["data"]["validation"] == [f"{VALIDATION_FRACTION:.0%} of the training slices held out (seed 0)"]
+
+
+def test_old_names_still_work_for_one_release(scene, data):
+    logic = mrml.LungGANLogic(scene)
+    ct = logic.loadCT(data / CIP)
+    mine = logic.segment(ct, device="cpu", method="classical")
+    with pytest.warns(DeprecationWarning, match="'existing' is now 'onExisting'"):
+        assert logic.segment(ct, mine, device="cpu", method="classical", existing="replace") is mine
+    assert mrml.segment_names(mine) == ["right lung", "left lung"] and mrml.EXISTING == mrml.ON_EXISTING
+    job = logic.startSegmentation(ct, device="cpu")
+    job.process.wait(240)
+    with pytest.warns(DeprecationWarning, match="finish\\(\\) arguments go"):
+        assert job.finish(mine, "replace") is mine  # the old way to say where the segments go
+    assert mrml.segment_names(mine) == ["right lung", "left lung"]
+    import SimpleITK as sitk_
+
+    from LungGANLib.io import volume_from_image
+
+    holder = [sitk_.ReadImage(str(data / CIP))]
+    assert volume_from_image(holder).array.shape == (79, 64, 64) and holder == []
 
 
 def test_cancelling_a_background_training_writes_no_model_and_removes_its_plot(training_pairs, tmp_path):
