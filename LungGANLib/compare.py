@@ -29,15 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .datasets import (
-    KAGGLE_VAL_FRACTION,
-    VALIDATION_FRACTION,
-    SliceData,
-    kaggle_slices,
-    load_pairs,
-    prepare_slices,
-    split_validation,
-)
+from .datasets import KAGGLE_VAL_FRACTION, VALIDATION_FRACTION, SliceData, kaggle_slices, load_pairs, prepare_slices, split_validation
 from .metrics import evaluate_labels, hausdorff, iou
 from .model_io import load_model
 from .models import GeneratorConfig

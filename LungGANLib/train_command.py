@@ -18,15 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .datasets import (
-    KAGGLE_VAL_FRACTION,
-    VALIDATION_FRACTION,
-    SliceData,
-    kaggle_slices,
-    load_pairs,
-    prepare_slices,
-    split_validation,
-)
+from .datasets import KAGGLE_VAL_FRACTION, VALIDATION_FRACTION, SliceData, kaggle_slices, load_pairs, prepare_slices, split_validation
 from .errors import InputError
 from .models import GeneratorConfig
 from .models.critics import CriticConfig
@@ -132,31 +124,13 @@ def config_from_args(args) -> TrainConfig:
     """The :class:`TrainConfig` of a parsed ``lunggan train`` command line (from ``--config`` when given)."""
     if getattr(args, "config", None):
         return read_config(args.config, list(getattr(args, "argv", [])))
+    # Options named as the settings they set; the generator's and critic's shapes and --no-augment are built here.
+    same = {name: getattr(args, name) for name in TrainConfig.__dataclass_fields__ if hasattr(args, name)}
     return TrainConfig(
-        variant=args.variant,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        seed=args.seed,
+        **same,
         augment=not args.no_augment,
-        input_size=args.input_size,
-        steps_per_epoch=args.steps_per_epoch,
-        n_critic=args.n_critic,
-        adv_weight=args.adv_weight,
-        lipschitz=args.lipschitz,
-        gp_weight=args.gp_weight,
-        clip=args.clip,
-        critic_lr=args.critic_lr,
         generator=GeneratorConfig(base_channels=args.base_channels, depth=args.depth, norm=args.norm),
         critic=CriticConfig(base_channels=args.critic_channels, depth=args.critic_depth),
-        lesions=args.lesions,
-        dense_lung=args.dense_lung,
-        masking=args.masking,
-        dense_weight=args.dense_weight,
-        lesion_weight=args.lesion_weight,
-        patience=args.patience,
-        appearance=args.appearance,
     )
 
 
