@@ -268,9 +268,7 @@ def volume_from_image(image: sitk.Image, modality: str | None = None, source: st
 
     (A one-item list is still taken, and emptied, for one release: the old way to hand over the only reference.)
     """
-    if isinstance(image, list):
-        return _volume_from_only_reference(image, modality, source, force)
-    return _volume_from_only_reference([image], modality, source, force)
+    return _volume_from_only_reference(image if isinstance(image, list) else [image], modality, source, force)
 
 
 def _volume_from_only_reference(

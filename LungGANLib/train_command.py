@@ -10,6 +10,7 @@ run's (an existing ``-o`` is replaced only with ``--overwrite``, or by
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from dataclasses import asdict
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from .cli_parser import build_parser
 from .datasets import KAGGLE_VAL_FRACTION, VALIDATION_FRACTION, SliceData, kaggle_slices, load_pairs, prepare_slices, split_validation
 from .errors import InputError
 from .models import GeneratorConfig
@@ -92,13 +94,16 @@ def _training_data(args, config: TrainConfig) -> tuple[SliceData, SliceData, dic
     return train, val, names
 
 
-#: ``lunggan train`` options that are training settings (a :class:`TrainConfig` field each); ``--config`` replaces them.
-SETTING_OPTIONS = (
-    "--variant", "--epochs", "--batch-size", "--lr", "--weight-decay", "--seed", "--no-augment", "--input-size",
-    "--base-channels", "--depth", "--norm", "--steps-per-epoch", "--patience", "--n-critic", "--adv-weight",
-    "--lipschitz", "--gp-weight", "--clip", "--critic-lr", "--critic-channels", "--critic-depth", "--lesions",
-    "--dense-lung", "--masking", "--appearance", "--dense-weight", "--lesion-weight",
-)
+#: Settings ``config_from_args`` builds from options of other names (all other settings are options of their own name).
+BUILT_FROM = ("no_augment", "base_channels", "depth", "norm", "critic_channels", "critic_depth")
+
+
+def setting_options() -> set[str]:
+    """The ``lunggan train`` options that set a :class:`TrainConfig` field, read off the parser; ``--config`` replaces them."""
+    parser = build_parser()
+    train = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    settings = set(TrainConfig.__dataclass_fields__) | set(BUILT_FROM)
+    return {option for action in train._actions if action.dest in settings for option in action.option_strings}
 
 
 def read_config(path: str | Path, argv: list[str]) -> TrainConfig:
@@ -107,7 +112,7 @@ def read_config(path: str | Path, argv: list[str]) -> TrainConfig:
     Raises:
         InputError: unreadable or invalid file, or setting options given beside it.
     """
-    given = sorted({a.split("=", 1)[0] for a in argv} & set(SETTING_OPTIONS))
+    given = sorted({a.split("=", 1)[0] for a in argv} & setting_options())
     if given:
         raise InputError(f"--config {path} holds the training settings: leave out {', '.join(given)}, or leave out --config")
     try:
