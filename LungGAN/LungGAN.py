@@ -1,9 +1,9 @@
 """LungGAN: automatic lung segmentation of chest CT in 3D Slicer.
 
 Thin on purpose, in the shape of Slicer's scripted-module template: the module, its parameter
-node, the widget, the logic and the self-test. The panel's behaviour is ``LungGANLib.widget``,
-the logic ``LungGANLib.mrml``; segmentation and training run in a background process
-(``LungGANLib.jobs``) polled by a timer, so Slicer never freezes and Cancel changes nothing.
+node, the widget, the logic and the self-test. The panel's behaviour is ``LungGANLib.slicer.widget``,
+the logic ``LungGANLib.slicer.mrml``; segmentation and training run in a background process
+(``LungGANLib.slicer.jobs``) polled by a timer, so Slicer never freezes and Cancel changes nothing.
 """
 
 import os
@@ -27,7 +27,7 @@ from slicer.ScriptedLoadableModule import (  # noqa: E402
     ScriptedLoadableModuleWidget,
 )
 
-from LungGANLib import mrml  # noqa: E402
+from LungGANLib.slicer import mrml  # noqa: E402
 from LungGANLib.config import VARIANT_NAMES  # noqa: E402
 
 
@@ -64,7 +64,7 @@ class LungGANParameterNode:
 
 
 class LungGANLogic(ScriptedLoadableModuleLogic, mrml.LungGANLogic):
-    """The module's logic: the parameter node from Slicer, everything else from ``LungGANLib.mrml.LungGANLogic``."""
+    """The module's logic: the parameter node from Slicer, everything else from ``LungGANLib.slicer.mrml.LungGANLogic``."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
@@ -75,11 +75,11 @@ class LungGANLogic(ScriptedLoadableModuleLogic, mrml.LungGANLogic):
 
 
 class LungGANWidget(ScriptedLoadableModuleWidget):
-    """The panel; what its buttons do is ``LungGANLib.widget.LungGANPanel``."""
+    """The panel; what its buttons do is ``LungGANLib.slicer.widget.LungGANPanel``."""
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        from LungGANLib.widget import LungGANPanel
+        from LungGANLib.slicer.widget import LungGANPanel
 
         uiPath = self.resourcePath("UI/LungGAN.ui")
         if not os.path.isfile(uiPath):  # development mode: Resources/ is beside LungGAN/

@@ -22,11 +22,16 @@ from .progress import ProgressBar, emit_json
 logger = logging.getLogger("lunggan")
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .batch import is_folder_output, make_output_folder, plan, run
-    from .inference import SegmentOptions, model_name, resolve_device, segment_file
-    from .output import MASK_SUFFIXES, check_output_path
-    from .model_io import load_model
-    from .report import check_report_path, write_report
+    from .io.output import MASK_SUFFIXES, check_output_path
+    from .models.weights import load_model
+    from .segment.batch import is_folder_output, make_output_folder, plan, run
+    from .segment.inference import (
+        SegmentOptions,
+        model_name,
+        resolve_device,
+        segment_file,
+    )
+    from .segment.report import check_report_path, write_report
 
     options = SegmentOptions(
         method=args.method,
@@ -100,9 +105,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import SimpleITK as sitk
 
     from .config import CANONICAL_ORIENTATION
-    from .io import check_same_grid, load_ct, read_image, volume_from_image
-    from .lesions import JUXTAPLEURAL_MM, SPILL_MM, lesion_report, load_lesions, spill_ml
-    from .metrics import evaluate_labels
+    from .evaluate.lesions import (
+        JUXTAPLEURAL_MM,
+        SPILL_MM,
+        lesion_report,
+        load_lesions,
+        spill_ml,
+    )
+    from .evaluate.metrics import evaluate_labels
+    from .io.volumes import check_same_grid, load_ct, read_image, volume_from_image
 
     pred_image, _ = read_image(args.pred)
     ref_image, _ = read_image(args.ref)
@@ -163,7 +174,7 @@ def _json_safe(value):
 
 
 def cmd_references(args: argparse.Namespace) -> int:
-    from .references import build_references
+    from .evaluate.references import build_references
 
     reports = build_references(args.output_dir, args.mosaic_dir, args.case or None, progress=lambda n: print(f"building {n}", file=sys.stderr))
     for r in reports:
@@ -172,9 +183,9 @@ def cmd_references(args: argparse.Namespace) -> int:
 
 
 def cmd_overlay(args: argparse.Namespace) -> int:
-    from .io import load_ct, mask_from_image, read_image
-    from .references import mosaic_slices
-    from .visualize import mosaic, save_png
+    from .evaluate.references import mosaic_slices
+    from .evaluate.visualize import mosaic, save_png
+    from .io.volumes import load_ct, mask_from_image, read_image
 
     out = Path(args.output)
     if out.suffix.lower() != ".png":
@@ -201,9 +212,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import shlex
 
-    from .compare import LOVO_PATIENTS, CompareConfig, run_compare
-    from .compare_report import rebuild_report, write_report
-    from .variants import get_variant
+    from .train.compare import LOVO_PATIENTS, CompareConfig, run_compare
+    from .train.compare_report import rebuild_report, write_report
+    from .train.variants import get_variant
 
     for name in [*args.variant, *args.lovo_variant]:
         try:
@@ -261,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     # Without -v only warnings show, as one plain line each; -v adds where they come from.
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s" if args.verbose else "lunggan: warning: %(message)s")
-    from .output import PUBLISHED
+    from .io.output import PUBLISHED
 
     PUBLISHED.clear()  # this run's files only
     previous = _exit_cleanly_on_sigterm()
@@ -280,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _written_before_interruption() -> str:
     """What this run wrote completely, from what was published (a file in progress is never at its name)."""
-    from .output import PUBLISHED
+    from .io.output import PUBLISHED
 
     if not PUBLISHED:
         return "nothing was written"

@@ -59,12 +59,12 @@ PROBABILITY = _number(0.0, 1.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .batch import FORMATS
     from .config import DEFAULT_BASE_CHANNELS, DEFAULT_DEPTH, DEFAULT_INPUT_SIZE
-    from .inference import DEVICES, METHODS
-    from .variants import VARIANTS
-
-    from .model_io import LIMITS
+    from .models.device import DEVICES
+    from .models.weights import LIMITS
+    from .segment.batch import FORMATS
+    from .segment.inference import METHODS
+    from .train.variants import VARIANTS
 
     parser = Parser(prog="lunggan", description="Lung segmentation of chest CT (LGAN).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")

@@ -8,7 +8,22 @@ superior), so in an axial slice the patient's right lies at low x.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
+
+#: The folder that holds ``LungGANLib`` and ``Resources``: the repository root, or the scripted-modules
+#: folder of the installed Slicer extension.
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Where the shared data lies (beside the repository) unless ``LUNGGAN_DATA`` says otherwise.
+DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data"
+
+
+def data_dir() -> Path:
+    """The shared data folder: ``$LUNGGAN_DATA`` or ``../shared/data`` beside the repository."""
+    return Path(os.environ.get("LUNGGAN_DATA", DEFAULT_DATA_DIR))
+
 
 #: Canonical orientation of the arrays the pipeline works on (DICOM convention).
 CANONICAL_ORIENTATION = "LPS"
@@ -50,7 +65,7 @@ class HUWindow:
 DEFAULT_WINDOW = HUWindow()
 
 #: The LGAN variants by name: the plain U-Net baseline and the paper's five critics. Torch-free, so the
-#: Slicer module lists them before PyTorch is installed; :mod:`LungGANLib.variants` builds its registry on them.
+#: Slicer module lists them before PyTorch is installed; :mod:`LungGANLib.train.variants` builds its registry on them.
 VARIANT_NAMES = ("baseline", "basic", "product", "early-fusion", "late-fusion", "regression")
 
 #: Side length (pixels) of the square slice the generator sees.

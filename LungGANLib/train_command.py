@@ -1,8 +1,8 @@
 """``lunggan train``: from the command line's arguments to an exported model.
 
-The glue between :mod:`LungGANLib.cli` and :mod:`LungGANLib.training`: which
+The glue between :mod:`LungGANLib.cli` and :mod:`LungGANLib.train.trainer`: which
 data (pairs, the shared references, the Kaggle slices), the
-:class:`~LungGANLib.training.TrainConfig` the flags describe, progress for
+:class:`~LungGANLib.train.trainer.TrainConfig` the flags describe, progress for
 people and for Slicer, and the checks that keep a model that is not this
 run's (an existing ``-o`` is replaced only with ``--overwrite``, or by
 ``--resume`` when it is the very model this run exported).
@@ -20,14 +20,22 @@ import torch
 import torch.distributed as dist
 
 from .cli_parser import build_parser
-from .datasets import KAGGLE_VAL_FRACTION, VALIDATION_FRACTION, SliceData, kaggle_slices, load_pairs, prepare_slices, split_validation
 from .errors import InputError
+from .io.output import atomic_write, check_writable
 from .models import GeneratorConfig
 from .models.critics import CriticConfig
-from .output import atomic_write, check_writable
 from .progress import emit_json
-from .train_config import EpochRecord, StepLosses, TrainConfig
-from .training import Trainer, export_model
+from .train.datasets import (
+    KAGGLE_VAL_FRACTION,
+    VALIDATION_FRACTION,
+    SliceData,
+    kaggle_slices,
+    load_pairs,
+    prepare_slices,
+    split_validation,
+)
+from .train.train_config import EpochRecord, StepLosses, TrainConfig
+from .train.trainer import Trainer, export_model
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +45,7 @@ EXPORT_RECORD = "exported.json"
 
 def _record_export(run_dir: Path, output: Path) -> None:
     """Remember in the run folder which model this run exported, so --resume may replace that one only."""
-    from .model_io import sha256
+    from .models.weights import sha256
 
     record = {"output": str(output.resolve()), "sha256": sha256(output)}
     atomic_write(run_dir / EXPORT_RECORD, lambda tmp: Path(tmp).write_text(json.dumps(record)))
@@ -45,7 +53,7 @@ def _record_export(run_dir: Path, output: Path) -> None:
 
 def _exported_by(run_dir: Path, output: Path) -> bool:
     """Whether ``output`` is, unchanged, the model this run exported."""
-    from .model_io import sha256
+    from .models.weights import sha256
 
     try:
         record = json.loads((run_dir / EXPORT_RECORD).read_text())
@@ -58,10 +66,11 @@ def _training_data(args, config: TrainConfig) -> tuple[SliceData, SliceData, dic
     """The training and validation slices the command line asks for, and their names for the card.
 
     Without validation data (``--val-pair``, ``--val-case``), a fixed share of the training slices
-    (``--val-fraction``, by default :data:`~LungGANLib.datasets.VALIDATION_FRACTION`; Kaggle's own
-    :data:`~LungGANLib.datasets.KAGGLE_VAL_FRACTION`) is held out, seeded by the run's seed.
+    (``--val-fraction``, by default :data:`~LungGANLib.train.datasets.VALIDATION_FRACTION`; Kaggle's own
+    :data:`~LungGANLib.train.datasets.KAGGLE_VAL_FRACTION`) is held out, seeded by the run's seed.
     """
-    from .references import CASES, data_dir, reference_path
+    from .config import data_dir
+    from .evaluate.references import CASES, reference_path
 
     if args.kaggle:
         fraction = args.val_fraction or KAGGLE_VAL_FRACTION

@@ -23,11 +23,11 @@ import SimpleITK as sitk
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from LungGANLib.inference import SegmentOptions, segment  # noqa: E402
+from LungGANLib.segment.inference import SegmentOptions, segment  # noqa: E402
 from LungGANLib.io import load_ct, mask_from_image  # noqa: E402
-from LungGANLib.lesions import load_lesions  # noqa: E402
-from LungGANLib.references import case_by_name, data_dir, reference_path  # noqa: E402
-from LungGANLib.visualize import overlay_slice, save_png  # noqa: E402
+from LungGANLib.evaluate.lesions import load_lesions  # noqa: E402
+from LungGANLib.evaluate.references import case_by_name, data_dir, reference_path  # noqa: E402
+from LungGANLib.evaluate.visualize import overlay_slice, save_png  # noqa: E402
 
 CASES = ("lidc-idri-0001", "lidc-idri-0002", "lung-pet-ct-dx-a0001-series2")
 

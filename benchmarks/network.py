@@ -21,11 +21,11 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from LungGANLib.inference import resolve_device  # noqa: E402
+from LungGANLib.models.device import resolve_device  # noqa: E402
 from LungGANLib.io import load_ct  # noqa: E402
-from LungGANLib.model_io import load_model  # noqa: E402
-from LungGANLib.preprocess import to_network  # noqa: E402
-from LungGANLib.references import data_dir  # noqa: E402
+from LungGANLib.models.weights import load_model  # noqa: E402
+from LungGANLib.segment.preprocess import to_network  # noqa: E402
+from LungGANLib.config import data_dir  # noqa: E402
 
 
 def main() -> None:

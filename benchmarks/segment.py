@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from LungGANLib.references import data_dir  # noqa: E402
+from LungGANLib.evaluate.references import data_dir  # noqa: E402
 
 CASES = {
     "elastix-00": "ct/elastix-00.nii.gz",
@@ -80,7 +80,7 @@ def run_one(method: str, ct: str, out: str, device: str, batch_size: int, before
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.perf_counter()
     if method in ("gan", "classical", "gan-before"):
-        from LungGANLib.inference import SegmentOptions, segment_file
+        from LungGANLib.segment.inference import SegmentOptions, segment_file
 
         if method == "gan-before":
             if not before_model:

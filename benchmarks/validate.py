@@ -8,7 +8,7 @@ For each case, method and model, through the whole pipeline:
 - 3D Dice, IoU, HD95 and Hausdorff (mm) for both lungs together and each lung;
 - lesions (LIDC readers' nodule outlines, Lung-PET-CT-Dx tumour boxes): the
   least share of a lesion inside the mask, the pooled share, the least share
-  of a juxtapleural lesion (see ``LungGANLib.lesions``);
+  of a juxtapleural lesion (see ``LungGANLib.evaluate.lesions``);
 - spill: mask more than 5 mm outside the reference lung that is no lesion, mL;
 - with ``--synthetic``: the share of synthetic lesion pixels (the training
   augmentation, drawn with a fixed seed into the held-out volume's slices)
@@ -34,13 +34,13 @@ import SimpleITK as sitk
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from LungGANLib.inference import SegmentOptions, segment  # noqa: E402
+from LungGANLib.segment.inference import SegmentOptions, segment  # noqa: E402
 from LungGANLib.io import load_ct, mask_from_image  # noqa: E402
-from LungGANLib.output import atomic_write  # noqa: E402
-from LungGANLib.lesions import lesion_report, load_lesions, spill_ml  # noqa: E402
-from LungGANLib.metrics import evaluate_labels  # noqa: E402
-from LungGANLib.model_io import DEFAULT_MODEL, card_path, load_model  # noqa: E402
-from LungGANLib.references import CASES, case_by_name, data_dir, reference_path  # noqa: E402
+from LungGANLib.io.output import atomic_write  # noqa: E402
+from LungGANLib.evaluate.lesions import lesion_report, load_lesions, spill_ml  # noqa: E402
+from LungGANLib.evaluate.metrics import evaluate_labels  # noqa: E402
+from LungGANLib.models.weights import DEFAULT_MODEL, card_path, load_model  # noqa: E402
+from LungGANLib.evaluate.references import CASES, case_by_name, data_dir, reference_path  # noqa: E402
 
 KEYS = ("dice", "iou", "hd95_mm", "hausdorff_mm")
 SYNTHETIC_CASE = "lidc-idri-0001"
@@ -63,8 +63,8 @@ def synthetic_lesions_kept(model) -> float:
     """Share of synthetic lesion pixels, drawn into the held-out volume's slices, that the generator keeps."""
     import torch
 
-    from LungGANLib.datasets import prepare_slices
-    from LungGANLib.lesion_synthesis import insert_lesions
+    from LungGANLib.train.datasets import prepare_slices
+    from LungGANLib.train.lesion_synthesis import insert_lesions
 
     case = case_by_name(SYNTHETIC_CASE)
     ct = load_ct(data_dir() / case.ct)
@@ -255,7 +255,7 @@ def main() -> None:
         data["evaluation"] = {
             "command": "python benchmarks/validate.py --synthetic --update-card",
             "note": "whole pipeline (generator + post-processing with the lesion envelope) at native resolution; "
-                    "'lungs' = both lungs together; lesions and spill as in LungGANLib.lesions",
+                    "'lungs' = both lungs together; lesions and spill as in LungGANLib.evaluate.lesions",
             "cases": rows,
         }
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from LungGANLib.references import data_dir
+from LungGANLib.config import data_dir
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from LungGANLib.appearance import AERATED_HU, BULLA_HU, augment_appearance, coarse, emphysema, recalibrate
+from LungGANLib.train.appearance import AERATED_HU, BULLA_HU, augment_appearance, coarse, emphysema, recalibrate
 from LungGANLib.config import DEFAULT_WINDOW as W
 
 
@@ -56,7 +56,7 @@ def test_augment_appearance_is_seeded_bounded_and_leaves_the_label():
 
 @pytest.mark.parametrize("probability", [-0.1, 1.5])
 def test_appearance_probability_is_checked(probability, tmp_path):
-    from LungGANLib.training import Trainer, TrainConfig
+    from LungGANLib.train.trainer import Trainer, TrainConfig
 
     with pytest.raises(ValueError, match="appearance must be a probability"):
         Trainer(TrainConfig(appearance=probability), tmp_path)

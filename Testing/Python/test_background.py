@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from LungGANLib import background
-from LungGANLib.background import CANCELLED, RUNNING, BackgroundProcess, python_executable
+from LungGANLib.slicer import background
+from LungGANLib.slicer.background import CANCELLED, RUNNING, BackgroundProcess, python_executable
 from LungGANLib.errors import LungGANError
 
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="walks /proc for the process tree")
@@ -133,7 +133,7 @@ def test_start_options_give_a_tree_of_its_own_and_no_console_window(monkeypatch)
 
 def test_cancel_in_the_slicer_logic_leaves_no_process_and_the_scene_as_it_was(slicer_launcher, data):
     slicer = pytest.importorskip("slicer", reason="slicer-core is part of the test requirements")
-    from LungGANLib import mrml
+    from LungGANLib.slicer import mrml
 
     scene = slicer.vtkMRMLScene()
     logic = mrml.LungGANLogic(scene)

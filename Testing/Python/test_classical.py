@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LungGANLib.classical import airway_mask, body_mask, segment_classical
+from LungGANLib.segment.classical import airway_mask, body_mask, segment_classical
 from LungGANLib.config import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
 from LungGANLib.io import load_ct, mask_from_image
-from LungGANLib.metrics import dice
-from LungGANLib.postprocess import fill_holes_per_slice, finish_lungs, select_lungs, split_lungs
+from LungGANLib.evaluate.metrics import dice
+from LungGANLib.segment.postprocess import fill_holes_per_slice, finish_lungs, select_lungs, split_lungs
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_fill_holes_and_closing_bring_nodules_back_in():
 
 
 def test_holes_fill_but_a_diaphragm_dome_does_not():
-    from LungGANLib.postprocess import fill_lung_holes
+    from LungGANLib.segment.postprocess import fill_lung_holes
 
     lung = np.zeros((12, 60, 60), bool)
     lung[2:12, 5:55, 5:55] = True
@@ -159,7 +159,7 @@ def test_a_single_slice_is_segmented_by_area_not_volume(data):
 
 def test_too_little_lung_judges_the_whole_scan_not_the_lungs_extent():
     from LungGANLib.config import DEFAULT_CLASSICAL
-    from LungGANLib.postprocess import too_little_lung
+    from LungGANLib.segment.postprocess import too_little_lung
 
     lungs = np.zeros((3, 100, 100), bool)
     lungs[:, 10:90, 10:90] = True  # 64 cm² a slice, 58 mL at 3 mm slices

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from safetensors.torch import save_file
 
 from LungGANLib.cli import main
-from LungGANLib.model_io import DEFAULT_MODEL, ModelInfo
+from LungGANLib.models.weights import DEFAULT_MODEL, ModelInfo
 from LungGANLib.models import Generator, GeneratorConfig
 
 
@@ -185,9 +185,9 @@ def test_train_resume_and_use_the_model(capsys, data, tmp_path):
 
 
 def test_train_from_a_settings_file_holds_out_a_share_without_validation_data(capsys, data, tmp_path):
-    from LungGANLib.datasets import VALIDATION_FRACTION
+    from LungGANLib.train.datasets import VALIDATION_FRACTION
     from LungGANLib.models import GeneratorConfig
-    from LungGANLib.training import TrainConfig
+    from LungGANLib.train.trainer import TrainConfig
 
     ct = data / "fixtures/cip-ct-64/ct-64.nrrd"
     mask = data / "fixtures/cip-ct-64/wholeLung-64.nrrd"
@@ -202,7 +202,7 @@ def test_train_from_a_settings_file_holds_out_a_share_without_validation_data(ca
     card = json.loads(model.with_suffix(".json").read_text())
     assert card["training"] == config.to_dict()  # every setting, the generator's norm and slope too
     assert card["data"]["validation"] == [f"{VALIDATION_FRACTION:.0%} of the training slices held out (seed 3)"]
-    from LungGANLib.datasets import load_pairs, prepare_slices
+    from LungGANLib.train.datasets import load_pairs, prepare_slices
 
     slices = len(prepare_slices(load_pairs([(str(ct), str(mask))]), 64))
     held_out = max(1, round(slices * VALIDATION_FRACTION))

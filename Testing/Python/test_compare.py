@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from LungGANLib.cli import main
-from LungGANLib.compare import CompareConfig, _score_volume, run_lovo, slice_scores
-from LungGANLib.compare_report import write_report
-from LungGANLib.lesions import Lesion
+from LungGANLib.train.compare import CompareConfig, _score_volume, run_lovo, slice_scores
+from LungGANLib.train.compare_report import write_report
+from LungGANLib.evaluate.lesions import Lesion
 
 REPO = Path(__file__).resolve().parents[2]
 

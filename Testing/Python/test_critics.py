@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from LungGANLib.datasets import kaggle_slices
-from LungGANLib.losses import clip_weights, critic_loss, generator_loss
+from LungGANLib.train.datasets import kaggle_slices
+from LungGANLib.train.losses import clip_weights, critic_loss, generator_loss
 from LungGANLib.models import GeneratorConfig
 from LungGANLib.models.critics import (
     BasicCritic,
@@ -19,8 +19,8 @@ from LungGANLib.models.critics import (
     ProductCritic,
     RegressionCritic,
 )
-from LungGANLib.training import Trainer, TrainConfig
-from LungGANLib.variants import VARIANTS, get_variant
+from LungGANLib.train.trainer import Trainer, TrainConfig
+from LungGANLib.train.variants import VARIANTS, get_variant
 
 SMALL_CRITIC = CriticConfig(base_channels=4, depth=3, hidden=16)
 CRITICS = [BasicCritic, ProductCritic, EarlyFusionCritic, LateFusionCritic, RegressionCritic]

@@ -18,7 +18,7 @@ import SimpleITK as sitk
 
 from LungGANLib import __version__
 from LungGANLib.cli import main
-from LungGANLib.dicom_seg import build_seg, drop_incomplete_references, frames_by_instance
+from LungGANLib.io.dicom_seg import build_seg, drop_incomplete_references, frames_by_instance
 from LungGANLib.errors import InputError
 from LungGANLib.io import dicom_series, load_ct, mask_from_image, mask_to_image
 

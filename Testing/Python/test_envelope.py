@@ -7,11 +7,11 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from LungGANLib.classical import segment_classical
-from LungGANLib.envelope import TISSUE_HU, lesion_envelope
+from LungGANLib.segment.classical import segment_classical
+from LungGANLib.segment.envelope import TISSUE_HU, lesion_envelope
 from LungGANLib.io import load_ct, mask_from_image
-from LungGANLib.lesions import lidc_lesions, score_lesions
-from LungGANLib.references import case_by_name, reference_path
+from LungGANLib.evaluate.lesions import lidc_lesions, score_lesions
+from LungGANLib.evaluate.references import case_by_name, reference_path
 
 SPACING = (1.0, 1.0, 2.0)
 

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 
 from LungGANLib.cli import main
 from LungGANLib.errors import OutputError, OutputExistsError
-from LungGANLib.output import atomic_write, verify_image, write_image
+from LungGANLib.io.output import atomic_write, verify_image, write_image
 
 CT = "ct/elastix-00.nii.gz"
 
@@ -70,12 +70,12 @@ def test_a_full_disk_during_a_dicom_seg_leaves_nothing(data, tmp_path):
 
 
 def test_too_little_free_space_is_refused_before_the_work(capsys, monkeypatch, data, tmp_path):
-    import LungGANLib.output as output
+    import LungGANLib.io.output as output
 
     real = shutil.disk_usage
     monkeypatch.setattr(output.shutil, "disk_usage", lambda p: real(p)._replace(free=1_000_000))
     calls = []
-    monkeypatch.setattr("LungGANLib.inference.segment", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr("LungGANLib.segment.inference.segment", lambda *a, **k: calls.append(1))
     code, _, err = run(capsys, "segment", data / CT, "-o", tmp_path / "m.nii", "-q")
     assert code == 2 and "not enough free space" in err and "37 MB needed" in err
     assert calls == [] and list(tmp_path.iterdir()) == []
@@ -224,7 +224,7 @@ def crafted_model(tmp_path, change) -> Path:
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from LungGANLib.model_io import DEFAULT_MODEL
+    from LungGANLib.models.weights import DEFAULT_MODEL
 
     with safe_open(str(DEFAULT_MODEL), framework="pt") as handle:
         meta = dict(handle.metadata())
@@ -254,7 +254,7 @@ CRAFTED = {
 
 @pytest.mark.parametrize("case", list(CRAFTED))
 def test_a_crafted_model_is_refused_before_a_network_is_built(capsys, monkeypatch, data, tmp_path, case):
-    import LungGANLib.model_io as model_io
+    import LungGANLib.models.weights as model_io
 
     change, message = CRAFTED[case]
     model = crafted_model(tmp_path, change)
@@ -381,7 +381,7 @@ def test_an_interruption_after_the_mask_was_published_says_it_was_written(capsys
 
 
 def test_an_interruption_before_anything_was_written_says_so(capsys, monkeypatch, data, tmp_path):
-    import LungGANLib.inference as inference
+    import LungGANLib.segment.inference as inference
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -10,12 +10,12 @@ import SimpleITK as sitk
 import torch
 
 from LungGANLib.errors import InputError
-from LungGANLib.inference import SegmentOptions, lung_slices, resolve_device, segment
+from LungGANLib.segment.inference import SegmentOptions, lung_slices, resolve_device, segment
 from LungGANLib.io import load_ct, mask_from_image
-from LungGANLib.metrics import dice
-from LungGANLib.model_io import DEFAULT_MODEL, card_path, load_model
-from LungGANLib.preprocess import from_network, to_network
-from LungGANLib.references import case_by_name, reference_path
+from LungGANLib.evaluate.metrics import dice
+from LungGANLib.models.weights import DEFAULT_MODEL, card_path, load_model
+from LungGANLib.segment.preprocess import from_network, to_network
+from LungGANLib.evaluate.references import case_by_name, reference_path
 
 
 @pytest.mark.parametrize("cuda,mps,expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from LungGANLib.errors import InputError, OutputExistsError
 from LungGANLib.io import load_ct, mask_from_image, mask_to_image, read_image
-from LungGANLib.output import check_output_path, write_image
+from LungGANLib.io.output import check_output_path, write_image
 
 
 def test_nrrd_and_dicom_series_of_the_same_scan_agree(data):
@@ -121,7 +121,7 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path):
 
 
 def test_write_is_atomic_and_leaves_no_temporary(tmp_path):
-    from LungGANLib.output import atomic_write
+    from LungGANLib.io.output import atomic_write
 
     out = tmp_path / "m.nrrd"
     out.write_bytes(b"the old mask")
@@ -153,7 +153,7 @@ def test_int16_ct_stays_int16_and_other_types_become_float(data):
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
-    from LungGANLib.output import atomic_write
+    from LungGANLib.io.output import atomic_write
 
     target = tmp_path / "card.json"
     target.write_text("old")

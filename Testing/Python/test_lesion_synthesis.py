@@ -8,9 +8,9 @@ import SimpleITK as sitk
 import torch
 
 from LungGANLib.config import DEFAULT_WINDOW
-from LungGANLib.datasets import prepare_slices
+from LungGANLib.train.datasets import prepare_slices
 from LungGANLib.io import load_ct, mask_from_image
-from LungGANLib.lesion_synthesis import (
+from LungGANLib.train.lesion_synthesis import (
     MASK_RATIO,
     SOFT_TISSUE_HU,
     LesionOptions,
@@ -21,8 +21,8 @@ from LungGANLib.lesion_synthesis import (
     random_masking,
     soft_tissue_stats,
 )
-from LungGANLib.references import case_by_name, reference_path
-from LungGANLib.training import DENSE_LUNG_HU, Trainer, TrainConfig
+from LungGANLib.evaluate.references import case_by_name, reference_path
+from LungGANLib.train.trainer import DENSE_LUNG_HU, Trainer, TrainConfig
 from LungGANLib.models import GeneratorConfig
 
 

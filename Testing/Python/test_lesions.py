@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LungGANLib.annotations import outline_mask, read_lidc_outlines
+from LungGANLib.io.annotations import outline_mask, read_lidc_outlines
 from LungGANLib.cli import main
 from LungGANLib.io import load_ct, mask_from_image
-from LungGANLib.lesions import (
+from LungGANLib.evaluate.lesions import (
     JUXTAPLEURAL_MM,
     SPILL_MM,
     TUMOUR_HU,
@@ -25,7 +25,7 @@ from LungGANLib.lesions import (
     score_lesions,
     spill_ml,
 )
-from LungGANLib.references import case_by_name, reference_path
+from LungGANLib.evaluate.references import case_by_name, reference_path
 
 SPACING = (1.0, 1.0, 2.0)  # x, y, z mm
 

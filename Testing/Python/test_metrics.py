@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from LungGANLib.metrics import dice, evaluate_labels, hausdorff, iou, mask_metrics, per_slice, summarize
+from LungGANLib.evaluate.metrics import dice, evaluate_labels, hausdorff, iou, mask_metrics, per_slice, summarize
 
 
 def squares() -> tuple[np.ndarray, np.ndarray]:

@@ -19,14 +19,14 @@ import SimpleITK as sitk
 slicer = pytest.importorskip("slicer", reason="slicer-core is part of the test requirements")
 import vtk  # noqa: E402  (installed with slicer-core)
 
-from LungGANLib import mrml  # noqa: E402
-from LungGANLib.background import CANCELLED, DONE, RUNNING  # noqa: E402
+from LungGANLib.slicer import mrml  # noqa: E402
+from LungGANLib.slicer.background import CANCELLED, DONE, RUNNING  # noqa: E402
 from LungGANLib.dependencies import missing_packages  # noqa: E402
 from LungGANLib.errors import InputError, OutputExistsError  # noqa: E402
-from LungGANLib.inference import SegmentOptions  # noqa: E402
-from LungGANLib.inference import segment as core_segment  # noqa: E402
+from LungGANLib.segment.inference import SegmentOptions  # noqa: E402
+from LungGANLib.segment.inference import segment as core_segment  # noqa: E402
 from LungGANLib.io import load_ct  # noqa: E402
-from LungGANLib.model_io import load_model  # noqa: E402
+from LungGANLib.models.weights import load_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CIP = "fixtures/cip-ct-64/ct-64.nrrd"
@@ -137,7 +137,7 @@ def set_segment_array(segmentation, segment_id, ct, array) -> None:
 
 
 def test_lung_figures_follow_the_segments_and_fill_one_table(scene, data):
-    from LungGANLib.report import lung_figures
+    from LungGANLib.segment.report import lung_figures
 
     logic = mrml.LungGANLogic(scene)
     ct = logic.loadCT(data / CIP)
@@ -455,7 +455,7 @@ def test_training_in_a_background_process_uses_the_settings_of_training_in_slice
     assert [e["epoch"] for e in job.epochs] == [1, 2] and job.progress == 1.0
     assert job.plot.table.GetTable().GetNumberOfRows() == 2
     # The same validation rule as in-process training: a seeded share of the slices held out.
-    from LungGANLib.datasets import VALIDATION_FRACTION
+    from LungGANLib.train.datasets import VALIDATION_FRACTION
 
     assert card["data"]["validation"] == [f"{VALIDATION_FRACTION:.0%} of the training slices held out (seed 0)"]
 
@@ -512,7 +512,7 @@ def test_no_call_needs_a_slicer_newer_than_5_8():
 
 def test_every_widget_the_module_uses_is_in_the_ui_file():
     module = (REPO / "LungGAN" / "LungGAN.py").read_text()
-    panel = (REPO / "LungGANLib" / "widget.py").read_text()
+    panel = (REPO / "LungGANLib" / "slicer" / "widget.py").read_text()
     used = set(re.findall(r"self\.ui\.(\w+)", panel))
     tree = ET.parse(REPO / "Resources" / "UI" / "LungGAN.ui")
     widgets = {w.get("name"): w for w in tree.iter("widget")}
@@ -529,7 +529,7 @@ def test_every_widget_the_module_uses_is_in_the_ui_file():
     assert all(re.search(rf"^    {field}: str = \"\"", module, re.M) for field in by_hand.values())
     # The module lists the variants from the torch-free config (PyTorch may not be installed yet), the registry too.
     from LungGANLib.config import VARIANT_NAMES
-    from LungGANLib.variants import VARIANTS
+    from LungGANLib.train.variants import VARIANTS
 
     assert "Choice(list(VARIANT_NAMES))" in module and tuple(VARIANTS) == VARIANT_NAMES
 
@@ -573,14 +573,19 @@ def test_what_the_module_imports_needs_no_package_slicer_lacks():
 
     modules = set()
     # The module file, and the panel it loads in setup() (which needs Qt, so its own imports are checked instead).
-    for path in (REPO / "LungGAN" / "LungGAN.py", REPO / "LungGANLib" / "widget.py"):
+    for path, package in ((REPO / "LungGAN" / "LungGAN.py", ""), (REPO / "LungGANLib" / "slicer" / "widget.py", "LungGANLib.slicer")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                modules.add(f"LungGANLib.{node.module}")
-            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("LungGANLib"):
-                modules |= {f"{node.module}.{a.name}" if node.module == "LungGANLib" else node.module for a in node.names}
-    modules = sorted(modules - {"LungGANLib.widget"})
-    assert "LungGANLib.mrml" in modules and "LungGANLib.dependencies" in modules
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]) if node.level else ""
+            module = ".".join(p for p in (base, node.module) if p)
+            if module.startswith("LungGANLib"):
+                for alias in node.names:  # "from LungGANLib.slicer import mrml" imports the module LungGANLib.slicer.mrml
+                    name = f"{module}.{alias.name}"
+                    is_module = (REPO / (name.replace(".", "/") + ".py")).is_file()
+                    modules.add(name if is_module else module)
+    modules = sorted(modules - {"LungGANLib.slicer.widget"})
+    assert "LungGANLib.slicer.mrml" in modules and "LungGANLib.dependencies" in modules
     blocked = ["torch", "skimage", "scipy", "safetensors", "tqdm", "matplotlib", "highdicom", "pydicom"]
     code = (
         "import importlib, importlib.abc, sys\n"

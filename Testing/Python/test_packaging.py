@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,7 +101,7 @@ def _imports_of_the_core() -> dict[str, set[str]]:
 
 def test_the_core_has_no_import_cycle_even_through_imports_inside_functions():
     graph = _imports_of_the_core()
-    assert graph["LungGANLib.compare_report"] >= {"LungGANLib.compare"}  # the walk sees real imports
+    assert graph["LungGANLib.train.compare_report"] >= {"LungGANLib.train.compare"}  # the walk sees real imports
     cycles = []
 
     def visit(name: str, path: list[str]) -> None:
@@ -118,8 +119,68 @@ def test_the_core_has_no_import_cycle_even_through_imports_inside_functions():
     assert cycles == []
 
 
+#: The core's stages in the order they may import each other (docs/ARCHITECTURE.md): a module imports only
+#: from its own stage and the ones before it. "base" are the top-level helpers, "cli" the command line.
+STAGES = ["base", "io", "models", "segment", "evaluate", "train", "slicer", "cli"]
+CLI_MODULES = {"cli", "cli_parser", "train_command"}
+
+
+def _stage(module: str) -> str:
+    parts = module.split(".")  # LungGANLib[.stage][.module]
+    if len(parts) >= 2 and parts[1] in STAGES:
+        return parts[1]
+    return "cli" if parts[-1] in CLI_MODULES else "base"
+
+
+def test_each_stage_imports_only_from_the_stages_before_it():
+    graph = _imports_of_the_core()
+    assert {_stage(m) for m in graph} == set(STAGES)  # every stage exists as a package (or, base and cli, as modules)
+    assert graph["LungGANLib.train.trainer"] >= {"LungGANLib.evaluate.metrics", "LungGANLib.models.device"}
+    upward = sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets
+                    if STAGES.index(_stage(t)) > STAGES.index(_stage(m)))
+    assert upward == []
+
+
+def test_the_flat_module_names_of_0_1_still_import_for_one_release():
+    import importlib
+    import warnings
+
+    from LungGANLib._moved import MOVED
+
+    for old, new in MOVED.items():
+        if old in ("widget",):  # needs Qt
+            continue
+        sys.modules.pop(f"LungGANLib.{old}", None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            module = importlib.import_module(f"LungGANLib.{old}")
+        assert module is importlib.import_module(f"LungGANLib.{new}")
+        assert module.__spec__.name == f"LungGANLib.{new}"  # the real module keeps its own spec
+        assert [str(w.message) for w in caught if w.category is DeprecationWarning] == [
+            f"LungGANLib.{old} is now LungGANLib.{new}; the old name goes after the next release"]
+    assert sorted(p.stem for p in (REPO / "LungGANLib").glob("*.py")) == sorted(
+        ["__init__", "_moved", *CLI_MODULES, "config", "dependencies", "errors", "progress"])  # the flat files are gone
+
+
 def test_no_module_is_over_400_lines():
     long = {str(p.relative_to(REPO)): n for p in [*(REPO / "LungGANLib").rglob("*.py"), *(REPO / "LungGAN").glob("*.py")]
             if (n := len(p.read_text().splitlines())) > 400}
     assert long == {}
     assert len((REPO / "LungGAN" / "LungGAN.py").read_text().splitlines()) <= 150  # the module file stays thin
+
+
+def test_every_import_the_docs_show_works():
+    """Each ``from LungGANLib... import ...`` in a Python block of the README or docs/ names something that exists."""
+    import ast
+    import importlib
+
+    shown = []
+    for page in [REPO / "README.md", *(REPO / "docs").glob("*.md")]:
+        for block in re.findall(r"```python\n(.*?)```", page.read_text(), re.S):
+            for node in ast.walk(ast.parse(block)):
+                if isinstance(node, ast.ImportFrom) and node.module.split(".")[0] == "LungGANLib":
+                    shown += [(page.name, node.module, alias.name) for alias in node.names]
+    assert ("README.md", "LungGANLib.io", "write_image") in shown  # the walk reads the blocks
+    missing = [f"{page}: from {module} import {name}" for page, module, name in shown
+               if not hasattr(importlib.import_module(module), name)]
+    assert missing == []

@@ -80,12 +80,12 @@ for module in pkgutil.walk_packages(LungGANLib.__path__, "LungGANLib."):
     except ModuleNotFoundError as exc:
         if exc.name.split(".")[0] not in needs:
             raise
-for name in ("LungGANLib.cli", "LungGANLib.io", "LungGANLib.classical", "LungGANLib.report", "LungGANLib.batch"):
+for name in ("LungGANLib.cli", "LungGANLib.io", "LungGANLib.segment.classical", "LungGANLib.segment.report", "LungGANLib.segment.batch"):
     assert name in imported, name
-from LungGANLib.classical import segment_classical
+from LungGANLib.segment.classical import segment_classical
 from LungGANLib.io import load_ct, mask_to_image
-from LungGANLib.output import write_image
-from LungGANLib.report import lung_figures, write_report
+from LungGANLib.io.output import write_image
+from LungGANLib.segment.report import lung_figures, write_report
 ct = load_ct({str(data / "fixtures/cip-ct-64/ct-64.nrrd")!r})
 labels = segment_classical(ct.array, ct.spacing)
 write_image(mask_to_image(labels, ct), {str(tmp_path / "m.nii.gz")!r})

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LungGANLib.annotations import outline_mask, read_lidc_outlines
+from LungGANLib.io.annotations import outline_mask, read_lidc_outlines
 from LungGANLib.io import load_ct, mask_from_image, read_image
-from LungGANLib.references import CASES, DEFAULT_REFERENCE_DIR, build_references, case_by_name, reference_path
+from LungGANLib.evaluate.references import CASES, DEFAULT_REFERENCE_DIR, build_references, case_by_name, reference_path
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

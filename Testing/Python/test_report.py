@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from LungGANLib.errors import InputError, OutputExistsError
-from LungGANLib.report import COLUMNS, check_report_path, lung_figures, report_text, write_report
+from LungGANLib.segment.report import COLUMNS, check_report_path, lung_figures, report_text, write_report
 
 
 def test_figures_of_each_lung_from_known_voxels():
@@ -73,7 +73,7 @@ def test_report_path_is_checked_before_work(tmp_path):
 
 
 def test_the_integer_percentile_is_numpys_linear_one_exactly():
-    from LungGANLib.report import percentile
+    from LungGANLib.segment.report import percentile
 
     rng = np.random.default_rng(3)
     for size in (1, 2, 7, 1000, 12345):

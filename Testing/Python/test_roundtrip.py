@@ -20,7 +20,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from LungGANLib.io import load_ct, mask_to_image  # noqa: E402
-from LungGANLib.output import write_image  # noqa: E402
+from LungGANLib.io.output import write_image  # noqa: E402
 
 SIGNED_PERMUTATIONS = [
     np.diag(signs) @ np.eye(3)[list(order)]

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 
 from LungGANLib.errors import InputError, ModelError
 from LungGANLib.io import load_ct, mask_from_image
-from LungGANLib.model_io import ModelInfo, card_path, load_model, save_model, sha256
+from LungGANLib.models.weights import ModelInfo, card_path, load_model, save_model, sha256
 from LungGANLib.models import Generator, GeneratorConfig
-from LungGANLib.training import Trainer, TrainConfig, prepare_slices
+from LungGANLib.train.trainer import Trainer, TrainConfig, prepare_slices
 
 SMALL = GeneratorConfig(base_channels=4, depth=2)
 

@@ -1,0 +1,143 @@
+"""DICOM series folders: which series hold images, and whether their slices make one regular volume.
+
+ITK stacks a series' files in position order and assumes even spacing: a
+missing slice (a gap) or a duplicate would silently move every slice after it.
+So before reading, each slice's position along the slice normal is checked:
+
+- exact duplicates (the same SOPInstanceUID twice) are dropped, with a note;
+- two different slices at one position, a gap, uneven spacing, or slices with
+  another orientation or size are refused, naming the positions;
+- SEG, RTSTRUCT and other objects without an image grid are ignored, with a note.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import InputError
+
+logger = logging.getLogger(__name__)
+
+#: Modalities of DICOM objects that are not image slices (segmentations, structure sets, reports...).
+NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "PR", "KO", "REG", "DOC", "PLAN", "FID"}
+#: Spacing may vary by this share of the usual step (scanners round positions) before it counts as uneven.
+SPACING_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class Slice:
+    """What the series check needs from one file's header."""
+
+    file: str
+    uid: str
+    position: tuple[float, float, float]
+    orientation: tuple[float, ...]
+    size: tuple[int, int]
+
+
+def _header(file: str) -> dict[str, str]:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(file)
+    reader.LoadPrivateTagsOff()
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return {}
+    return {key: reader.GetMetaData(key).strip() for key in reader.GetMetaDataKeys()}
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split("\\"))
+    except ValueError:
+        return ()
+
+
+def image_series(found: dict[str, list[str]], folder: Path) -> dict[str, list[str]]:
+    """The series that hold image slices; the others (SEG, RTSTRUCT, ...) are dropped with a note."""
+    kept = {}
+    for uid, files in found.items():
+        header = _header(files[0])
+        modality = header.get("0008|0060", "").upper()
+        if modality in NON_IMAGE_MODALITIES:
+            logger.warning("ignoring %d %s object(s) in %s (not image slices)", len(files), modality or "non-image", folder)
+            continue
+        kept[uid] = files
+    return kept
+
+
+def read_slices(files: list[str]) -> list[Slice]:
+    """Each file's position, orientation and size (files without a position are refused)."""
+    slices = []
+    for file in files:
+        header = _header(file)
+        position = _floats(header.get("0020|0032", ""))
+        orientation = _floats(header.get("0020|0037", ""))
+        if len(position) != 3 or len(orientation) != 6:
+            raise InputError(f"{file} has no slice position or orientation: cannot place it in the volume")
+        size = (int(header.get("0028|0010", 0) or 0), int(header.get("0028|0011", 0) or 0))
+        slices.append(Slice(file, header.get("0008|0018", file), position, orientation, size))
+    return slices
+
+
+def checked_series(files: list[str], folder: Path, unreadable: int = 0) -> list[str]:
+    """The series' files in slice order, exact duplicates dropped, after checking they make one regular volume.
+
+    Args:
+        files: the series' files (as GDCM lists them).
+        folder: for messages.
+        unreadable: files in the folder that could not be read as DICOM, named in the message of a gap.
+
+    Raises:
+        InputError: mixed orientations or sizes, two slices at one position, a gap, or uneven spacing.
+    """
+    slices = read_slices(files)
+    unique: dict[str, Slice] = {}
+    for item in slices:
+        unique.setdefault(item.uid, item)
+    if len(unique) < len(slices):
+        logger.warning("dropped %d exact duplicate slice file(s) in %s", len(slices) - len(unique), folder)
+    slices = list(unique.values())
+    if len(slices) < 2:
+        return [s.file for s in slices]
+    reference = slices[0]
+    for item in slices[1:]:
+        if item.size != reference.size:
+            raise InputError(f"{folder} mixes slice sizes ({reference.size} and {item.size}): give one series of one size")
+        if not np.allclose(item.orientation, reference.orientation, atol=1e-4):
+            raise InputError(f"{folder} mixes slice orientations: give one series with one orientation")
+    row, column = np.asarray(reference.orientation[:3]), np.asarray(reference.orientation[3:])
+    normal = np.cross(row, column)
+    order = sorted(slices, key=lambda s: float(np.dot(normal, s.position)))
+    where = np.array([np.dot(normal, s.position) for s in order])
+    steps = np.diff(where)
+    same = np.flatnonzero(np.abs(steps) < 1e-3)
+    if same.size:
+        raise InputError(
+            f"{folder} has two different slices at position {where[same[0]]:.2f} mm: "
+            "it mixes acquisitions; give one series of one acquisition"
+        )
+    step = float(np.median(steps))
+    off = np.flatnonzero(np.abs(steps - step) > SPACING_TOLERANCE * step)
+    if off.size:
+        gaps = [i for i in off if steps[i] > 1.5 * step]
+        if gaps:
+            missing = [where[i] + k * step for i in gaps for k in range(1, int(round(steps[i] / step)))]
+            shown = ", ".join(f"{m:.2f}" for m in missing[:8]) + (" ..." if len(missing) > 8 else "")
+            cause = f"; {unreadable} file(s) in the folder could not be read (truncated?)" if unreadable else ""
+            raise InputError(
+                f"{folder} is missing {len(missing)} slice(s) at {shown} mm along the slice normal (every {step:.2f} mm)"
+                f"{cause}: give the complete series"
+            )
+        raise InputError(
+            f"{folder} has uneven slice spacing ({steps.min():.2f} to {steps.max():.2f} mm): "
+            "resample it to even spacing first (e.g. in 3D Slicer) and save it as .nrrd"
+        )
+    # Ascending along the normal, as GDCM sorts a clean series (its order falls back to file names when
+    # positions repeat): the same slices give the same volume and geometry, duplicates or not.
+    return [s.file for s in order]

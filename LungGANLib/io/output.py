@@ -1,0 +1,202 @@
+"""Writing files so that nothing is lost: checked before the work, written aside, verified, published.
+
+Every file LungGAN writes (masks, DICOM SEG, reports, models, checkpoints, pictures) goes
+through :func:`atomic_write`; :func:`check_output_path` and :func:`check_writable` refuse
+an output before any work is done.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import InputError, OutputError, OutputExistsError
+from .native import quiet_c_stderr
+from .volumes import suffix_of
+
+#: Every file this process has published, in order: what an interruption can honestly say was written.
+PUBLISHED: list[Path] = []
+
+#: File endings a mask can be written to: single-file formats, so the write can be atomic.
+OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+#: File endings a lung mask can be written to: the image formats and DICOM SEG.
+MASK_SUFFIXES = (*OUTPUT_SUFFIXES, ".dcm")
+
+
+def check_output_path(
+    path: str | os.PathLike, overwrite: bool = False, suffixes: tuple[str, ...] = OUTPUT_SUFFIXES, what: str = "output"
+) -> Path:
+    """Check that an output (``what``: "output", "report"...) can be written, before any work is done.
+
+    Raises:
+        OutputExistsError: the file exists and ``overwrite`` is False.
+        InputError: the path is a folder, its folder does not exist, or the
+            ending is not one of ``suffixes``.
+        OutputError: the folder is not writable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder: give a file name, or give several inputs to fill a folder")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{what} {path} exists: choose another name or pass --overwrite")
+    if not path.parent.exists():
+        raise InputError(f"{what} folder {path.parent} does not exist: create it first")
+    if suffix_of(path) not in suffixes:
+        raise InputError(f"{what} {path}: use a file name ending in {', '.join(suffixes)}")
+    check_writable(path.parent)
+    return path
+
+
+def mask_bytes(voxels: int, path: str | os.PathLike) -> int:
+    """About how many bytes a uint8 mask of ``voxels`` takes in the file ``path`` (for the free-space check).
+
+    ``.nii`` is stored raw; the other formats are written compressed, and a lung mask compresses
+    more than 50-fold, so a twentieth of the raw size is a safe margin.
+    """
+    return voxels if suffix_of(Path(path)) == ".nii" else voxels // 20
+
+
+def check_writable(folder: str | os.PathLike, needed_bytes: int = 0) -> None:
+    """Check before the work that a file can be created in ``folder`` and that it has room for ``needed_bytes``.
+
+    Raises:
+        OutputError: the folder is read-only, or its disk has less free space than needed.
+    """
+    folder = Path(folder)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".lunggan-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write into {folder}: {exc.strerror}; choose a writable folder") from None
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise OutputError(
+            f"not enough free space in {folder}: {free / 1e6:.0f} MB free, about {needed_bytes / 1e6:.0f} MB needed; free some space"
+        )
+
+
+def atomic_write(
+    path: str | os.PathLike,
+    write: Callable[[str], object],
+    suffix: str = "",
+    overwrite: bool = True,
+    verify: Callable[[str], None] | None = None,
+) -> Path:
+    """Write a file atomically: ``write(tmp)`` fills a temporary file beside ``path``, then it is published.
+
+    The temporary file is flushed to disk (fsync) and, with ``verify``, read
+    back before it takes the file's name, so a full disk or a file-size limit
+    that a writer does not report still leaves nothing at ``path``. Without
+    ``overwrite`` the publishing step is no-clobber (a hard link, which fails
+    if the name exists): of two runs writing one new file, exactly one wins.
+    A crash or an interruption (SIGINT, SIGTERM through the command line)
+    leaves the old file or the complete new one, and no temporary file. The
+    file gets the usual permissions (0666 less the umask).
+
+    Args:
+        path: the file to write (its folder must exist).
+        write: called with the temporary file's name.
+        suffix: ending of the temporary name, for writers that choose the format by it.
+        overwrite: replace a file that exists at ``path`` (else OutputExistsError).
+        verify: called with the temporary file's name; raises if it is not what was meant.
+
+    Raises:
+        OutputError: the write failed (disk full, read-only, a limit), with nothing left behind.
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+    os.close(fd)
+    try:
+        try:
+            with quiet_c_stderr():  # ITK's C libraries print their write errors raw; the check below speaks instead
+                write(tmp)
+            _fsync(tmp)
+            if verify is not None:
+                verify(tmp)
+        except Exception as exc:  # writers raise many types (OSError, ITK's RuntimeError, safetensors' own)
+            if isinstance(exc, OSError) and exc.strerror:
+                reason = exc.strerror
+            else:
+                lines = str(exc).strip().splitlines()
+                reason = lines[-1] if lines else type(exc).__name__
+            raise OutputError(f"could not write {path}: {reason}; nothing was written (is the disk full?)") from None
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        _publish(tmp, path, overwrite)
+        PUBLISHED.append(path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+def _fsync(name: str) -> None:
+    fd = os.open(name, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the new name durable (POSIX); not possible, and not needed, on Windows."""
+    if os.name == "nt":
+        return
+    try:
+        _fsync(str(folder))
+    except OSError:
+        pass
+
+
+def _publish(tmp: str, path: Path, overwrite: bool) -> None:
+    """Give the finished temporary file its name: replacing, or only if the name is free."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # atomic, and fails if the name exists
+    except FileExistsError:
+        raise OutputExistsError(f"output {path} exists (written meanwhile by another run?): choose another name or pass --overwrite") from None
+    except OSError:  # a file system without hard links: the check and the rename are then two steps
+        if path.exists():
+            raise OutputExistsError(f"output {path} exists: choose another name or pass --overwrite") from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def verify_image(expected: sitk.Image) -> Callable[[str], None]:
+    """A ``verify`` for :func:`atomic_write`: the file reads back as an image equal to ``expected``, voxel for voxel."""
+
+    def verify(name: str) -> None:
+        try:
+            written = sitk.ReadImage(name)
+        except RuntimeError:
+            raise OutputError("the file does not read back") from None
+        if written.GetSize() != expected.GetSize() or not np.array_equal(
+            sitk.GetArrayViewFromImage(written), sitk.GetArrayViewFromImage(expected)
+        ):
+            raise OutputError("the file reads back different from what was written")
+
+    return verify
+
+
+def write_image(image: sitk.Image, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write an image atomically (see :func:`atomic_write`); an existing file is only replaced when asked."""
+    path = check_output_path(path, overwrite)
+    return atomic_write(path, lambda tmp: sitk.WriteImage(image, tmp, useCompression=True), suffix=suffix_of(path),
+                        overwrite=overwrite, verify=verify_image(image))

@@ -1,0 +1,188 @@
+"""The classical lung segmentation: threshold, morphology, connected components.
+
+This is the paper's "Morph" baseline and the bootstrap of the reference masks:
+
+1. the body: soft tissue above ``body_threshold_hu``, holes filled slice by
+   slice, largest 3D component (drops the table and air outside the body);
+2. lung candidates: voxels below ``lung_threshold_hu`` inside the body;
+3. the trachea and main bronchi: grown from a seed found in the upper slices
+   and removed with a small margin;
+4. the lungs: see :func:`LungGANLib.segment.postprocess.postprocess` (components,
+   right/left split, closing and hole filling).
+
+Arrays are (z, y, x) HU in canonical LPS orientation, spacing (x, y, z) mm.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy import ndimage
+
+from ..config import DEFAULT_CLASSICAL, ClassicalParams
+from ..io.volumes import clip_air
+from .envelope import DEFAULT_ENVELOPE
+from .morphology import component_sizes, fill_holes_per_slice, label_components
+from .postprocess import postprocess
+
+logger = logging.getLogger(__name__)
+
+
+def body_mask(hu: np.ndarray, params: ClassicalParams = DEFAULT_CLASSICAL, step: int | None = None) -> np.ndarray:
+    """The patient's body, lungs included (holes filled slice by slice).
+
+    The body is found on every ``step``-th row and column and scaled back up:
+    it only needs to bound the lungs, which never reach the skin, and this
+    makes it ``step``² times cheaper.
+
+    Args:
+        hu: CT in HU, (z, y, x).
+        params: ``body_threshold_hu`` is used.
+        step: in-plane subsampling; default 2 for slices of 512 pixels and more,
+            1 (full resolution) below 512.
+
+    Returns:
+        Boolean mask of the largest 3D component of tissue, with its holes filled.
+    """
+    if step is None:
+        step = max(1, min(hu.shape[1], hu.shape[2]) // 256)
+    small = hu[:, ::step, ::step]
+    tissue = small > params.body_threshold_hu
+    # Remove thin structures (table, blanket, cables) before picking the body.
+    tissue = ndimage.binary_opening(tissue, structure=np.ones((1, 3, 3), dtype=bool))
+    labels, n = label_components(tissue)
+    if n == 0:
+        return np.zeros(hu.shape, dtype=bool)
+    largest = int(np.argmax(component_sizes(labels, n))) + 1
+    body = fill_holes_per_slice(labels == largest)
+    if step > 1:
+        body = body.repeat(step, axis=1).repeat(step, axis=2)[:, : hu.shape[1], : hu.shape[2]]
+    return body
+
+
+def find_trachea_seed(
+    air: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float]
+) -> tuple[int, np.ndarray] | None:
+    """Find the trachea in the upper slices: a small round air region near the body's midline.
+
+    Args:
+        air: boolean mask of air inside the body (HU below the airway threshold).
+        body: the body mask.
+        spacing: voxel size (x, y, z) in mm.
+
+    Returns:
+        The slice index and a 2D mask of the trachea there, or None if not found.
+    """
+    pixel_mm2 = spacing[0] * spacing[1]
+    body_slices = np.flatnonzero(body.any(axis=(1, 2)))
+    if body_slices.size == 0:
+        return None
+    # Look from the top (highest z is superior in LPS) through the upper half.
+    top, bottom = int(body_slices[-1]), int(body_slices[0])
+    for z in range(top, top - (top - bottom) // 2 - 1, -1):
+        if not air[z].any():
+            continue
+        xs_body = np.flatnonzero(body[z].any(axis=0))
+        centre, width = (xs_body[0] + xs_body[-1]) / 2.0, xs_body[-1] - xs_body[0] + 1
+        labels, n = label_components(air[z])
+        best, best_distance = None, None
+        for index, found in enumerate(ndimage.find_objects(labels), start=1):
+            region = labels[found] == index
+            area_mm2 = region.sum() * pixel_mm2
+            if not 40.0 <= area_mm2 <= 700.0:
+                continue
+            height_mm = (found[0].stop - found[0].start) * spacing[1]
+            width_mm = (found[1].stop - found[1].start) * spacing[0]
+            if max(height_mm, width_mm) > 2.5 * min(height_mm, width_mm):
+                continue  # not round: a slit of air, not the trachea
+            cx = (found[1].start + found[1].stop) / 2.0
+            distance = abs(cx - centre)
+            if distance > 0.15 * width:
+                continue
+            if best_distance is None or distance < best_distance:
+                best, best_distance = labels == index, distance
+        if best is not None:
+            return z, best
+    return None
+
+
+def airway_mask(
+    hu: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float], params: ClassicalParams = DEFAULT_CLASSICAL
+) -> np.ndarray:
+    """The trachea and main bronchi, grown from the trachea seed.
+
+    Thresholds in ``params.airway_threshold_hu`` are tried from the highest
+    down; the first whose grown region stays under ``params.max_airway_ml`` wins
+    (a larger region has leaked into the lung parenchyma).
+
+    Returns:
+        Boolean mask, empty when no trachea was found or every threshold leaked.
+    """
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    for threshold in sorted(params.airway_threshold_hu, reverse=True):
+        air = (hu < threshold) & body
+        seed = find_trachea_seed(air, body, spacing)
+        if seed is None:
+            continue
+        z, seed2d = seed
+        labels, _ = ndimage.label(air)
+        values = np.unique(labels[z][seed2d])
+        values = values[values > 0]
+        grown = np.isin(labels, values)
+        volume_ml = grown.sum() * voxel_ml
+        if volume_ml <= params.max_airway_ml:
+            logger.debug("airway grown at %.0f HU: %.1f mL", threshold, volume_ml)
+            radius = params.airway_dilation_mm
+            iterations = max(int(round(radius / min(spacing))), 1)
+            return ndimage.binary_dilation(grown, iterations=iterations) & body
+        logger.debug("airway at %.0f HU leaked (%.0f mL)", threshold, volume_ml)
+    logger.info("no trachea found or every airway threshold leaked; airways are not removed")
+    return np.zeros(hu.shape, dtype=bool)
+
+
+def lung_candidates(
+    hu: np.ndarray, spacing: tuple[float, float, float], params: ClassicalParams = DEFAULT_CLASSICAL
+) -> np.ndarray:
+    """Low-density voxels inside the body, airways removed (steps 1-3 above)."""
+    hu = clip_air(hu)
+    body = body_mask(hu, params)
+    candidates = (hu < params.lung_threshold_hu) & body
+    candidates &= ~airway_mask(hu, body, spacing, params)
+    # Drop specks so the component analysis sees clean shapes.
+    return ndimage.binary_opening(candidates, structure=np.ones((1, 3, 3), dtype=bool))
+
+
+def segment_classical(
+    hu: np.ndarray,
+    spacing: tuple[float, float, float],
+    params: ClassicalParams = DEFAULT_CLASSICAL,
+    single_label: bool = False,
+    fill_holes: bool = True,
+    envelope: bool = True,
+) -> np.ndarray:
+    """Segment the lungs with thresholds and morphology.
+
+    Args:
+        hu: CT in HU, (z, y, x), canonical LPS.
+        spacing: voxel size (x, y, z) in mm.
+        params: the method's thresholds.
+        single_label: one label for both lungs.
+        fill_holes: fill holes slice by slice.
+        envelope: take back nodules in dents of the lung's outline (:mod:`LungGANLib.segment.envelope`).
+
+    Returns:
+        uint8 labels (z, y, x): 1 right lung, 2 left lung.
+
+    Example:
+        >>> from LungGANLib.io import load_ct
+        >>> ct = load_ct("../shared/data/ct/elastix-00.nii.gz")
+        >>> labels = segment_classical(ct.array, ct.spacing)
+        >>> sorted(set(labels.ravel().tolist()))
+        [0, 1, 2]
+    """
+    candidates = lung_candidates(hu, spacing, params)
+    return postprocess(
+        candidates, hu, spacing, params, single_label=single_label, fill_holes=fill_holes,
+        envelope=DEFAULT_ENVELOPE if envelope else None,
+    )

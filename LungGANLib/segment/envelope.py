@@ -1,0 +1,265 @@
+"""A lesion-aware envelope at the lung border: take back nodules that bulge into the lung.
+
+A density threshold, and a generator trained on thresholded masks, cut a
+juxtapleural nodule out of the lung and leave a dent in the lung's outline
+where it sits. On every axial slice, each lung is closed with a rolling ball
+(a disk of ``radius_mm``); each dent the ball bridges (a *gap*: closed, not
+lung) is added to the lung only when it looks like a lesion held by the lung:
+
+1. it is soft tissue: most of its pixels lie between ``TISSUE_HU`` (a nodule
+   or mass; not air in a bronchus, not fat, not bone or contrast-filled vessels);
+2. the lung holds it: at least ``min_enclosure`` of its outline borders the
+   lung (a nodule bulging into the lung, not a shallow dent along a flat wall);
+3. it opens onto the chest wall: its mouth (the tissue beside it that is not
+   lung) lies on the convex hull of both lungs, not deep inside it, where the
+   mediastinum, the hilum with its great vessels and the domes of the
+   diaphragm are. Lesions there are left to the generator, which is trained
+   to keep them (:mod:`LungGANLib.train.lesion_synthesis`);
+4. it is no bigger than a lesion the ball can bridge, and it is not the dome
+   of the diaphragm: a gap whose lowest slice reaches ``DOME_MIN_AREA_MM2``
+   and under which there is no lung is the liver or the spleen.
+
+Arrays are (z, y, x) canonical LPS (x towards the patient's left, y posterior,
+z superior); spacing (x, y, z) mm.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ..config import DOME_MIN_AREA_MM2, LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
+from .morphology import bounding_box, label_components, labels_in
+
+logger = logging.getLogger(__name__)
+
+#: Density of lesion tissue (HU): solid nodules and masses; not fat (about -100 HU), not bone or contrast.
+TISSUE_HU = (-50.0, 200.0)
+#: Dents smaller than this (mm²) are left to the pipeline's 4 mm closing.
+MIN_GAP_MM2 = 5.0
+#: Reach (mm) of an accepted dent towards the lungs' hull, where the rolling ball dipped into it.
+CAP_MM = 5.0
+
+
+@dataclass(frozen=True)
+class EnvelopeParams:
+    """Settings of :func:`lesion_envelope`.
+
+    Attributes:
+        radius_mm: the rolling ball's radius; dents up to about twice this wide are bridged
+            (nodules up to 30 mm with 15 mm).
+        min_tissue: least share of a gap's pixels in ``TISSUE_HU``.
+        min_enclosure: least share of a gap's outline that borders the lung.
+        max_mouth_depth_mm: how deep inside the convex hull of both lungs the
+            gap's mouth (its outline's pixels that are not lung) may lie on average:
+            at the chest wall it lies on the hull; at the mediastinum, the hilum
+            and the domes of the diaphragm it lies deep inside.
+    """
+
+    radius_mm: float = 15.0
+    min_tissue: float = 0.6
+    min_enclosure: float = 0.55
+    max_mouth_depth_mm: float = 5.0
+
+
+DEFAULT_ENVELOPE = EnvelopeParams()
+
+
+def _close_in_plane(mask: np.ndarray, radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Closing of every axial slice with a disk of ``radius_mm``, through two distance transforms per slice.
+
+    Only the lung's bounding box (grown by the radius) is worked on.
+    """
+    closed = mask.copy()
+    if not mask.any():
+        return closed
+    reach = [int(np.ceil(radius_mm / s)) + 1 for s in (spacing[1], spacing[0])]
+    slices, rows, cols = bounding_box(mask, margin=[0, *reach])
+    sampling = (spacing[1], spacing[0])
+    for z in range(slices.start, slices.stop):
+        plane = mask[z, rows, cols]
+        if not plane.any():
+            continue
+        dilated = ndimage.distance_transform_edt(~plane, sampling=sampling) <= radius_mm
+        # Pad so the ball can roll beyond the crop's edge.
+        dilated = np.pad(dilated, 1, constant_values=False)
+        closed[z, rows, cols] |= (ndimage.distance_transform_edt(dilated, sampling=sampling) > radius_mm)[1:-1, 1:-1]
+    return closed
+
+
+def _fill_depth_in_hull(
+    depth: np.ndarray, done: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float, float], slices: np.ndarray
+) -> None:
+    """Write into ``depth`` how deep (mm) each voxel of ``slices`` lies inside the convex hull of both lungs.
+
+    The chest wall lies outside the hull (depth 0); the mediastinum, the hilum
+    and the domes of the diaphragm lie deep inside it. Slices marked in
+    ``done`` are skipped, and the others marked.
+    """
+    from skimage.morphology import convex_hull_image
+
+    for z in slices:
+        if done[z]:
+            continue
+        done[z] = True
+        if lungs[z].any():
+            hull = np.pad(convex_hull_image(lungs[z]), 1)
+            depth[z] = ndimage.distance_transform_edt(hull, sampling=(spacing[1], spacing[0]))[1:-1, 1:-1]
+
+
+def lesion_envelope(
+    labels: np.ndarray,
+    hu: np.ndarray,
+    spacing: tuple[float, float, float],
+    params: EnvelopeParams = DEFAULT_ENVELOPE,
+    in_place: bool = False,
+    return_added: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Add to each lung the dents of its outline that hold a lesion (see the module's rules).
+
+    Args:
+        labels: 0/1/2 lung labels (z, y, x).
+        hu: the CT in HU, same shape.
+        spacing: voxel size (x, y, z) mm.
+        params: the envelope's settings.
+        in_place: write into ``labels`` instead of a copy (a volume's worth of memory less).
+        return_added: also return the voxels added, as a volume-sized mask (else None).
+
+    Returns:
+        The new labels and the boolean mask of the voxels added (or None).
+    """
+    out = labels if in_place else labels.copy()
+    if not labels.any():
+        return out, np.zeros(labels.shape, dtype=bool) if return_added else None
+    reach = int(np.ceil(params.radius_mm / min(spacing[0], spacing[1]))) + 2
+    # One slice more above and below: the domes are judged by the slice under a dent.
+    box = bounding_box(labels, margin=[1, reach, reach])
+    # Sub-millimetre pixels are judged at half resolution: the ball is 15 mm
+    # across, a pixel more or less at its edge does not matter, and it is four times cheaper.
+    step = 2 if min(spacing[0], spacing[1]) < 1.0 else 1
+    # In place, ``fine`` sees the right lung's additions while the left lung is judged: they are
+    # not the left lung's to take either way (only background becomes lung), so the result is the same.
+    fine = labels[box]
+    added_box = np.zeros(fine.shape, dtype=bool)
+    lab = fine[:, ::step, ::step]
+    coarse_hu = hu[box][:, ::step, ::step]
+    coarse = (spacing[0] * step, spacing[1] * step, spacing[2])
+    tissue = (coarse_hu > TISSUE_HU[0]) & (coarse_hu < TISSUE_HU[1])
+    lungs = lab > 0
+    # Hull depth, computed only on the slices that have dents to judge.
+    depth = np.zeros(lab.shape, dtype=np.float32)
+    depth_done = np.zeros(lab.shape[0], dtype=bool)
+    pixel_mm2 = coarse[0] * coarse[1]
+    largest_mm2 = np.pi * params.radius_mm**2
+    ring_struct = np.zeros((3, 3, 3), dtype=bool)
+    ring_struct[1] = ndimage.generate_binary_structure(2, 1)
+    for value in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
+        lung = lab == value
+        if not lung.any():
+            continue
+        gaps = _close_in_plane(lung, params.radius_mm, coarse) & ~lungs
+        if not gaps.any():
+            continue
+        _fill_depth_in_hull(depth, depth_done, lungs, coarse, np.flatnonzero(gaps.any(axis=(1, 2))))
+        # In-plane components: each slice's dents are judged on their own, all at once.
+        components, n = label_components(gaps, structure=ring_struct)
+        # Each gap's outline: the pixels next to it (gaps never touch each other: lung or the ball's edge lies between).
+        ring = ndimage.grey_dilation(components, footprint=ring_struct)
+        ring[gaps] = 0
+        on_gap, on_ring = np.flatnonzero(components), np.flatnonzero(ring)
+        gap_id, ring_id = components.ravel()[on_gap], ring.ravel()[on_ring]
+        ring_lung = lung.ravel()[on_ring]
+
+        def count(ids: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+            return np.bincount(ids, weights=weights, minlength=n + 1)
+
+        area = count(gap_id)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tissue_share = count(gap_id, tissue.ravel()[on_gap]) / area
+            enclosure = count(ring_id, ring_lung) / count(ring_id)
+            # How deep inside both lungs' hull the dent opens: at the chest wall, about 0.
+            mouth_depth = count(ring_id, depth.ravel()[on_ring] * ~ring_lung) / count(ring_id, ~ring_lung)
+            lesion_like = (
+                (np.arange(n + 1) > 0)
+                & (area * pixel_mm2 <= largest_mm2)
+                & (tissue_share >= params.min_tissue)
+                & (mouth_depth <= params.max_mouth_depth_mm)  # NaN, no mouth: a hole by the hilum, not a dent
+            )
+            keep = lesion_like & (area * pixel_mm2 >= MIN_GAP_MM2) & (enclosure >= params.min_enclosure)
+        if not keep.any():
+            continue
+        # A nodule's top and bottom slices make shallow dents: they join when they touch, in 3D, a slice's dent
+        # that passed on its own.
+        groups, _ = label_components(lesion_like[components])
+        accepted = np.isin(groups, np.unique(groups[keep[components]]))
+        # The ball dips a little into a dent as wide as itself: the cap between the dent it bridged and
+        # the lungs' hull (the chest wall's inner surface) is the rest of the nodule.
+        near = ndimage.binary_dilation(accepted, structure=ring_struct, iterations=max(int(round(CAP_MM / coarse[0])), 1))
+        accepted |= near & (depth > 0) & ~lungs & tissue
+        accepted &= ~_domes(accepted, lungs, coarse)
+        if not accepted.any():
+            continue
+        # Back to full resolution, only around what was accepted (lesions: a small part of the lungs' box).
+        where, taken = _to_fine(accepted, step, fine.shape, ring_struct)
+        taken &= fine[where] == 0
+        region = out[box][where]
+        region[taken & (region == 0)] = value
+        added_box[where] |= taken
+    if added_box.any():
+        logger.info("lesion envelope added %.1f mL", added_box.sum() * float(np.prod(spacing)) / 1000.0)
+    if not return_added:
+        return out, None
+    added = np.zeros(labels.shape, dtype=bool)
+    added[box] = added_box
+    return out, added
+
+
+def _to_fine(
+    accepted: np.ndarray, step: int, shape: tuple[int, ...], ring_struct: np.ndarray
+) -> tuple[tuple[slice, ...], np.ndarray]:
+    """The accepted coarse voxels at full resolution, within their own bounding box.
+
+    Each coarse pixel becomes ``step`` x ``step`` fine pixels (clipped to ``shape``), and the
+    result is dilated in-plane by ``step - 1`` pixels: the coarse grid loses up to a fine pixel
+    at a gap's edge. Returns the fine box and the mask inside it.
+    """
+    zs, ys, xs = bounding_box(accepted)
+    if step == 1:
+        return (zs, ys, xs), accepted[zs, ys, xs].copy()
+    reach = step - 1
+    rows = slice(max(ys.start * step - reach, 0), min(ys.stop * step + reach, shape[1]))
+    cols = slice(max(xs.start * step - reach, 0), min(xs.stop * step + reach, shape[2]))
+    up = accepted[zs, ys, xs].repeat(step, axis=1).repeat(step, axis=2)
+    fine = np.zeros((zs.stop - zs.start, rows.stop - rows.start, cols.stop - cols.start), dtype=bool)
+    top, left = ys.start * step - rows.start, xs.start * step - cols.start
+    height, width = min(up.shape[1], fine.shape[1] - top), min(up.shape[2], fine.shape[2] - left)
+    fine[:, top : top + height, left : left + width] = up[:, :height, :width]
+    return (zs, rows, cols), ndimage.binary_dilation(fine, structure=ring_struct, iterations=reach)
+
+
+def _domes(accepted: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Accepted gaps, grouped in 3D, that are the dome of the diaphragm, not a lesion.
+
+    A dome meets the lung base with a wide cross-section (``DOME_MIN_AREA_MM2``
+    or more in its lowest slice), and there is no lung under it: under most
+    of its footprint, the slices below hold no lung. Under a juxtapleural
+    nodule the lower lobe goes on.
+    """
+    groups, n = label_components(accepted)
+    domes = []
+    pixel_mm2 = spacing[0] * spacing[1]
+    for value, found in enumerate(ndimage.find_objects(groups), start=1):
+        if found is None:
+            continue
+        group = groups[found] == value
+        lowest = found[0].start + int(np.flatnonzero(group.any(axis=(1, 2)))[0])
+        if group[lowest - found[0].start].sum() * pixel_mm2 < DOME_MIN_AREA_MM2:
+            continue
+        footprint = group.any(axis=0)
+        lung_below = lungs[:lowest, found[1], found[2]].any(axis=0)
+        if lung_below[footprint].mean() < 0.5:
+            domes.append(value)
+    return labels_in(groups, domes) if domes else np.zeros(accepted.shape, dtype=bool)

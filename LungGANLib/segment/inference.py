@@ -1,0 +1,298 @@
+"""Slice-by-slice lung segmentation with the generator, and the whole pipeline.
+
+:func:`segment` is the one entry point for a CT volume: it runs the chosen
+method ("gan" or "classical") and the shared post-processing and returns the
+right/left labels on the volume's canonical grid. :func:`segment_file` adds
+reading and writing with the input's geometry; the command line and the Slicer
+module both call these.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import DEFAULT_CLASSICAL, ClassicalParams
+from ..errors import InputError
+from ..io.output import (
+    MASK_SUFFIXES,
+    check_output_path,
+    check_writable,
+    mask_bytes,
+    write_image,
+)
+from ..io.volumes import CTVolume, load_ct, mask_to_image, suffix_of
+from ..models import Generator
+from ..models.device import DEVICES, free_memory, resolve_device  # noqa: F401  (DEVICES, resolve_device: part of this module's interface)
+from ..models.weights import ModelInfo, load_model
+from .classical import body_mask, segment_classical
+from .envelope import DEFAULT_ENVELOPE
+from .postprocess import postprocess
+from .preprocess import from_network, lung_slices, to_network
+
+logger = logging.getLogger(__name__)
+
+#: Progress callback: (slices done, slices in all).
+Progress = Callable[[int, int], None]
+
+#: The two ways to segment: the generator, or the classical threshold method.
+METHODS = ("gan", "classical")
+
+CPU_BATCH_SIZE = 8
+GPU_BATCH_SIZE = 64
+
+
+def check_batch_fits(batch_size: int, info: ModelInfo, device: torch.device) -> None:
+    """Refuse a batch whose activations would not fit in the free memory (a crash after minutes otherwise).
+
+    A slice's activations are about 8 float32 maps of the first level's width at the input size
+    (the deeper levels add less than that); half the free memory may go to them.
+    """
+    per_slice = info.input_size**2 * 4 * info.config.base_channels * 8
+    free = free_memory(device)
+    if free is not None and batch_size * per_slice > free // 2:
+        most = max(1, free // 2 // per_slice)
+        raise InputError(
+            f"--batch-size {batch_size} needs about {batch_size * per_slice / 1e9:.1f} GB, more than half the "
+            f"{free / 1e9:.1f} GB free on {device.type}: use at most {most}"
+        )
+
+
+def predict_probabilities(
+    hu: np.ndarray,
+    generator: Generator,
+    info: ModelInfo,
+    device: torch.device,
+    batch_size: int = 16,
+    slices: np.ndarray | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Run the generator over axial slices and return binary lung masks.
+
+    Args:
+        hu: (z, y, x) HU, canonical orientation.
+        generator: the network, in eval mode, on ``device``.
+        info: its preprocessing settings.
+        device: where to compute.
+        batch_size: slices per forward pass.
+        slices: indices of slices to run (default: all); the rest stay empty.
+        progress: called with (done, total) after each batch.
+
+    Returns:
+        Boolean (z, y, x) mask: probability above ``info.threshold``.
+    """
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    depth, height, width = hu.shape
+    out = np.zeros(hu.shape, dtype=bool)
+    todo = np.arange(depth) if slices is None else np.asarray(slices, dtype=int)
+    channels_last = device.type == "cpu"
+    generator = generator.fused()
+    if channels_last:
+        generator = generator.to(memory_format=torch.channels_last)
+    total = len(todo)
+    with torch.inference_mode():
+        for start in range(0, total, batch_size):
+            index = todo[start : start + batch_size]
+            x = to_network(hu[index], info.input_size, info.window)
+            x = x.to(device, memory_format=torch.channels_last) if channels_last else x.to(device)
+            prob = torch.sigmoid(generator(x)).float()
+            out[index] = (from_network(prob, height, width) > info.threshold).cpu().numpy()
+            if progress:
+                progress(min(start + batch_size, total), total)
+    return out
+
+
+@dataclass
+class SegmentOptions:
+    """Options of :func:`segment` (the command line's flags).
+
+    Attributes:
+        method: ``"gan"`` (the generator) or ``"classical"``.
+        model: weights file for ``gan``; None for the shipped model.
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
+        batch_size: slices per forward pass; None picks 8 on the CPU (fastest
+            in benchmarks/network.py on 2 cores) and 64 on a GPU.
+        single_label: one label for both lungs.
+        fill_holes: fill holes in each lung slice by slice.
+        envelope: take back nodules that sit in dents of the lung's outline at
+            the chest wall (the lesion-aware envelope, :mod:`LungGANLib.segment.envelope`).
+        params: classical and post-processing parameters.
+    """
+
+    method: str = "gan"
+    model: str | os.PathLike | None = None
+    device: str = "auto"
+    batch_size: int | None = None
+    single_label: bool = False
+    fill_holes: bool = True
+    envelope: bool = True
+    params: ClassicalParams = DEFAULT_CLASSICAL
+
+
+def segment(
+    volume: CTVolume,
+    options: SegmentOptions | None = None,
+    progress: Progress | None = None,
+    model: tuple[Generator, ModelInfo] | None = None,
+) -> np.ndarray:
+    """Segment the lungs of a CT volume.
+
+    Args:
+        volume: the CT (see :func:`LungGANLib.io.load_ct`).
+        options: method, model, device and post-processing options.
+        progress: called with (done, total) slices.
+        model: an already loaded generator, to skip loading it again.
+
+    Returns:
+        uint8 (z, y, x) labels on the canonical grid: 1 right lung, 2 left lung
+        (1 for both with ``single_label``), all 0 when no lungs were found.
+
+    Raises:
+        InputError: unknown method or device. ModelError: bad model file.
+
+    Example:
+        >>> ct = load_ct("../shared/data/ct/elastix-00.nii.gz")
+        >>> labels = segment(ct, SegmentOptions(method="gan", device="cpu"))
+    """
+    options = options or SegmentOptions()
+    if options.method not in METHODS:
+        raise InputError(f"unknown method {options.method!r}: use one of {', '.join(METHODS)}")
+    hu = volume.array
+    if options.method == "classical":
+        labels = segment_classical(
+            hu, volume.spacing, options.params, single_label=options.single_label, fill_holes=options.fill_holes,
+            envelope=options.envelope,
+        )
+        if progress:
+            progress(hu.shape[0], hu.shape[0])
+    else:
+        device = resolve_device(options.device)
+        generator, info = model if model is not None else load_model(options.model, device)
+        generator = generator.to(device)
+        body = body_mask(hu, options.params)  # a threshold above air: scanner padding needs no clipping
+        todo = lung_slices(hu, body)
+        logger.info("generator on %s: %d of %d slices can hold lung", device, len(todo), hu.shape[0])
+        batch_size = options.batch_size or (CPU_BATCH_SIZE if device.type == "cpu" else GPU_BATCH_SIZE)
+        check_batch_fits(batch_size, info, device)
+        mask = predict_probabilities(hu, generator, info, device, batch_size, todo, progress)
+        mask &= body
+        del body  # a volume's worth of memory the post-processing can use
+        labels = postprocess(
+            mask, hu, volume.spacing, options.params, single_label=options.single_label, fill_holes=options.fill_holes,
+            envelope=DEFAULT_ENVELOPE if options.envelope else None,
+        )
+    warn_implausible(labels, volume)
+    if not labels.any():
+        from ..models.weights import DEFAULT_MODEL
+
+        own_model = options.method == "gan" and options.model is not None and Path(options.model).resolve() != DEFAULT_MODEL.resolve()
+        if own_model and lung_slices(hu).size:  # air inside a body: a chest, and the model found nothing in it
+            logger.warning(
+                "no lungs found in %s with the model %s, though the CT has air inside the body: the model may be at "
+                "fault; try the shipped model (leave out --model) or --method classical", volume.source or "the volume",
+                options.model,
+            )
+        else:
+            logger.warning(
+                "no lungs found in %s: the mask is empty. Is it a chest CT (lungs in the field of view)?",
+                volume.source or "the volume",
+            )
+    return labels
+
+
+#: Plausible ranges: one lung's volume (L) and a voxel side (mm). Outside them the result gets a warning.
+LUNG_LITRES = (0.2, 10.0)
+SPACING_MM = (0.2, 10.0)
+
+
+def warn_implausible(labels: np.ndarray, volume: CTVolume) -> None:
+    """Warn, naming the figure, when a lung's volume or the voxel spacing is outside what a chest CT has."""
+    low, high = SPACING_MM
+    for axis, mm in zip("xyz", volume.spacing):
+        if not low <= mm <= high:
+            logger.warning("%s: voxel spacing %s = %.3g mm is outside %g-%g mm; is the header's spacing right?",
+                           volume.source or "the volume", axis, mm, low, high)
+    if not labels.any():
+        return  # said separately
+    low, high = LUNG_LITRES
+    for value, name in ((1, "right lung"), (2, "left lung")):
+        litres = float((labels == value).sum()) * volume.voxel_volume_ml / 1000
+        if litres and not low <= litres <= high:
+            logger.warning("%s: the %s measures %.2f L, outside %g-%g L; check the mask (and the CT's spacing)",
+                           volume.source or "the volume", name, litres, low, high)
+
+
+@dataclass
+class SegmentResult:
+    """What :func:`segment_file` did: the output path, the lung volumes in mL and the report's figures."""
+
+    output: Path
+    right_ml: float
+    left_ml: float
+    empty: bool
+    figures: dict = field(default_factory=dict)
+
+
+def model_name(options: SegmentOptions) -> str:
+    """How a run's model is named in reports and DICOM SEG: the weights' file stem, or ``classical``."""
+    from ..models.weights import DEFAULT_MODEL
+
+    if options.method == "classical":
+        return "classical"
+    return Path(options.model).stem if options.model else DEFAULT_MODEL.stem
+
+
+def segment_file(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    options: SegmentOptions | None = None,
+    overwrite: bool = False,
+    force: bool = False,
+    series: str | None = None,
+    progress: Progress | None = None,
+    model: tuple[Generator, ModelInfo] | None = None,
+) -> SegmentResult:
+    """Read a CT, segment its lungs and write the mask with the input's geometry.
+
+    The output is checked before any work (exists without ``overwrite``, bad
+    folder or ending; a ``.dcm`` DICOM SEG for an input that is not DICOM)
+    and written atomically, so a failure leaves no file.
+
+    Args:
+        model: an already loaded generator (batches load it once).
+
+    Raises:
+        LungGANError subclasses with a message for the user.
+    """
+    from ..io.dicom_seg import write_seg
+    from .report import lung_figures
+
+    options = options or SegmentOptions()
+    output = check_output_path(output_path, overwrite, MASK_SUFFIXES)
+    is_seg = suffix_of(output) == ".dcm"
+    volume = load_ct(input_path, series=series, force=force)
+    if is_seg and not volume.dicom_files:
+        raise InputError(
+            f"{input_path} is not DICOM, and a DICOM SEG must refer to the CT's DICOM instances: "
+            "segment the DICOM series folder, or write .nii.gz/.nrrd"
+        )
+    check_writable(output.parent, mask_bytes(volume.array.size, output))  # before the work, not after
+    labels = segment(volume, options, progress, model)
+    if is_seg:
+        write_seg(output, labels, volume, model_name(options), options.single_label, overwrite)
+    else:
+        write_image(mask_to_image(labels, volume), output, overwrite=overwrite)
+    figures = lung_figures(volume.array, labels, volume.voxel_volume_ml, options.single_label)
+    # The volumes come from the report's figures (no second count): with one label, all of it is label 1.
+    if options.single_label:
+        right, left = figures["total_lung_ml"], 0.0
+    else:
+        right, left = figures["right_lung_ml"], figures["left_lung_ml"]
+    return SegmentResult(output, right, left, figures["total_lung_ml"] == 0, figures)

@@ -1,0 +1,361 @@
+"""Post-processing of lung masks: keep the lungs, split right/left, fill holes.
+
+Shared by the classical method and the generator: both produce a binary
+"lung-like" mask, and this module turns it into the mask a radiologist expects.
+All arrays are (z, y, x) in canonical LPS orientation; spacings are (x, y, z) mm.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+from scipy import ndimage
+
+from ..config import (
+    DEFAULT_CLASSICAL,
+    DOME_MIN_AREA_MM2,
+    LEFT_LUNG_LABEL,
+    LUNG_LABEL,
+    RIGHT_LUNG_LABEL,
+    ClassicalParams,
+)
+from .envelope import DEFAULT_ENVELOPE, EnvelopeParams, lesion_envelope
+from .morphology import (  # noqa: F401  (bounding_box and in_plane_pixels are part of this module's interface)
+    bounding_box,
+    close_per_slice,
+    component_sizes,
+    fill_holes_per_slice,
+    in_plane_pixels,
+    label_components,
+    labels_in,
+)
+
+logger = logging.getLogger(__name__)
+
+_MAX_SPLIT_EROSIONS = 12
+#: Stricter thresholds that open the pleural junction line between touching lungs.
+_JUNCTION_THRESHOLDS_HU = (-700.0, -800.0, -880.0)
+
+
+def select_lungs(
+    mask: np.ndarray,
+    hu: np.ndarray | None,
+    spacing: tuple[float, float, float],
+    params: ClassicalParams = DEFAULT_CLASSICAL,
+) -> np.ndarray:
+    """Keep the one or two connected components that are lungs.
+
+    Components smaller than ``params.min_lung_ml``, or whose mean density is
+    that of pure air (bowel gas, below ``params.min_lung_mean_hu``), are
+    dropped; of the rest the largest is kept, and the second largest when it is
+    at least ``params.second_lung_ratio`` of the largest (the other lung, when
+    the two do not touch).
+
+    Args:
+        mask: binary candidate mask (z, y, x).
+        hu: the CT in HU, for the density check; None skips it.
+        spacing: voxel size (x, y, z) in mm.
+        params: thresholds.
+
+    Returns:
+        A boolean mask with at most two components; empty when nothing is lung.
+    """
+    labels, n = label_components(mask)
+    if n == 0:
+        return np.zeros(mask.shape, dtype=bool)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    sizes = component_sizes(labels, n)
+    order = np.argsort(sizes)[::-1]
+    objects = ndimage.find_objects(labels)
+    keep: list[int] = []
+    for index in order:
+        volume_ml = sizes[index] * voxel_ml
+        if volume_ml < params.min_lung_ml:
+            break
+        if hu is not None:
+            # Mean density of this component alone, inside its bounding box (no volume-sized temporaries).
+            box = objects[index]
+            mean_hu = float(hu[box][labels[box] == index + 1].mean(dtype=np.float64))
+            if mean_hu < params.min_lung_mean_hu:
+                logger.debug("dropping a %.0f mL component of mean %.0f HU (pure air: bowel gas?)", volume_ml, mean_hu)
+                continue
+        if keep and sizes[index] < params.second_lung_ratio * sizes[keep[0] - 1]:
+            break
+        keep.append(int(index) + 1)
+        if len(keep) == 2:
+            break
+    return labels_in(labels, keep)
+
+
+def _grow_labels(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Give every voxel of ``mask`` the label of the nearest labelled voxel.
+
+    Slice by slice, each voxel takes the label of the nearest seed in its slice
+    (a 2D distance transform: cheap, and the lungs meet along a sheet that
+    crosses every slice). Voxels of slices without seeds are then reached by
+    growing the labels through the mask in 3D, one voxel per step.
+    """
+    labels = labels.copy()
+    for z in range(labels.shape[0]):
+        seeds = labels[z] > 0
+        free = mask[z] & ~seeds
+        if not free.any() or not seeds.any():
+            continue
+        rows, cols = ndimage.distance_transform_edt(~seeds, return_distances=False, return_indices=True)
+        labels[z][free] = labels[z][rows[free], cols[free]]
+    values = [v for v in np.unique(labels) if v != 0]
+    struct = ndimage.generate_binary_structure(3, 1)
+    while True:
+        free = mask & (labels == 0)
+        if not free.any():
+            break
+        grew = False
+        for value in values:
+            claim = ndimage.binary_dilation(labels == value, structure=struct) & free
+            if claim.any():
+                labels[claim] = value
+                free &= ~claim
+                grew = True
+        if not grew:
+            break
+    return labels
+
+
+def _side_labels(labels: np.ndarray, components: list[int]) -> np.ndarray:
+    """Label each component right (1) or left (2) by its mean x (low x is the patient's right)."""
+    xs = np.arange(labels.shape[2])
+    out = np.zeros(labels.shape, dtype=np.uint8)
+    centres = []
+    for value in components:
+        profile = (labels == value).sum(axis=(0, 1))
+        centres.append(float((profile * xs).sum() / max(profile.sum(), 1)))
+    order = np.argsort(centres)
+    sides = (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL)
+    for rank, index in enumerate(order[:2]):
+        out[labels == components[index]] = sides[rank]
+    return out
+
+
+def _two_large_pieces(pieces: np.ndarray, total: int) -> np.ndarray | None:
+    """Seeds 1 and 2 from the two largest components of ``pieces``, if both are large."""
+    labels, n = label_components(pieces)
+    if n < 2:
+        return None
+    sizes = component_sizes(labels, n)
+    big = np.argsort(sizes)[::-1][:2]
+    if sizes[big[1]] < 0.1 * total:
+        return None
+    seeds = np.zeros(labels.shape, dtype=np.uint8)
+    seeds[labels == big[0] + 1] = 1
+    seeds[labels == big[1] + 1] = 2
+    return seeds
+
+
+def split_lungs(mask: np.ndarray, hu: np.ndarray | None = None, midline_x: float | None = None) -> np.ndarray:
+    """Split a lung mask into right (1) and left (2) lung.
+
+    Two components are labelled by side. When the lungs touch (at the anterior
+    or posterior junction line) they form one component; it is split at the
+    pleura between them: first by keeping only denser-than-pleura voxels
+    (stricter HU thresholds, when ``hu`` is given), then by erosion; the two
+    large pieces found are grown back over the mask. A single component that
+    lies mostly on one side of the midline is one lung (after a pneumonectomy,
+    or a scan that holds one lung) and keeps its side.
+
+    Args:
+        mask: boolean lung mask (z, y, x), at most two components.
+        hu: the CT in HU, or None.
+        midline_x: x index of the body's midline; defaults to the mask's median x.
+
+    Returns:
+        uint8 labels: 0 background, 1 right lung, 2 left lung.
+    """
+    if not mask.any():
+        return np.zeros(mask.shape, dtype=np.uint8)
+    box = bounding_box(mask, margin=1)
+    crop = mask[box]
+    labels, n = label_components(crop)
+    out = np.zeros(mask.shape, dtype=np.uint8)
+    if n >= 2:
+        sizes = component_sizes(labels, n)
+        components = [int(i) + 1 for i in np.argsort(sizes)[::-1][:2]]
+        out[box] = _side_labels(labels, components)
+        return out
+
+    total = int(crop.sum())
+    seeds = None
+    if hu is not None:
+        hu_crop = hu[box]
+        for threshold in _JUNCTION_THRESHOLDS_HU:
+            seeds = _two_large_pieces(crop & (hu_crop < threshold), total)
+            if seeds is not None:
+                logger.debug("lungs separated at the junction line with %.0f HU", threshold)
+                break
+    if seeds is None:
+        eroded = crop
+        struct = ndimage.generate_binary_structure(3, 1)
+        for _ in range(_MAX_SPLIT_EROSIONS):
+            eroded = ndimage.binary_erosion(eroded, structure=struct)
+            seeds = _two_large_pieces(eroded, total)
+            if seeds is not None or not eroded.any():
+                break
+    if seeds is not None:
+        out[box] = _side_labels(_grow_labels(seeds, crop), [1, 2])
+        return out
+
+    # No split: one lung, or two joined over a broad front. Decide by the midline.
+    xs = np.nonzero(mask)[2]
+    mid = float(np.median(xs)) if midline_x is None else float(midline_x)
+    right_fraction = float(np.mean(xs < mid))
+    if min(right_fraction, 1.0 - right_fraction) < 0.25:
+        out[mask] = RIGHT_LUNG_LABEL if right_fraction >= 0.5 else LEFT_LUNG_LABEL
+        return out
+    logger.warning("the lungs could not be separated at their junction; splitting them at the midline x=%.0f", mid)
+    x_index = np.arange(mask.shape[2])[None, None, :]
+    out[mask & (x_index < mid)] = RIGHT_LUNG_LABEL
+    out[mask & (x_index >= mid)] = LEFT_LUNG_LABEL
+    return out
+
+
+def fill_lung_holes(lung: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Fill a lung's holes slice by slice, except the domes of the diaphragm.
+
+    Vessels and nodules are islands inside the lung slice: they are filled. The
+    dome of the liver (or the spleen, or the stomach) rising into the lung base
+    is an island too in its top slices, but in 3D it opens downwards into the
+    abdomen: a 3D group of hole voxels that touches, just below, tissue outside
+    the lung and whose largest cross-section is at least ``DOME_MIN_AREA_MM2``
+    is left out.
+
+    Args:
+        lung: boolean mask (z, y, x) of one lung.
+        spacing: voxel size (x, y, z) in mm.
+    """
+    filled = fill_holes_per_slice(lung)
+    holes = filled & ~lung
+    if not holes.any():
+        return filled
+    # The hole components that open downwards: seeded where a hole voxel has, just below it (z - 1 is
+    # inferior in LPS), tissue outside the lung, and grown through the holes (6-connectivity, like labelling
+    # all the holes, but without a label image of them all).
+    seeds = np.zeros(lung.shape, dtype=bool)
+    seeds[1:] = holes[1:] & ~filled[:-1]
+    if not seeds.any():
+        return filled
+    opening = ndimage.binary_propagation(seeds, mask=holes)
+    del seeds, holes
+    box = bounding_box(opening)
+    labels, _ = label_components(opening[box])
+    pixel_mm2 = spacing[0] * spacing[1]
+    domes = []
+    for value, found in enumerate(ndimage.find_objects(labels), start=1):
+        if found is not None and (labels[found] == value).sum(axis=(1, 2)).max() * pixel_mm2 >= DOME_MIN_AREA_MM2:
+            domes.append(value)
+    if domes:
+        filled[box] &= ~labels_in(labels, domes)
+    return filled
+
+
+def finish_lungs(
+    labels: np.ndarray, spacing: tuple[float, float, float], closing_radius_mm: float, fill_holes: bool = True
+) -> np.ndarray:
+    """Close and hole-fill each lung separately, never letting one lung take the other's voxels.
+
+    Args:
+        labels: 0/1/2 lung labels (z, y, x).
+        spacing: voxel size (x, y, z) in mm.
+        closing_radius_mm: in-plane closing radius; 0 for none.
+        fill_holes: fill the holes of each lung slice by slice.
+    """
+    radius_px = in_plane_pixels(closing_radius_mm, spacing)
+    out = labels.copy()
+    for value in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
+        lung = labels == value
+        if not lung.any():
+            continue
+        box = bounding_box(lung, margin=radius_px + 1)
+        part = close_per_slice(lung[box], radius_px)
+        if fill_holes:
+            part = fill_lung_holes(part, spacing)
+        target = out[box]
+        target[part & (target == 0)] = value
+    return out
+
+
+def scaled_for_extent(params: ClassicalParams, extent_mm: float) -> ClassicalParams:
+    """The minimum component volume scaled down for a scan shorter than the lungs (e.g. one slice)."""
+    factor = min(1.0, extent_mm / params.whole_lung_extent_mm)
+    return params if factor >= 1.0 else replace(params, min_lung_ml=params.min_lung_ml * factor)
+
+
+def too_little_lung(
+    lungs: np.ndarray, spacing: tuple[float, float, float], params: ClassicalParams, extent_mm: float
+) -> str | None:
+    """Why the lungs found are too little to be lungs, or None when they are enough.
+
+    A scan of at least ``params.short_scan_mm`` (``extent_mm``: the whole
+    scan's craniocaudal extent, not the lungs') needs ``params.min_total_lung_ml``
+    of lung; a shorter one (a few slices, a single slice) needs one slice with
+    ``params.min_slice_lung_cm2`` of lung.
+    """
+    if extent_mm >= params.short_scan_mm:
+        total_ml = float(lungs.sum()) * float(np.prod(spacing)) / 1000.0
+        if total_ml < params.min_total_lung_ml:
+            return f"{total_ml:.0f} mL of lung-like tissue is below the {params.min_total_lung_ml:.0f} mL minimum"
+        return None
+    area_cm2 = float(lungs.sum(axis=(1, 2)).max()) * spacing[0] * spacing[1] / 100.0
+    if area_cm2 < params.min_slice_lung_cm2:
+        return f"the largest lung cross-section, {area_cm2:.0f} cm², is below the {params.min_slice_lung_cm2:.0f} cm² minimum"
+    return None
+
+
+def postprocess(
+    mask: np.ndarray,
+    hu: np.ndarray | None,
+    spacing: tuple[float, float, float],
+    params: ClassicalParams = DEFAULT_CLASSICAL,
+    single_label: bool = False,
+    fill_holes: bool = True,
+    closing_radius_mm: float | None = None,
+    envelope: EnvelopeParams | None = DEFAULT_ENVELOPE,
+) -> np.ndarray:
+    """From a binary lung-like mask to the final right/left lung labels.
+
+    Args:
+        mask: binary mask (z, y, x) from a threshold or the generator.
+        hu: the CT in HU (for the bowel-gas density check), or None.
+        spacing: voxel size (x, y, z) in mm.
+        params: component and closing parameters.
+        single_label: give both lungs label 1.
+        fill_holes: fill holes slice by slice so vessels and nodules stay in.
+        closing_radius_mm: override ``params.closing_radius_mm``.
+        envelope: the lesion-aware envelope's settings (nodules in dents of the
+            lung's outline taken back, see :mod:`LungGANLib.segment.envelope`); None for none.
+            It needs ``hu``.
+
+    Returns:
+        uint8 labels: 1 right lung, 2 left lung (or 1 for both with ``single_label``);
+        all zero when too little lung is found (see :func:`too_little_lung`).
+    """
+    out = np.zeros(mask.shape, dtype=np.uint8)
+    if not mask.any():
+        return out
+    radius = params.closing_radius_mm if closing_radius_mm is None else closing_radius_mm
+    # Work inside the mask's bounding box (plus the closing's reach): a fraction of the volume.
+    box = bounding_box(mask, margin=in_plane_pixels(radius, spacing) + 2)
+    hu_box = None if hu is None else hu[box]
+    extent_mm = mask.shape[0] * spacing[2]
+    params = scaled_for_extent(params, extent_mm)
+    lungs = select_lungs(mask[box].astype(bool, copy=False), hu_box, spacing, params)
+    reason = too_little_lung(lungs, spacing, params, extent_mm) if lungs.any() else "nothing lung-like"
+    if reason:
+        logger.info("no lungs: %s", reason)
+        return out
+    out[box] = finish_lungs(split_lungs(lungs, hu_box), spacing, radius, fill_holes=fill_holes)
+    if envelope is not None and hu is not None:
+        out, _ = lesion_envelope(out, hu, spacing, envelope, in_place=True, return_added=False)
+    if single_label:
+        out = np.where(out > 0, LUNG_LABEL, 0).astype(np.uint8)
+    return out

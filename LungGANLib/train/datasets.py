@@ -1,0 +1,160 @@
+"""Training data: network-ready slices from annotated CT volumes or from the Kaggle 2D set.
+
+Slices are brought to the network's input size once (:func:`prepare_slices`).
+Only slices that can hold lung (some low-density voxels inside the body) are
+used, the same slices inference runs the network on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import DEFAULT_INPUT_SIZE, DEFAULT_WINDOW, HUWindow
+from ..errors import InputError
+from ..io.volumes import CTVolume, clip_air
+from ..segment.classical import body_mask
+from ..segment.preprocess import lung_slices, mask_to_network, to_network
+
+
+@dataclass
+class SliceData:
+    """Network-ready slices: inputs (n, 1, s, s) in [0, 1], targets (n, 1, s, s) lung fractions.
+
+    ``pixel_mm`` (n,) is each slice's pixel size at network resolution, in mm
+    (NaN where unknown, as for the Kaggle slices); synthetic lesions are sized by it.
+    """
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    pixel_mm: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> SliceData:
+        index = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        pixel_mm = None if self.pixel_mm is None else self.pixel_mm[index]
+        return SliceData(self.images[index], self.targets[index], pixel_mm)
+
+
+def prepare_slices(
+    pairs: Sequence[tuple[CTVolume, np.ndarray]], size: int = DEFAULT_INPUT_SIZE, window: HUWindow = DEFAULT_WINDOW
+) -> SliceData:
+    """Bring the lung-bearing slices of (volume, labels) pairs to the network's size.
+
+    Args:
+        pairs: CT volumes with (z, y, x) label arrays on their canonical grid
+            (any label > 0 is lung).
+        size: network input side.
+        window: HU window.
+
+    Raises:
+        InputError: a mask does not have its volume's shape.
+    """
+    images, targets, pixel_mm = [], [], []
+    for volume, labels in pairs:
+        if labels.shape != volume.array.shape:
+            raise InputError(
+                f"mask shape {labels.shape} differs from CT shape {volume.array.shape} ({volume.source}): "
+                "give each CT its own mask"
+            )
+        hu = clip_air(volume.array)
+        keep = np.union1d(lung_slices(hu, body_mask(hu)), np.flatnonzero(labels.any(axis=(1, 2))))
+        for start in range(0, len(keep), 32):
+            index = keep[start : start + 32]
+            images.append(to_network(hu[index], size, window))
+            targets.append(mask_to_network(labels[index] > 0, size))
+        # The slice is padded to a square of its longer side, then resized to ``size``.
+        side_mm = max(hu.shape[1] * volume.spacing[1], hu.shape[2] * volume.spacing[0])
+        pixel_mm.append(torch.full((len(keep),), side_mm / size))
+    if not images:
+        raise InputError("no training slices: the volumes hold no slice with lung")
+    return SliceData(torch.cat(images), torch.cat(targets), torch.cat(pixel_mm))
+
+
+def load_pairs(pairs: Sequence[Sequence[str]]) -> list[tuple[CTVolume, np.ndarray]]:
+    """Read (CT path, mask path) pairs; each mask is resampled onto its CT's canonical grid."""
+    from ..io.volumes import load_ct, mask_from_image, read_image
+
+    loaded = []
+    for ct_path, mask_path in pairs:
+        volume = load_ct(ct_path)
+        mask_image, _ = read_image(mask_path)
+        loaded.append((volume, mask_from_image(mask_image, volume)))
+    return loaded
+
+
+KAGGLE_FOLDER = "kaggle-finding-lungs"
+
+
+def kaggle_slices(split: str, data: str | os.PathLike | None = None, suffix: str = "") -> SliceData:
+    """The Kaggle "Finding and Measuring Lungs in CT Data" slices with their human masks.
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+        data: the shared data folder (default: :func:`LungGANLib.config.data_dir`).
+        suffix: ``"_128"`` for the 128x128 copy of the test slices.
+
+    Returns:
+        Slices (n, 1, h, w) already windowed to [0, 1] (no HU), masks in {0, 1}.
+
+    Raises:
+        InputError: the arrays are missing or do not match.
+    """
+    from ..config import data_dir
+
+    folder = Path(data) if data else data_dir() / KAGGLE_FOLDER
+    if (folder / KAGGLE_FOLDER).is_dir():
+        folder = folder / KAGGLE_FOLDER
+    x_path, y_path = folder / f"x_{split}{suffix}.npy", folder / f"y_{split}{suffix}.npy"
+    for path in (x_path, y_path):
+        if not path.is_file():
+            raise InputError(f"{path} not found: give the folder holding x_{split}{suffix}.npy and y_{split}{suffix}.npy")
+    x, y = np.load(x_path), np.load(y_path)
+    if x.shape != y.shape or x.ndim != 4 or x.shape[-1] != 1:
+        raise InputError(f"{x_path} and {y_path} must both be (N, H, W, 1); got {x.shape} and {y.shape}")
+    to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a[..., 0], dtype=np.float32)).unsqueeze(1)
+    return SliceData(to_tensor(x), (to_tensor(y) > 0.5).float())
+
+
+#: Share of the training slices held out for choosing the epoch when no validation data is named:
+#: ``lunggan train``, :meth:`LungGANLib.slicer.mrml.LungGANLogic.train`, Slicer's background training and
+#: ``lunggan compare``'s 3D folds alike.
+VALIDATION_FRACTION = 0.15
+#: The same for the Kaggle slices' ``x_train``.
+KAGGLE_VAL_FRACTION = 0.2
+
+
+def split_validation(data: SliceData, fraction: float, seed: int = 0) -> tuple[SliceData, SliceData]:
+    """Hold out a fixed random ``fraction`` of slices for validation (model selection, never the test set)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation fraction must be between 0 and 1, got {fraction}")
+    order = np.random.default_rng(seed).permutation(len(data))
+    n_val = max(1, round(len(data) * fraction))
+    return data.subset(np.sort(order[n_val:])), data.subset(np.sort(order[:n_val]))
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random rotation (±10°), scale (0.9-1.1), shift (±6 %) and left-right flip, the same for image and mask."""
+    n = x.shape[0]
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(10)
+    scale = 1 + (torch.rand(n, generator=generator) * 2 - 1) * 0.1
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * 0.06
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [torch.stack([cos * flip, -sin, shift[:, 0]], dim=1), torch.stack([sin * flip, cos, shift[:, 1]], dim=1)], dim=1
+    )
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # Outside the slice is air: 0 in the window, 0 in the mask.
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return x, y

@@ -1,0 +1,248 @@
+"""Training-time augmentations that teach the generator what a radiologist calls lung.
+
+A generator trained on threshold-made masks learns "dense = not lung" and cuts
+nodules, masses and dense lung out where they touch the lung border. These
+augmentations change the *image* on the fly and keep the *label*: the lung
+stays lung whatever is drawn into it.
+
+- :func:`insert_lesions`: synthetic nodules (3-30 mm) and masses (30-70 mm),
+  round, lobulated or spiculated, with the density and noise of the slice's
+  own soft tissue, drawn into the lung touching its border (chest wall,
+  mediastinum, hilum, diaphragm: wherever the lung's edge is) or free in the
+  parenchyma. Only the part inside the lung is painted, so a lesion at the
+  border merges with the chest wall or mediastinum beside it, as a
+  juxtapleural nodule does.
+- :func:`dense_lung`: a dependent (posterior) density gradient, as in
+  dependent atelectasis, and patchy consolidation, inside the lung.
+- :func:`random_masking`: maskedSeg's idea (Zhuang et al., ISBI 2025): hide a
+  share of the input's patches so that the network must use shape, not only
+  intensity.
+
+Slices are network inputs (n, 1, s, s) in [0, 1] (the HU window), targets the
+lung fraction of each pixel; rows run anterior to posterior (canonical LPS).
+Every function takes a :class:`numpy.random.Generator`, so runs are seeded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from ..config import DEFAULT_WINDOW, HUWindow
+
+#: In-plane field of view assumed when a slice's pixel size is unknown (the Kaggle slices), mm.
+DEFAULT_FOV_MM = 350.0
+#: Soft tissue the lesions copy their density from (HU): muscle, vessels, not fat or bone.
+SOFT_TISSUE_HU = (-20.0, 120.0)
+#: Lesion diameters (mm).
+NODULE_MM = (3.0, 30.0)
+MASS_MM = (30.0, 70.0)
+#: maskedSeg's share of hidden patches, and the patch side in pixels at 256.
+MASK_RATIO = 0.7
+MASK_PATCH = 16
+#: A slice with less lung than this (pixels at the network's size) gets no lesion or dense lung.
+MIN_LUNG_PIXELS = 400
+#: A lung pixel raised by more than this (window units, about 80 HU) counts as drawn.
+DRAWN_MIN = 0.05
+
+
+@dataclass(frozen=True)
+class LesionOptions:
+    """How often each augmentation is applied to a training slice (probabilities in [0, 1]).
+
+    Attributes:
+        lesions: a slice gets one or two synthetic lesions.
+        dense_lung: a slice gets a dependent density gradient or patchy consolidation.
+        masking: a slice gets ``MASK_RATIO`` of its patches hidden.
+    """
+
+    lesions: float = 0.0
+    dense_lung: float = 0.0
+    masking: float = 0.0
+
+    def validate(self) -> None:
+        for name in ("lesions", "dense_lung", "masking"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a probability between 0 and 1, got {value}")
+
+    @property
+    def active(self) -> bool:
+        return self.lesions > 0 or self.dense_lung > 0 or self.masking > 0
+
+
+def soft_tissue_stats(image: np.ndarray, lung: np.ndarray, window: HUWindow = DEFAULT_WINDOW) -> tuple[float, float]:
+    """Median and spread (window units) of the slice's soft tissue outside the lung.
+
+    Falls back to 40 HU with 15 HU of noise when the slice shows too little soft tissue.
+    """
+    low, high = (window.scale(v) for v in SOFT_TISSUE_HU)
+    tissue = image[(image > low) & (image < high) & ~lung]
+    if tissue.size < 200:
+        return window.scale(40.0), 15.0 / window.width
+    spread = float(np.subtract(*np.percentile(tissue, [75, 25]))) / 1.35
+    return float(np.median(tissue)), min(max(spread, 5.0 / window.width), 40.0 / window.width)
+
+
+def lesion_shape(radius_px: float, style: str, rng: np.random.Generator) -> np.ndarray:
+    """A lesion's footprint (boolean, square) of mean radius ``radius_px``.
+
+    Args:
+        style: ``round`` (an ellipse), ``lobulated`` (low-frequency bumps) or
+            ``spiculated`` (lobulated with thin spikes).
+    """
+    reach = int(np.ceil(radius_px * 1.8)) + 2
+    yy, xx = np.mgrid[-reach : reach + 1, -reach : reach + 1].astype(np.float64)
+    angle = rng.uniform(0, np.pi)
+    aspect = rng.uniform(0.75, 1.0)
+    u = xx * np.cos(angle) + yy * np.sin(angle)
+    v = (-xx * np.sin(angle) + yy * np.cos(angle)) / aspect
+    r, theta = np.hypot(u, v), np.arctan2(v, u)
+    edge = np.ones_like(theta)
+    if style in ("lobulated", "spiculated"):
+        for k in range(2, 6):
+            edge += rng.uniform(0.03, 0.12) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+    if style == "spiculated":
+        for spike in rng.uniform(0, 2 * np.pi, size=rng.integers(4, 10)):
+            edge += rng.uniform(0.3, 0.8) * np.maximum(np.cos(theta - spike), 0.0) ** 300
+    return r <= radius_px * edge
+
+
+def _paint_tissue(
+    image: np.ndarray, alpha: np.ndarray, mean: float, spread: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Blend soft tissue (median ``mean``, noise of about ``spread``, smooth like a CT's) into ``image`` by ``alpha``."""
+    texture = mean + spread * ndimage.gaussian_filter(rng.standard_normal(image.shape), 0.7) / 0.4
+    return image * (1 - alpha) + np.clip(texture, 0.0, 1.0) * alpha
+
+
+def insert_lesions(
+    image: np.ndarray, lung: np.ndarray, pixel_mm: float, rng: np.random.Generator, window: HUWindow = DEFAULT_WINDOW
+) -> np.ndarray:
+    """Draw one or two synthetic lesions into the lung of one slice; the label does not change.
+
+    Args:
+        image: (s, s) network input in [0, 1].
+        lung: (s, s) boolean lung label.
+        pixel_mm: the slice's pixel size at network resolution.
+        rng: random numbers.
+
+    Returns:
+        The new image (the input is not changed).
+    """
+    out = image.copy()
+    if lung.sum() < MIN_LUNG_PIXELS:
+        return out
+    mean, spread = soft_tissue_stats(image, lung, window)
+    inside = ndimage.distance_transform_edt(lung)
+    cols = np.flatnonzero(lung.any(axis=0))
+    midline = (cols[0] + cols[-1]) / 2.0
+    for _ in range(int(rng.integers(1, 3))):
+        mass = rng.random() < 0.3
+        diameter = rng.uniform(*(MASS_MM if mass else NODULE_MM))
+        radius = max(diameter / 2.0 / pixel_mm, 1.0)
+        style = rng.choice(("round", "lobulated", "spiculated"), p=(0.4, 0.35, 0.25))
+        touching = rng.random() < 0.8
+        if touching:
+            # Touching the border: the centre lies inside the lung, closer to its edge than the radius.
+            ys, xs = np.nonzero(lung & (inside >= 0.2 * radius) & (inside <= 0.8 * radius))
+            if ys.size and rng.random() < 0.5:
+                # Half of them on the medial side: mediastinum and hilum.
+                medial = np.abs(xs - midline)
+                keep = medial <= np.percentile(medial, 35)
+                ys, xs = ys[keep], xs[keep]
+        else:
+            ys, xs = np.nonzero(inside > radius + 2)
+        if ys.size == 0:
+            continue
+        pick = int(rng.integers(ys.size))
+        cy, cx = int(ys[pick]), int(xs[pick])
+        shape = lesion_shape(radius, str(style), rng)
+        half = shape.shape[0] // 2
+        top, left = cy - half, cx - half
+        footprint = np.zeros(lung.shape, dtype=bool)
+        ys0, xs0 = max(top, 0), max(left, 0)
+        ys1, xs1 = min(top + shape.shape[0], lung.shape[0]), min(left + shape.shape[1], lung.shape[1])
+        footprint[ys0:ys1, xs0:xs1] = shape[ys0 - top : ys1 - top, xs0 - left : xs1 - left]
+        alpha = ndimage.gaussian_filter(footprint.astype(np.float32), 0.6) * lung
+        out = _paint_tissue(out, alpha, mean, spread, rng)
+    return out.astype(image.dtype)
+
+
+def dense_lung(image: np.ndarray, lung: np.ndarray, rng: np.random.Generator, window: HUWindow = DEFAULT_WINDOW) -> np.ndarray:
+    """Denser lung, label unchanged: a dependent (posterior) gradient, or patchy consolidation.
+
+    The gradient raises the lowest (most posterior) part of the lung by up to
+    about 900 HU, from a random depth down, as in dependent atelectasis; the
+    patches raise random blobs to the density of soft tissue.
+    """
+    out = image.copy()
+    if lung.sum() < MIN_LUNG_PIXELS:
+        return out
+    mean, spread = soft_tissue_stats(image, lung, window)
+    if rng.random() < 0.5:
+        rows = np.flatnonzero(lung.any(axis=1))
+        depth = (np.arange(lung.shape[0]) - rows[0]) / max(rows[-1] - rows[0], 1)
+        start = rng.uniform(0.55, 0.9)
+        ramp = np.clip((depth - start) / (1 - start), 0, 1) ** rng.uniform(0.5, 2.0)
+        lift = rng.uniform(300.0, 900.0) / window.width * ramp[:, None] * lung
+        out = np.minimum(out + lift, np.maximum(out, mean + spread))
+    else:
+        field = ndimage.gaussian_filter(rng.standard_normal(lung.shape), rng.uniform(4.0, 10.0))
+        share = rng.uniform(0.05, 0.25)
+        level = np.quantile(field[lung], 1 - share)
+        alpha = np.clip((field - level) / (0.3 * field[lung].std() + 1e-6), 0, 1) * lung
+        out = _paint_tissue(out, alpha, mean, spread, rng)
+    return out.astype(image.dtype)
+
+
+def random_masking(image: np.ndarray, rng: np.random.Generator, ratio: float = MASK_RATIO) -> np.ndarray:
+    """Hide ``ratio`` of the slice's square patches (filled with the slice's mean), as maskedSeg does."""
+    side = image.shape[-1]
+    patch = max(side * MASK_PATCH // 256, 2)
+    n = -(-side // patch)
+    hidden = rng.random((n, n)) < ratio
+    full = np.kron(hidden, np.ones((patch, patch), dtype=bool))[:side, :side]
+    out = image.copy()
+    out[full] = image.mean()
+    return out
+
+
+def augment_lesions(
+    x: torch.Tensor, y: torch.Tensor, pixel_mm: torch.Tensor | None, options: LesionOptions, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply the augmentations to a batch of inputs; the targets ``y`` are not changed.
+
+    Args:
+        x: (n, 1, s, s) inputs in [0, 1].
+        y: (n, 1, s, s) lung fractions.
+        pixel_mm: (n,) pixel size of each slice at network resolution (NaN or None: unknown).
+        options: the probabilities.
+        rng: random numbers.
+
+    Returns:
+        The new inputs, and (n, 1, s, s) floats that are 1 on the lung pixels
+        the lesions and the dense lung made denser (the label still says lung).
+    """
+    drawn = torch.zeros_like(x)
+    if not options.active:
+        return x, drawn
+    images = x[:, 0].numpy().copy()
+    lungs = (y[:, 0] > 0.5).numpy()
+    side = images.shape[-1]
+    for i in range(images.shape[0]):
+        size = float(pixel_mm[i]) if pixel_mm is not None else float("nan")
+        if not np.isfinite(size) or size <= 0:
+            size = DEFAULT_FOV_MM / side
+        before = images[i].copy()
+        if rng.random() < options.dense_lung:
+            images[i] = dense_lung(images[i], lungs[i], rng)
+        if rng.random() < options.lesions:
+            images[i] = insert_lesions(images[i], lungs[i], size, rng)
+        drawn[i, 0] = torch.from_numpy((images[i] - before > DRAWN_MIN) & lungs[i])
+        if rng.random() < options.masking:
+            images[i] = random_masking(images[i], rng)
+    return torch.from_numpy(images).unsqueeze(1).to(x.dtype), drawn
