@@ -25,15 +25,7 @@ from .io.output import atomic_write, check_writable
 from .models import GeneratorConfig
 from .models.critics import CriticConfig
 from .progress import emit_json
-from .train.datasets import (
-    KAGGLE_VAL_FRACTION,
-    VALIDATION_FRACTION,
-    SliceData,
-    kaggle_slices,
-    load_pairs,
-    prepare_slices,
-    split_validation,
-)
+from .train.datasets import KAGGLE_VAL_FRACTION, VALIDATION_FRACTION, SliceData, kaggle_slices, load_pairs, prepare_slices, split_validation
 from .train.train_config import EpochRecord, StepLosses, TrainConfig
 from .train.trainer import Trainer, export_model
 

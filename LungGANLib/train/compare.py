@@ -32,15 +32,7 @@ import torch
 from ..evaluate.metrics import evaluate_labels, hausdorff, iou
 from ..models import GeneratorConfig
 from ..models.weights import load_model
-from .datasets import (
-    KAGGLE_VAL_FRACTION,
-    VALIDATION_FRACTION,
-    SliceData,
-    kaggle_slices,
-    load_pairs,
-    prepare_slices,
-    split_validation,
-)
+from .datasets import KAGGLE_VAL_FRACTION, VALIDATION_FRACTION, SliceData, kaggle_slices, load_pairs, prepare_slices, split_validation
 from .train_config import TrainConfig
 from .trainer import Trainer
 from .variants import VARIANTS

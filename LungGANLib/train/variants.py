@@ -11,15 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import VARIANT_NAMES
-from ..models.critics import (
-    BasicCritic,
-    Critic,
-    CriticConfig,
-    EarlyFusionCritic,
-    LateFusionCritic,
-    ProductCritic,
-    RegressionCritic,
-)
+from ..models.critics import BasicCritic, Critic, CriticConfig, EarlyFusionCritic, LateFusionCritic, ProductCritic, RegressionCritic
 
 
 @dataclass(frozen=True)
