@@ -599,3 +599,24 @@ def test_what_the_module_imports_needs_no_package_slicer_lacks():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_command_line_and_slicer_build_the_same_training_config(tmp_path):
+    """Fine-tuning asked for in Slicer and the same settings typed as lunggan train's options (or handed over as the
+    background process's --config file) give one TrainConfig, field for field."""
+    from LungGANLib.cli_parser import build_parser
+    from LungGANLib.train_command import config_from_args
+
+    config, init = mrml.LungGANLogic.trainingConfig("basic", 2, True, 1, seed=4)
+    info = load_model(init)[1]
+    typed = ["train", "--variant", "basic", "--epochs", "2", "--steps-per-epoch", "1", "--seed", "4", "--lr", "1e-4",
+             "--input-size", str(info.input_size), "--base-channels", str(info.config.base_channels),
+             "--depth", str(info.config.depth), "--norm", info.config.norm, "--run-dir", str(tmp_path / "run"),
+             "-o", str(tmp_path / "m.safetensors")]
+    assert config_from_args(build_parser().parse_args(typed)) == config
+    settings = tmp_path / "config.json"
+    settings.write_text(json.dumps(config.to_dict()))
+    handed = build_parser().parse_args(["train", "--config", str(settings), "--run-dir", str(tmp_path / "run"),
+                                        "-o", str(tmp_path / "m.safetensors")])
+    assert config_from_args(handed) == config
+    assert config_from_args(build_parser().parse_args(typed[:-2] + ["--lr", "1e-3", "-o", "x.safetensors"])) != config
