@@ -73,11 +73,11 @@ _SLAB = 32
 
 
 def label_components(mask: np.ndarray, structure: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-    """Connected components (6-connectivity, or ``structure``), as int16 labels when they fit (half of int32)."""
-    labels = np.empty(mask.shape, dtype=np.int16)
+    """Connected components (6-connectivity, or ``structure``), as uint16 labels when they fit (half of int32)."""
+    labels = np.empty(mask.shape, dtype=np.uint16)
     try:
         n = ndimage.label(mask, structure=structure, output=labels)
-    except RuntimeError:  # more than 32767 components
+    except RuntimeError:  # more than 65535 components
         del labels  # before the int32 labels, not beside them
         return ndimage.label(mask, structure=structure)
     return labels, int(n)
