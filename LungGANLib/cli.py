@@ -41,6 +41,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         single_label=args.single_label,
         fill_holes=not args.no_fill_holes,
         envelope=not args.no_envelope,
+        trim_rim=not args.no_rim_trim,
     )
     many = is_folder_output(args.output, args.input, args.all_series)
     if not many and len(args.input) > 1:

@@ -35,6 +35,7 @@ from .classical import body_mask, segment_classical
 from .envelope import DEFAULT_ENVELOPE
 from .postprocess import postprocess
 from .preprocess import from_network, lung_slices, to_network
+from .rim import trim_dense_rim
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ class SegmentOptions:
         fill_holes: fill holes in each lung slice by slice.
         envelope: take back nodules that sit in dents of the lung's outline at
             the chest wall (the lesion-aware envelope, :mod:`LungGANLib.segment.envelope`).
+        trim_rim: with ``gan``, take the outline off a one-voxel dense rim of pleura on
+            aerated lung (:mod:`LungGANLib.segment.rim`).
         params: classical and post-processing parameters.
     """
 
@@ -133,6 +136,7 @@ class SegmentOptions:
     single_label: bool = False
     fill_holes: bool = True
     envelope: bool = True
+    trim_rim: bool = True
     params: ClassicalParams = DEFAULT_CLASSICAL
 
 
@@ -188,6 +192,8 @@ def segment(
             mask, hu, volume.spacing, options.params, single_label=options.single_label, fill_holes=options.fill_holes,
             envelope=DEFAULT_ENVELOPE if options.envelope else None,
         )
+        if options.trim_rim:
+            trim_dense_rim(labels, hu, options.params.lung_threshold_hu)
     warn_implausible(labels, volume)
     if not labels.any():
         from ..models.weights import DEFAULT_MODEL

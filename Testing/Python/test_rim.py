@@ -1,0 +1,62 @@
+"""The rim trim: the generator's outline comes off a one-voxel dense rim of pleura, never off a lesion."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from LungGANLib.io import load_ct
+from LungGANLib.segment.inference import SegmentOptions, segment
+from LungGANLib.segment.rim import trim_dense_rim
+
+LUNG_HU, TISSUE_HU = -850, 40
+
+
+def chest():
+    """Three slices of chest wall (40 HU) around a square lung (-850 HU), a 6-pixel nodule on its left edge.
+
+    Returns (hu, labels): labels are the lung one pixel wider all round (the rim a generator may take in), nodule
+    included; and the rim alone and the nodule as masks.
+    """
+    hu = np.full((3, 40, 40), TISSUE_HU, dtype=np.int16)
+    hu[:, 10:30, 10:30] = LUNG_HU
+    nodule = np.zeros(hu.shape, dtype=bool)
+    nodule[:, 17:23, 10:16] = True  # against the lung's left edge, six pixels deep
+    hu[nodule] = TISSUE_HU
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    labels[:, 9:31, 9:31] = 1
+    rim = (labels > 0) & ~ndimage.binary_erosion(labels > 0, structure=np.ones((1, 3, 3), dtype=bool))
+    return hu, labels, rim, nodule
+
+
+def test_a_one_voxel_dense_rim_comes_off_and_a_nodule_on_the_edge_stays():
+    hu, labels, rim, nodule = chest()
+    cross = np.zeros((1, 3, 3), dtype=bool)
+    cross[0, 1, :] = cross[0, :, 1] = True
+    nodule_face = rim & ndimage.binary_dilation(nodule, structure=cross)  # the rim right beside the nodule
+    removed = trim_dense_rim(labels, hu)
+    lung = np.zeros(hu.shape, dtype=bool)
+    lung[:, 10:30, 10:30] = True
+    assert np.array_equal(labels > 0, lung | nodule_face)  # the square lung, and the nodule up to the chest wall
+    assert removed == int(rim.sum() - nodule_face.sum())
+    assert (labels[nodule] == 1).all()  # the nodule, up to the chest wall, is still lung
+    assert trim_dense_rim(labels, hu) == 0  # twice removes nothing more
+
+
+def test_aerated_boundary_and_dense_interior_are_left_alone():
+    hu, labels, _, _ = chest()
+    labels[:] = 0
+    labels[:, 10:30, 10:30] = 1  # exactly the aerated lung and the nodule: no rim
+    before = labels.copy()
+    assert trim_dense_rim(labels, hu) == 0 and np.array_equal(labels, before)
+
+
+def test_on_a_real_scan_only_dense_voxels_of_the_outline_go(data):
+    ct = load_ct(data / "ct/lidc-idri-0001.nii.gz")
+    untrimmed = segment(ct, SegmentOptions(device="cpu", trim_rim=False))
+    trimmed = segment(ct, SegmentOptions(device="cpu"))
+    gone = (untrimmed > 0) & (trimmed == 0)
+    assert gone.any() and not ((trimmed > 0) & (untrimmed == 0)).any()
+    outline = (untrimmed > 0) & ~ndimage.binary_erosion(untrimmed > 0, structure=np.ones((1, 3, 3), dtype=bool))
+    assert (ct.array[gone] > -320).all() and not (gone & ~outline).any()
+    assert gone.sum() < 0.01 * (untrimmed > 0).sum()  # a rim, not a lobe
