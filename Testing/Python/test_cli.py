@@ -233,3 +233,29 @@ def test_each_variant_trains_from_the_command_line(capsys, data, tmp_path, varia
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
     critic_loss = float(log[1].split(",")[5])
     assert (critic_loss != 0.0) == (variant != "baseline")
+
+
+def test_the_last_epoch_of_a_run_can_be_exported_beside_its_best(capsys, data, tmp_path):
+    """benchmarks/last_epoch.py writes the checkpoint's generator (the last epoch), with its card; never over a file."""
+    import torch
+    from safetensors import safe_open
+
+    from LungGANLib.models.weights import load_model
+
+    ct, mask = data / "fixtures/cip-ct-64/ct-64.nrrd", data / "fixtures/cip-ct-64/wholeLung-64.nrrd"
+    code, _, err = run(capsys, "train", "--pair", ct, mask, "--epochs", "2", "--steps-per-epoch", "1", "--input-size", "64",
+                       "--base-channels", "2", "--depth", "2", "--run-dir", tmp_path / "run", "-o", tmp_path / "best.safetensors",
+                       "--device", "cpu", "-q")
+    assert code == 0, err
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "last_epoch.py"
+    last = tmp_path / "last.safetensors"
+    done = subprocess.run([sys.executable, script, tmp_path / "run", "-o", last], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    generator, info = load_model(last)
+    with safe_open(str(tmp_path / "run" / "checkpoint.safetensors"), framework="pt") as handle:
+        for key, value in generator.state_dict().items():
+            assert torch.equal(value, handle.get_tensor(f"generator.{key}").to(value.dtype))
+    assert info.card["validation"]["epoch"] == 2 and info.card["validation"]["kept"] == "last epoch"
+    assert info.config == load_model(tmp_path / "best.safetensors")[1].config
+    again = subprocess.run([sys.executable, script, tmp_path / "run", "-o", last], capture_output=True, text=True)
+    assert again.returncode == 2 and "exists" in again.stderr and len(again.stderr.splitlines()) == 1
