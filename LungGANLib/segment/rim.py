@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..config import DEFAULT_CLASSICAL
+from .morphology import bounding_box
 
 #: In-plane neighbourhoods: the rim is judged slice by slice, like a reader scrolling axial slices.
 _CROSS = np.zeros((1, 3, 3), dtype=bool)
@@ -40,6 +41,10 @@ def trim_dense_rim(labels: np.ndarray, hu: np.ndarray, dense_hu: float = DEFAULT
     Returns:
         How many voxels were removed.
     """
+    if not labels.any():
+        return 0
+    box = bounding_box(labels > 0, margin=1)  # a view: what changes in it changes in labels
+    labels, hu = labels[box], hu[box]
     removed = 0
     for start in range(0, labels.shape[0], _SLAB):
         part = labels[start : start + _SLAB]
