@@ -42,6 +42,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         fill_holes=not args.no_fill_holes,
         envelope=not args.no_envelope,
         trim_rim=not args.no_rim_trim,
+        drop_domes=not args.keep_domes,
     )
     many = is_folder_output(args.output, args.input, args.all_series)
     if not many and len(args.input) > 1:

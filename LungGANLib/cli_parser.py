@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="do not take back nodules that sit in dents of the lung's outline at the chest wall")
     seg.add_argument("--no-rim-trim", action="store_true",
                      help="keep the generator's outline where it runs one dense voxel into the pleura")
+    seg.add_argument("--keep-domes", action="store_true",
+                     help="keep islands of soft tissue the generator took in that are the top of a diaphragm dome")
     seg.add_argument("--series", help="SeriesInstanceUID when the DICOM folder holds several series")
     seg.add_argument("--overwrite", action="store_true", help="replace existing masks and report")
     seg.add_argument("--force", action="store_true", help="segment even if the input does not look like CT")

@@ -32,6 +32,7 @@ from ..models import Generator
 from ..models.device import DEVICES, free_memory, resolve_device  # noqa: F401  (DEVICES, resolve_device: part of this module's interface)
 from ..models.weights import ModelInfo, load_model
 from .classical import body_mask, segment_classical
+from .domes import drop_domes
 from .envelope import DEFAULT_ENVELOPE
 from .postprocess import postprocess
 from .preprocess import from_network, lung_slices, to_network
@@ -126,6 +127,8 @@ class SegmentOptions:
             the chest wall (the lesion-aware envelope, :mod:`LungGANLib.segment.envelope`).
         trim_rim: with ``gan``, take the outline off a one-voxel dense rim of pleura on
             aerated lung (:mod:`LungGANLib.segment.rim`).
+        drop_domes: with ``gan``, take out islands of soft tissue that are the top of the
+            liver's or the spleen's dome (:mod:`LungGANLib.segment.domes`).
         params: classical and post-processing parameters.
     """
 
@@ -137,6 +140,7 @@ class SegmentOptions:
     fill_holes: bool = True
     envelope: bool = True
     trim_rim: bool = True
+    drop_domes: bool = True
     params: ClassicalParams = DEFAULT_CLASSICAL
 
 
@@ -192,6 +196,8 @@ def segment(
             mask, hu, volume.spacing, options.params, single_label=options.single_label, fill_holes=options.fill_holes,
             envelope=DEFAULT_ENVELOPE if options.envelope else None,
         )
+        if options.drop_domes:
+            drop_domes(labels, hu, volume.spacing, options.params.lung_threshold_hu)
         if options.trim_rim:
             trim_dense_rim(labels, hu, options.params.lung_threshold_hu)
     warn_implausible(labels, volume)
