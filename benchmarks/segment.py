@@ -85,7 +85,7 @@ def run_one(method: str, ct: str, out: str, device: str, batch_size: int, before
         if method == "gan-before":
             if not before_model:
                 raise SystemExit("gan-before needs --before-model")
-            options = SegmentOptions(model=before_model, envelope=False, trim_rim=False, device=device,
+            options = SegmentOptions(model=before_model, envelope=False, drop_domes=False, trim_rim=False, device=device,
                                      batch_size=batch_size or None)  # the pipeline as it was before the lesion work
         else:
             options = SegmentOptions(method=method, device=device, batch_size=batch_size or None)
