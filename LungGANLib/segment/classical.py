@@ -23,7 +23,7 @@ from scipy import ndimage
 from ..config import DEFAULT_CLASSICAL, ClassicalParams
 from ..io.volumes import clip_air
 from .envelope import DEFAULT_ENVELOPE
-from .morphology import component_sizes, fill_holes_per_slice, label_components
+from .morphology import IN_PLANE_SQUARE, component_sizes, fill_holes_per_slice, label_components
 from .postprocess import postprocess
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def body_mask(hu: np.ndarray, params: ClassicalParams = DEFAULT_CLASSICAL, step:
     small = hu[:, ::step, ::step]
     tissue = small > params.body_threshold_hu
     # Remove thin structures (table, blanket, cables) before picking the body.
-    tissue = ndimage.binary_opening(tissue, structure=np.ones((1, 3, 3), dtype=bool))
+    tissue = ndimage.binary_opening(tissue, structure=IN_PLANE_SQUARE)
     labels, n = label_components(tissue)
     if n == 0:
         return np.zeros(hu.shape, dtype=bool)
@@ -150,7 +150,7 @@ def lung_candidates(
     candidates = (hu < params.lung_threshold_hu) & body
     candidates &= ~airway_mask(hu, body, spacing, params)
     # Drop specks so the component analysis sees clean shapes.
-    return ndimage.binary_opening(candidates, structure=np.ones((1, 3, 3), dtype=bool))
+    return ndimage.binary_opening(candidates, structure=IN_PLANE_SQUARE)
 
 
 def segment_classical(

@@ -16,15 +16,27 @@ import numpy as np
 from scipy import ndimage
 
 from ..config import DEFAULT_CLASSICAL, DOME_MIN_AREA_MM2
-from .morphology import bounding_box, disk, grow_box, in_plane_pixels, label_components
+from .morphology import IN_PLANE_SQUARE, SLAB, bounding_box, disk, grow_box, in_plane_pixels, label_components
 
 #: In-plane opening radius: vessels thinner than twice this fall away from the islands.
 VESSEL_MM = 3.0
 #: Share of an island's in-plane outline, above its lowest slice, that must be aerated lung (the dome of
 #: lidc-idri-0001: 0.80).
 MIN_ENCLOSURE = 0.75
-_SQUARE = np.ones((1, 3, 3), dtype=bool)
-_SLAB = 32
+
+
+def lung_under_share(group: np.ndarray, found: tuple[slice, ...], lungs: np.ndarray) -> float:
+    """Share of ``group``'s footprint under which the slices below its lowest slice hold lung.
+
+    Args:
+        group: the group's voxels within ``found`` (its box in ``lungs``).
+        found: the group's box, as :func:`scipy.ndimage.find_objects` gives it.
+        lungs: the lung mask the box refers to.
+
+    A dome has no lung under most of its footprint; under a nodule at the lung base the lower lobe goes on.
+    """
+    lowest = found[0].start + int(np.flatnonzero(group.any(axis=(1, 2)))[0])
+    return float(lungs[:lowest, found[1], found[2]].any(axis=0)[group.any(axis=0)].mean())
 
 
 def drop_domes(
@@ -57,8 +69,8 @@ def drop_domes(
     radius = in_plane_pixels(VESSEL_MM, spacing)
     ball = disk(radius)[None]
     islands = np.zeros(dense.shape, dtype=bool)
-    for start in range(0, dense.shape[0], _SLAB):  # in-plane, so slab by slab
-        islands[start : start + _SLAB] = ndimage.binary_opening(dense[start : start + _SLAB], structure=ball)
+    for start in range(0, dense.shape[0], SLAB):  # in-plane, so slab by slab
+        islands[start : start + SLAB] = ndimage.binary_opening(dense[start : start + SLAB], structure=ball)
     groups, _ = label_components(islands)
     del islands
     pixel_mm2 = spacing[0] * spacing[1]
@@ -69,15 +81,14 @@ def drop_domes(
         group = groups[found] == value
         if group.sum(axis=(1, 2)).max() * pixel_mm2 < DOME_MIN_AREA_MM2:
             continue
-        lowest = found[0].start + int(np.flatnonzero(group.any(axis=(1, 2)))[0])
-        footprint = group.any(axis=0)
-        if lungs[:lowest, found[1], found[2]].any(axis=0)[footprint].mean() >= 0.5:
+        if lung_under_share(group, found, lungs) >= 0.5:
             continue  # lung goes on under it: a mass, not a dome
+        lowest = found[0].start + int(np.flatnonzero(group.any(axis=(1, 2)))[0])
         window = grow_box(found, (0, radius + 1, radius + 1), labels.shape)
         inside = np.zeros(labels[window].shape, dtype=bool)
         offset = tuple(f.start - w.start for f, w in zip(found, window))
         inside[tuple(slice(o, o + n) for o, n in zip(offset, group.shape))] = group
-        ring = ndimage.binary_dilation(inside, structure=_SQUARE) & ~inside
+        ring = ndimage.binary_dilation(inside, structure=IN_PLANE_SQUARE) & ~inside
         if found[0].stop - lowest > 1:
             ring[: lowest - window[0].start + 1] = False  # above its base, where a dome meets what lies below
         if (lungs[window][ring] & ~dense[window][ring]).mean() < MIN_ENCLOSURE:

@@ -32,6 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..config import DOME_MIN_AREA_MM2, LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
+from .domes import lung_under_share
 from .morphology import bounding_box, label_components, labels_in
 
 logger = logging.getLogger(__name__)
@@ -258,8 +259,6 @@ def _domes(accepted: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float,
         lowest = found[0].start + int(np.flatnonzero(group.any(axis=(1, 2)))[0])
         if group[lowest - found[0].start].sum() * pixel_mm2 < DOME_MIN_AREA_MM2:
             continue
-        footprint = group.any(axis=0)
-        lung_below = lungs[:lowest, found[1], found[2]].any(axis=0)
-        if lung_below[footprint].mean() < 0.5:
+        if lung_under_share(group, found, lungs) < 0.5:
             domes.append(value)
     return labels_in(groups, domes) if domes else np.zeros(accepted.shape, dtype=bool)

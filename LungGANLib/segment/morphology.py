@@ -12,6 +12,13 @@ import numpy as np
 from scipy import ndimage
 
 
+#: Slices per slab in the per-slice operations (their temporaries stay a slab's size).
+SLAB = 32
+
+#: In-plane 8-neighbourhood (one slice, 3 x 3).
+IN_PLANE_SQUARE = np.ones((1, 3, 3), dtype=bool)
+
+
 def grow_box(box: tuple[slice, ...], margin: int | Sequence[int], shape: Sequence[int]) -> tuple[slice, ...]:
     """A box grown by ``margin`` voxels (one number, or one per axis) on each side, clipped to ``shape``."""
     margins = [margin] * len(box) if isinstance(margin, (int, np.integer)) else list(margin)
@@ -60,16 +67,12 @@ def close_per_slice(mask: np.ndarray, radius_px: int) -> np.ndarray:
     pad = radius_px + 1
     out = np.zeros(mask.shape, dtype=bool)
     # A slab of slices at a time: the disk is flat, so slabs close exactly as the whole would, in less memory.
-    for start in range(slices.start, slices.stop, _SLAB):
-        part = mask[start : min(start + _SLAB, slices.stop), rows, cols]
+    for start in range(slices.start, slices.stop, SLAB):
+        part = mask[start : min(start + SLAB, slices.stop), rows, cols]
         crop = np.pad(part, ((0, 0), (pad, pad), (pad, pad)))
         closed = ndimage.binary_closing(crop, structure=struct)[:, pad:-pad, pad:-pad]
         out[start : start + part.shape[0], rows, cols] = closed | part
     return out
-
-
-#: Slices per slab in the per-slice operations.
-_SLAB = 32
 
 
 def label_components(mask: np.ndarray, structure: np.ndarray | None = None) -> tuple[np.ndarray, int]:

@@ -15,15 +15,10 @@ import numpy as np
 from scipy import ndimage
 
 from ..config import DEFAULT_CLASSICAL
-from .morphology import bounding_box
+from .morphology import IN_PLANE_SQUARE, SLAB, bounding_box, disk
 
-#: In-plane neighbourhoods: the rim is judged slice by slice, like a reader scrolling axial slices.
-_CROSS = np.zeros((1, 3, 3), dtype=bool)
-_CROSS[0, 1, :] = _CROSS[0, :, 1] = True
-_SQUARE = np.ones((1, 3, 3), dtype=bool)
-
-#: Slices per slab (the temporaries stay a slab's size).
-_SLAB = 32
+#: In-plane 4-neighbourhood: the rim is judged slice by slice, like a reader scrolling axial slices.
+_CROSS = disk(1)[None]
 
 
 def trim_dense_rim(labels: np.ndarray, hu: np.ndarray, dense_hu: float = DEFAULT_CLASSICAL.lung_threshold_hu) -> int:
@@ -46,15 +41,15 @@ def trim_dense_rim(labels: np.ndarray, hu: np.ndarray, dense_hu: float = DEFAULT
     box = bounding_box(labels > 0, margin=1)  # a view: what changes in it changes in labels
     labels, hu = labels[box], hu[box]
     removed = 0
-    for start in range(0, labels.shape[0], _SLAB):
-        part = labels[start : start + _SLAB]
+    for start in range(0, labels.shape[0], SLAB):
+        part = labels[start : start + SLAB]
         lung = part > 0
-        dense = hu[start : start + _SLAB] > dense_hu
+        dense = hu[start : start + SLAB] > dense_hu
         inner = ndimage.binary_erosion(lung, structure=_CROSS)
         rim = lung & ~inner & dense
         if not rim.any():
             continue
-        rim &= ndimage.binary_dilation(lung & ~dense, structure=_SQUARE)  # beside aerated lung
+        rim &= ndimage.binary_dilation(lung & ~dense, structure=IN_PLANE_SQUARE)  # beside aerated lung
         rim &= ~ndimage.binary_dilation(inner & dense, structure=_CROSS)  # not the edge of something dense and deep
         part[rim] = 0
         removed += int(rim.sum())
