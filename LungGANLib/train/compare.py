@@ -245,8 +245,9 @@ def run_lovo(config: CompareConfig, work: Path, say: Callable[[str], None]) -> l
         volume, reference = loaded[tested]
         lesions = case_lesions(tested, volume, reference)
         start = time.perf_counter()
-        # The paper's methods as the paper has them: without LungGAN's lesion envelope, so that the
-        # critics are compared as networks (docs/lesions.md measures the envelope on its own).
+        # The paper's methods as the paper has them: without LungGAN's lesion envelope (nor, for the
+        # generator, its dome rule and rim trim), so that the critics are compared as networks
+        # (docs/lesions.md measures these steps on their own).
         labels = segment(volume, SegmentOptions(method="classical", envelope=False))
         rows.append({"patient": patient, "method": "classical", **_score_volume(tested, labels, volume, reference, lesions),
                      "seconds": time.perf_counter() - start})
@@ -268,7 +269,8 @@ def run_lovo(config: CompareConfig, work: Path, say: Callable[[str], None]) -> l
             )
             best = fit_or_resume(trainer, train, val, config.resume)
             model = load_model(best, trainer.device)
-            labels = segment(volume, SegmentOptions(method="gan", device=str(trainer.device), envelope=False), model=model)
+            options = SegmentOptions(method="gan", device=str(trainer.device), envelope=False, drop_domes=False, trim_rim=False)
+            labels = segment(volume, options, model=model)
             row = {"patient": patient, "method": variant, **_score_volume(tested, labels, volume, reference, lesions),
                    "val_dice": trainer.best_dice, "epochs": trainer.epoch,
                    "best_epoch": trainer.epoch - trainer.epochs_without_improvement,
