@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +94,11 @@ class CTVolume:
     def voxel_volume_ml(self) -> float:
         """Volume of one voxel in mL."""
         return float(np.prod(self.spacing)) / 1000.0
+
+    def without_voxels(self) -> CTVolume:
+        """This volume without its HU: the same shape, geometry and source, for writing masks once the
+        CT's values are no longer needed (the array is a read-only zero of that shape that takes no memory)."""
+        return replace(self, array=np.broadcast_to(np.zeros((), dtype=self.array.dtype), self.array.shape))
 
 
 def clip_air(hu: np.ndarray) -> np.ndarray:

@@ -43,6 +43,9 @@ TISSUE_HU = (-50.0, 200.0)
 MIN_GAP_MM2 = 5.0
 #: Reach (mm) of an accepted dent towards the lungs' hull, where the rolling ball dipped into it.
 CAP_MM = 5.0
+#: A 3D structure that is the in-plane 4-neighbourhood: a slice's dents and their outlines, judged slice by slice.
+_IN_PLANE_CROSS = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE_CROSS[1] = ndimage.generate_binary_structure(2, 1)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,11 @@ class EnvelopeParams:
 
 
 DEFAULT_ENVELOPE = EnvelopeParams()
+
+
+def envelope_reach(params: EnvelopeParams, spacing: tuple[float, float, float]) -> int:
+    """How far (in-plane pixels) beyond the lungs' bounding box :func:`lesion_envelope` works: the ball and two more."""
+    return int(np.ceil(params.radius_mm / min(spacing[0], spacing[1]))) + 2
 
 
 def _close_in_plane(mask: np.ndarray, radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
@@ -135,7 +143,7 @@ def lesion_envelope(
     out = labels if in_place else labels.copy()
     if not labels.any():
         return out, np.zeros(labels.shape, dtype=bool) if return_added else None
-    reach = int(np.ceil(params.radius_mm / min(spacing[0], spacing[1]))) + 2
+    reach = envelope_reach(params, spacing)
     # One slice more above and below: the domes are judged by the slice under a dent.
     box = bounding_box(labels, margin=[1, reach, reach])
     # Sub-millimetre pixels are judged at half resolution: the ball is 15 mm
@@ -144,7 +152,8 @@ def lesion_envelope(
     # In place, ``fine`` sees the right lung's additions while the left lung is judged: they are
     # not the left lung's to take either way (only background becomes lung), so the result is the same.
     fine = labels[box]
-    added_box = np.zeros(fine.shape, dtype=bool)
+    added_box = np.zeros(fine.shape, dtype=bool) if return_added else None
+    added_voxels = 0
     lab = fine[:, ::step, ::step]
     coarse_hu = hu[box][:, ::step, ::step]
     coarse = (spacing[0] * step, spacing[1] * step, spacing[2])
@@ -153,69 +162,92 @@ def lesion_envelope(
     # Hull depth, computed only on the slices that have dents to judge.
     depth = np.zeros(lab.shape, dtype=np.float32)
     depth_done = np.zeros(lab.shape[0], dtype=bool)
-    pixel_mm2 = coarse[0] * coarse[1]
-    largest_mm2 = np.pi * params.radius_mm**2
-    ring_struct = np.zeros((3, 3, 3), dtype=bool)
-    ring_struct[1] = ndimage.generate_binary_structure(2, 1)
     for value in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
-        lung = lab == value
-        if not lung.any():
-            continue
-        gaps = _close_in_plane(lung, params.radius_mm, coarse) & ~lungs
-        if not gaps.any():
-            continue
-        _fill_depth_in_hull(depth, depth_done, lungs, coarse, np.flatnonzero(gaps.any(axis=(1, 2))))
-        # In-plane components: each slice's dents are judged on their own, all at once.
-        components, n = label_components(gaps, structure=ring_struct)
-        # Each gap's outline: the pixels next to it (gaps never touch each other: lung or the ball's edge lies between).
-        ring = ndimage.grey_dilation(components, footprint=ring_struct)
-        ring[gaps] = 0
-        on_gap, on_ring = np.flatnonzero(components), np.flatnonzero(ring)
-        gap_id, ring_id = components.ravel()[on_gap], ring.ravel()[on_ring]
-        ring_lung = lung.ravel()[on_ring]
-
-        def count(ids: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-            return np.bincount(ids, weights=weights, minlength=n + 1)
-
-        area = count(gap_id)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            tissue_share = count(gap_id, tissue.ravel()[on_gap]) / area
-            enclosure = count(ring_id, ring_lung) / count(ring_id)
-            # How deep inside both lungs' hull the dent opens: at the chest wall, about 0.
-            mouth_depth = count(ring_id, depth.ravel()[on_ring] * ~ring_lung) / count(ring_id, ~ring_lung)
-            lesion_like = (
-                (np.arange(n + 1) > 0)
-                & (area * pixel_mm2 <= largest_mm2)
-                & (tissue_share >= params.min_tissue)
-                & (mouth_depth <= params.max_mouth_depth_mm)  # NaN, no mouth: a hole by the hilum, not a dent
-            )
-            keep = lesion_like & (area * pixel_mm2 >= MIN_GAP_MM2) & (enclosure >= params.min_enclosure)
-        if not keep.any():
-            continue
-        # A nodule's top and bottom slices make shallow dents: they join when they touch, in 3D, a slice's dent
-        # that passed on its own.
-        groups, _ = label_components(lesion_like[components])
-        accepted = np.isin(groups, np.unique(groups[keep[components]]))
-        # The ball dips a little into a dent as wide as itself: the cap between the dent it bridged and
-        # the lungs' hull (the chest wall's inner surface) is the rest of the nodule.
-        near = ndimage.binary_dilation(accepted, structure=ring_struct, iterations=max(int(round(CAP_MM / coarse[0])), 1))
-        accepted |= near & (depth > 0) & ~lungs & tissue
-        accepted &= ~_domes(accepted, lungs, coarse)
-        if not accepted.any():
+        # One function call per lung: its masks are gone before the other lung's are made.
+        accepted = _accepted_dents(lab == value, lungs, tissue, depth, depth_done, coarse, params)
+        if accepted is None:
             continue
         # Back to full resolution, only around what was accepted (lesions: a small part of the lungs' box).
-        where, taken = _to_fine(accepted, step, fine.shape, ring_struct)
+        where, taken = _to_fine(accepted, step, fine.shape, _IN_PLANE_CROSS)
         taken &= fine[where] == 0
         region = out[box][where]
-        region[taken & (region == 0)] = value
-        added_box[where] |= taken
-    if added_box.any():
-        logger.info("lesion envelope added %.1f mL", added_box.sum() * float(np.prod(spacing)) / 1000.0)
-    if not return_added:
+        taken &= region == 0
+        region[taken] = value
+        added_voxels += int(taken.sum())
+        if added_box is not None:
+            added_box[where] |= taken
+    if added_voxels:
+        logger.info("lesion envelope added %.1f mL", added_voxels * float(np.prod(spacing)) / 1000.0)
+    if added_box is None:
         return out, None
     added = np.zeros(labels.shape, dtype=bool)
     added[box] = added_box
     return out, added
+
+
+def _accepted_dents(
+    lung: np.ndarray, lungs: np.ndarray, tissue: np.ndarray, depth: np.ndarray, depth_done: np.ndarray,
+    coarse: tuple[float, float, float], params: EnvelopeParams,
+) -> np.ndarray | None:
+    """The dents of one lung's outline that the module's rules accept, on the (coarse) grid of ``lung``; None for none.
+
+    Args:
+        lung: this lung; ``lungs``: both.
+        tissue: voxels of lesion density (``TISSUE_HU``).
+        depth, depth_done: the hull depth, filled in here slice by slice as needed (see :func:`_fill_depth_in_hull`).
+        coarse: the grid's voxel size (x, y, z) mm.
+        params: the envelope's settings.
+    """
+    if not lung.any():
+        return None
+    pixel_mm2 = coarse[0] * coarse[1]
+    largest_mm2 = np.pi * params.radius_mm**2
+    ring_struct = _IN_PLANE_CROSS
+    gaps = _close_in_plane(lung, params.radius_mm, coarse) & ~lungs
+    if not gaps.any():
+        return None
+    _fill_depth_in_hull(depth, depth_done, lungs, coarse, np.flatnonzero(gaps.any(axis=(1, 2))))
+    # In-plane components: each slice's dents are judged on their own, all at once.
+    components, n = label_components(gaps, structure=ring_struct)
+    # Each gap's outline: the pixels next to it (gaps never touch each other: lung or the ball's edge lies between).
+    ring = ndimage.grey_dilation(components, footprint=ring_struct)
+    ring[gaps] = 0
+    del gaps
+    on_gap, on_ring = np.flatnonzero(components), np.flatnonzero(ring)
+    gap_id, ring_id = components.ravel()[on_gap], ring.ravel()[on_ring]
+    del ring
+    ring_lung = lung.ravel()[on_ring]
+
+    def count(ids: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(ids, weights=weights, minlength=n + 1)
+
+    area = count(gap_id)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tissue_share = count(gap_id, tissue.ravel()[on_gap]) / area
+        enclosure = count(ring_id, ring_lung) / count(ring_id)
+        # How deep inside both lungs' hull the dent opens: at the chest wall, about 0.
+        mouth_depth = count(ring_id, depth.ravel()[on_ring] * ~ring_lung) / count(ring_id, ~ring_lung)
+        lesion_like = (
+            (np.arange(n + 1) > 0)
+            & (area * pixel_mm2 <= largest_mm2)
+            & (tissue_share >= params.min_tissue)
+            & (mouth_depth <= params.max_mouth_depth_mm)  # NaN, no mouth: a hole by the hilum, not a dent
+        )
+        keep = lesion_like & (area * pixel_mm2 >= MIN_GAP_MM2) & (enclosure >= params.min_enclosure)
+    if not keep.any():
+        return None
+    # A nodule's top and bottom slices make shallow dents: they join when they touch, in 3D, a slice's dent
+    # that passed on its own.
+    groups, _ = label_components(lesion_like[components])
+    accepted = np.isin(groups, np.unique(groups[keep[components]]))
+    del groups, components
+    # The ball dips a little into a dent as wide as itself: the cap between the dent it bridged and
+    # the lungs' hull (the chest wall's inner surface) is the rest of the nodule.
+    near = ndimage.binary_dilation(accepted, structure=ring_struct, iterations=max(int(round(CAP_MM / coarse[0])), 1))
+    accepted |= near & (depth > 0) & ~lungs & tissue
+    del near
+    accepted &= ~_domes(accepted, lungs, coarse)
+    return accepted if accepted.any() else None
 
 
 def _to_fine(

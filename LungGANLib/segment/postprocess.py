@@ -1,4 +1,4 @@
-"""Post-processing of lung masks: keep the lungs, split right/left, fill holes.
+"""Post-processing of lung masks: keep the lungs, split right/left (:mod:`.split`), fill holes.
 
 Shared by the classical method and the generator: both produce a binary
 "lung-like" mask, and this module turns it into the mask a radiologist expects.
@@ -21,7 +21,7 @@ from ..config import (
     RIGHT_LUNG_LABEL,
     ClassicalParams,
 )
-from .envelope import DEFAULT_ENVELOPE, EnvelopeParams, lesion_envelope
+from .envelope import DEFAULT_ENVELOPE, EnvelopeParams, envelope_reach, lesion_envelope
 from .morphology import (  # noqa: F401  (bounding_box and in_plane_pixels are part of this module's interface)
     bounding_box,
     close_per_slice,
@@ -31,12 +31,9 @@ from .morphology import (  # noqa: F401  (bounding_box and in_plane_pixels are p
     label_components,
     labels_in,
 )
+from .split import split_lungs  # noqa: F401  (part of this module's interface, as before it had its own module)
 
 logger = logging.getLogger(__name__)
-
-_MAX_SPLIT_EROSIONS = 12
-#: Stricter thresholds that open the pleural junction line between touching lungs.
-_JUNCTION_THRESHOLDS_HU = (-700.0, -800.0, -880.0)
 
 
 def select_lungs(
@@ -89,136 +86,6 @@ def select_lungs(
     return labels_in(labels, keep)
 
 
-def _grow_labels(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Give every voxel of ``mask`` the label of the nearest labelled voxel.
-
-    Slice by slice, each voxel takes the label of the nearest seed in its slice
-    (a 2D distance transform: cheap, and the lungs meet along a sheet that
-    crosses every slice). Voxels of slices without seeds are then reached by
-    growing the labels through the mask in 3D, one voxel per step.
-    """
-    labels = labels.copy()
-    for z in range(labels.shape[0]):
-        seeds = labels[z] > 0
-        free = mask[z] & ~seeds
-        if not free.any() or not seeds.any():
-            continue
-        rows, cols = ndimage.distance_transform_edt(~seeds, return_distances=False, return_indices=True)
-        labels[z][free] = labels[z][rows[free], cols[free]]
-    values = [v for v in np.unique(labels) if v != 0]
-    struct = ndimage.generate_binary_structure(3, 1)
-    while True:
-        free = mask & (labels == 0)
-        if not free.any():
-            break
-        grew = False
-        for value in values:
-            claim = ndimage.binary_dilation(labels == value, structure=struct) & free
-            if claim.any():
-                labels[claim] = value
-                free &= ~claim
-                grew = True
-        if not grew:
-            break
-    return labels
-
-
-def _side_labels(labels: np.ndarray, components: list[int]) -> np.ndarray:
-    """Label each component right (1) or left (2) by its mean x (low x is the patient's right)."""
-    xs = np.arange(labels.shape[2])
-    out = np.zeros(labels.shape, dtype=np.uint8)
-    centres = []
-    for value in components:
-        profile = (labels == value).sum(axis=(0, 1))
-        centres.append(float((profile * xs).sum() / max(profile.sum(), 1)))
-    order = np.argsort(centres)
-    sides = (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL)
-    for rank, index in enumerate(order[:2]):
-        out[labels == components[index]] = sides[rank]
-    return out
-
-
-def _two_large_pieces(pieces: np.ndarray, total: int) -> np.ndarray | None:
-    """Seeds 1 and 2 from the two largest components of ``pieces``, if both are large."""
-    labels, n = label_components(pieces)
-    if n < 2:
-        return None
-    sizes = component_sizes(labels, n)
-    big = np.argsort(sizes)[::-1][:2]
-    if sizes[big[1]] < 0.1 * total:
-        return None
-    seeds = np.zeros(labels.shape, dtype=np.uint8)
-    seeds[labels == big[0] + 1] = 1
-    seeds[labels == big[1] + 1] = 2
-    return seeds
-
-
-def split_lungs(mask: np.ndarray, hu: np.ndarray | None = None, midline_x: float | None = None) -> np.ndarray:
-    """Split a lung mask into right (1) and left (2) lung.
-
-    Two components are labelled by side. When the lungs touch (at the anterior
-    or posterior junction line) they form one component; it is split at the
-    pleura between them: first by keeping only denser-than-pleura voxels
-    (stricter HU thresholds, when ``hu`` is given), then by erosion; the two
-    large pieces found are grown back over the mask. A single component that
-    lies mostly on one side of the midline is one lung (after a pneumonectomy,
-    or a scan that holds one lung) and keeps its side.
-
-    Args:
-        mask: boolean lung mask (z, y, x), at most two components.
-        hu: the CT in HU, or None.
-        midline_x: x index of the body's midline; defaults to the mask's median x.
-
-    Returns:
-        uint8 labels: 0 background, 1 right lung, 2 left lung.
-    """
-    if not mask.any():
-        return np.zeros(mask.shape, dtype=np.uint8)
-    box = bounding_box(mask, margin=1)
-    crop = mask[box]
-    labels, n = label_components(crop)
-    out = np.zeros(mask.shape, dtype=np.uint8)
-    if n >= 2:
-        sizes = component_sizes(labels, n)
-        components = [int(i) + 1 for i in np.argsort(sizes)[::-1][:2]]
-        out[box] = _side_labels(labels, components)
-        return out
-
-    total = int(crop.sum())
-    seeds = None
-    if hu is not None:
-        hu_crop = hu[box]
-        for threshold in _JUNCTION_THRESHOLDS_HU:
-            seeds = _two_large_pieces(crop & (hu_crop < threshold), total)
-            if seeds is not None:
-                logger.debug("lungs separated at the junction line with %.0f HU", threshold)
-                break
-    if seeds is None:
-        eroded = crop
-        struct = ndimage.generate_binary_structure(3, 1)
-        for _ in range(_MAX_SPLIT_EROSIONS):
-            eroded = ndimage.binary_erosion(eroded, structure=struct)
-            seeds = _two_large_pieces(eroded, total)
-            if seeds is not None or not eroded.any():
-                break
-    if seeds is not None:
-        out[box] = _side_labels(_grow_labels(seeds, crop), [1, 2])
-        return out
-
-    # No split: one lung, or two joined over a broad front. Decide by the midline.
-    xs = np.nonzero(mask)[2]
-    mid = float(np.median(xs)) if midline_x is None else float(midline_x)
-    right_fraction = float(np.mean(xs < mid))
-    if min(right_fraction, 1.0 - right_fraction) < 0.25:
-        out[mask] = RIGHT_LUNG_LABEL if right_fraction >= 0.5 else LEFT_LUNG_LABEL
-        return out
-    logger.warning("the lungs could not be separated at their junction; splitting them at the midline x=%.0f", mid)
-    x_index = np.arange(mask.shape[2])[None, None, :]
-    out[mask & (x_index < mid)] = RIGHT_LUNG_LABEL
-    out[mask & (x_index >= mid)] = LEFT_LUNG_LABEL
-    return out
-
-
 def fill_lung_holes(lung: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
     """Fill a lung's holes slice by slice, except the domes of the diaphragm.
 
@@ -259,7 +126,8 @@ def fill_lung_holes(lung: np.ndarray, spacing: tuple[float, float, float]) -> np
 
 
 def finish_lungs(
-    labels: np.ndarray, spacing: tuple[float, float, float], closing_radius_mm: float, fill_holes: bool = True
+    labels: np.ndarray, spacing: tuple[float, float, float], closing_radius_mm: float, fill_holes: bool = True,
+    in_place: bool = False,
 ) -> np.ndarray:
     """Close and hole-fill each lung separately, never letting one lung take the other's voxels.
 
@@ -268,15 +136,18 @@ def finish_lungs(
         spacing: voxel size (x, y, z) in mm.
         closing_radius_mm: in-plane closing radius; 0 for none.
         fill_holes: fill the holes of each lung slice by slice.
+        in_place: write into ``labels`` instead of a copy. The result is the same: a lung only
+            takes background, so the second lung's voxels are those it had before the first was finished.
     """
     radius_px = in_plane_pixels(closing_radius_mm, spacing)
-    out = labels.copy()
+    out = labels if in_place else labels.copy()
     for value in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
-        lung = labels == value
+        lung = out == value
         if not lung.any():
             continue
         box = bounding_box(lung, margin=radius_px + 1)
         part = close_per_slice(lung[box], radius_px)
+        del lung  # before the hole filling's own masks
         if fill_holes:
             part = fill_lung_holes(part, spacing)
         target = out[box]
@@ -311,6 +182,22 @@ def too_little_lung(
     return None
 
 
+def crop_margin(
+    spacing: tuple[float, float, float],
+    params: ClassicalParams = DEFAULT_CLASSICAL,
+    envelope: EnvelopeParams | None = DEFAULT_ENVELOPE,
+) -> list[int]:
+    """Voxels per axis (z, y, x) to keep around a mask's bounding box so that :func:`postprocess` on the crop
+    gives the labels it gives on the whole volume (pass it the whole scan's ``extent_mm``).
+
+    It covers :func:`postprocess`'s own box (the closing's reach, on every axis: the hole filling
+    also looks at the slice below) and the lesion envelope's rolling ball in-plane.
+    """
+    margin = in_plane_pixels(params.closing_radius_mm, spacing) + 2
+    reach = margin if envelope is None else max(margin, envelope_reach(envelope, spacing))
+    return [margin, reach, reach]
+
+
 def postprocess(
     mask: np.ndarray,
     hu: np.ndarray | None,
@@ -320,6 +207,8 @@ def postprocess(
     fill_holes: bool = True,
     closing_radius_mm: float | None = None,
     envelope: EnvelopeParams | None = DEFAULT_ENVELOPE,
+    extent_mm: float | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """From a binary lung-like mask to the final right/left lung labels.
 
@@ -334,28 +223,38 @@ def postprocess(
         envelope: the lesion-aware envelope's settings (nodules in dents of the
             lung's outline taken back, see :mod:`LungGANLib.segment.envelope`); None for none.
             It needs ``hu``.
+        extent_mm: the whole scan's craniocaudal extent, when ``mask`` is a crop of it (the
+            least lung volume depends on it, see :func:`too_little_lung`); default: the mask's.
+        out: a uint8 array of the mask's shape for the labels; it may be the mask's own memory
+            (``mask.view(np.uint8)``): the mask is read before ``out`` is written. Default: a new one.
 
     Returns:
         uint8 labels: 1 right lung, 2 left lung (or 1 for both with ``single_label``);
         all zero when too little lung is found (see :func:`too_little_lung`).
     """
-    out = np.zeros(mask.shape, dtype=np.uint8)
+    if out is None:
+        out = np.zeros(mask.shape, dtype=np.uint8)
     if not mask.any():
+        out.fill(0)
         return out
     radius = params.closing_radius_mm if closing_radius_mm is None else closing_radius_mm
     # Work inside the mask's bounding box (plus the closing's reach): a fraction of the volume.
     box = bounding_box(mask, margin=in_plane_pixels(radius, spacing) + 2)
     hu_box = None if hu is None else hu[box]
-    extent_mm = mask.shape[0] * spacing[2]
+    if extent_mm is None:
+        extent_mm = mask.shape[0] * spacing[2]
     params = scaled_for_extent(params, extent_mm)
     lungs = select_lungs(mask[box].astype(bool, copy=False), hu_box, spacing, params)
     reason = too_little_lung(lungs, spacing, params, extent_mm) if lungs.any() else "nothing lung-like"
+    out.fill(0)  # from here on ``mask`` may be gone (see ``out``)
     if reason:
         logger.info("no lungs: %s", reason)
         return out
-    out[box] = finish_lungs(split_lungs(lungs, hu_box), spacing, radius, fill_holes=fill_holes)
+    split_lungs(lungs, hu_box, out=out[box])
+    del lungs
+    finish_lungs(out[box], spacing, radius, fill_holes=fill_holes, in_place=True)
     if envelope is not None and hu is not None:
         out, _ = lesion_envelope(out, hu, spacing, envelope, in_place=True, return_added=False)
     if single_label:
-        out = np.where(out > 0, LUNG_LABEL, 0).astype(np.uint8)
+        out[out > 0] = LUNG_LABEL
     return out

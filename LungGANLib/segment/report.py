@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import InputError, OutputError
 from ..io.output import atomic_write, check_output_path
-from .morphology import count_values, labels_in
+from .morphology import bounding_box, count_values, labels_in
 
 #: Low-attenuation thresholds (HU) and the percentile reported.
 LAA_THRESHOLDS_HU = (-950, -910)
@@ -86,6 +86,9 @@ def lung_figures(hu: np.ndarray, labels: np.ndarray, voxel_ml: float, single_lab
     """
     if hu.shape != labels.shape:
         raise ValueError(f"CT shape {hu.shape} differs from the mask's {labels.shape}")
+    if labels.any():  # the lungs' box: the same figures, without masks of the whole scan
+        box = bounding_box(labels)
+        hu, labels = hu[box], labels[box]
     figures: dict[str, float | None] = {}
     for region, values in REGIONS:
         if single_label and region != "total_lung":

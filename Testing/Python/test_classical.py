@@ -129,6 +129,31 @@ def test_fill_holes_and_closing_bring_nodules_back_in():
     assert fill_holes_per_slice(labels > 0)[:, 22, 22].all()
 
 
+def test_finishing_the_lungs_in_place_gives_what_a_copy_gets():
+    """The pipeline finishes the lungs in place (a long scan's labels are not held twice); a lung only
+    takes background, so the left lung is finished as it was before the right one was."""
+    labels = np.zeros((4, 60, 60), np.uint8)
+    labels[:, 10:50, 5:29] = RIGHT_LUNG_LABEL
+    labels[:, 10:50, 31:55] = LEFT_LUNG_LABEL
+    labels[:, 12:16, 27:29] = 0  # notches that each lung's closing would fill towards the other
+    labels[:, 12:16, 31:33] = 0
+    labels[:, 30:34, 40:44] = 0  # a hole
+    copy = finish_lungs(labels, (1.0, 1.0, 1.0), closing_radius_mm=4.0)
+    assert (copy != labels).any()  # there was something to finish
+    work = labels.copy()
+    in_place = finish_lungs(work, (1.0, 1.0, 1.0), closing_radius_mm=4.0, in_place=True)
+    assert in_place is work
+    np.testing.assert_array_equal(in_place, copy)
+
+
+@pytest.mark.parametrize("counts", [[3], [0, 2, 0, 5], [1, 1], [4, 0, 0, 0, 1], [0, 0, 7, 0], [2, 3, 0, 1, 6]])
+def test_the_midline_from_voxel_counts_per_x_is_the_median_of_every_voxels_x(counts):
+    from LungGANLib.segment.split import _median_index
+
+    xs = np.repeat(np.arange(len(counts)), counts)
+    assert _median_index(np.array(counts)) == np.median(xs)
+
+
 def test_holes_fill_but_a_diaphragm_dome_does_not():
     from LungGANLib.segment.postprocess import fill_lung_holes
 

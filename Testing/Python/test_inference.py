@@ -89,3 +89,28 @@ def test_single_slice_dicom_with_the_generator(data):
     labels = segment(ct, SegmentOptions(method="gan", device="cpu"))
     classical = segment(ct, SegmentOptions(method="classical"))
     assert dice(labels == 1, classical == 1) > 0.95 and dice(labels == 2, classical == 2) > 0.95
+
+
+@pytest.mark.parametrize("name", ["lidc-idri-0001", "cip-ct-64"])
+def test_the_post_processing_on_the_masks_box_gives_the_labels_of_the_whole_scan(data, name):
+    """segment() post-processes a crop of the network's mask, in the crop's own memory (issue 9: long scans);
+    the labels must be those that post-processing the whole volume gives, voxel for voxel. cip-ct-64's lungs
+    run to the ends of its 64 slices, so there the crop's margin is cut by the scan's edge."""
+    from LungGANLib.segment.classical import body_mask
+    from LungGANLib.segment.domes import drop_domes
+    from LungGANLib.segment.inference import predict_probabilities
+    from LungGANLib.segment.postprocess import postprocess
+    from LungGANLib.segment.rim import trim_dense_rim
+
+    ct = load_ct(data / (case_by_name(name).ct if name != "cip-ct-64" else "fixtures/cip-ct-64/ct-64.nrrd"))
+    options = SegmentOptions(method="gan", device="cpu")
+    generator, info = load_model(None, torch.device("cpu"))
+    hu = ct.array
+    body = body_mask(hu, options.params)
+    mask = predict_probabilities(hu, generator, info, torch.device("cpu"), 8, lung_slices(hu, body)) & body
+    whole = postprocess(mask, hu, ct.spacing, options.params)
+    assert drop_domes(whole, hu, ct.spacing, options.params.lung_threshold_hu) >= 0
+    assert trim_dense_rim(whole, hu, options.params.lung_threshold_hu) > 0
+    labels = segment(ct, options, model=(generator, info))
+    assert whole.any() and labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, whole)

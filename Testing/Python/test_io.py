@@ -60,6 +60,20 @@ def test_ras_volume_is_reoriented_and_mask_goes_back_exactly(data, tmp_path):
     assert sitk.ReadImage(str(out)).GetDirection() == original.GetDirection()
 
 
+def test_a_volume_without_its_voxels_writes_the_same_mask_and_holds_no_hu(data):
+    """segment_file lets the CT's HU go before it writes the mask (issue 9: long scans)."""
+    ct = load_ct(data / "fixtures/abdomen-ct-no-lungs.nii.gz")  # RAS: the mask is reoriented on the way out
+    shell = ct.without_voxels()
+    assert shell.array.shape == ct.array.shape and shell.array.strides == (0, 0, 0) and not shell.array.any()
+    assert (shell.spacing, shell.geometry, shell.orientation, shell.source) == (ct.spacing, ct.geometry, ct.orientation, ct.source)
+    assert ct.array.any()  # the original keeps its HU
+    mask = np.zeros(ct.array.shape, np.uint8)
+    mask[3, 10:14, 20:30] = 2
+    a, b = mask_to_image(mask, ct), mask_to_image(mask, shell)
+    assert a.GetSize() == b.GetSize() and a.GetOrigin() == b.GetOrigin() and a.GetDirection() == b.GetDirection()
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+
+
 def test_missing_path_is_refused(tmp_path):
     with pytest.raises(InputError, match="input not found"):
         load_ct(tmp_path / "nope.nii.gz")
