@@ -1,5 +1,6 @@
 """A NIfTI file read to its end before ITK reads it: ITK reads a cut ``.nii.gz`` without a word and
 fills the missing voxels with zeros, so a truncated download would be segmented as if it were whole.
+It also takes a voxel size of 0, NaN or infinity in the header for 1 mm; that is refused here too.
 """
 
 from __future__ import annotations
@@ -33,13 +34,33 @@ def _nifti_data_bytes(header: bytes) -> int | None:
     return None
 
 
+def _missing_voxel_size(header: bytes) -> str | None:
+    """The first spatial ``pixdim`` of a NIfTI header that is 0, NaN or infinite (ITK takes it for 1 mm), as
+    ``pixdim[i] = v``; None when all are usable or the header is not NIfTI."""
+    for order in "<>":
+        if len(header) >= 348 and np.frombuffer(header[:4], f"{order}i4")[0] == 348:
+            rank = int(np.frombuffer(header[40:42], f"{order}i2")[0])
+            pixdim = np.frombuffer(header[76:108], f"{order}f4").astype(np.float64)
+        elif len(header) >= 540 and np.frombuffer(header[:4], f"{order}i4")[0] == 540:
+            rank = int(np.frombuffer(header[16:24], f"{order}i8")[0])
+            pixdim = np.frombuffer(header[104:168], f"{order}f8")
+        else:
+            continue
+        for axis in range(1, min(max(rank, 0), 3) + 1):
+            if pixdim[axis] == 0 or not np.isfinite(pixdim[axis]):
+                return f"pixdim[{axis}] = {pixdim[axis]:g}"
+        return None
+    return None
+
+
 def check_nifti_complete(path: Path) -> None:
-    """Read a NIfTI file to its end: its gzip checksum and length hold, and it has the data its header promises.
+    """Read a NIfTI file to its end: its gzip checksum and length hold, it has the data its header promises,
+    and its header gives a voxel size on each spatial axis.
 
     ITK reads a cut ``.nii.gz`` without a word and fills the rest with zeros; this catches it.
 
     Raises:
-        InputError: the file is truncated or corrupt.
+        InputError: the file is truncated or corrupt, or its voxel size is missing.
     """
     name = path.name.lower()
     suffix = ".nii.gz" if name.endswith(".nii.gz") else ".nii" if name.endswith(".nii") else None
@@ -61,3 +82,7 @@ def check_nifti_complete(path: Path) -> None:
     expected = _nifti_data_bytes(header)
     if expected is not None and total < expected:
         raise InputError(f"{path} is truncated: {total} bytes where its header promises {expected}: {fix}")
+    missing = _missing_voxel_size(header)
+    if missing:
+        raise InputError(f"{path} has no voxel size in its header ({missing}; it would be read as 1 mm and every "
+                         "volume would be wrong): export the CT again with its spacing")

@@ -142,6 +142,37 @@ def test_a_truncated_or_corrupt_nifti_is_refused(capsys, data, tmp_path, how):
         assert_refused(capsys, [path], "corrupt", tmp_path / "m.nii.gz")
 
 
+@pytest.mark.parametrize("axis, value, gz", [(1, 0.0, False), (2, float("nan"), True), (3, float("inf"), False)])
+def test_a_nifti_without_a_voxel_size_is_refused(capsys, data, tmp_path, axis, value, gz):
+    """ITK reads a pixdim of 0, NaN or infinity as 1 mm: the mask would be written and every volume wrong."""
+    import gzip
+    import struct
+
+    plain = tmp_path / "ct.nii"
+    sitk.WriteImage(sitk.ReadImage(str(data / "fixtures/cip-ct-64/ct-64.nrrd")), str(plain))
+    header = bytearray(plain.read_bytes())
+    struct.pack_into("<f", header, 76 + 4 * axis, value)  # NIfTI-1 pixdim[axis]
+    path = tmp_path / ("bad.nii.gz" if gz else "bad.nii")
+    path.write_bytes(gzip.compress(bytes(header)) if gz else bytes(header))
+    assert_refused(capsys, [path], f"no voxel size in its header (pixdim[{axis}] = ", tmp_path / "m.nii.gz")
+    code, _, _ = run(capsys, "segment", plain, "-o", tmp_path / "ok.nii.gz", "--method", "classical", "-q")
+    assert code == 0  # the file as written, with its pixdim, is taken
+
+
+def test_a_nifti2_header_without_a_voxel_size_is_found():
+    import struct
+
+    from LungGANLib.io.nifti import _missing_voxel_size
+
+    header = bytearray(540)
+    struct.pack_into("<i", header, 0, 540)
+    struct.pack_into("<8q", header, 16, 3, 64, 64, 79, 1, 1, 1, 1)
+    struct.pack_into("<8d", header, 104, 1.0, 0.7, 0.7, 2.5, 0, 0, 0, 0)
+    assert _missing_voxel_size(bytes(header)) is None
+    struct.pack_into("<d", header, 104 + 8 * 3, 0.0)
+    assert _missing_voxel_size(bytes(header)) == "pixdim[3] = 0"
+
+
 def test_a_dicom_series_with_missing_slices_is_refused_naming_them(capsys, data, tmp_path):
     folder = copy_series(data, tmp_path)
     files = sorted(folder.iterdir())
