@@ -82,6 +82,9 @@ DEFAULT_DEPTH = 4
 #: ``CT_MIN_AIR_FRACTION`` has no air in it: it is not a chest CT in HU (an MR, say).
 CT_AIR_CHECK_HU = -500.0
 CT_MIN_AIR_FRACTION = 0.01
+#: What a CT's stored integers can give in HU (int16 padding to uint16 metal ranges): values beyond
+#: it come from a wrong rescale slope or intercept, not from a scanner.
+CT_HU_LIMITS = (-32768.0, 65535.0)
 
 
 @dataclass(frozen=True)

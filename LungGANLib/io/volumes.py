@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..config import AIR_HU, CANONICAL_ORIENTATION, CT_AIR_CHECK_HU, CT_MIN_AIR_FRACTION
+from ..config import AIR_HU, CANONICAL_ORIENTATION, CT_AIR_CHECK_HU, CT_HU_LIMITS, CT_MIN_AIR_FRACTION
 from ..errors import InputError
 from .dicom_series import checked_series, image_series
 from .native import quiet_c_stderr
@@ -227,11 +227,19 @@ def check_is_ct(array: np.ndarray, modality: str | None, source: str) -> None:
         source: the input's name, for the message.
 
     Raises:
-        InputError: the DICOM modality is not CT, or the volume has no air
-            (no voxel near -1000 HU), as in MR or a CT not in HU.
+        InputError: the DICOM modality is not CT, the values lie beyond ``CT_HU_LIMITS`` (a
+            wrong rescale), or the volume has no air (no voxel near -1000 HU), as in MR or a CT not in HU.
     """
     if modality is not None and modality.upper() != "CT":
         raise InputError(f"{source} is a {modality} image, not CT: LungGAN segments CT (use --force to try anyway)")
+    if array.dtype != np.int16 and array.size:
+        low, high = float(array.min()), float(array.max())
+        if low < CT_HU_LIMITS[0] or high > CT_HU_LIMITS[1]:
+            raise InputError(
+                f"{source} has values from {low:.3g} to {high:.3g}, beyond any CT in Hounsfield units "
+                f"({CT_HU_LIMITS[0]:.0f} to {CT_HU_LIMITS[1]:.0f}): is its rescale slope or intercept wrong? "
+                "Use --force to segment it anyway"
+            )
     air_fraction = float(np.mean(array <= CT_AIR_CHECK_HU))
     if air_fraction < CT_MIN_AIR_FRACTION:
         raise InputError(

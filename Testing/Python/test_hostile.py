@@ -159,6 +159,22 @@ def test_a_nifti_without_a_voxel_size_is_refused(capsys, data, tmp_path, axis, v
     assert code == 0  # the file as written, with its pixdim, is taken
 
 
+def test_a_rescale_slope_that_makes_no_hounsfield_units_is_refused(capsys, data, tmp_path):
+    """A NIfTI's scl_slope of 1e30 gave values of 1e33: an empty mask was written with exit 0."""
+    import struct
+
+    plain = tmp_path / "ct.nii"
+    sitk.WriteImage(sitk.ReadImage(str(data / "fixtures/cip-ct-64/ct-64.nrrd")), str(plain))
+    header = bytearray(plain.read_bytes())
+    struct.pack_into("<f", header, 112, 1e30)  # NIfTI-1 scl_slope
+    path = tmp_path / "slope.nii"
+    path.write_bytes(bytes(header))
+    assert_refused(capsys, [path], "beyond any CT in Hounsfield units", tmp_path / "m.nii.gz")
+    struct.pack_into("<f", header, 112, 1.0)
+    path.write_bytes(bytes(header))  # a slope of 1 in a float file: HU, taken
+    assert run(capsys, "segment", path, "-o", tmp_path / "ok.nii.gz", "--method", "classical", "-q")[0] == 0
+
+
 def test_a_nifti2_header_without_a_voxel_size_is_found():
     import struct
 
