@@ -210,18 +210,24 @@ def run_training(args) -> Path:
         if progress_json and trainer.is_main:
             emit_json("epoch", **asdict(r))
         critic = f", critic {r.critic_loss:.3f}, EM {r.em_distance:.3f}" if trainer.critic is not None else ""
+        lesions = ""
+        if r.val_lesion_dice is not None:
+            kept = "" if r.val_lesions_kept is None else f", {100 * r.val_lesions_kept:.1f} % of their pixels kept"
+            lesions = f"; with synthetic lesions drawn in Dice {r.val_lesion_dice:.4f}{kept}"
         say(
             f"epoch {r.epoch}: loss {r.train_loss:.4f} (BCE {r.train_bce:.4f}{critic}), "
-            f"val Dice {r.val_dice:.4f}, IoU {r.val_iou:.4f} ({r.seconds:.0f} s)"
+            f"val Dice {r.val_dice:.4f}, IoU {r.val_iou:.4f}{lesions} ({r.seconds:.0f} s)"
         )
 
     best = trainer.fit(train, val, card, on_step, on_epoch)
     if trainer.stalled and trainer.epoch < config.epochs:
-        say(f"validation Dice has not improved for {config.patience} epochs: stopped after epoch {trainer.epoch}")
+        say(f"the validation score has not improved for {config.patience} epochs: stopped after epoch {trainer.epoch}")
     if trainer.is_main:
         export_model(best, output, overwrite=args.overwrite or own)
         _record_export(Path(args.run_dir), output)
-        say(f"best validation Dice {trainer.best_dice:.4f}; model written to {output}")
+        what = "Dice with synthetic lesions drawn in" if trainer.history and \
+            trainer.history[-1].val_lesion_dice is not None else "Dice"
+        say(f"best validation {what} {trainer.best_dice:.4f}; model written to {output}")
         if progress_json:
             emit_json("done", output=str(output), best_dice=trainer.best_dice)
     if trainer.world > 1:

@@ -172,7 +172,7 @@ def run_kaggle(config: CompareConfig, work: Path, say: Callable[[str], None]) ->
             "variant": variant,
             "lipschitz": lipschitz if variant != "baseline" else "-",
             "seed": seed,
-            "best_epoch": max(trainer.history, key=lambda r: r.val_dice).epoch,
+            "best_epoch": max(trainer.history, key=lambda r: r.score).epoch,
             "val_dice": trainer.best_dice,
             "iou": _finite_stats(ious),
             "hausdorff_px": _finite_stats(hds),

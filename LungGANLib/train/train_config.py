@@ -148,6 +148,15 @@ class EpochRecord:
     val_dice: float
     val_iou: float
     seconds: float
+    val_lesion_dice: float | None = None
+    val_lesions_kept: float | None = None
+
+    @property
+    def score(self) -> float:
+        """What keeps an epoch: the validation Dice; with lesion training, the Dice on the same validation
+        slices with synthetic lesions drawn in (``val_lesion_dice``, see ``Trainer.lesion_validation``): their
+        label includes the lesions, so an outline that spills or one that drops the lesions both lose."""
+        return self.val_dice if self.val_lesion_dice is None else self.val_lesion_dice
 
 
 @dataclass

@@ -3,8 +3,10 @@
 :meth:`Trainer.fit` is a short loop of named steps, like nnU-Net's
 ``run_training``: per batch ``n_critic`` critic steps then one generator step
 (the critic's ``requires_grad`` toggled as in pix2pix), then per epoch
-validation and a checkpoint; the generator with the best validation Dice is
-kept and exported. Runs are seeded and deterministic on CPU, and
+validation and a checkpoint; the generator with the best validation score is
+kept and exported: the validation Dice, or with lesion training the Dice on the
+validation slices with synthetic lesions drawn in (a generator that drops
+lesions must not win on references that never had any). Runs are seeded and deterministic on CPU, and
 ``--resume`` continues an interrupted run exactly (weights, optimisers,
 random streams and history are in the checkpoint).
 
@@ -41,7 +43,7 @@ from ..models.weights import ModelInfo, load_model, save_model
 from . import checkpoints
 from .appearance import augment_appearance
 from .datasets import SliceData, augment, prepare_slices
-from .lesion_synthesis import augment_lesions
+from .lesion_synthesis import LesionOptions, augment_lesions
 from .losses import CriticTerms, clip_weights, critic_loss, generator_loss
 from .train_config import EpochRecord, StepLosses, TrainConfig
 from .variants import get_variant
@@ -50,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 #: Lung denser than this (HU) is what a threshold cuts out: nodules, masses, consolidation.
 DENSE_LUNG_HU = -320.0
+#: The validation slices' synthetic lesions are drawn once, with this seed: every epoch meets the same ones.
+LESION_VALIDATION_SEED = 2020
 
 __all__ = ["EpochRecord", "SliceData", "StepLosses", "TrainConfig", "Trainer", "export_model", "prepare_slices"]
 
@@ -249,8 +253,8 @@ class Trainer:
                 on_step(step + 1, steps, records[-1])
         return StepLosses(*(float(np.mean(values)) for values in zip(*(asdict(r).values() for r in records))))
 
-    def validate(self, data: SliceData) -> tuple[float, float, float]:
-        """BCE, Dice and IoU at network resolution over all validation slices."""
+    def _predict(self, data: SliceData) -> tuple[np.ndarray, float]:
+        """The generator's masks (probability above 0.5) of all ``data``'s slices, and the mean BCE."""
         self.generator.eval()
         probs, losses = [], []
         with torch.inference_mode():
@@ -260,10 +264,32 @@ class Trainer:
                 logits = self.generator(x)
                 losses.append(float(F.binary_cross_entropy_with_logits(logits, y, reduction="sum")))
                 probs.append(torch.sigmoid(logits).cpu())
-        loss = sum(losses) / data.targets.numel()
-        pred, target = torch.cat(probs).numpy() > 0.5, data.targets.numpy() > 0.5
+        return torch.cat(probs).numpy() > 0.5, sum(losses) / data.targets.numel()
+
+    def validate(self, data: SliceData) -> tuple[float, float, float]:
+        """BCE, Dice and IoU at network resolution over all validation slices."""
+        pred, loss = self._predict(data)
+        target = data.targets.numpy() > 0.5
         dice, iou = float(metrics.dice(pred, target)), float(metrics.iou(pred, target))
         return loss, dice, iou
+
+    def lesion_validation(self, val: SliceData) -> tuple[SliceData, torch.Tensor] | None:
+        """The validation slices with synthetic lesions (and dense lung, when the run draws it) drawn in, and
+        the pixels drawn; None when the run draws neither. The label is unchanged: lesions are lung."""
+        options = self.config.lesion_options
+        if options.lesions <= 0 and options.dense_lung <= 0:
+            return None
+        drawing = LesionOptions(lesions=1.0 if options.lesions > 0 else 0.0, dense_lung=options.dense_lung)
+        rng = np.random.default_rng(LESION_VALIDATION_SEED)
+        images, drawn = augment_lesions(val.images, val.targets, val.pixel_mm, drawing, rng)
+        return SliceData(images, val.targets, val.pixel_mm), drawn
+
+    def validate_lesions(self, data: SliceData, drawn: torch.Tensor) -> tuple[float, float | None]:
+        """Dice on slices with lesions drawn in, and the share of the drawn pixels kept as lung (None: none drawn)."""
+        pred, _ = self._predict(data)
+        marked = drawn.numpy() > 0.5
+        kept = float(pred[marked].mean()) if marked.any() else None
+        return float(metrics.dice(pred, data.targets.numpy() > 0.5)), kept
 
     @property
     def checkpoint_path(self) -> Path:
@@ -287,15 +313,15 @@ class Trainer:
 
     @property
     def epochs_without_improvement(self) -> int:
-        """Epochs run since the best validation Dice so far (all epochs run when none improved on the start)."""
-        dice = [r.val_dice for r in self.history]
-        if not dice:
+        """Epochs run since the best validation score so far (all epochs run when none improved on the start)."""
+        scores = [r.score for r in self.history]
+        if not scores:
             return 0
-        return len(dice) - 1 - int(np.argmax(dice))
+        return len(scores) - 1 - int(np.argmax(scores))
 
     @property
     def stalled(self) -> bool:
-        """Validation Dice has not improved for ``config.patience`` epochs."""
+        """The validation score has not improved for ``config.patience`` epochs."""
         return self.config.patience is not None and self.epochs_without_improvement >= self.config.patience
 
     def info(self) -> ModelInfo:
@@ -303,10 +329,14 @@ class Trainer:
 
     def checkpoint(self, record: EpochRecord, card: dict | None) -> None:
         """Keep the generator if it is the best so far, then checkpoint and log (first process only)."""
-        if record.val_dice > self.best_dice:
-            self.best_dice = record.val_dice
+        if record.score > self.best_dice:  # the best score so far (the name is the checkpoints')
+            self.best_dice = record.score
             if self.is_main:
                 scores = {"epoch": self.epoch, "val_dice_network_resolution": round(record.val_dice, 5), "val_iou_network_resolution": round(record.val_iou, 5)}
+                if record.val_lesion_dice is not None:
+                    scores["val_dice_with_synthetic_lesions"] = round(record.val_lesion_dice, 5)
+                    scores["synthetic_lesion_pixels_kept"] = None if record.val_lesions_kept is None else round(record.val_lesions_kept, 5)
+                    scores["kept_by"] = "val_dice_with_synthetic_lesions"
                 card = {**(card or {}), "variant": self.config.variant, "validation": scores, "training": self.config.to_dict()}
                 save_model(self.generator, self.info(), self.best_path, card)
         if self.is_main:
@@ -327,7 +357,7 @@ class Trainer:
         should_stop: Callable[[], bool] | None = None,
     ) -> Path:
         """Train until ``config.epochs`` (or until validation stalls for ``config.patience`` epochs),
-        keeping the generator with the best validation Dice.
+        keeping the generator with the best validation score (:attr:`EpochRecord.score`).
 
         Args:
             train, val: prepared slices (see :func:`LungGANLib.train.datasets.prepare_slices`).
@@ -339,15 +369,17 @@ class Trainer:
         Returns:
             The best model's weights file (``run_dir/best.safetensors``).
         """
+        lesion_val = self.lesion_validation(val)
         while self.epoch < self.config.epochs and not self.stalled:
             start = time.perf_counter()
             lr = self.lr_at(self.epoch)
             losses = self.train_epoch(train, on_step)
             val_loss, val_dice, val_iou = self.validate(val)
+            lesion_dice, kept = self.validate_lesions(*lesion_val) if lesion_val is not None else (None, None)
             self.epoch += 1
             record = EpochRecord(
                 self.epoch, lr, losses.generator, losses.bce, losses.adversarial, losses.critic, losses.em_distance,
-                losses.penalty, val_loss, val_dice, val_iou, time.perf_counter() - start,
+                losses.penalty, val_loss, val_dice, val_iou, time.perf_counter() - start, lesion_dice, kept,
             )
             self.history.append(record)
             self.checkpoint(record, card)

@@ -115,6 +115,46 @@ def test_patience_stops_once_validation_stalls_and_a_resume_may_extend_it(cip_sl
     assert [r.val_dice for r in second.history] == [0.5, 0.6, 0.55, 0.58, 0.7, 0.65, 0.64, 0.66]
 
 
+def test_with_lesion_training_the_kept_epoch_also_answers_for_synthetic_lesions(cip_slices, tmp_path):
+    """Threshold-made references never hold a lesion: picked by their Dice alone, a lesion-trained run
+    kept an epoch that had barely learned. With lesion training the validation slices are also scored with
+    the same synthetic lesions drawn in every epoch (the label includes them), and that Dice keeps the epoch."""
+    _, _, data = cip_slices
+    trainer = Trainer(small_config(epochs=3, steps_per_epoch=2, lesions=1.0), tmp_path, device="cpu")
+    drawn_once, drawn_again = trainer.lesion_validation(data), trainer.lesion_validation(data)
+    torch.testing.assert_close(drawn_once[0].images, drawn_again[0].images)  # the same lesions every epoch
+    changed = (drawn_once[0].images != data.images)
+    assert changed.any() and not (changed & (data.targets <= 0.5)).any()  # drawn into the lung only
+    assert torch.equal(drawn_once[0].targets, data.targets)  # lesions are lung: the label stays
+    plain, with_lesions = [0.90, 0.89, 0.91], [0.50, 0.70, 0.60]  # validation Dice per epoch
+    trainer.validate = lambda val: (0.1, plain[trainer.epoch], 0.5)
+    trainer.validate_lesions = lambda images, drawn: (with_lesions[trainer.epoch], 0.25)
+    best = trainer.fit(data, data)
+    assert [r.score for r in trainer.history] == with_lesions
+    assert trainer.best_dice == 0.70  # epoch 2; the plain Dice alone would keep epoch 3
+    card = json.loads(card_path(best).read_text())
+    assert card["validation"]["epoch"] == 2 and card["validation"]["val_dice_with_synthetic_lesions"] == 0.7
+    assert card["validation"]["synthetic_lesion_pixels_kept"] == 0.25
+
+
+def test_a_real_lesion_run_logs_both_scores_and_an_old_history_still_reads(cip_slices, tmp_path):
+    from dataclasses import asdict
+
+    from LungGANLib.train.train_config import EpochRecord
+
+    _, _, data = cip_slices
+    trainer = Trainer(small_config(epochs=1, steps_per_epoch=1, lesions=1.0), tmp_path, device="cpu")
+    trainer.fit(data, data)
+    record = trainer.history[0]
+    assert 0.0 <= record.val_lesion_dice <= 1.0 and 0.0 <= record.val_lesions_kept <= 1.0
+    assert record.score == record.val_lesion_dice
+    assert "val_lesion_dice" in (tmp_path / "log.csv").read_text().splitlines()[0]
+    old = {k: v for k, v in asdict(record).items() if k not in ("val_lesion_dice", "val_lesions_kept")}
+    assert EpochRecord(**old).score == record.val_dice  # a checkpoint from before: picked by Dice, as it was
+    without = Trainer(small_config(epochs=1, steps_per_epoch=1), tmp_path / "plain", device="cpu")
+    assert without.lesion_validation(data) is None
+
+
 def test_resume_refuses_other_settings(cip_slices, tmp_path):
     _, _, data = cip_slices
     Trainer(small_config(epochs=1), tmp_path, device="cpu").fit(data, data)
