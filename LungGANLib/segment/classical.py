@@ -20,11 +20,11 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from ..config import DEFAULT_CLASSICAL, ClassicalParams
+from ..config import AIR_HU, DEFAULT_CLASSICAL, ClassicalParams
 from ..io.volumes import clip_air
 from .envelope import DEFAULT_ENVELOPE
-from .morphology import IN_PLANE_SQUARE, component_sizes, fill_holes_per_slice, label_components
-from .postprocess import postprocess
+from .morphology import IN_PLANE_SQUARE, SLAB, bounding_box, component_sizes, fill_holes_per_slice, label_components
+from .postprocess import crop_margin, postprocess
 
 logger = logging.getLogger(__name__)
 
@@ -126,16 +126,21 @@ def airway_mask(
         if seed is None:
             continue
         z, seed2d = seed
-        labels, _ = ndimage.label(air)
-        values = np.unique(labels[z][seed2d])
-        values = values[values > 0]
-        grown = np.isin(labels, values)
+        # The air components that hold the seed (6-connected, as labelling every air component would give),
+        # grown from it: no label image of all the body's air (int32 over a long scan: 1.3 GB).
+        start = np.zeros(air.shape, dtype=bool)
+        start[z] = seed2d
+        grown = ndimage.binary_propagation(start, mask=air)
+        del start, air
         volume_ml = grown.sum() * voxel_ml
         if volume_ml <= params.max_airway_ml:
             logger.debug("airway grown at %.0f HU: %.1f mL", threshold, volume_ml)
             radius = params.airway_dilation_mm
             iterations = max(int(round(radius / min(spacing))), 1)
-            return ndimage.binary_dilation(grown, iterations=iterations) & body
+            box = bounding_box(grown, margin=iterations + 1)  # the airways' box: a small part of a long scan
+            airways = np.zeros(grown.shape, dtype=bool)
+            airways[box] = ndimage.binary_dilation(grown[box], iterations=iterations) & body[box]
+            return airways
         logger.debug("airway at %.0f HU leaked (%.0f mL)", threshold, volume_ml)
     logger.info("no trachea found or every airway threshold leaked; airways are not removed")
     return np.zeros(hu.shape, dtype=bool)
@@ -145,12 +150,21 @@ def lung_candidates(
     hu: np.ndarray, spacing: tuple[float, float, float], params: ClassicalParams = DEFAULT_CLASSICAL
 ) -> np.ndarray:
     """Low-density voxels inside the body, airways removed (steps 1-3 above)."""
-    hu = clip_air(hu)
+    thresholds = (params.lung_threshold_hu, params.body_threshold_hu, *params.airway_threshold_hu)
+    if min(thresholds) <= AIR_HU:
+        hu = clip_air(hu)  # else scanner padding below air compares with every threshold as air does: no copy
     body = body_mask(hu, params)
-    candidates = (hu < params.lung_threshold_hu) & body
-    candidates &= ~airway_mask(hu, body, spacing, params)
-    # Drop specks so the component analysis sees clean shapes.
-    return ndimage.binary_opening(candidates, structure=IN_PLANE_SQUARE)
+    airways = airway_mask(hu, body, spacing, params)
+    candidates = hu < params.lung_threshold_hu
+    candidates &= body
+    del body
+    candidates &= ~airways
+    del airways
+    # Drop specks so the component analysis sees clean shapes; in-plane, so slab by slab in the same memory.
+    for start in range(0, candidates.shape[0], SLAB):
+        slab = candidates[start : start + SLAB]
+        slab[...] = ndimage.binary_opening(slab, structure=IN_PLANE_SQUARE)
+    return candidates
 
 
 def segment_classical(
@@ -182,7 +196,16 @@ def segment_classical(
         [0, 1, 2]
     """
     candidates = lung_candidates(hu, spacing, params)
-    return postprocess(
-        candidates, hu, spacing, params, single_label=single_label, fill_holes=fill_holes,
-        envelope=DEFAULT_ENVELOPE if envelope else None,
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    if not candidates.any():
+        return labels
+    # Post-processed in the candidates' box, like the generator's mask (see segment.inference.segment).
+    settings = DEFAULT_ENVELOPE if envelope else None
+    box = bounding_box(candidates, margin=crop_margin(spacing, params, settings))
+    part = candidates[box].copy()
+    del candidates
+    labels[box] = postprocess(  # the labels take the crop's own memory
+        part, hu[box], spacing, params, single_label=single_label, fill_holes=fill_holes, envelope=settings,
+        extent_mm=hu.shape[0] * spacing[2], out=part.view(np.uint8),
     )
+    return labels

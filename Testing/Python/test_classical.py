@@ -64,6 +64,42 @@ def test_trachea_is_found_and_kept_out_of_the_lungs(data):
     assert (labels[airway & (hu < -950)] > 0).mean() < 0.05
 
 
+@pytest.mark.parametrize("name", ["ct/lung-pet-ct-dx-a0001-series3.nii.gz", "ct/lidc-idri-0001.nii.gz"])
+def test_the_airways_grow_to_the_air_components_that_hold_the_trachea_seed(data, name):
+    """The airways are grown from the seed instead of labelling all the body's air (a long scan's int32
+    labels took 1.3 GB); they must be the very components the labelling found."""
+    from scipy import ndimage
+
+    from LungGANLib.config import DEFAULT_CLASSICAL
+    from LungGANLib.segment.classical import find_trachea_seed
+
+    ct = load_ct(data / name)
+    hu, params = ct.array, DEFAULT_CLASSICAL
+    body = body_mask(hu, params)
+    airway = airway_mask(hu, body, ct.spacing, params)
+    assert airway.any()
+    # The labelling it replaces, threshold by threshold as airway_mask tries them.
+    for threshold in sorted(params.airway_threshold_hu, reverse=True):
+        air = (hu < threshold) & body
+        z, seed = find_trachea_seed(air, body, ct.spacing)
+        labels, _ = ndimage.label(air)
+        grown = np.isin(labels, np.unique(labels[z][seed]))
+        if grown.sum() * ct.voxel_volume_ml <= params.max_airway_ml:
+            break
+    iterations = max(int(round(params.airway_dilation_mm / min(ct.spacing))), 1)
+    np.testing.assert_array_equal(airway, ndimage.binary_dilation(grown, iterations=iterations) & body)
+
+
+def test_classical_post_processing_in_the_candidates_box_gives_the_labels_of_the_whole_scan(data):
+    from LungGANLib.segment.classical import lung_candidates
+    from LungGANLib.segment.postprocess import postprocess
+
+    ct = load_ct(data / "ct/lidc-idri-0001.nii.gz")
+    whole = postprocess(lung_candidates(ct.array, ct.spacing), ct.array, ct.spacing)
+    assert whole.any()
+    np.testing.assert_array_equal(segment_classical(ct.array, ct.spacing), whole)
+
+
 def test_touching_lungs_are_split_at_the_junction_line():
     # Two boxes of "lung" (-850 HU) joined across a 1-voxel pleural sheet of -750 HU.
     hu = np.full((6, 40, 60), 0.0)
