@@ -24,7 +24,7 @@ from ..config import AIR_HU, DEFAULT_CLASSICAL, ClassicalParams
 from ..io.volumes import clip_air
 from .envelope import DEFAULT_ENVELOPE
 from .morphology import IN_PLANE_SQUARE, SLAB, bounding_box, component_sizes, fill_holes_per_slice, label_components
-from .postprocess import crop_margin, postprocess
+from .postprocess import postprocess_in_box
 
 logger = logging.getLogger(__name__)
 
@@ -195,17 +195,8 @@ def segment_classical(
         >>> sorted(set(labels.ravel().tolist()))
         [0, 1, 2]
     """
-    candidates = lung_candidates(hu, spacing, params)
-    labels = np.zeros(hu.shape, dtype=np.uint8)
-    if not candidates.any():
-        return labels
-    # Post-processed in the candidates' box, like the generator's mask (see segment.inference.segment).
-    settings = DEFAULT_ENVELOPE if envelope else None
-    box = bounding_box(candidates, margin=crop_margin(spacing, params, settings))
-    part = candidates[box].copy()
-    del candidates
-    labels[box] = postprocess(  # the labels take the crop's own memory
-        part, hu[box], spacing, params, single_label=single_label, fill_holes=fill_holes, envelope=settings,
-        extent_mm=hu.shape[0] * spacing[2], out=part.view(np.uint8),
+    only = [lung_candidates(hu, spacing, params)]  # handed over: freed once cropped to their box
+    return postprocess_in_box(
+        only, hu, spacing, params, single_label=single_label, fill_holes=fill_holes,
+        envelope=DEFAULT_ENVELOPE if envelope else None,
     )
-    return labels

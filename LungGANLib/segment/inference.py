@@ -34,8 +34,8 @@ from ..models.weights import ModelInfo, load_model
 from .classical import body_mask, segment_classical
 from .domes import drop_domes
 from .envelope import DEFAULT_ENVELOPE
-from .morphology import bounding_box, count_values
-from .postprocess import crop_margin, postprocess
+from .morphology import count_values
+from .postprocess import postprocess_in_box
 from .preprocess import from_network, lung_slices, to_network
 from .rim import trim_dense_rim
 
@@ -193,26 +193,20 @@ def segment(
         mask = predict_probabilities(hu, generator, info, device, batch_size, todo, progress)
         mask &= body
         del body  # a volume's worth of memory the post-processing can use
-        if not mask.any():
-            labels = np.zeros(hu.shape, dtype=np.uint8)
-        else:
-            # Everything after the network works on the mask's box: a long scan's mask and labels are
-            # not held twice over the whole volume (issue 9). The margin makes the labels those of the whole.
-            envelope = DEFAULT_ENVELOPE if options.envelope else None
-            box = bounding_box(mask, margin=crop_margin(volume.spacing, options.params, envelope))
-            part, hu_part = mask[box].copy(), hu[box]
-            del mask
-            part = postprocess(  # the labels take the crop's own memory
-                part, hu_part, volume.spacing, options.params, single_label=options.single_label,
-                fill_holes=options.fill_holes, envelope=envelope, extent_mm=hu.shape[0] * volume.spacing[2],
-                out=part.view(np.uint8),
-            )
+
+        def generator_steps(part: np.ndarray, hu_part: np.ndarray) -> None:
             if options.drop_domes:
                 drop_domes(part, hu_part, volume.spacing, options.params.lung_threshold_hu)
             if options.trim_rim:
                 trim_dense_rim(part, hu_part, options.params.lung_threshold_hu)
-            labels = np.zeros(hu.shape, dtype=np.uint8)
-            labels[box] = part
+
+        only = [mask]  # handed over: the post-processing frees the whole-scan mask once it has its crop
+        del mask
+        labels = postprocess_in_box(
+            only, hu, volume.spacing, options.params, single_label=options.single_label,
+            fill_holes=options.fill_holes, envelope=DEFAULT_ENVELOPE if options.envelope else None,
+            then=generator_steps,
+        )
     warn_implausible(labels, volume)
     if not labels.any():
         from ..models.weights import DEFAULT_MODEL

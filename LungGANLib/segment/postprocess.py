@@ -8,6 +8,7 @@ All arrays are (z, y, x) in canonical LPS orientation; spacings are (x, y, z) mm
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -258,3 +259,48 @@ def postprocess(
     if single_label:
         out[out > 0] = LUNG_LABEL
     return out
+
+
+def postprocess_in_box(
+    only: list[np.ndarray],
+    hu: np.ndarray,
+    spacing: tuple[float, float, float],
+    params: ClassicalParams = DEFAULT_CLASSICAL,
+    single_label: bool = False,
+    fill_holes: bool = True,
+    envelope: EnvelopeParams | None = DEFAULT_ENVELOPE,
+    then: Callable[[np.ndarray, np.ndarray], object] | None = None,
+) -> np.ndarray:
+    """:func:`postprocess` on the mask's bounding box, for a caller that hands over its only reference
+    to the whole-scan mask in a one-item list, which this function empties.
+
+    The box is grown by :func:`crop_margin`, so the labels are those of the whole volume. The
+    whole-scan mask goes as soon as its crop is made, and the labels take the crop's own memory: a
+    long scan's mask and labels are never held twice over the whole volume (issue 9).
+
+    Args:
+        only: ``[mask]``, the binary lung-like mask (z, y, x); emptied.
+        hu, spacing, params, single_label, fill_holes, envelope: as for :func:`postprocess`.
+        then: further steps on the crop, in place, called as ``then(labels, hu)`` with the crop's
+            labels and HU (the generator's dome rule and rim trim).
+
+    Returns:
+        uint8 labels of the whole volume (see :func:`postprocess`).
+    """
+    mask = only.pop()
+    shape = mask.shape
+    if not mask.any():
+        return np.zeros(shape, dtype=np.uint8)
+    box = bounding_box(mask, margin=crop_margin(spacing, params, envelope))
+    part = mask[box].copy()
+    del mask
+    hu_part = hu[box]
+    part = postprocess(
+        part, hu_part, spacing, params, single_label=single_label, fill_holes=fill_holes, envelope=envelope,
+        extent_mm=shape[0] * spacing[2], out=part.view(np.uint8),
+    )
+    if then is not None:
+        then(part, hu_part)
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[box] = part
+    return labels
