@@ -143,7 +143,8 @@ def plot_training_curves(history: list[dict], path: str | os.PathLike, title: st
     scores.plot(epochs, [r["val_dice"] for r in history], label="validation Dice")
     scores.plot(epochs, [r["val_iou"] for r in history], label="validation IoU")
     if any(r.get("val_lesion_dice") is not None for r in history):
-        scores.plot(epochs, [float("nan") if r.get("val_lesion_dice") is None else r["val_lesion_dice"] for r in history], label="validation Dice, synthetic lesions drawn in")
+        lesion_dice = [float("nan") if r.get("val_lesion_dice") is None else r["val_lesion_dice"] for r in history]
+        scores.plot(epochs, lesion_dice, label="validation Dice, synthetic lesions drawn in")
     scores.set_xlabel("epoch")
     scores.legend(fontsize=8)
     fig.suptitle(title)

@@ -6,8 +6,8 @@
 validation and a checkpoint; the generator with the best validation score is
 kept and exported: the validation Dice, or with lesion training the Dice on the
 validation slices with synthetic lesions drawn in (a generator that drops
-lesions must not win on references that never had any). Runs are seeded and deterministic on CPU, and
-``--resume`` continues an interrupted run exactly (weights, optimisers,
+lesions must not win on references that never had any). Runs are seeded and
+deterministic on CPU, and ``--resume`` continues an interrupted run exactly (weights, optimisers,
 random streams and history are in the checkpoint).
 
 Scale-out: launched by ``torchrun`` (``WORLD_SIZE`` > 1) the trainer joins the
@@ -314,9 +314,11 @@ class Trainer:
     @property
     def epochs_without_improvement(self) -> int:
         """Epochs run since the best validation score so far (all epochs run when none improved on the start)."""
-        scores = [r.score for r in self.history]
-        if not scores:
+        if not self.history:
             return 0
+        # Scores of one kind only: a run resumed across the change to lesion-aware validation has both.
+        lesion_scored = self.history[-1].val_lesion_dice is not None
+        scores = [r.score for r in self.history if (r.val_lesion_dice is not None) == lesion_scored]
         return len(scores) - 1 - int(np.argmax(scores))
 
     @property
@@ -370,6 +372,10 @@ class Trainer:
             The best model's weights file (``run_dir/best.safetensors``).
         """
         lesion_val = self.lesion_validation(val)
+        if lesion_val is not None and any(r.val_lesion_dice is None for r in self.history):
+            logger.warning("this run's earlier epochs were kept by their validation Dice alone; from epoch %d on, the "
+                           "Dice with synthetic lesions drawn in keeps the epoch", self.epoch + 1)
+            self.best_dice = -1.0  # the two scores do not compare
         while self.epoch < self.config.epochs and not self.stalled:
             start = time.perf_counter()
             lr = self.lr_at(self.epoch)

@@ -137,6 +137,23 @@ def test_with_lesion_training_the_kept_epoch_also_answers_for_synthetic_lesions(
     assert card["validation"]["synthetic_lesion_pixels_kept"] == 0.25
 
 
+def test_a_lesion_run_resumed_from_before_lesion_scores_keeps_its_next_epoch(cip_slices, tmp_path):
+    """A run checkpointed before lesion-aware validation kept its best by plain Dice (about 0.99); the lesion
+    Dice (lower: the same lungs plus lesions) must not have to beat that number, nor count its patience."""
+    from LungGANLib.train.train_config import EpochRecord
+
+    _, _, data = cip_slices
+    trainer = Trainer(small_config(epochs=3, steps_per_epoch=1, lesions=1.0, patience=1), tmp_path, device="cpu")
+    trainer.history = [EpochRecord(1, 1e-3, 0.1, 0.1, 0, 0, 0, 0, 0.1, 0.99, 0.98, 1.0)]
+    trainer.epoch, trainer.best_dice = 1, 0.99
+    trainer.validate = lambda val: (0.1, 0.98, 0.96)
+    with_lesions = {1: 0.95, 2: 0.96}
+    trainer.validate_lesions = lambda images, drawn: (with_lesions[trainer.epoch], 0.5)
+    trainer.fit(data, data)
+    assert trainer.epoch == 3 and trainer.best_dice == 0.96  # epoch 2 was kept, and epoch 3 too
+    assert json.loads(card_path(trainer.best_path).read_text())["validation"]["epoch"] == 3
+
+
 def test_a_real_lesion_run_logs_both_scores_and_an_old_history_still_reads(cip_slices, tmp_path):
     from dataclasses import asdict
 
