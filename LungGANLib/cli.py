@@ -115,7 +115,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         spill_ml,
     )
     from .evaluate.metrics import evaluate_labels
-    from .io.volumes import check_same_grid, load_ct, read_image, volume_from_image
+    from .io.volumes import check_label_image, check_same_grid, load_ct, read_image, volume_from_image
 
     pred_image, _ = read_image(args.pred)
     ref_image, _ = read_image(args.ref)
@@ -128,6 +128,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # Everything on the canonical grid of the CT (or of the reference, when no CT is given).
     volume = load_ct(args.ct, force=True) if args.ct else volume_from_image(ref_image, source=str(args.ref), force=True)
     pred, ref = sitk.GetArrayFromImage(pred_image), sitk.GetArrayFromImage(ref_image)
+    check_label_image(pred, str(args.pred))
+    check_label_image(ref, str(args.ref))
     if volume.array.shape != ref.shape:
         raise LungGANError(f"the CT {args.ct} is not the masks' grid ({volume.array.shape} voxels, not {ref.shape}): give their CT")
     results: dict = evaluate_labels(pred, ref, volume.spacing)
@@ -187,7 +189,7 @@ def cmd_references(args: argparse.Namespace) -> int:
 def cmd_overlay(args: argparse.Namespace) -> int:
     from .evaluate.references import mosaic_slices
     from .evaluate.visualize import mosaic, save_png
-    from .io.volumes import load_ct, mask_from_image, read_image
+    from .io.volumes import check_label_image, load_ct, mask_from_image, read_image
 
     out = Path(args.output)
     if out.suffix.lower() != ".png":
@@ -199,6 +201,7 @@ def cmd_overlay(args: argparse.Namespace) -> int:
     volume = load_ct(args.ct, force=True)
     mask_image, _ = read_image(args.mask)
     labels = mask_from_image(mask_image, volume)
+    check_label_image(labels, str(args.mask))
     save_png(mosaic(volume.array, labels, mosaic_slices(labels, args.slices), columns=args.columns, tile=args.tile), out)
     print(f"wrote {out}")
     return 0

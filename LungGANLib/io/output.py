@@ -53,6 +53,17 @@ def check_output_path(
     return path
 
 
+def check_not_input(output: Path, source: str | os.PathLike) -> None:
+    """Refuse an output that is the input itself (``--overwrite`` replaces earlier results, never the scan)."""
+    try:
+        same = output.exists() and os.path.samefile(output, source)
+    except OSError:
+        same = False
+    if same:
+        raise InputError(f"output {output} is the input CT: give the mask another name (--overwrite replaces an "
+                         "earlier result, never the scan it came from)")
+
+
 def mask_bytes(voxels: int, path: str | os.PathLike) -> int:
     """About how many bytes a uint8 mask of ``voxels`` takes in the file ``path`` (for the free-space check).
 

@@ -22,6 +22,7 @@ from ..config import DEFAULT_CLASSICAL, ClassicalParams
 from ..errors import InputError
 from ..io.output import (
     MASK_SUFFIXES,
+    check_not_input,
     check_output_path,
     check_writable,
     mask_bytes,
@@ -296,6 +297,7 @@ def segment_file(
 
     options = options or SegmentOptions()
     output = check_output_path(output_path, overwrite, MASK_SUFFIXES)
+    check_not_input(output, input_path)
     is_seg = suffix_of(output) == ".dcm"
     volume = load_ct(input_path, series=series, force=force)
     if is_seg and not volume.dicom_files:

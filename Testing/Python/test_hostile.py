@@ -175,6 +175,32 @@ def test_a_rescale_slope_that_makes_no_hounsfield_units_is_refused(capsys, data,
     assert run(capsys, "segment", path, "-o", tmp_path / "ok.nii.gz", "--method", "classical", "-q")[0] == 0
 
 
+def test_overwrite_never_replaces_the_input_ct_with_its_mask(capsys, data, tmp_path):
+    ct = tmp_path / "ct.nrrd"
+    shutil.copyfile(data / "fixtures/cip-ct-64/ct-64.nrrd", ct)
+    before = ct.read_bytes()
+    code, _, err = run(capsys, "segment", ct, "-o", ct, "--overwrite", "--method", "classical", "-q")
+    assert code == 2 and "is the input CT" in err and "Traceback" not in err
+    assert ct.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["evaluate", "overlay"])
+def test_a_ct_given_as_a_mask_is_refused(capsys, data, tmp_path, command):
+    ct, mask = data / "fixtures/cip-ct-64/ct-64.nrrd", data / "fixtures/cip-ct-64/wholeLung-64.nrrd"
+    image = sitk.ReadImage(str(ct))
+    shifted = tmp_path / "ct-uint16.nrrd"  # stored without a rescale: no negative value, but thousands of them
+    sitk.WriteImage(sitk.Cast(image + 1024, sitk.sitkUInt16), str(shifted))
+    float_mask = tmp_path / "mask-float.nrrd"  # a label map saved as floats, another label value: a mask
+    sitk.WriteImage(sitk.Cast(sitk.ReadImage(str(mask)), sitk.sitkFloat32) * 512, str(float_mask))
+    for bad, found in ((ct, "values from -"), (shifted, "different values")):
+        argv = ["--pred", bad, "--ref", mask] if command == "evaluate" else [ct, bad, "-o", tmp_path / "o.png"]
+        code, _, err = run(capsys, command, *argv)
+        assert code == 2 and "is not a label mask" in err and found in err and "Traceback" not in err
+        assert not (tmp_path / "o.png").exists()
+    argv = ["--pred", float_mask, "--ref", mask] if command == "evaluate" else [ct, float_mask, "-o", tmp_path / "o.png"]
+    assert run(capsys, command, *argv)[0] == 0
+
+
 def test_a_nifti2_header_without_a_voxel_size_is_found():
     import struct
 
