@@ -115,7 +115,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         spill_ml,
     )
     from .evaluate.metrics import evaluate_labels
-    from .io.volumes import check_label_image, check_same_grid, load_ct, read_image, volume_from_image
+    from .io.masks import check_label_image
+    from .io.volumes import check_same_grid, load_ct, read_image, volume_from_image
 
     pred_image, _ = read_image(args.pred)
     ref_image, _ = read_image(args.ref)
@@ -189,7 +190,8 @@ def cmd_references(args: argparse.Namespace) -> int:
 def cmd_overlay(args: argparse.Namespace) -> int:
     from .evaluate.references import mosaic_slices
     from .evaluate.visualize import mosaic, save_png
-    from .io.volumes import check_label_image, load_ct, mask_from_image, read_image
+    from .io.masks import check_label_image
+    from .io.volumes import load_ct, mask_from_image, read_image
 
     out = Path(args.output)
     if out.suffix.lower() != ".png":

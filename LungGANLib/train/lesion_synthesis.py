@@ -32,6 +32,7 @@ import torch
 from scipy import ndimage
 
 from ..config import DEFAULT_WINDOW, HUWindow
+from .datasets import SliceData
 
 #: In-plane field of view assumed when a slice's pixel size is unknown (the Kaggle slices), mm.
 DEFAULT_FOV_MM = 350.0
@@ -246,3 +247,14 @@ def augment_lesions(
         if rng.random() < options.masking:
             images[i] = random_masking(images[i], rng)
     return torch.from_numpy(images).unsqueeze(1).to(x.dtype), drawn
+
+
+def with_lesions(val: SliceData, options: LesionOptions, seed: int) -> tuple[SliceData, torch.Tensor] | None:
+    """Validation slices with synthetic lesions (and dense lung, when ``options`` draw it) drawn in, the same
+    for a given ``seed``, and the pixels drawn; None when ``options`` draw neither. The label is unchanged:
+    lesions are lung."""
+    if options.lesions <= 0 and options.dense_lung <= 0:
+        return None
+    drawing = LesionOptions(lesions=1.0 if options.lesions > 0 else 0.0, dense_lung=options.dense_lung)
+    images, drawn = augment_lesions(val.images, val.targets, val.pixel_mm, drawing, np.random.default_rng(seed))
+    return SliceData(images, val.targets, val.pixel_mm), drawn

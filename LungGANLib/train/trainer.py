@@ -43,7 +43,7 @@ from ..models.weights import ModelInfo, load_model, save_model
 from . import checkpoints
 from .appearance import augment_appearance
 from .datasets import SliceData, augment, prepare_slices
-from .lesion_synthesis import LesionOptions, augment_lesions
+from .lesion_synthesis import augment_lesions, with_lesions
 from .losses import CriticTerms, clip_weights, critic_loss, generator_loss
 from .train_config import EpochRecord, StepLosses, TrainConfig
 from .variants import get_variant
@@ -274,15 +274,8 @@ class Trainer:
         return loss, dice, iou
 
     def lesion_validation(self, val: SliceData) -> tuple[SliceData, torch.Tensor] | None:
-        """The validation slices with synthetic lesions (and dense lung, when the run draws it) drawn in, and
-        the pixels drawn; None when the run draws neither. The label is unchanged: lesions are lung."""
-        options = self.config.lesion_options
-        if options.lesions <= 0 and options.dense_lung <= 0:
-            return None
-        drawing = LesionOptions(lesions=1.0 if options.lesions > 0 else 0.0, dense_lung=options.dense_lung)
-        rng = np.random.default_rng(LESION_VALIDATION_SEED)
-        images, drawn = augment_lesions(val.images, val.targets, val.pixel_mm, drawing, rng)
-        return SliceData(images, val.targets, val.pixel_mm), drawn
+        """``val`` with this run's lesions drawn in (see :func:`~.lesion_synthesis.with_lesions`), or None."""
+        return with_lesions(val, self.config.lesion_options, LESION_VALIDATION_SEED)
 
     def validate_lesions(self, data: SliceData, drawn: torch.Tensor) -> tuple[float, float | None]:
         """Dice on slices with lesions drawn in, and the share of the drawn pixels kept as lung (None: none drawn)."""
