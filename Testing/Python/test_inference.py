@@ -95,7 +95,8 @@ def test_single_slice_dicom_with_the_generator(data):
 def test_the_post_processing_on_the_masks_box_gives_the_labels_of_the_whole_scan(data, name):
     """segment() post-processes a crop of the network's mask, in the crop's own memory (issue 9: long scans);
     the labels must be those that post-processing the whole volume gives, voxel for voxel. cip-ct-64's lungs
-    run to the ends of its 64 slices, so there the crop's margin is cut by the scan's edge."""
+    come within 3 voxels of its sides and its top (64x64x79 voxels of 4 mm), so there the crop's margin is
+    cut by the scan's edge."""
     from LungGANLib.segment.classical import body_mask
     from LungGANLib.segment.domes import drop_domes
     from LungGANLib.segment.inference import predict_probabilities
@@ -109,8 +110,8 @@ def test_the_post_processing_on_the_masks_box_gives_the_labels_of_the_whole_scan
     body = body_mask(hu, options.params)
     mask = predict_probabilities(hu, generator, info, torch.device("cpu"), 8, lung_slices(hu, body)) & body
     whole = postprocess(mask, hu, ct.spacing, options.params)
-    assert drop_domes(whole, hu, ct.spacing, options.params.lung_threshold_hu) >= 0
-    assert trim_dense_rim(whole, hu, options.params.lung_threshold_hu) > 0
+    drop_domes(whole, hu, ct.spacing, options.params.lung_threshold_hu)  # in place, as segment() runs them
+    assert trim_dense_rim(whole, hu, options.params.lung_threshold_hu) > 0  # something for the crop to get right
     labels = segment(ct, options, model=(generator, info))
     assert whole.any() and labels.dtype == np.uint8
     np.testing.assert_array_equal(labels, whole)
