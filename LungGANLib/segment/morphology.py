@@ -103,6 +103,25 @@ def count_values(values: np.ndarray, size: int, offset: int = 0) -> np.ndarray:
     return counts
 
 
+def cleared_labels(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """``out`` set to 0 (an ``out=`` argument), or new uint8 zeros of ``shape`` when it is None."""
+    if out is None:
+        return np.zeros(shape, dtype=np.uint8)
+    out.fill(0)
+    return out
+
+
+def percentile_of_counts(counts: np.ndarray, q: float, offset: int = 0) -> float:
+    """The q-th percentile, with numpy's linear interpolation, of the values ``offset``, ``offset + 1``, ...
+    each repeated as often as ``counts`` says (``np.percentile`` of that list, without the list)."""
+    cumulative = np.cumsum(counts)
+    rank = q / 100.0 * (int(cumulative[-1]) - 1)
+    below, above = int(np.floor(rank)), int(np.ceil(rank))
+    value_below = offset + int(np.searchsorted(cumulative, below, side="right"))
+    value_above = offset + int(np.searchsorted(cumulative, above, side="right"))
+    return float(value_below + (rank - below) * (value_above - value_below))
+
+
 def component_sizes(labels: np.ndarray, n: int) -> np.ndarray:
     """Voxel count of components 1..n of a label image (index 0 is label 1)."""
     return count_values(labels, n + 1)[1:]

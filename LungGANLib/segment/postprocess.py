@@ -25,6 +25,7 @@ from ..config import (
 from .envelope import DEFAULT_ENVELOPE, EnvelopeParams, envelope_reach, lesion_envelope
 from .morphology import (  # noqa: F401  (bounding_box and in_plane_pixels are part of this module's interface)
     bounding_box,
+    cleared_labels,
     close_per_slice,
     component_sizes,
     fill_holes_per_slice,
@@ -233,11 +234,8 @@ def postprocess(
         uint8 labels: 1 right lung, 2 left lung (or 1 for both with ``single_label``);
         all zero when too little lung is found (see :func:`too_little_lung`).
     """
-    if out is None:
-        out = np.zeros(mask.shape, dtype=np.uint8)
     if not mask.any():
-        out.fill(0)
-        return out
+        return cleared_labels(out, mask.shape)
     radius = params.closing_radius_mm if closing_radius_mm is None else closing_radius_mm
     # Work inside the mask's bounding box (plus the closing's reach): a fraction of the volume.
     box = bounding_box(mask, margin=in_plane_pixels(radius, spacing) + 2)
@@ -247,7 +245,7 @@ def postprocess(
     params = scaled_for_extent(params, extent_mm)
     lungs = select_lungs(mask[box].astype(bool, copy=False), hu_box, spacing, params)
     reason = too_little_lung(lungs, spacing, params, extent_mm) if lungs.any() else "nothing lung-like"
-    out.fill(0)  # from here on ``mask`` may be gone (see ``out``)
+    out = cleared_labels(out, mask.shape)  # from here on ``mask`` may be gone (see ``out``)
     if reason:
         logger.info("no lungs: %s", reason)
         return out

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import InputError, OutputError
 from ..io.output import atomic_write, check_output_path
-from .morphology import bounding_box, count_values, labels_in
+from .morphology import bounding_box, count_values, labels_in, percentile_of_counts
 
 #: Low-attenuation thresholds (HU) and the percentile reported.
 LAA_THRESHOLDS_HU = (-950, -910)
@@ -56,12 +56,7 @@ def percentile(values: np.ndarray, q: float) -> float:
         return float(np.percentile(values, q))
     flat = values.reshape(-1)
     low = int(flat.min())
-    cumulative = np.cumsum(count_values(flat, int(flat.max()) - low + 1, offset=low))
-    rank = q / 100.0 * (flat.size - 1)
-    below, above = int(np.floor(rank)), int(np.ceil(rank))
-    value_below = low + int(np.searchsorted(cumulative, below, side="right"))
-    value_above = low + int(np.searchsorted(cumulative, above, side="right"))
-    return float(value_below + (rank - below) * (value_above - value_below))
+    return percentile_of_counts(count_values(flat, int(flat.max()) - low + 1, offset=low), q, offset=low)
 
 
 def region_figures(hu: np.ndarray, voxel_ml: float) -> dict[str, float | None]:

@@ -15,7 +15,14 @@ import numpy as np
 from scipy import ndimage
 
 from ..config import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
-from .morphology import bounding_box, component_sizes, count_values, label_components
+from .morphology import (
+    bounding_box,
+    cleared_labels,
+    component_sizes,
+    count_values,
+    label_components,
+    percentile_of_counts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -87,15 +94,6 @@ def _two_large_pieces(pieces: np.ndarray, total: int) -> np.ndarray | None:
     return seeds
 
 
-def _median_index(counts: np.ndarray) -> float:
-    """The median of the indices of ``counts``, each repeated as often as it counts (``np.median`` of the list)."""
-    cumulative = np.cumsum(counts)
-    total = int(cumulative[-1])
-    lower = int(np.searchsorted(cumulative, (total - 1) // 2, side="right"))
-    upper = int(np.searchsorted(cumulative, total // 2, side="right"))
-    return (lower + upper) / 2.0
-
-
 def split_lungs(
     mask: np.ndarray, hu: np.ndarray | None = None, midline_x: float | None = None, out: np.ndarray | None = None
 ) -> np.ndarray:
@@ -119,10 +117,7 @@ def split_lungs(
     Returns:
         uint8 labels: 0 background, 1 right lung, 2 left lung (``out`` when given).
     """
-    if out is None:
-        out = np.zeros(mask.shape, dtype=np.uint8)
-    else:
-        out.fill(0)
+    out = cleared_labels(out, mask.shape)
     if not mask.any():
         return out
     box = bounding_box(mask, margin=1)
@@ -158,7 +153,7 @@ def split_lungs(
 
     # No split: one lung, or two joined over a broad front. Decide by the midline.
     profile = mask.sum(axis=(0, 1))  # voxels per x: the median without a list of every voxel's x
-    mid = _median_index(profile) if midline_x is None else float(midline_x)
+    mid = percentile_of_counts(profile, 50) if midline_x is None else float(midline_x)
     right_fraction = float(profile[: int(np.clip(np.ceil(mid), 0, profile.size))].sum() / profile.sum())
     if min(right_fraction, 1.0 - right_fraction) < 0.25:
         out[mask] = RIGHT_LUNG_LABEL if right_fraction >= 0.5 else LEFT_LUNG_LABEL
