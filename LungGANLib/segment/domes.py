@@ -25,17 +25,22 @@ VESSEL_MM = 3.0
 MIN_ENCLOSURE = 0.75
 
 
-def lung_under_share(group: np.ndarray, found: tuple[slice, ...], lungs: np.ndarray) -> float:
+def lowest_slice(group: np.ndarray, found: tuple[slice, ...]) -> int:
+    """Index of ``group``'s lowest slice (z - 1 is inferior) in the volume its box ``found`` refers to."""
+    return found[0].start + int(np.flatnonzero(group.any(axis=(1, 2)))[0])
+
+
+def lung_under_share(group: np.ndarray, found: tuple[slice, ...], lungs: np.ndarray, lowest: int) -> float:
     """Share of ``group``'s footprint under which the slices below its lowest slice hold lung.
 
     Args:
         group: the group's voxels within ``found`` (its box in ``lungs``).
         found: the group's box, as :func:`scipy.ndimage.find_objects` gives it.
         lungs: the lung mask the box refers to.
+        lowest: the group's lowest slice (:func:`lowest_slice`).
 
     A dome has no lung under most of its footprint; under a nodule at the lung base the lower lobe goes on.
     """
-    lowest = found[0].start + int(np.flatnonzero(group.any(axis=(1, 2)))[0])
     return float(lungs[:lowest, found[1], found[2]].any(axis=0)[group.any(axis=0)].mean())
 
 
@@ -81,9 +86,9 @@ def drop_domes(
         group = groups[found] == value
         if group.sum(axis=(1, 2)).max() * pixel_mm2 < DOME_MIN_AREA_MM2:
             continue
-        if lung_under_share(group, found, lungs) >= 0.5:
+        lowest = lowest_slice(group, found)
+        if lung_under_share(group, found, lungs, lowest) >= 0.5:
             continue  # lung goes on under it: a mass, not a dome
-        lowest = found[0].start + int(np.flatnonzero(group.any(axis=(1, 2)))[0])
         window = grow_box(found, (0, radius + 1, radius + 1), labels.shape)
         inside = np.zeros(labels[window].shape, dtype=bool)
         offset = tuple(f.start - w.start for f, w in zip(found, window))

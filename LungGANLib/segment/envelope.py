@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..config import DOME_MIN_AREA_MM2, LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
-from .domes import lung_under_share
+from .domes import lowest_slice, lung_under_share
 from .morphology import bounding_box, label_components, labels_in
 
 logger = logging.getLogger(__name__)
@@ -288,9 +288,9 @@ def _domes(accepted: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float,
         if found is None:
             continue
         group = groups[found] == value
-        lowest = found[0].start + int(np.flatnonzero(group.any(axis=(1, 2)))[0])
+        lowest = lowest_slice(group, found)
         if group[lowest - found[0].start].sum() * pixel_mm2 < DOME_MIN_AREA_MM2:
             continue
-        if lung_under_share(group, found, lungs) < 0.5:
+        if lung_under_share(group, found, lungs, lowest) < 0.5:
             domes.append(value)
     return labels_in(groups, domes) if domes else np.zeros(accepted.shape, dtype=bool)
