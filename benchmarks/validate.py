@@ -10,9 +10,10 @@ For each case, method and model, through the whole pipeline:
   least share of a lesion inside the mask, the pooled share, the least share
   of a juxtapleural lesion (see ``LungGANLib.evaluate.lesions``);
 - spill: mask more than 5 mm outside the reference lung that is no lesion, mL;
-- with ``--synthetic``: the share of synthetic lesion pixels (the training
-  augmentation, drawn with a fixed seed into the held-out volume's slices)
-  that the generator keeps, at network resolution.
+- with ``--synthetic``: the share of synthetic lesion pixels, and of synthetic
+  dense lung (a dependent density gradient or patchy consolidation), that the
+  generator keeps: the training augmentations, drawn with a fixed seed into the
+  held-out volume's slices, at network resolution.
 
 Usage:
     python benchmarks/validate.py [--model PATH | --models NAME=PATH ...] [--no-envelope | --envelope both]
@@ -59,12 +60,16 @@ def cases() -> list[tuple[str, Path, Path, str | None, str | None]]:
     return out
 
 
-def synthetic_lesions_kept(model) -> float:
-    """Share of synthetic lesion pixels, drawn into the held-out volume's slices, that the generator keeps."""
+def synthetic_kept(model, kind: str = "lesions") -> float:
+    """Share of synthetic pixels, drawn into the held-out volume's slices, that the generator keeps.
+
+    ``kind`` is ``lesions`` (nodules and masses, :func:`insert_lesions`) or ``dense`` (a dependent density
+    gradient or patchy consolidation, :func:`dense_lung`): both are drawn with a fixed seed, the label stays lung.
+    """
     import torch
 
     from LungGANLib.train.datasets import prepare_slices
-    from LungGANLib.train.lesion_synthesis import insert_lesions
+    from LungGANLib.train.lesion_synthesis import DRAWN_MIN, dense_lung, insert_lesions
 
     case = case_by_name(SYNTHETIC_CASE)
     ct = load_ct(data_dir() / case.ct)
@@ -79,8 +84,12 @@ def synthetic_lesions_kept(model) -> float:
         if lung[i].sum() < 2000:
             continue
         before = images[i, 0].numpy().copy()
-        images[i, 0] = torch.from_numpy(insert_lesions(before, lung[i], float(data.pixel_mm[i]), rng, info.window))
-        drawn[i] = (np.abs(images[i, 0].numpy() - before) > 0.05) & lung[i]
+        if kind == "dense":
+            after = dense_lung(before, lung[i], rng, info.window)
+        else:
+            after = insert_lesions(before, lung[i], float(data.pixel_mm[i]), rng, info.window)
+        images[i, 0] = torch.from_numpy(after)
+        drawn[i] = (np.abs(after - before) > DRAWN_MIN) & lung[i]
     net = generator.fused().eval()
     with torch.inference_mode():
         prob = torch.cat([torch.sigmoid(net(images[s : s + 16])) for s in range(0, len(images), 16)])
@@ -127,8 +136,9 @@ def summary_table(rows: list[dict]) -> str:
 
     lines = [
         "| model | envelope | Dice held out (lidc-0001) | Dice cip-ct-64 | least nodule inside (lidc-0001 / 0002) "
-        "| A0001 tumour inside (s2 / s3) | worst spill (shared references) | synthetic lesions kept |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| A0001 tumour inside (s2 / s3) | worst spill (shared references) | synthetic lesions kept "
+        "| synthetic dense lung kept |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     groups: dict = {}
     for r in rows:
@@ -142,7 +152,8 @@ def summary_table(rows: list[dict]) -> str:
             f"{pct(get(group, 'lidc-idri-0001', 'lesions_min'))} / {pct(get(group, 'lidc-idri-0002', 'lesions_min'))} | "
             f"{pct(get(group, 'lung-pet-ct-dx-a0001-series2', 'lesions_min'))} / "
             f"{pct(get(group, 'lung-pet-ct-dx-a0001-series3', 'lesions_min'))} | "
-            f"{worst['spill_ml']:.1f} mL ({worst['spill_percent']:.2f} %) | {pct(group[0].get('synthetic_kept'))} |"
+            f"{worst['spill_ml']:.1f} mL ({worst['spill_percent']:.2f} %) | {pct(group[0].get('synthetic_kept'))} | "
+            f"{pct(group[0].get('synthetic_dense_kept'))} |"
         )
     return "\n".join(lines)
 
@@ -190,7 +201,7 @@ def main() -> None:
     parser.add_argument("--methods", default="gan,classical")
     parser.add_argument("--envelope", choices=("on", "off", "both"), default="on")
     parser.add_argument("--no-envelope", dest="envelope", action="store_const", const="off")
-    parser.add_argument("--synthetic", action="store_true", help="also score synthetic lesions on the held-out slices")
+    parser.add_argument("--synthetic", action="store_true", help="also score synthetic lesions and dense lung on the held-out slices")
     parser.add_argument("--json", help="write every row here")
     parser.add_argument("--update-card", action="store_true")
     parser.add_argument("--summary-of", metavar="JSON", help="print the tables of an earlier --json run, without running")
@@ -220,7 +231,8 @@ def main() -> None:
             card = model[1].card if model else {}
             held_out = set(card.get("data", {}).get("validation", []))
             trained = set(card.get("data", {}).get("train", []))
-            synthetic = synthetic_lesions_kept(model) if args.synthetic and model else None
+            synthetic = synthetic_kept(model) if args.synthetic and model else None
+            dense = synthetic_kept(model, "dense") if args.synthetic and model else None
             for envelope in envelopes:
                 for name in loaded:
                     row = score(name, method, path, model, envelope, loaded)
@@ -229,6 +241,7 @@ def main() -> None:
                         "outside reference" if name == "cip-ct-64" else "-")
                     if synthetic is not None:
                         row["synthetic_kept"] = round(synthetic, 4)
+                        row["synthetic_dense_kept"] = round(dense, 4)
                     rows.append(row)
                     print(json.dumps(row), file=sys.stderr, flush=True)
 
