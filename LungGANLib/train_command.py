@@ -213,7 +213,7 @@ def run_training(args) -> Path:
         lesions = ""
         if r.val_lesion_dice is not None:
             kept = "" if r.val_lesions_kept is None else f", {100 * r.val_lesions_kept:.1f} % of their pixels kept"
-            lesions = f"; with synthetic lesions drawn in Dice {r.val_lesion_dice:.4f}{kept}"
+            lesions = f"; with {config.lesion_options.drawn} drawn in Dice {r.val_lesion_dice:.4f}{kept}"
         say(
             f"epoch {r.epoch}: loss {r.train_loss:.4f} (BCE {r.train_bce:.4f}{critic}), "
             f"val Dice {r.val_dice:.4f}, IoU {r.val_iou:.4f}{lesions} ({r.seconds:.0f} s)"
@@ -225,7 +225,7 @@ def run_training(args) -> Path:
     if trainer.is_main:
         export_model(best, output, overwrite=args.overwrite or own)
         _record_export(Path(args.run_dir), output)
-        what = "Dice with synthetic lesions drawn in" if trainer.history and \
+        what = f"Dice with {config.lesion_options.drawn} drawn in" if trainer.history and \
             trainer.history[-1].val_lesion_dice is not None else "Dice"
         say(f"best validation {what} {trainer.best_dice:.4f}; model written to {output}")
         if progress_json:

@@ -74,6 +74,12 @@ class LesionOptions:
     def active(self) -> bool:
         return self.lesions > 0 or self.dense_lung > 0 or self.masking > 0
 
+    @property
+    def drawn(self) -> str:
+        """What :func:`with_lesions` draws into the validation slices, in words for the training log."""
+        return {(True, False): "synthetic lesions", (False, True): "synthetic dense lung",
+                (True, True): "synthetic lesions and dense lung"}.get((self.lesions > 0, self.dense_lung > 0), "nothing")
+
 
 def soft_tissue_stats(image: np.ndarray, lung: np.ndarray, window: HUWindow = DEFAULT_WINDOW) -> tuple[float, float]:
     """Median and spread (window units) of the slice's soft tissue outside the lung.

@@ -20,6 +20,7 @@ from LungGANLib.train.lesion_synthesis import (
     lesion_shape,
     random_masking,
     soft_tissue_stats,
+    with_lesions,
 )
 from LungGANLib.evaluate.references import case_by_name, reference_path
 from LungGANLib.train.trainer import DENSE_LUNG_HU, Trainer, TrainConfig
@@ -162,3 +163,14 @@ def test_a_training_run_with_every_ingredient_is_seeded(slices, tmp_path):
         trainer.fit(data, data.subset(range(2)))
         weights.append(torch.cat([p.detach().flatten() for p in trainer.generator.parameters()]))
     assert torch.equal(weights[0], weights[1])
+
+
+@pytest.mark.parametrize("lesions,dense,words", [
+    (0.5, 0.0, "synthetic lesions"), (0.0, 0.3, "synthetic dense lung"), (0.5, 0.3, "synthetic lesions and dense lung"),
+])
+def test_the_training_log_names_what_the_validation_slices_have_drawn_in(slices, lesions, dense, words):
+    """The log's 'with ... drawn in' names what with_lesions draws, which --dense-lung alone also does."""
+    options = LesionOptions(lesions=lesions, dense_lung=dense)
+    assert options.drawn == words
+    _, drawn = with_lesions(slices, LesionOptions(lesions=lesions, dense_lung=1.0 if dense else 0.0), seed=5)
+    assert drawn.any()
