@@ -60,11 +60,14 @@ def cases() -> list[tuple[str, Path, Path, str | None, str | None]]:
     return out
 
 
-def synthetic_kept(model, kind: str = "lesions") -> float:
-    """Share of synthetic pixels, drawn into the held-out volume's slices, that the generator keeps.
+def synthetic_drawn(model, kind: str = "lesions") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Synthetic lesions or dense lung drawn into the held-out volume's slices, and what the generator keeps.
 
     ``kind`` is ``lesions`` (nodules and masses, :func:`insert_lesions`) or ``dense`` (a dependent density
     gradient or patchy consolidation, :func:`dense_lung`): both are drawn with a fixed seed, the label stays lung.
+
+    Returns:
+        (drawn pixels, kept pixels, lung label, pixel size in mm of each slice), at network resolution.
     """
     import torch
 
@@ -93,8 +96,44 @@ def synthetic_kept(model, kind: str = "lesions") -> float:
     net = generator.fused().eval()
     with torch.inference_mode():
         prob = torch.cat([torch.sigmoid(net(images[s : s + 16])) for s in range(0, len(images), 16)])
-    kept = prob[:, 0].numpy() > info.threshold
+    return drawn, prob[:, 0].numpy() > info.threshold, lung, data.pixel_mm.numpy()
+
+
+def synthetic_kept(model, kind: str = "lesions") -> float:
+    """Share of the synthetic pixels (:func:`synthetic_drawn`) that the generator keeps."""
+    drawn, kept, _, _ = synthetic_drawn(model, kind)
     return float((kept & drawn).sum() / drawn.sum())
+
+
+def synthetic_kept_by_place(model) -> dict[str, float]:
+    """Share of synthetic lesion pixels kept, by where each drawn lesion lies and how large it is.
+
+    A lesion (a connected piece of drawn pixels on one slice) is at the lung's border when it comes within two
+    pixels of it, medial when its centre is as near the lung's midline as the nearest 35 % of lung pixels (the
+    drawing's own definition of the mediastinal side), and a mass when its area is that of a 30 mm disk or more.
+    """
+    from scipy import ndimage
+
+    from LungGANLib.train.lesion_synthesis import MASS_MM
+
+    drawn, kept, lung, pixel_mm = synthetic_drawn(model)
+    counts: dict[str, list[int]] = {}
+    for i in np.flatnonzero(drawn.any(axis=(1, 2))):
+        cols = np.flatnonzero(lung[i].any(axis=0))
+        midline = (cols[0] + cols[-1]) / 2.0
+        medial_cut = np.percentile(np.abs(np.nonzero(lung[i])[1] - midline), 35)
+        near_border = ndimage.binary_dilation(lung[i] & ~ndimage.binary_erosion(lung[i]), iterations=2)
+        pieces, n = ndimage.label(drawn[i])
+        for piece in range(1, n + 1):
+            here = pieces == piece
+            where = "free" if not (here & near_border).any() else (
+                "medial border" if abs(np.nonzero(here)[1].mean() - midline) <= medial_cut else "chest-wall border")
+            size = "mass" if here.sum() * float(pixel_mm[i]) ** 2 >= np.pi * (MASS_MM[0] / 2) ** 2 else "nodule"
+            for key in (where, size, f"{where}, {size}"):
+                total = counts.setdefault(key, [0, 0])
+                total[0] += int((here & kept[i]).sum())
+                total[1] += int(here.sum())
+    return {key: round(k / n, 4) for key, (k, n) in sorted(counts.items())}
 
 
 def score(name: str, method: str, model_path: str | None, model, envelope: bool, loaded: dict) -> dict:
@@ -202,6 +241,8 @@ def main() -> None:
     parser.add_argument("--envelope", choices=("on", "off", "both"), default="on")
     parser.add_argument("--no-envelope", dest="envelope", action="store_const", const="off")
     parser.add_argument("--synthetic", action="store_true", help="also score synthetic lesions and dense lung on the held-out slices")
+    parser.add_argument("--synthetic-where", action="store_true",
+                        help="print the share of synthetic lesions kept by place (border or free) and size, then stop")
     parser.add_argument("--json", help="write every row here")
     parser.add_argument("--update-card", action="store_true")
     parser.add_argument("--summary-of", metavar="JSON", help="print the tables of an earlier --json run, without running")
@@ -218,6 +259,10 @@ def main() -> None:
         return
 
     models = dict(m.split("=", 1) for m in args.models) if args.models else {"model": args.model}
+    if args.synthetic_where:
+        for label, path in models.items():
+            print(label, json.dumps(synthetic_kept_by_place(load_model(path))))
+        return
     envelopes = {"on": [True], "off": [False], "both": [False, True]}[args.envelope]
     loaded = {}
     for name, ct_path, ref_path, marks, boxes_dicom in cases():
