@@ -223,8 +223,14 @@ def _lovo_caveat(config: CompareConfig, rows: list[dict]) -> str:
         return (f"The folds are short runs ({config.lovo_epochs * config.lovo_steps} steps of {config.batch_size} slices, "
                 "chosen to fit this machine's CPU budget): they compare how fast each variant learns, far from convergence "
                 "(the shipped model's card, `Resources/Models/lunggan.json`, records a full training and its scores).")
-    ran = [f"{r['method']} {r['epochs']} (best {r['best_epoch']})" for r in rows if "epochs" in r]
-    return "Epochs run per fold and variant: " + ", ".join(ran) + "." if ran else ""
+    folds: dict[str, dict[str, str]] = {}  # patient -> method -> "epochs (best)"; a fold's cases share one run
+    for r in rows:
+        if "epochs" in r:
+            folds.setdefault(r.get("patient", "?"), {})[r["method"]] = f"{r['method']} {r['epochs']} (best {r['best_epoch']})"
+    if not folds:
+        return ""
+    return "Epochs run, per fold (the patient held out) and variant: " + "; ".join(
+        f"{patient}: " + ", ".join(ran.values()) for patient, ran in folds.items()) + "."
 
 
 def summarize_results(runs: list[dict], rows: list[dict]) -> list[str]:

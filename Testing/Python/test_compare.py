@@ -114,3 +114,22 @@ def test_leave_one_patient_out_on_real_volumes(tmp_path):
     share = lidc_classical["lesions"]["nodule outlines"]
     assert "| lidc-idri-0001: nodule outlines | least lesion inside |" in text
     assert f"| classical | {share:.1%} | {lidc_classical['lesions_min']:.1%} |" in text
+
+
+def test_the_epochs_each_fold_ran_are_named_by_the_patient_held_out():
+    """A fold with two held-out series (A0001) trained one run per variant: its epochs are listed once."""
+    from LungGANLib.train.compare_report import _lovo_caveat
+
+    config = CompareConfig(lovo_patience=4)
+    rows = [
+        {"patient": "LIDC-IDRI-0001", "method": "classical", "case": "lidc-idri-0001"},
+        {"patient": "LIDC-IDRI-0001", "method": "baseline", "case": "lidc-idri-0001", "epochs": 18, "best_epoch": 14},
+        {"patient": "A0001", "method": "baseline", "case": "s3", "epochs": 9, "best_epoch": 5},
+        {"patient": "A0001", "method": "baseline", "case": "s2", "epochs": 9, "best_epoch": 5},
+        {"patient": "A0001", "method": "basic", "case": "s3", "epochs": 12, "best_epoch": 8},
+    ]
+    assert _lovo_caveat(config, rows) == (
+        "Epochs run, per fold (the patient held out) and variant: LIDC-IDRI-0001: baseline 18 (best 14); "
+        "A0001: baseline 9 (best 5), basic 12 (best 8)."
+    )
+    assert _lovo_caveat(config, rows[:1]) == ""
