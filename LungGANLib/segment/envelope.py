@@ -14,7 +14,8 @@ lung) is added to the lung only when it looks like a lesion held by the lung:
    lung) lies on the convex hull of both lungs, not deep inside it, where the
    mediastinum, the hilum with its great vessels and the domes of the
    diaphragm are. Lesions there are left to the generator, which is trained
-   to keep them (:mod:`LungGANLib.train.lesion_synthesis`);
+   to keep them (:mod:`LungGANLib.train.lesion_synthesis`). On a slice that
+   shows one lung, its mirror image across the midline stands in for the other;
 4. it is no bigger than a lesion the ball can bridge, and it is not the dome
    of the diaphragm: a gap whose lowest slice reaches ``DOME_MIN_AREA_MM2``
    and under which there is no lung is the liver or the spleen.
@@ -99,13 +100,40 @@ def _close_in_plane(mask: np.ndarray, radius_mm: float, spacing: tuple[float, fl
     return closed
 
 
+def mirror_midlines(lab: np.ndarray) -> np.ndarray:
+    """Per slice, the x (column) to mirror a lone lung across; NaN where the slice shows both lungs or none.
+
+    A slice that shows one lung (the apex or the base of some patients) takes the midline of the nearest slice
+    that shows both: halfway between the right lung's medial edge and the left lung's. NaN everywhere when no
+    slice shows both (after a pneumonectomy: no midline to trust).
+    """
+    right = (lab == RIGHT_LUNG_LABEL).any(axis=1)  # (z, x): the columns each lung reaches on each slice
+    left = (lab == LEFT_LUNG_LABEL).any(axis=1)
+    has_right, has_left = right.any(axis=1), left.any(axis=1)
+    both = np.flatnonzero(has_right & has_left)
+    out = np.full(lab.shape[0], np.nan)
+    alone = np.flatnonzero(has_right ^ has_left)
+    if both.size == 0 or alone.size == 0:
+        return out
+    columns = np.arange(lab.shape[2])
+    medial_right = np.where(right[both], columns, -1).max(axis=1)  # x grows towards the patient's left
+    medial_left = np.where(left[both], columns, lab.shape[2]).min(axis=1)
+    midlines = (medial_right + medial_left) / 2.0
+    nearest = np.abs(alone[:, None] - both[None, :]).argmin(axis=1)
+    out[alone] = midlines[nearest]
+    return out
+
+
 def _fill_depth_in_hull(
-    depth: np.ndarray, done: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float, float], slices: np.ndarray
+    depth: np.ndarray, done: np.ndarray, lungs: np.ndarray, spacing: tuple[float, float, float], slices: np.ndarray,
+    mirror_x: np.ndarray,
 ) -> None:
     """Write into ``depth`` how deep (mm) each voxel of ``slices`` lies inside the convex hull of both lungs.
 
     The chest wall lies outside the hull (depth 0); the mediastinum, the hilum
-    and the domes of the diaphragm lie deep inside it. Slices marked in
+    and the domes of the diaphragm lie deep inside it. On a slice that shows one
+    lung, the other is its mirror image across ``mirror_x`` (:func:`mirror_midlines`;
+    NaN: the lung alone), so its medial side stays inside the hull. Slices marked in
     ``done`` are skipped, and the others marked.
     """
     from skimage.morphology import convex_hull_image
@@ -115,7 +143,14 @@ def _fill_depth_in_hull(
             continue
         done[z] = True
         if lungs[z].any():
-            hull = np.pad(convex_hull_image(lungs[z]), 1)
+            both = lungs[z]
+            if np.isfinite(mirror_x[z]):
+                ys, xs = np.nonzero(lungs[z])
+                mirrored = np.rint(2.0 * mirror_x[z] - xs).astype(np.intp)
+                inside = (mirrored >= 0) & (mirrored < both.shape[1])
+                both = both.copy()
+                both[ys[inside], mirrored[inside]] = True
+            hull = np.pad(convex_hull_image(both), 1)
             depth[z] = ndimage.distance_transform_edt(hull, sampling=(spacing[1], spacing[0]))[1:-1, 1:-1]
 
 
@@ -162,9 +197,10 @@ def lesion_envelope(
     # Hull depth, computed only on the slices that have dents to judge.
     depth = np.zeros(lab.shape, dtype=np.float32)
     depth_done = np.zeros(lab.shape[0], dtype=bool)
+    hull_of = (depth, depth_done, mirror_midlines(lab))
     for value in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
         # One function call per lung: its masks are gone before the other lung's are made.
-        accepted = _accepted_dents(lab == value, lungs, tissue, depth, depth_done, coarse, params)
+        accepted = _accepted_dents(lab == value, lungs, tissue, hull_of, coarse, params)
         if accepted is None:
             continue
         # Back to full resolution, only around what was accepted (lesions: a small part of the lungs' box).
@@ -186,7 +222,7 @@ def lesion_envelope(
 
 
 def _accepted_dents(
-    lung: np.ndarray, lungs: np.ndarray, tissue: np.ndarray, depth: np.ndarray, depth_done: np.ndarray,
+    lung: np.ndarray, lungs: np.ndarray, tissue: np.ndarray, hull_of: tuple[np.ndarray, np.ndarray, np.ndarray],
     coarse: tuple[float, float, float], params: EnvelopeParams,
 ) -> np.ndarray | None:
     """The dents of one lung's outline that the module's rules accept, on the (coarse) grid of ``lung``; None for none.
@@ -194,7 +230,8 @@ def _accepted_dents(
     Args:
         lung: this lung; ``lungs``: both.
         tissue: voxels of lesion density (``TISSUE_HU``).
-        depth, depth_done: the hull depth, filled in here slice by slice as needed (see :func:`_fill_depth_in_hull`).
+        hull_of: the hull depth, which slices have it, and the midlines to mirror a lone lung across, filled in
+            here slice by slice as needed (see :func:`_fill_depth_in_hull`).
         coarse: the grid's voxel size (x, y, z) mm.
         params: the envelope's settings.
     """
@@ -206,7 +243,8 @@ def _accepted_dents(
     gaps = _close_in_plane(lung, params.radius_mm, coarse) & ~lungs
     if not gaps.any():
         return None
-    _fill_depth_in_hull(depth, depth_done, lungs, coarse, np.flatnonzero(gaps.any(axis=(1, 2))))
+    depth, depth_done, mirror_x = hull_of
+    _fill_depth_in_hull(depth, depth_done, lungs, coarse, np.flatnonzero(gaps.any(axis=(1, 2))), mirror_x)
     # In-plane components: each slice's dents are judged on their own, all at once.
     components, n = label_components(gaps, structure=ring_struct)
     # Each gap's outline: the pixels next to it (gaps never touch each other: lung or the ball's edge lies between).

@@ -66,6 +66,27 @@ def test_mediastinum_and_fat_stay_out(name):
     assert TISSUE_HU[0] > -100  # fat is below the lesion tissue range
 
 
+def test_on_slices_with_one_lung_its_medial_side_is_still_the_mediastinum():
+    """At the apex or the base a slice may show one lung. The hull of that lung alone puts its medial side on
+    the hull, as if it were chest wall; the other lung, mirrored across the midline of the slices that show
+    both, keeps the mediastinum inside the hull there, and the lateral side at the chest wall."""
+    hu, labels, bumps = phantom()
+    shape = labels.shape
+    _, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    medial = (((np.arange(shape[0])[:, None, None] - 7) * 2.0) ** 2 + (y - 80) ** 2 + (x - 87) ** 2 <= 81) & (
+        labels == 1
+    )
+    hu[medial] = 40.0
+    labels[medial] = 0
+    one_lung = slice(3, None)  # the left lung ends above slice 3: the bumps lie on slices with the right lung only
+    hu[one_lung][labels[one_lung] == 2] = 40.0
+    labels[one_lung][labels[one_lung] == 2] = 0
+    assert medial.any() and not (labels[one_lung] == 2).any() and (labels[:3] == 2).any()
+    _, added = lesion_envelope(labels, hu, SPACING)
+    assert not added[medial].any()
+    assert added[bumps["costal nodule"]].mean() > 0.95
+
+
 def test_an_empty_mask_stays_empty():
     hu, labels, _ = phantom()
     out, added = lesion_envelope(np.zeros_like(labels), hu, SPACING)
