@@ -222,7 +222,9 @@ def _lovo_caveat(config: CompareConfig, rows: list[dict]) -> str:
     if config.lovo_patience is None:
         return (f"The folds are short runs ({config.lovo_epochs * config.lovo_steps} steps of {config.batch_size} slices, "
                 "chosen to fit this machine's CPU budget): they compare how fast each variant learns, far from convergence "
-                "(the shipped model's card, `Resources/Models/lunggan.json`, records a full training and its scores).")
+                "(the shipped model's card, `Resources/Models/lunggan.json`, records a full training and its scores; "
+                "`--lovo-patience N` trains each fold until its validation Dice stalls, as `docs/critics-convergence.md` "
+                "does).")
     folds: dict[str, dict[str, str]] = {}  # patient -> method -> "epochs (best)"; a fold's cases share one run
     for r in rows:
         if "epochs" in r:
