@@ -109,19 +109,19 @@ def synthetic_kept_by_place(model) -> dict[str, float]:
     """Share of synthetic lesion pixels kept, by where each drawn lesion lies and how large it is.
 
     A lesion (a connected piece of drawn pixels on one slice) is at the lung's border when it comes within two
-    pixels of it, medial when its centre is as near the lung's midline as the nearest 35 % of lung pixels (the
-    drawing's own definition of the mediastinal side), and a mass when its area is that of a 30 mm disk or more.
+    pixels of it, medial when its centre is as near the lung's midline as the nearest ``MEDIAL_PERCENTILE`` % of
+    the slice's lung pixels (the drawing applies the same cut to its border positions, not to all lung pixels),
+    and a mass when its area is that of a 30 mm disk or more.
     """
     from scipy import ndimage
 
-    from LungGANLib.train.lesion_synthesis import MASS_MM
+    from LungGANLib.train.lesion_synthesis import MASS_MM, MEDIAL_PERCENTILE, lung_midline
 
     drawn, kept, lung, pixel_mm = synthetic_drawn(model)
     counts: dict[str, list[int]] = {}
     for i in np.flatnonzero(drawn.any(axis=(1, 2))):
-        cols = np.flatnonzero(lung[i].any(axis=0))
-        midline = (cols[0] + cols[-1]) / 2.0
-        medial_cut = np.percentile(np.abs(np.nonzero(lung[i])[1] - midline), 35)
+        midline = lung_midline(lung[i])
+        medial_cut = np.percentile(np.abs(np.nonzero(lung[i])[1] - midline), MEDIAL_PERCENTILE)
         near_border = ndimage.binary_dilation(lung[i] & ~ndimage.binary_erosion(lung[i]), iterations=2)
         pieces, n = ndimage.label(drawn[i])
         for piece in range(1, n + 1):
@@ -133,7 +133,7 @@ def synthetic_kept_by_place(model) -> dict[str, float]:
                 total = counts.setdefault(key, [0, 0])
                 total[0] += int((here & kept[i]).sum())
                 total[1] += int(here.sum())
-    return {key: round(k / n, 4) for key, (k, n) in sorted(counts.items())}
+    return {key: round(kept_pixels / pixels, 4) for key, (kept_pixels, pixels) in sorted(counts.items())}
 
 
 def score(name: str, method: str, model_path: str | None, model, envelope: bool, loaded: dict) -> dict:

@@ -48,6 +48,14 @@ MASK_PATCH = 16
 MIN_LUNG_PIXELS = 400
 #: A lung pixel raised by more than this (window units, about 80 HU) counts as drawn.
 DRAWN_MIN = 0.05
+#: The medial side of a slice's lungs: the positions nearest its midline, this percentile of them.
+MEDIAL_PERCENTILE = 35
+
+
+def lung_midline(lung: np.ndarray) -> float:
+    """The column halfway between the lungs' outermost columns on one slice."""
+    cols = np.flatnonzero(lung.any(axis=0))
+    return (cols[0] + cols[-1]) / 2.0
 
 
 @dataclass(frozen=True)
@@ -145,8 +153,7 @@ def insert_lesions(
         return out
     mean, spread = soft_tissue_stats(image, lung, window)
     inside = ndimage.distance_transform_edt(lung)
-    cols = np.flatnonzero(lung.any(axis=0))
-    midline = (cols[0] + cols[-1]) / 2.0
+    midline = lung_midline(lung)
     for _ in range(int(rng.integers(1, 3))):
         mass = rng.random() < 0.3
         diameter = rng.uniform(*(MASS_MM if mass else NODULE_MM))
@@ -159,7 +166,7 @@ def insert_lesions(
             if ys.size and rng.random() < 0.5:
                 # Half of them on the medial side: mediastinum and hilum.
                 medial = np.abs(xs - midline)
-                keep = medial <= np.percentile(medial, 35)
+                keep = medial <= np.percentile(medial, MEDIAL_PERCENTILE)
                 ys, xs = ys[keep], xs[keep]
         else:
             ys, xs = np.nonzero(inside > radius + 2)
