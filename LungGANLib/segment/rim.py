@@ -4,9 +4,11 @@ Fine-tuned to keep nodules and masses that touch the chest wall and the mediasti
 generator also takes in the outermost dense voxel along much of the lung's outline: the
 pleura, or a partial-volume voxel of it, beside aerated lung. A reader in a lung window
 sees that voxel as chest wall. :func:`trim_dense_rim` removes it where it is a rim one voxel
-thick: a boundary voxel denser than lung whose neighbours in the lung are aerated. Anything
-dense that goes deeper into the lung (a nodule, a mass, a vessel cut by the outline,
-dense dependent lung) has a dense neighbour inside and is kept whole.
+thick: a boundary voxel denser than lung beside plainly aerated lung. Anything dense that
+goes deeper into the lung (a nodule, a mass, a vessel cut by the outline, dense dependent
+lung) has a dense neighbour inside and is kept whole. Where ground glass meets the pleura
+(a ground-glass nodule, hazy dependent lung) the outline's last voxel is partial volume of
+the lesion and the wall; it stays, as a reader outlining the lesion draws it.
 """
 
 from __future__ import annotations
@@ -17,21 +19,34 @@ from scipy import ndimage
 from ..config import DEFAULT_CLASSICAL
 from .morphology import IN_PLANE_SQUARE, SLAB, bounding_box, disk
 
+#: Lung at or below this is plainly aerated. Above it, up to the lung threshold, is ground glass: the
+#: "high-attenuation area" range of quantitative lung CT, -600 to -250 HU (Podolanczuk et al., Eur Respir J
+#: 2016). Normal parenchyma is about -850.
+AERATED_HU = -600.0
+
 #: In-plane 4-neighbourhood: the rim is judged slice by slice, like a reader scrolling axial slices.
 _CROSS = disk(1)[None]
 
 
-def trim_dense_rim(labels: np.ndarray, hu: np.ndarray, dense_hu: float = DEFAULT_CLASSICAL.lung_threshold_hu) -> int:
+def trim_dense_rim(
+    labels: np.ndarray,
+    hu: np.ndarray,
+    dense_hu: float = DEFAULT_CLASSICAL.lung_threshold_hu,
+    aerated_hu: float = AERATED_HU,
+) -> int:
     """Remove, in place, the lungs' boundary voxels that are a one-voxel dense rim on aerated lung.
 
     A voxel goes when it is on the lungs' in-plane boundary (4-neighbours), denser than ``dense_hu``,
-    next to an aerated lung voxel (8-neighbours: the rim's corners too), and next to no dense voxel
-    of the lungs' interior (4-neighbours). Applying it twice removes nothing more.
+    next to a plainly aerated lung voxel, at or below ``aerated_hu`` (8-neighbours: the rim's corners
+    too), and next to no dense voxel of the lungs' interior (4-neighbours). Applying it twice removes
+    nothing more.
 
     Args:
         labels: lung labels (z, y, x), 0 outside; changed in place.
         hu: the CT in HU, same shape.
         dense_hu: denser than this is not aerated lung (the classical method's lung threshold).
+        aerated_hu: at or below this the lung is plainly aerated; between the two is ground glass,
+            beside which the rim stays. Never above ``dense_hu``.
 
     Returns:
         How many voxels were removed.
@@ -40,6 +55,7 @@ def trim_dense_rim(labels: np.ndarray, hu: np.ndarray, dense_hu: float = DEFAULT
         return 0
     box = bounding_box(labels > 0, margin=1)  # a view: what changes in it changes in labels
     labels, hu = labels[box], hu[box]
+    aerated_hu = min(aerated_hu, dense_hu)
     removed = 0
     for start in range(0, labels.shape[0], SLAB):
         part = labels[start : start + SLAB]
@@ -49,7 +65,8 @@ def trim_dense_rim(labels: np.ndarray, hu: np.ndarray, dense_hu: float = DEFAULT
         rim = lung & ~inner & dense
         if not rim.any():
             continue
-        rim &= ndimage.binary_dilation(lung & ~dense, structure=IN_PLANE_SQUARE)  # beside aerated lung
+        aerated = lung & (hu[start : start + SLAB] <= aerated_hu)
+        rim &= ndimage.binary_dilation(aerated, structure=IN_PLANE_SQUARE)  # beside plainly aerated lung
         rim &= ~ndimage.binary_dilation(inner & dense, structure=_CROSS)  # not the edge of something dense and deep
         part[rim] = 0
         removed += int(rim.sum())

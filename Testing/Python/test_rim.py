@@ -43,6 +43,17 @@ def test_a_one_voxel_dense_rim_comes_off_and_a_nodule_on_the_edge_stays():
     assert trim_dense_rim(labels, hu) == 0  # twice removes nothing more
 
 
+def test_the_rim_where_a_ground_glass_nodule_meets_the_wall_stays():
+    hu, labels, rim, nodule = chest()
+    hu[nodule] = -550  # ground glass, not soft tissue: no dense neighbour inside the lung
+    face = rim & ndimage.binary_dilation(nodule, structure=np.ones((1, 3, 3), dtype=bool))  # touching it, corners too
+    aerated_face = face & ndimage.binary_dilation(hu == LUNG_HU, structure=np.ones((1, 3, 3), dtype=bool))
+    removed = trim_dense_rim(labels, hu)
+    assert (labels[face & ~aerated_face] == 1).all()  # beside ground glass alone: the lesion's edge, kept
+    assert removed == int(rim.sum() - (face & ~aerated_face).sum())  # the rest of the pleural rim goes
+    assert trim_dense_rim(labels, hu) == 0
+
+
 def test_aerated_boundary_and_dense_interior_are_left_alone():
     hu, labels, _, _ = chest()
     labels[:] = 0
