@@ -21,7 +21,7 @@ from .morphology import IN_PLANE_SQUARE, SLAB, bounding_box, disk
 
 #: Lung at or below this is plainly aerated. Above it, up to the lung threshold, is ground glass: the
 #: "high-attenuation area" range of quantitative lung CT, -600 to -250 HU (Podolanczuk et al., Eur Respir J
-#: 2016). Normal parenchyma is about -850.
+#: 2016;48:1442-52, the MESA study). Normal parenchyma is about -850.
 AERATED_HU = -600.0
 
 #: In-plane 4-neighbourhood: the rim is judged slice by slice, like a reader scrolling axial slices.
