@@ -40,6 +40,7 @@ from LungGANLib.io import load_ct, mask_from_image  # noqa: E402
 from LungGANLib.io.output import atomic_write  # noqa: E402
 from LungGANLib.evaluate.lesions import lesion_report, load_lesions, spill_ml  # noqa: E402
 from LungGANLib.evaluate.metrics import evaluate_labels  # noqa: E402
+from LungGANLib.evaluate.summary import OUTSIDE_CASE, pct, summary_table  # noqa: E402
 from LungGANLib.models.weights import DEFAULT_MODEL, card_path, load_model  # noqa: E402
 from LungGANLib.evaluate.references import CASES, case_by_name, data_dir, reference_path  # noqa: E402
 
@@ -156,47 +157,6 @@ def score(name: str, method: str, model_path: str | None, model, envelope: bool,
     return row
 
 
-def pct(value) -> str:
-    """A share as a percentage for the tables; a dash for none."""
-    return "–" if value is None else f"{100 * value:.1f} %"
-
-
-def summary_table(rows: list[dict]) -> str:
-    """One line per model and envelope setting: the figures the default model is chosen by (see its card)."""
-
-    def get(model_rows, case, key):
-        for r in model_rows:
-            if r["case"] == case:
-                return r["lungs"]["dice"] if key == "dice" else r.get(key)
-        return None
-
-    def num(value) -> str:
-        return "–" if value is None else f"{value:.4f}"
-
-    lines = [
-        "| model | envelope | Dice held out (lidc-0001) | Dice cip-ct-64 | least nodule inside (lidc-0001 / 0002) "
-        "| A0001 tumour inside (s2 / s3) | worst spill (shared references) | synthetic lesions kept "
-        "| synthetic dense lung kept |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    groups: dict = {}
-    for r in rows:
-        groups.setdefault((r["model"], r["envelope"]), []).append(r)
-    for (model, envelope), group in groups.items():
-        # Spill against the references made here (cip-ct-64's outside mask is scored by Dice alone).
-        worst = max((r for r in group if r["case"] != "cip-ct-64"), key=lambda r: r["spill_percent"], default=group[0])
-        lines.append(
-            f"| {model} | {'on' if envelope else 'off'} | {num(get(group, 'lidc-idri-0001', 'dice'))} | "
-            f"{num(get(group, 'cip-ct-64', 'dice'))} | "
-            f"{pct(get(group, 'lidc-idri-0001', 'lesions_min'))} / {pct(get(group, 'lidc-idri-0002', 'lesions_min'))} | "
-            f"{pct(get(group, 'lung-pet-ct-dx-a0001-series2', 'lesions_min'))} / "
-            f"{pct(get(group, 'lung-pet-ct-dx-a0001-series3', 'lesions_min'))} | "
-            f"{worst['spill_ml']:.1f} mL ({worst['spill_percent']:.2f} %) | {pct(group[0].get('synthetic_kept'))} | "
-            f"{pct(group[0].get('synthetic_dense_kept'))} |"
-        )
-    return "\n".join(lines)
-
-
 #: How the default model is chosen (written into its card): lesions first, subject to Dice and spill.
 SELECTION_RULE = (
     "Eligible: Dice >= 0.99 on the held-out volume (lidc-idri-0001), Dice >= 0.95 on cip-ct-64 (the one outside "
@@ -207,7 +167,6 @@ SELECTION_RULE = (
     "lidc-idri-0002, of the Lung-PET-CT-Dx A0001 tumour on series 2 and 3, and of the synthetic lesions kept on "
     "the held-out slices. Ties go to the higher held-out Dice. When no model is eligible, the default is not changed."
 )
-OUTSIDE_CASE = "cip-ct-64"
 LESION_TERMS = (
     ("lidc-idri-0001", "lesions_min"), ("lidc-idri-0002", "lesions_min"),
     ("lung-pet-ct-dx-a0001-series2", "lesions_min"), ("lung-pet-ct-dx-a0001-series3", "lesions_min"),

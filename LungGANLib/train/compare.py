@@ -146,6 +146,11 @@ def _finite_stats(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+def _train_seconds(trainer: Trainer) -> float:
+    """The seconds the run's epochs took, as each epoch recorded them (also across --resume; 0 for none)."""
+    return float(sum(r.seconds for r in trainer.history))
+
+
 def run_kaggle(config: CompareConfig, work: Path, say: Callable[[str], None]) -> list[dict]:
     """Train every (variant, seed, Lipschitz method) on Kaggle x_train; score on x_test."""
     train_all = kaggle_slices("train")
@@ -177,6 +182,7 @@ def run_kaggle(config: CompareConfig, work: Path, say: Callable[[str], None]) ->
             "iou": _finite_stats(ious),
             "hausdorff_px": _finite_stats(hds),
             "seconds": time.perf_counter() - start,
+            "train_seconds": _train_seconds(trainer),
             "history": [asdict(r) for r in trainer.history],
         }
         runs.append(run)
@@ -274,7 +280,7 @@ def run_lovo(config: CompareConfig, work: Path, say: Callable[[str], None]) -> l
             row = {"patient": patient, "method": variant, **_score_volume(tested, labels, volume, reference, lesions),
                    "val_dice": trainer.best_dice, "epochs": trainer.epoch,
                    "best_epoch": trainer.epoch - trainer.epochs_without_improvement,
-                   "seconds": time.perf_counter() - start}
+                   "train_seconds": _train_seconds(trainer), "seconds": time.perf_counter() - start}
             rows.append(row)
             say(f"{tag}: {tested} Dice {row['dice']:.4f}, HD95 {row['hd95_mm']:.1f} mm ({row['seconds']:.0f} s)")
     return rows

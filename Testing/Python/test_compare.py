@@ -112,8 +112,13 @@ def test_leave_one_patient_out_on_real_volumes(tmp_path):
     classical_row = next(line for line in text.splitlines() if line.startswith("| classical | ") and " / " in line)
     assert classical_row.count(" / ") == 2  # Dice / HD95 for both held-out volumes
     share = lidc_classical["lesions"]["nodule outlines"]
-    assert "| lidc-idri-0001: nodule outlines | least lesion inside |" in text
-    assert f"| classical | {share:.1%} | {lidc_classical['lesions_min']:.1%} |" in text
+    assert "| lidc-idri-0001: nodule outlines | worst spill |" in text
+    worst = max(r["spill_ml"] for r in rows if r["method"] == "classical")
+    assert f"| classical | {share:.1%} (least {lidc_classical['lesions_min']:.1%}) | {worst:.1f} mL" in text
+    # Each fold's training time is what its epochs recorded in the run's log.
+    for r in rows[1::2]:
+        log = np.genfromtxt(tmp_path / f"lovo-{r['patient']}-baseline" / "log.csv", delimiter=",", names=True)
+        assert r["train_seconds"] == pytest.approx(float(np.sum(log["seconds"])), rel=1e-6)
 
 
 def test_the_epochs_each_fold_ran_are_named_by_the_patient_held_out():
@@ -133,3 +138,42 @@ def test_the_epochs_each_fold_ran_are_named_by_the_patient_held_out():
         "A0001: baseline 9 (best 5), basic 12 (best 8)."
     )
     assert _lovo_caveat(config, rows[:1]) == ""
+    # With the runs' recorded training seconds, each fold's minutes over its variants (A0001's two series: one run).
+    timed = [dict(r, train_seconds=s) for r, s in zip(rows[1:], (600.0, 90.0, 90.0, 150.0))]
+    assert _lovo_caveat(config, timed).endswith(
+        "(the epochs' own recorded times, whichever invocation ran them): LIDC-IDRI-0001 10 min, A0001 4 min.")
+
+
+def test_the_shipped_models_section_reads_the_cards(tmp_path):
+    """The results' first table comes from the cards' evaluation rows: the default's first, the classical method
+    last, a card without an evaluation named, files that are no generator card skipped."""
+    from LungGANLib.models.weights import DEFAULT_MODEL
+    from LungGANLib.train.compare_report import shipped_models_section
+
+    def row(case, method, dice, spill=0.0, least=None, **extra):
+        return {"case": case, "method": method, "envelope": True, "lungs": {"dice": dice}, "spill_ml": spill,
+                "spill_percent": spill / 10, "lesions_min": least, **extra}
+
+    def card(name, sha, rows, **extra):
+        return {"format": "lunggan-generator", "name": name, "sha256": sha, "evaluation": {"cases": rows}, **extra}
+
+    other = card("aaa-other", "1" * 64, [row("lidc-idri-0001", "gan", 0.95, 3.0, 0.5)])
+    default = card("shipped", "abcdef0123" + "0" * 54, [
+        row("lidc-idri-0001", "gan", 0.991, 1.0, 0.97, synthetic_kept=0.8),
+        row("lung-pet-ct-dx-a0001-series2", "gan", 0.98, 4.5, 0.9),
+        row("lidc-idri-0001", "classical", 0.999, 0.0, 0.88),
+    ], data={"train": ["x"], "validation": ["lidc-idri-0001"]}, selection={"rule": "Lesions first."})
+    (tmp_path / DEFAULT_MODEL.with_suffix(".json").name).write_text(json.dumps(default))
+    (tmp_path / "aaa-other.json").write_text(json.dumps(other))
+    (tmp_path / "bare.json").write_text(json.dumps(card("bare", "2" * 64, [])))
+    (tmp_path / "notes.json").write_text(json.dumps({"format": "something else"}))
+    text = "\n".join(shipped_models_section(tmp_path))
+    table = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| model")]
+    assert [line.split(" | ")[0] for line in table] == ["| shipped (abcdef01)", "| aaa-other (11111111)", "| classical"]
+    assert table[0].split(" | ")[2:7] == ["0.9910", "–", "97.0 % / –", "90.0 % / –", "4.5 mL (0.45 %)"]
+    assert table[0].split(" | ")[7] == "80.0 %"
+    assert table[2].split(" | ")[2] == "0.9990"
+    assert "its card's `selection`): Lesions first." in text
+    assert "Shipped without an evaluation in its card: `bare`." in text
+    assert "trained on x and chose its epoch on lidc-idri-0001" in text
+    assert shipped_models_section(tmp_path / "nothing-here") == []

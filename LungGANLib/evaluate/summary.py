@@ -1,0 +1,52 @@
+"""The table a generator is chosen by: one line per model, from the rows ``benchmarks/validate.py`` writes
+(and keeps in each model card's ``evaluation``): held-out and outside Dice, the least lesion inside, spill and
+the synthetic lesions kept. ``benchmarks/validate.py`` prints it; ``docs/results.md`` shows the shipped cards' rows.
+"""
+
+from __future__ import annotations
+
+#: The cases the table reads, by their names in the rows.
+HELD_OUT_CASE = "lidc-idri-0001"
+OUTSIDE_CASE = "cip-ct-64"
+
+
+def pct(value) -> str:
+    """A share as a percentage for the tables; a dash for none."""
+    return "–" if value is None else f"{100 * value:.1f} %"
+
+
+def _num(value) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _get(rows: list[dict], case: str, key: str):
+    for r in rows:
+        if r["case"] == case:
+            return r["lungs"]["dice"] if key == "dice" else r.get(key)
+    return None
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Markdown, one line per model and envelope setting: the figures the default model is chosen by (see its card).
+    Spill is the worst over the references made here; the outside reference (cip-ct-64) is scored by Dice alone."""
+    lines = [
+        "| model | envelope | Dice held out (lidc-0001) | Dice cip-ct-64 | least nodule inside (lidc-0001 / 0002) "
+        "| A0001 tumour inside (s2 / s3) | worst spill (shared references) | synthetic lesions kept "
+        "| synthetic dense lung kept |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["envelope"]), []).append(r)
+    for (model, envelope), group in groups.items():
+        worst = max((r for r in group if r["case"] != OUTSIDE_CASE), key=lambda r: r["spill_percent"], default=group[0])
+        lines.append(
+            f"| {model} | {'on' if envelope else 'off'} | {_num(_get(group, HELD_OUT_CASE, 'dice'))} | "
+            f"{_num(_get(group, OUTSIDE_CASE, 'dice'))} | "
+            f"{pct(_get(group, 'lidc-idri-0001', 'lesions_min'))} / {pct(_get(group, 'lidc-idri-0002', 'lesions_min'))} | "
+            f"{pct(_get(group, 'lung-pet-ct-dx-a0001-series2', 'lesions_min'))} / "
+            f"{pct(_get(group, 'lung-pet-ct-dx-a0001-series3', 'lesions_min'))} | "
+            f"{worst['spill_ml']:.1f} mL ({worst['spill_percent']:.2f} %) | {pct(group[0].get('synthetic_kept'))} | "
+            f"{pct(group[0].get('synthetic_dense_kept'))} |"
+        )
+    return "\n".join(lines)
