@@ -207,8 +207,8 @@ def write_report(config: CompareConfig, runs: list[dict], rows: list[dict], seco
             "volumes: mask more than 5 mm outside the reference lung that is no lesion. A mask that spills beyond "
             "the lungs takes lesions in trivially: read these fractions together with the Dice above. These are the "
             "paper's networks through the plain post-processing (no lesion envelope, dome rule or rim trim), trained "
-            "on the reference masks alone; the shipped models' figures, through the whole pipeline, are in the next "
-            "section.",
+            "on the reference masks alone; the shipped models' figures, through the whole pipeline, are in \"The shipped "
+            "models\" above.",
             "",
             study,
             "",
