@@ -40,12 +40,12 @@ from LungGANLib.io import load_ct, mask_from_image  # noqa: E402
 from LungGANLib.io.output import atomic_write  # noqa: E402
 from LungGANLib.evaluate.lesions import lesion_report, load_lesions, spill_ml  # noqa: E402
 from LungGANLib.evaluate.metrics import evaluate_labels  # noqa: E402
-from LungGANLib.evaluate.summary import OUTSIDE_CASE, pct, summary_table  # noqa: E402
+from LungGANLib.evaluate.summary import HELD_OUT_CASE, OUTSIDE_CASE, pct, summary_table, worst_spill_row  # noqa: E402
 from LungGANLib.models.weights import DEFAULT_MODEL, card_path, load_model  # noqa: E402
 from LungGANLib.evaluate.references import CASES, case_by_name, data_dir, reference_path  # noqa: E402
 
 KEYS = ("dice", "iou", "hd95_mm", "hausdorff_mm")
-SYNTHETIC_CASE = "lidc-idri-0001"
+SYNTHETIC_CASE = HELD_OUT_CASE  # the synthetic lesions are drawn into the held-out volume
 SYNTHETIC_SEED = 123
 
 
@@ -57,7 +57,7 @@ def cases() -> list[tuple[str, Path, Path, str | None, str | None]]:
         out.append((c.name, data_dir() / c.ct, reference_path(c), data_dir() / marks if marks else None,
                     data_dir() / c.boxes_dicom if c.boxes_dicom else None))
     cip = data_dir() / "fixtures/cip-ct-64"
-    out.append(("cip-ct-64", cip / "ct-64.nrrd", cip / "wholeLung-64.nrrd", None, None))
+    out.append((OUTSIDE_CASE, cip / "ct-64.nrrd", cip / "wholeLung-64.nrrd", None, None))
     return out
 
 
@@ -180,10 +180,10 @@ def choose(rows: list[dict]) -> list[dict]:
         group = {r["case"]: r for r in rows if r["model"] == model and r["envelope"]}
         if any(case not in group for case, _ in LESION_TERMS) or OUTSIDE_CASE not in group:
             continue  # not scored on every case the rule reads
-        held_out = group["lidc-idri-0001"]["lungs"]["dice"]
+        held_out = group[HELD_OUT_CASE]["lungs"]["dice"]
         outside = group[OUTSIDE_CASE]["lungs"]["dice"]
-        worst_spill = max(r["spill_percent"] for name, r in group.items() if name != "cip-ct-64")
-        terms = [group[case][key] for case, key in LESION_TERMS] + [group["lidc-idri-0001"].get("synthetic_kept", 0.0)]
+        worst_spill = worst_spill_row(list(group.values()))["spill_percent"]
+        terms = [group[case][key] for case, key in LESION_TERMS] + [group[HELD_OUT_CASE].get("synthetic_kept", 0.0)]
         ranking.append({
             "model": model, "eligible": held_out >= 0.99 and outside >= 0.95 and worst_spill < 1.0,
             "lesion_score": round(float(np.mean(terms)), 4),
@@ -242,7 +242,7 @@ def main() -> None:
                     row = score(name, method, path, model, envelope, loaded)
                     row["model"] = label
                     row["role"] = "held out" if name in held_out else "training" if name in trained else (
-                        "outside reference" if name == "cip-ct-64" else "-")
+                        "outside reference" if name == OUTSIDE_CASE else "-")
                     if synthetic is not None:
                         row["synthetic_kept"] = round(synthetic, 4)
                         row["synthetic_dense_kept"] = round(dense, 4)

@@ -26,6 +26,12 @@ def _get(rows: list[dict], case: str, key: str):
     return None
 
 
+def worst_spill_row(rows: list[dict]) -> dict:
+    """The row of one model with the largest spill (as a share of the reference lung) over the references made
+    here: the outside reference (cip-ct-64) is scored by Dice alone. The first row when only that one is there."""
+    return max((r for r in rows if r["case"] != OUTSIDE_CASE), key=lambda r: r["spill_percent"], default=rows[0])
+
+
 def summary_table(rows: list[dict]) -> str:
     """Markdown, one line per model and envelope setting: the figures the default model is chosen by (see its card).
     Spill is the worst over the references made here; the outside reference (cip-ct-64) is scored by Dice alone."""
@@ -39,7 +45,7 @@ def summary_table(rows: list[dict]) -> str:
     for r in rows:
         groups.setdefault((r["model"], r["envelope"]), []).append(r)
     for (model, envelope), group in groups.items():
-        worst = max((r for r in group if r["case"] != OUTSIDE_CASE), key=lambda r: r["spill_percent"], default=group[0])
+        worst = worst_spill_row(group)
         lines.append(
             f"| {model} | {'on' if envelope else 'off'} | {_num(_get(group, HELD_OUT_CASE, 'dice'))} | "
             f"{_num(_get(group, OUTSIDE_CASE, 'dice'))} | "
