@@ -59,13 +59,13 @@ def trim_dense_rim(
     removed = 0
     for start in range(0, labels.shape[0], SLAB):
         part = labels[start : start + SLAB]
-        lung = part > 0
-        dense = hu[start : start + SLAB] > dense_hu
+        lung, slab_hu = part > 0, hu[start : start + SLAB]
+        dense = slab_hu > dense_hu
         inner = ndimage.binary_erosion(lung, structure=_CROSS)
         rim = lung & ~inner & dense
         if not rim.any():
             continue
-        aerated = lung & (hu[start : start + SLAB] <= aerated_hu)
+        aerated = lung & (slab_hu <= aerated_hu)
         rim &= ndimage.binary_dilation(aerated, structure=IN_PLANE_SQUARE)  # beside plainly aerated lung
         rim &= ~ndimage.binary_dilation(inner & dense, structure=_CROSS)  # not the edge of something dense and deep
         part[rim] = 0
