@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep the generator's outline where it runs one dense voxel into the pleura")
     seg.add_argument("--keep-domes", action="store_true",
                      help="keep islands of soft tissue the generator took in that are the top of a diaphragm dome")
+    seg.add_argument("--no-guard-rail", action="store_true",
+                     help="keep soft tissue found outside the rib cage, below the diaphragm or in the posterior "
+                          "mediastinum (still reported)")
     seg.add_argument("--series", help="SeriesInstanceUID when the DICOM folder holds several series")
     seg.add_argument("--overwrite", action="store_true", help="replace existing masks and report")
     seg.add_argument("--force", action="store_true", help="segment even if the input does not look like CT")

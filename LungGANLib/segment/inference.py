@@ -36,6 +36,7 @@ from .classical import body_mask, segment_classical
 from .domes import drop_domes
 from .envelope import DEFAULT_ENVELOPE
 from .morphology import count_values
+from .never_lung import KIND_WORDS, NeverLung, never_lung, remove_never_lung
 from .postprocess import postprocess_in_box
 from .preprocess import from_network, lung_slices, to_network
 from .rim import trim_dense_rim
@@ -131,6 +132,9 @@ class SegmentOptions:
             aerated lung (:mod:`LungGANLib.segment.rim`).
         drop_domes: with ``gan``, take out islands of soft tissue that are the top of the
             liver's or the spleen's dome (:mod:`LungGANLib.segment.domes`).
+        guard_rail: last, with either method, remove what the never-lung checks find: soft
+            tissue outside the rib cage, below the diaphragm or in the posterior mediastinum
+            (:mod:`LungGANLib.segment.never_lung`). Off, they are still found and reported.
         params: classical and post-processing parameters.
     """
 
@@ -143,6 +147,7 @@ class SegmentOptions:
     envelope: bool = True
     trim_rim: bool = True
     drop_domes: bool = True
+    guard_rail: bool = True
     params: ClassicalParams = DEFAULT_CLASSICAL
 
 
@@ -151,6 +156,7 @@ def segment(
     options: SegmentOptions | None = None,
     progress: Progress | None = None,
     model: tuple[Generator, ModelInfo] | None = None,
+    findings: dict | None = None,
 ) -> np.ndarray:
     """Segment the lungs of a CT volume.
 
@@ -159,6 +165,8 @@ def segment(
         options: method, model, device and post-processing options.
         progress: called with (done, total) slices.
         model: an already loaded generator, to skip loading it again.
+        findings: a dict to receive the never-lung checks' findings on the method's mask, before
+            the guard rail (:func:`never_lung_figures`' keys), or None.
 
     Returns:
         uint8 (z, y, x) labels on the canonical grid: 1 right lung, 2 left lung
@@ -208,6 +216,13 @@ def segment(
             fill_holes=options.fill_holes, envelope=DEFAULT_ENVELOPE if options.envelope else None,
             then=generator_steps,
         )
+    found = (remove_never_lung if options.guard_rail else never_lung)(labels, hu, volume.spacing)
+    figures = never_lung_figures(found, volume.voxel_volume_ml)
+    if figures["never_lung_ml"]:
+        logger.info("%s: %s %s", volume.source or "the volume", "removed" if options.guard_rail else "found (kept, no guard rail)",
+                    figures["never_lung_where"])
+    if findings is not None:
+        findings.update(figures)
     warn_implausible(labels, volume)
     if not labels.any():
         from ..models.weights import DEFAULT_MODEL
@@ -225,6 +240,13 @@ def segment(
                 volume.source or "the volume",
             )
     return labels
+
+
+def never_lung_figures(found: NeverLung | None, voxel_ml: float) -> dict[str, float | str]:
+    """The report's never-lung columns: ``never_lung_ml`` (all kinds) and ``never_lung_where`` (each kind found, in words)."""
+    volumes = found.volumes_ml(voxel_ml) if found is not None else {"total": 0.0}
+    where = "; ".join(f"{volumes[kind]:.1f} mL {words}" for kind, words in KIND_WORDS.items() if volumes.get(kind))
+    return {"never_lung_ml": volumes["total"], "never_lung_where": where}
 
 
 #: Plausible ranges: one lung's volume (L) and a voxel side (mm). Outside them the result gets a warning.
@@ -306,8 +328,9 @@ def segment_file(
             "segment the DICOM series folder, or write .nii.gz/.nrrd"
         )
     check_writable(output.parent, mask_bytes(volume.array.size, output))  # before the work, not after
-    labels = segment(volume, options, progress, model)
-    figures = lung_figures(volume.array, labels, volume.voxel_volume_ml, options.single_label)
+    findings: dict = {}
+    labels = segment(volume, options, progress, model, findings)
+    figures = lung_figures(volume.array, labels, volume.voxel_volume_ml, options.single_label) | findings
     if is_seg:
         write_seg(output, labels, volume, model_name(options), options.single_label, overwrite)
     else:

@@ -12,6 +12,10 @@ both with ``--single-label``) and the CT in Hounsfield units on the same voxels:
   emphysema; numpy's linear interpolation between voxel values).
 
 Prefixes are ``right_lung``, ``left_lung`` and ``total_lung`` (both together).
+Two more columns come from the never-lung checks (:mod:`LungGANLib.segment.never_lung`) on
+the method's mask: ``never_lung_ml``, its soft tissue outside the rib cage, below the
+diaphragm or in the posterior mediastinum, and ``never_lung_where``, each of these in words.
+The guard rail removed it from the written mask unless ``--no-guard-rail`` was given.
 A region without voxels (no lungs found, or right/left with ``--single-label``)
 has no figures: empty in CSV, null in JSON.
 """
@@ -41,7 +45,9 @@ FIGURES = ("ml", "mean_hu", *(f"laa{-t}_percent" for t in LAA_THRESHOLDS_HU), f"
 
 #: Report columns before the figures.
 RUN_COLUMNS = ("input", "series", "output", "status", "message", "seconds", "method", "model")
-COLUMNS = RUN_COLUMNS + tuple(f"{region}_{figure}" for region, _ in REGIONS for figure in FIGURES)
+#: Report columns after the figures: the never-lung checks' findings.
+CHECK_COLUMNS = ("never_lung_ml", "never_lung_where")
+COLUMNS = RUN_COLUMNS + tuple(f"{region}_{figure}" for region, _ in REGIONS for figure in FIGURES) + CHECK_COLUMNS
 
 REPORT_SUFFIXES = (".csv", ".json")
 
