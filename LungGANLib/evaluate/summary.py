@@ -56,3 +56,28 @@ def summary_table(rows: list[dict]) -> str:
             f"{pct(group[0].get('synthetic_dense_kept'))} |"
         )
     return "\n".join(lines)
+
+
+#: The markers of the fold protocol's section of ``docs/results.md`` (``benchmarks/folds.py`` writes it; ``lunggan
+#: compare`` rewrites the rest of the file and keeps it).
+FOLDS_BEGIN = "<!-- folds: begin (benchmarks/folds.py writes this section) -->"
+FOLDS_END = "<!-- folds: end -->"
+
+
+def folds_section(text: str) -> str | None:
+    """The fold section of a results report, markers included, or None when it has none."""
+    if FOLDS_BEGIN not in text or FOLDS_END not in text:
+        return None
+    return text[text.index(FOLDS_BEGIN) : text.index(FOLDS_END) + len(FOLDS_END)]
+
+
+def with_folds_section(text: str, section: str | None) -> str:
+    """``text`` with its fold section replaced by ``section`` (markers included), or ``section`` put after
+    the title line when it has none; ``text`` itself when ``section`` is None."""
+    if section is None:
+        return text
+    old = folds_section(text)
+    if old is not None:
+        return text.replace(old, section)
+    title, _, rest = text.partition("\n")
+    return f"{title}\n\n{section}\n{rest}"

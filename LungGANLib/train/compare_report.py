@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..evaluate.summary import folds_section, with_folds_section
 from ..io.output import atomic_write
 from .compare import (
     KAGGLE_VAL_FRACTION,
@@ -213,7 +214,9 @@ def write_report(config: CompareConfig, runs: list[dict], rows: list[dict], seco
             study,
             "",
         ]
-    atomic_write(output, lambda tmp: Path(tmp).write_text("\n".join(parts)))
+    kept = folds_section(output.read_text()) if output.exists() else None  # benchmarks/folds.py's section stays
+    text = with_folds_section("\n".join(parts), kept)
+    atomic_write(output, lambda tmp: Path(tmp).write_text(text))
     return output
 
 

@@ -1,0 +1,65 @@
+"""The fold protocol's selection rule and report (benchmarks/folds.py), on hand-made rows."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from LungGANLib.evaluate.summary import FOLDS_BEGIN, FOLDS_END, folds_section, with_folds_section
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load_folds():
+    spec = importlib.util.spec_from_file_location("folds", REPO / "benchmarks" / "folds.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["folds"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def rows(folds, candidate: str, dice: dict[str, float], rules: str = "all", spill: float = 0.1, never: float = 0.0) -> list[dict]:
+    out = [{"candidate": candidate, "rules": rules, "fold": "f", "case": case, "dice": dice.get(case, 0.99), "hd95_mm": 1.0,
+            "spill_percent": spill, "never_lung_ml": never, "never_lung_found_ml": never} for case in folds.HELD_OUT]
+    out.append({"candidate": candidate, "rules": rules, "fold": "external", "case": folds.LUNG1, "dice": 0.5, "hd95_mm": 9.0,
+                "spill_percent": 50.0, "never_lung_ml": 99.0, "never_lung_found_ml": 99.0, "gtv_kept": 0.1})
+    return out
+
+
+def test_the_worst_fold_decides_within_the_anchors_margin_and_the_external_scans_do_not():
+    folds = load_folds()
+    weak = "lung-pet-ct-dx-a0001-series2"
+    table = (
+        rows(folds, "first-baseline", {weak: 0.980})
+        + rows(folds, "conservative", {weak: 0.975})
+        + rows(folds, "high mean, one bad fold", {c: 0.999 for c in folds.HELD_OUT} | {weak: 0.977})  # 0.003 under an anchor
+        + rows(folds, "first-baseline", {weak: 0.981}, rules="no rim trim")
+        + rows(folds, "spills", {weak: 0.99}, spill=0.6)
+        + rows(folds, "leaves never-lung tissue", {weak: 0.99}, never=2.0)
+        + rows(folds, "tie, better mean", {weak: 0.9813} | {"elastix-00": 0.995})
+    )
+    ranking = folds.choose(table)
+    eligible = [(r["candidate"], r["rules"]) for r in ranking if r["eligible"]]
+    # 0.9813 ties 0.981 (within 0.0005) and has the better mean; the external row (0.5) counts for nothing.
+    assert eligible[:2] == [("tie, better mean", "all"), ("first-baseline", "no rim trim")]
+    assert ("first-baseline", "all") in eligible and ("conservative", "all") not in eligible  # 0.975 < 0.980 - 0.002
+    ineligible = {r["candidate"] for r in ranking if not r["eligible"]}
+    assert {"high mean, one bad fold", "spills", "leaves never-lung tissue"} <= ineligible
+
+
+def test_a_candidate_missing_a_fold_is_not_ranked():
+    folds = load_folds()
+    table = rows(folds, "first-baseline", {}) + [r for r in rows(folds, "partial", {}) if r["case"] != "elastix-00"]
+    assert [r["candidate"] for r in folds.choose(table)] == ["first-baseline"]
+
+
+def test_the_fold_section_is_kept_when_the_rest_of_the_report_is_rewritten():
+    section = f"{FOLDS_BEGIN}\n## Folds\n| a |\n{FOLDS_END}"
+    first = with_folds_section("# Results\nold text\n", section)
+    assert first == f"# Results\n\n{section}\nold text\n"
+    assert folds_section(first) == section
+    newer = with_folds_section(first, section.replace("| a |", "| b |"))
+    assert "| b |" in newer and "| a |" not in newer and newer.endswith("old text\n")
+    assert with_folds_section("# Rewritten\n", folds_section(first)) == f"# Rewritten\n\n{section}\n"
+    assert with_folds_section("# Results\n", None) == "# Results\n"
