@@ -8,6 +8,8 @@ do not share caches or allocations. Methods:
 - ``gan-before``: the pipeline as it was before the lesion work: ``--before-model``
   (the previous default generator) and no lesion envelope, for a side-by-side
   timing in the same run;
+- ``gan-previous``: ``--before-model`` through today's post-processing without the
+  never-lung guard rail: the pipeline as it shipped before the guard rail, side by side;
 - ``classical``: LungGAN's threshold/morphology method;
 - ``lungmask``: lungmask's R231 pipeline (``LMInferer.apply``: its preprocessing,
   U-Net and post-processing). Its weights cannot be downloaded here, so its
@@ -79,14 +81,16 @@ def run_one(method: str, ct: str, out: str, device: str, batch_size: int, before
 
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.perf_counter()
-    if method in ("gan", "classical", "gan-before"):
+    if method in ("gan", "classical", "gan-before", "gan-previous"):
         from LungGANLib.segment.inference import SegmentOptions, segment_file
 
+        if method in ("gan-before", "gan-previous") and not before_model:
+            raise SystemExit(f"{method} needs --before-model")
         if method == "gan-before":
-            if not before_model:
-                raise SystemExit("gan-before needs --before-model")
             options = SegmentOptions(model=before_model, envelope=False, drop_domes=False, trim_rim=False, device=device,
-                                     batch_size=batch_size or None)  # the pipeline as it was before the lesion work
+                                     batch_size=batch_size or None, guard_rail=False)  # as before the lesion work
+        elif method == "gan-previous":
+            options = SegmentOptions(model=before_model, device=device, batch_size=batch_size or None, guard_rail=False)
         else:
             options = SegmentOptions(method=method, device=device, batch_size=batch_size or None)
         result = segment_file(ct, out, options, overwrite=True)
@@ -122,7 +126,7 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=list(CASES))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=0, help="0: LungGAN's default (lungmask: 20)")
-    parser.add_argument("--before-model", help="for gan-before: the previous default generator")
+    parser.add_argument("--before-model", help="for gan-before and gan-previous: the previous default generator")
     parser.add_argument("--one", nargs=2, metavar=("METHOD", "CT"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
