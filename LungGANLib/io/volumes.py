@@ -24,6 +24,7 @@ from ..errors import InputError
 from .dicom_series import checked_series, image_series
 from .native import quiet_c_stderr
 from .nifti import check_nifti_complete
+from .nrrd import check_nrrd_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +170,9 @@ def read_image_files(path: str | os.PathLike, series: str | None = None) -> tupl
     path = Path(path)
     if not path.exists():
         raise InputError(f"input not found: {path} (give a CT file such as .nii.gz/.nrrd/.mha or a DICOM folder)")
+    if not path.is_dir() and not path.is_file():  # reading a pipe would wait for a writer for ever
+        raise InputError(f"{path} is not a file or a folder (a pipe, a socket or a device): give a CT file such as "
+                         ".nii.gz/.nrrd/.mha or a DICOM folder")
     if path.is_dir():
         listed = dicom_series(path)
         found = image_series(listed, path)
@@ -202,6 +206,7 @@ def read_image_files(path: str | os.PathLike, series: str | None = None) -> tupl
             sitk.ProcessObject.SetGlobalWarningDisplay(shown)
         return image, _read_modality(files[0]), tuple(files)
     check_nifti_complete(path)
+    check_nrrd_geometry(path)
     try:
         with quiet_c_stderr():  # ITK prints its reasons raw; the message below says it in one line
             image = sitk.ReadImage(str(path))

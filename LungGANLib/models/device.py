@@ -18,7 +18,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     Raises:
         InputError: unknown name, or the named device is not available here.
     """
-    name = (name or "auto").lower()
+    if name is None:
+        name = "auto"
+    if not name.strip():
+        raise InputError(f"device {name!r} is empty: use one of {', '.join(DEVICES)} (or cuda:N)")
+    name = name.lower()
     base = name.split(":")[0]
     if not (name in DEVICES or re.fullmatch(r"cuda:\d+", name)):
         raise InputError(f"unknown device {name!r}: use one of {', '.join(DEVICES)} (or cuda:N)")

@@ -1,0 +1,67 @@
+"""Hostile input, round two: odd files a hospital's export produces, built at test time from ../shared/data.
+
+Each case ends with one line, exit status 2, nothing at the output path, and no wait.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from test_hostile import assert_refused
+
+NRRD = "fixtures/cip-ct-64/ct-64.nrrd"
+
+
+def nrrd_with_header_line(data, tmp_path, field: str, value: str):
+    """cip-ct-64's NRRD with one header field's value replaced (the data after the header untouched)."""
+    raw = (data / NRRD).read_bytes()
+    end = raw.index(b"\n\n")
+    lines = raw[:end].split(b"\n")
+    found = [i for i, line in enumerate(lines) if line.lower().startswith(field.encode() + b":")]
+    assert found, f"the fixture has no {field} field"
+    lines[found[0]] = f"{field}: {value}".encode()
+    path = tmp_path / "bad.nrrd"
+    path.write_bytes(b"\n".join(lines) + raw[end:])
+    return path
+
+
+@pytest.mark.parametrize("value, named", [
+    ("(nan,0,0) (0,4.171872,0) (0,0,3.9873417721518987)", "axis 0"),
+    ("(4.171872,0,0) (0,inf,0) (0,0,3.9873417721518987)", "axis 1"),
+    ("(4.171872,0,0) (0,4.171872,0) (0,0,0)", "axis 2"),
+])
+def test_an_nrrd_whose_space_directions_hold_no_voxel_size_is_refused(capsys, data, tmp_path, value, named):
+    """ITK reads a NaN (or infinite, or zero) direction vector as 1 mm: 601 / 532 mL instead of 2485 / 2196."""
+    path = nrrd_with_header_line(data, tmp_path, "space directions", value)
+    assert_refused(capsys, [path], f"no usable voxel size in its header (space directions {named}", tmp_path / "m.nii.gz")
+
+
+def test_the_same_nrrd_with_its_own_directions_is_taken(capsys, data, tmp_path):
+    from LungGANLib.cli import main
+
+    raw = (data / NRRD).read_bytes()
+    header = raw[: raw.index(b"\n\n")].decode("latin-1")
+    directions = next(line.split(":", 1)[1].strip() for line in header.splitlines() if line.startswith("space directions"))
+    path = nrrd_with_header_line(data, tmp_path, "space directions", directions)
+    assert main(["segment", str(path), "-o", str(tmp_path / "m.nii.gz"), "--method", "classical", "-q"]) == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+def test_a_named_pipe_is_refused_at_once(data, tmp_path):
+    """Reading a FIFO waits for a writer for ever; a child with a time limit shows it does not."""
+    fifo = tmp_path / "ct.nii.gz"
+    os.mkfifo(fifo)
+    out = tmp_path / "m.nii.gz"
+    result = subprocess.run([sys.executable, "-m", "LungGANLib.cli", "segment", str(fifo), "-o", str(out), "-q",
+                             "--method", "classical"], capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("lunggan: error:")]
+    assert result.returncode == 2 and len(lines) == 1 and "is not a file or a folder (a pipe" in lines[0], result.stderr
+    assert not out.exists()
+
+
+def test_an_empty_device_is_refused_not_taken_for_auto(capsys, data, tmp_path):
+    assert_refused(capsys, [data / NRRD, "--device", ""], "device '' is empty", tmp_path / "m.nii.gz", "gan")
