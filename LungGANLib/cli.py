@@ -116,7 +116,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         spill_ml,
     )
     from .evaluate.metrics import evaluate_labels
-    from .io.masks import check_label_image
+    from .io.masks import check_label_image, check_lung_labels
     from .io.volumes import check_same_grid, load_ct, read_image, volume_from_image
 
     pred_image, _ = read_image(args.pred)
@@ -132,6 +132,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     pred, ref = sitk.GetArrayFromImage(pred_image), sitk.GetArrayFromImage(ref_image)
     check_label_image(pred, str(args.pred))
     check_label_image(ref, str(args.ref))
+    check_lung_labels(pred, str(args.pred))
+    check_lung_labels(ref, str(args.ref))
     if volume.array.shape != ref.shape:
         raise LungGANError(f"the CT {args.ct} is not the masks' grid ({volume.array.shape} voxels, not {ref.shape}): give their CT")
     results: dict = evaluate_labels(pred, ref, volume.spacing)
@@ -191,7 +193,7 @@ def cmd_references(args: argparse.Namespace) -> int:
 def cmd_overlay(args: argparse.Namespace) -> int:
     from .evaluate.references import mosaic_slices
     from .evaluate.visualize import mosaic, save_png
-    from .io.masks import check_label_image
+    from .io.masks import check_label_image, check_lung_labels
     from .io.volumes import load_ct, mask_from_image, read_image
 
     out = Path(args.output)

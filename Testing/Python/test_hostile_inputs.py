@@ -65,3 +65,30 @@ def test_a_named_pipe_is_refused_at_once(data, tmp_path):
 
 def test_an_empty_device_is_refused_not_taken_for_auto(capsys, data, tmp_path):
     assert_refused(capsys, [data / NRRD, "--device", ""], "device '' is empty", tmp_path / "m.nii.gz", "gan")
+
+
+@pytest.mark.parametrize("which", ["--pred", "--ref"])
+def test_evaluate_refuses_labels_other_than_the_lungs(capsys, data, tmp_path, which):
+    """A lobe mask (1, 2, 4, 5) was scored as left-lung Dice 0.00 with exit 0: its labels are named and it is refused."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from LungGANLib.cli import main
+
+    reference = sitk.ReadImage(str(data / "fixtures/cip-ct-64/wholeLung-64.nrrd"))
+    lung = sitk.GetArrayFromImage(reference) > 0
+    z = np.arange(lung.shape[0])[:, None, None]
+    depth = lung.shape[0]
+    lobes = np.where(lung, np.select([z < 10, z >= depth - 10, z < depth // 2], [1, 2, 4], 5), 0).astype(np.uint8)
+    image = sitk.GetImageFromArray(lobes)
+    image.CopyInformation(reference)
+    lobe_path = tmp_path / "lobes.nrrd"
+    sitk.WriteImage(image, str(lobe_path))
+    args = {"--pred": data / "fixtures/cip-ct-64/wholeLung-64.nrrd", "--ref": data / "fixtures/cip-ct-64/wholeLung-64.nrrd"}
+    args[which] = lobe_path
+    code = main(["evaluate", "--pred", str(args["--pred"]), "--ref", str(args["--ref"])])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("lunggan: error:")]
+    assert code == 2 and len(lines) == 1 and "holds the labels 0, 1, 2, 4, 5" in lines[0], err
+    assert main(["evaluate", "--pred", str(args["--ref" if which == "--pred" else "--pred"]),
+                 "--ref", str(data / "fixtures/cip-ct-64/wholeLung-64.nrrd")]) == 0  # the lung mask itself is read
