@@ -15,7 +15,8 @@ never-lung soft tissue left in the mask (:mod:`LungGANLib.segment.never_lung`) a
 of a marked lesion inside. On LUNG1-002 the GTV is the lesion, and the share of it kept is given.
 
 Usage:
-    python benchmarks/folds.py [--train] [--json docs/results/folds.json] [--report docs/results.md]
+    python benchmarks/folds.py [--train [--recipes NAME ...] [--folds FOLD ...]] [--json docs/results/folds.json]
+        [--report docs/results.md] [--report-only]
 
 ``--train`` first trains the recipes' missing fold generators into ``runs/folds/`` (resumable: an
 interrupted training continues from its checkpoint). The rows are kept in the JSON as they come, so
@@ -61,14 +62,16 @@ CIP = "cip-ct-64"
 EXTERNAL = (LUNG1, CIP)
 RUNS = REPO / "runs" / "folds"
 
-#: Post-processing rule sets: the shipped pipeline, each rule off, all off. The dome rule and the rim trim
-#: act on the generator only.
+#: Post-processing rule sets: the shipped pipeline, each rule off, all off, and the one candidate rule not in the
+#: pipeline (the outline grown by its half-air ring, :func:`LungGANLib.segment.rim.grow_outline`). The dome rule,
+#: the rim trim and the outline growth act on the generator only.
 RULES = {
     "all": {},
     "no envelope": {"envelope": False},
     "no dome rule": {"drop_domes": False},
     "no rim trim": {"trim_rim": False},
     "no guard rail": {"guard_rail": False},
+    "all + outline growth": {"grow_outline": True},
     "none": {"envelope": False, "drop_domes": False, "trim_rim": False, "guard_rail": False},
 }
 CLASSICAL_RULES = ("all", "no envelope", "no guard rail", "none")
@@ -112,6 +115,7 @@ RECIPES = (
     Recipe("conservative", "Resources/Models/lunggan-conservative.safetensors", (
         BASELINE_STEP, "--lr 3e-4 --epochs 8 --lesions 0.5", "--lr 3e-4 --epochs 6 --lesions 0.5 --appearance 0.3")),
     Recipe("lesions", "Resources/Models/lunggan-lesions.safetensors"),
+    Recipe("regression", "Resources/Models/lunggan-regression.safetensors"),
 )
 
 
@@ -399,6 +403,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", action="store_true", help="first train the recipes' missing fold generators")
     parser.add_argument("--recipes", nargs="+", default=[r.name for r in RECIPES], choices=[r.name for r in RECIPES])
+    parser.add_argument("--folds", nargs="+", default=list(FOLDS), choices=list(FOLDS), help="with --train: only these folds")
     parser.add_argument("--json", default=str(REPO / "docs" / "results" / "folds.json"))
     parser.add_argument("--report", default=str(REPO / "docs" / "results.md"))
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the JSON, running nothing")
@@ -410,7 +415,7 @@ def main() -> None:
     else:
         if args.train:
             for recipe in recipes:
-                for fold in FOLDS:
+                for fold in args.folds:
                     train(recipe, fold)
         rows = run_rows(recipes, json_path)
     write_section(Path(args.report), report(rows, "python benchmarks/folds.py"))

@@ -39,7 +39,7 @@ from .morphology import count_values
 from .never_lung import KIND_WORDS, NeverLung, never_lung, remove_never_lung
 from .postprocess import postprocess_in_box
 from .preprocess import from_network, lung_slices, to_network
-from .rim import trim_dense_rim
+from .rim import grow_outline, trim_dense_rim
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,8 @@ class SegmentOptions:
             aerated lung (:mod:`LungGANLib.segment.rim`).
         drop_domes: with ``gan``, take out islands of soft tissue that are the top of the
             liver's or the spleen's dome (:mod:`LungGANLib.segment.domes`).
+        grow_outline: with ``gan``, move the outline out by the one voxel around it that holds more air
+            than tissue (:func:`LungGANLib.segment.rim.grow_outline`).
         guard_rail: last, with either method, remove what the never-lung checks find: soft
             tissue outside the rib cage, below the diaphragm or in the posterior mediastinum
             (:mod:`LungGANLib.segment.never_lung`). Off, they are still found and reported.
@@ -147,6 +149,7 @@ class SegmentOptions:
     envelope: bool = True
     trim_rim: bool = True
     drop_domes: bool = True
+    grow_outline: bool = False
     guard_rail: bool = True
     params: ClassicalParams = DEFAULT_CLASSICAL
 
@@ -208,6 +211,8 @@ def segment(
                 drop_domes(part, hu_part, volume.spacing, options.params.lung_threshold_hu)
             if options.trim_rim:
                 trim_dense_rim(part, hu_part, options.params.lung_threshold_hu)
+            if options.grow_outline:
+                grow_outline(part, hu_part)
 
         only = [mask]  # handed over: the post-processing frees the whole-scan mask once it has its crop
         del mask

@@ -71,3 +71,40 @@ def trim_dense_rim(
         part[rim] = 0
         removed += int(rim.sum())
     return removed
+
+
+#: Half way between plainly aerated lung (about -850 HU) and soft tissue (about +50 HU): a voxel at the
+#: lung's edge below this holds more air than tissue.
+HALF_VOLUME_HU = -400.0
+
+
+def grow_outline(labels: np.ndarray, hu: np.ndarray, below_hu: float = HALF_VOLUME_HU) -> int:
+    """Add, in place, the voxels just outside each lung's in-plane outline that hold more air than tissue.
+
+    A generator's outline runs on its own threshold of a resized slice, often one partial-volume voxel
+    inside the edge a reader draws: a voxel of the ring just outside the lungs (4-neighbours, slice by
+    slice) that is below ``below_hu`` is more lung than wall, and joins the lung beside it. One voxel only:
+    the outline moves to the lung's edge and no further, and a bronchus or other air beside the lung gets
+    no more than that voxel.
+
+    Args:
+        labels: lung labels (z, y, x), 0 outside; changed in place.
+        hu: the CT in HU, same shape.
+        below_hu: a ring voxel below this joins the lung.
+
+    Returns:
+        How many voxels were added.
+    """
+    if not labels.any():
+        return 0
+    box = bounding_box(labels > 0, margin=1)  # a view: what changes in it changes in labels
+    labels, hu = labels[box], hu[box]
+    added = 0
+    for start in range(0, labels.shape[0], SLAB):
+        part = labels[start : start + SLAB]
+        ring = ndimage.binary_dilation(part > 0, structure=_CROSS) & (part == 0) & (hu[start : start + SLAB] < below_hu)
+        if not ring.any():
+            continue
+        part[ring] = ndimage.grey_dilation(part, footprint=_CROSS)[ring]  # the label beside it (the higher where both)
+        added += int(ring.sum())
+    return added

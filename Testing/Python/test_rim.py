@@ -71,3 +71,26 @@ def test_on_a_real_scan_only_dense_voxels_of_the_outline_go(data):
     outline = (untrimmed > 0) & ~ndimage.binary_erosion(untrimmed > 0, structure=np.ones((1, 3, 3), dtype=bool))
     assert (ct.array[gone] > -320).all() and not (gone & ~outline).any()
     assert gone.sum() < 0.01 * (untrimmed > 0).sum()  # a rim, not a lobe
+
+
+def test_the_outline_grows_by_the_one_ring_voxel_that_holds_more_air_than_tissue():
+    """Two lungs inside the wall; the ring round them is partial volume: -500 HU (more air) on their outer sides,
+    -300 HU (more tissue) elsewhere, and a second -500 HU ring outside the first that must stay out."""
+    from LungGANLib.segment.rim import HALF_VOLUME_HU, grow_outline
+
+    hu = np.full((2, 40, 60), TISSUE_HU, dtype=np.int16)
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    for value, cols in ((1, slice(10, 25)), (2, slice(35, 50))):
+        hu[:, 10:30, cols] = LUNG_HU
+        labels[:, 10:30, cols] = value
+    ring = ndimage.binary_dilation(labels > 0, structure=np.ones((1, 3, 3), dtype=bool)) & (labels == 0)
+    hu[ring] = -300
+    hu[:, 10:30, 9] = hu[:, 10:30, 50] = -500  # the outer sides: partial volume, mostly air
+    hu[:, 10:30, 8] = hu[:, 10:30, 51] = -500  # a second ring: beyond the one voxel
+    before = labels.copy()
+    added = grow_outline(labels, hu)
+    assert added == 2 * 2 * 20  # the two outer columns of 20 rows, on both slices
+    assert (labels[:, 10:30, 9] == 1).all() and (labels[:, 10:30, 50] == 2).all()  # each joins its own lung
+    assert (labels[:, :, 8] == 0).all() and (labels[:, :, 51] == 0).all()
+    changed = labels != before
+    assert (hu[changed] < HALF_VOLUME_HU).all()
