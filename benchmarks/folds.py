@@ -392,6 +392,24 @@ def report(rows: list[dict], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shipped_table(rows: list[dict], candidate: str, rules: str) -> str:
+    """The README's table of the default: its worst and mean held-out scan, and the external scans (markdown)."""
+    group = fold_rows(rows, candidate, rules)
+    ext = {r["case"]: r for r in rows if r["candidate"] == candidate and r["rules"] == rules and r["fold"] == "external"}
+    worst = min(HELD_OUT, key=lambda c: group[c]["dice"])
+    lung1, cip = ext[LUNG1], ext[CIP]
+    mean = float(np.mean([group[c]["dice"] for c in HELD_OUT]))
+    return "\n".join([
+        "| | worst held-out scan | mean of the five held-out scans | LUNG1-002, clinicians' lungs (GTV left out) | cip-ct-64 |",
+        "|---|---:|---:|---:|---:|",
+        f"| Dice | {group[worst]['dice']:.4f} ({worst}) | {mean:.4f} | {lung1['dice']:.4f} | {cip['dice']:.4f} |",
+        f"| HD95 | {max(group[c]['hd95_mm'] for c in HELD_OUT):.2f} mm (worst) | "
+        f"{float(np.mean([group[c]['hd95_mm'] for c in HELD_OUT])):.2f} mm | {lung1['hd95_mm']:.2f} mm | {cip['hd95_mm']:.2f} mm |",
+        f"| spill | {max(group[c]['spill_percent'] for c in HELD_OUT):.2f} % (worst) | "
+        f"{float(np.mean([group[c]['spill_percent'] for c in HELD_OUT])):.2f} % | GTV kept: {100 * lung1['gtv_kept']:.1f} % | |",
+    ])
+
+
 def write_section(path: Path, section: str) -> None:
     """Put the fold section into ``path`` between its markers (after the title, the first time)."""
     text = path.read_text() if path.exists() else "# Results\n"
@@ -407,6 +425,7 @@ def main() -> None:
     parser.add_argument("--json", default=str(REPO / "docs" / "results" / "folds.json"))
     parser.add_argument("--report", default=str(REPO / "docs" / "results.md"))
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the JSON, running nothing")
+    parser.add_argument("--train-only", action="store_true", help="with --train: train, score nothing")
     args = parser.parse_args()
     recipes = [r for r in RECIPES if r.name in args.recipes]
     json_path = Path(args.json)
@@ -417,6 +436,8 @@ def main() -> None:
             for recipe in recipes:
                 for fold in args.folds:
                     train(recipe, fold)
+            if args.train_only:
+                return
         rows = run_rows(recipes, json_path)
     write_section(Path(args.report), report(rows, "python benchmarks/folds.py"))
     for r in choose(rows):
