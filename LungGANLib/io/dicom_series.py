@@ -7,12 +7,15 @@ So before reading, each slice's position along the slice normal is checked:
 - exact duplicates (the same SOPInstanceUID twice) are dropped, with a note;
 - two different slices at one position, a gap, uneven spacing, or slices with
   another orientation or size are refused, naming the positions;
-- SEG, RTSTRUCT and other objects without an image grid are ignored, with a note.
+- SEG, RTSTRUCT and other objects without an image grid are ignored, with a note;
+- links in the folder that lead nowhere are skipped, with a note.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +59,33 @@ def _floats(text: str) -> tuple[float, ...]:
         return tuple(float(v) for v in text.split("\\"))
     except ValueError:
         return ()
+
+
+def dicom_series(folder: Path) -> dict[str, list[str]]:
+    """The DICOM series in a folder: SeriesInstanceUID to its files.
+
+    Links that lead nowhere (dangling, or in a loop) are skipped with a warning: GDCM's scan of a
+    folder that holds one fails on most of the folder's other files.
+    """
+    dead = sorted(p.name for p in folder.iterdir() if p.is_symlink() and not p.exists())
+    if not dead:
+        return _scan_series(folder, folder)
+    shown = ", ".join(dead[:3]) + (", ..." if len(dead) > 3 else "")
+    logger.warning("skipping %d link(s) in %s that lead nowhere (%s)", len(dead), folder, shown)
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in folder.iterdir():
+            if path.name not in dead:
+                os.symlink(path.resolve(), Path(tmp) / path.name)
+        return _scan_series(Path(tmp), folder)
+
+
+def _scan_series(scanned: Path, folder: Path) -> dict[str, list[str]]:
+    """GDCM's series of the folder ``scanned``, with each file named in ``folder`` (the same names)."""
+    reader = sitk.ImageSeriesReader()
+    series = {}
+    for uid in reader.GetGDCMSeriesIDs(str(scanned)) or ():
+        series[uid] = [str(folder / Path(f).name) for f in reader.GetGDCMSeriesFileNames(str(scanned), uid)]
+    return series
 
 
 def image_series(found: dict[str, list[str]], folder: Path) -> dict[str, list[str]]:

@@ -21,7 +21,7 @@ import SimpleITK as sitk
 
 from ..config import AIR_HU, CANONICAL_ORIENTATION, CT_AIR_CHECK_HU, CT_HU_LIMITS, CT_MIN_AIR_FRACTION
 from ..errors import InputError
-from .dicom_series import checked_series, image_series
+from .dicom_series import checked_series, dicom_series, image_series
 from .native import quiet_c_stderr
 from .nifti import check_nifti_complete
 from .nrrd import check_nrrd_geometry
@@ -123,14 +123,6 @@ def image_stem(path: str | os.PathLike) -> str:
         return path.resolve().name or "input"
     suffix = suffix_of(path)
     return path.name[: -len(suffix)] if suffix in IMAGE_SUFFIXES else path.stem
-
-
-def dicom_series(folder: Path) -> dict[str, list[str]]:
-    reader = sitk.ImageSeriesReader()
-    series = {}
-    for uid in reader.GetGDCMSeriesIDs(str(folder)) or ():
-        series[uid] = list(reader.GetGDCMSeriesFileNames(str(folder), uid))
-    return series
 
 
 def _read_modality(filename: str) -> str | None:

@@ -92,3 +92,25 @@ def test_evaluate_refuses_labels_other_than_the_lungs(capsys, data, tmp_path, wh
     assert code == 2 and len(lines) == 1 and "holds the labels 0, 1, 2, 4, 5" in lines[0], err
     assert main(["evaluate", "--pred", str(args["--ref" if which == "--pred" else "--pred"]),
                  "--ref", str(data / "fixtures/cip-ct-64/wholeLung-64.nrrd")]) == 0  # the lung mask itself is read
+
+
+@pytest.mark.parametrize("links", [("dangling",), ("loop",), ("dangling", "loop")])
+def test_links_that_lead_nowhere_in_a_dicom_folder_are_skipped(caplog, data, tmp_path, links):
+    """A complete series with a dangling link or a link loop beside it was refused as missing slices (GDCM's
+    scan failed on most of the folder); the links are skipped with a warning and the series read whole."""
+    import shutil
+
+    from LungGANLib.io import load_ct
+
+    folder = tmp_path / "series"
+    shutil.copytree(data / "fixtures/cip-ct-64/dicom", folder)
+    if "dangling" in links:
+        (folder / "zz-dangling.dcm").symlink_to(tmp_path / "gone.dcm")
+    if "loop" in links:
+        (folder / "loop-a").symlink_to(folder / "loop-b")
+        (folder / "loop-b").symlink_to(folder / "loop-a")
+    ct = load_ct(folder)
+    whole = load_ct(data / "fixtures/cip-ct-64/dicom")
+    assert ct.array.shape == whole.array.shape and (ct.array == whole.array).all()
+    assert len(ct.dicom_files) == len(whole.dicom_files) and all(str(folder) in f for f in ct.dicom_files)
+    assert "lead nowhere" in caplog.text
