@@ -96,7 +96,8 @@ def _say_row(row: dict, many: bool, single_label: bool) -> None:
         print(f"lunggan: error: {row['input']}: {row['message']}" if many else f"lunggan: error: {row['message']}",
               file=sys.stderr, flush=True)
     elif row["status"] == "no lungs":
-        print(f"warning: no lungs found in {row['input']}; wrote an empty mask to {row['output']}", file=sys.stderr)
+        # The warning that says why came from the segmentation; this line says what was written.
+        print(f"wrote {row['output']}: an empty mask, no lungs found ({row['seconds']:.1f} s)")
     elif single_label:
         print(f"wrote {row['output']}: lungs {row['total_lung_ml']:.0f} mL ({row['seconds']:.1f} s)")
     else:
