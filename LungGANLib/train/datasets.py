@@ -7,6 +7,7 @@ used, the same slices inference runs the network on.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -22,6 +23,8 @@ from ..errors import InputError
 from ..io.volumes import CTVolume, clip_air
 from ..segment.classical import body_mask
 from ..segment.preprocess import lung_slices, mask_to_network, to_network
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -81,14 +84,23 @@ def prepare_slices(
 
 
 def load_pairs(pairs: Sequence[Sequence[str]]) -> list[tuple[CTVolume, np.ndarray]]:
-    """Read (CT path, mask path) pairs; each mask is resampled onto its CT's canonical grid."""
+    """Read (CT path, mask path) pairs; each mask is resampled onto its CT's canonical grid.
+
+    Raises:
+        InputError: a mask that is no label mask (a CT given as the mask). A mask without lung gets a warning.
+    """
+    from ..io.masks import check_label_image
     from ..io.volumes import load_ct, mask_from_image, read_image
 
     loaded = []
     for ct_path, mask_path in pairs:
         volume = load_ct(ct_path)
         mask_image, _ = read_image(mask_path)
-        loaded.append((volume, mask_from_image(mask_image, volume)))
+        mask = mask_from_image(mask_image, volume)
+        check_label_image(mask, str(mask_path))  # a CT given as the mask would train on nonsense
+        if not mask.any():
+            logger.warning("the mask %s holds no lung: its slices teach the generator to find none", mask_path)
+        loaded.append((volume, mask))
     return loaded
 
 

@@ -114,3 +114,29 @@ def test_links_that_lead_nowhere_in_a_dicom_folder_are_skipped(caplog, data, tmp
     assert ct.array.shape == whole.array.shape and (ct.array == whole.array).all()
     assert len(ct.dicom_files) == len(whole.dicom_files) and all(str(folder) in f for f in ct.dicom_files)
     assert "lead nowhere" in caplog.text
+
+
+def test_training_refuses_a_ct_given_as_the_mask(capsys, data, tmp_path):
+    from LungGANLib.cli import main
+
+    ct = data / "fixtures/cip-ct-64/ct-64.nrrd"
+    code = main(["train", "--pair", str(ct), str(ct), "--epochs", "1", "--run-dir", str(tmp_path / "run"),
+                 "-o", str(tmp_path / "m.safetensors"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not a label mask" in err and not (tmp_path / "m.safetensors").exists()
+
+
+def test_training_on_a_mask_without_lungs_warns(caplog, data, tmp_path):
+    import numpy as np
+    import SimpleITK as sitk
+
+    from LungGANLib.train.datasets import load_pairs
+
+    mask = sitk.ReadImage(str(data / "fixtures/cip-ct-64/wholeLung-64.nrrd"))
+    empty = sitk.GetImageFromArray(np.zeros(sitk.GetArrayViewFromImage(mask).shape, dtype=np.uint8))
+    empty.CopyInformation(mask)
+    written = tmp_path / "empty.nrrd"
+    sitk.WriteImage(empty, str(written))
+    ((_, loaded),) = load_pairs([(str(data / "fixtures/cip-ct-64/ct-64.nrrd"), str(written))])
+    assert not loaded.any()
+    assert f"the mask {written} holds no lung" in caplog.text
