@@ -202,7 +202,7 @@ def score(case: Case, labels: np.ndarray, findings: dict) -> dict:
     pred, ref = labels.copy(), case.ref.copy()
     pred[case.left_out] = 0
     ref[case.left_out] = 0
-    spill, percent = spill_ml(labels, case.ref, case.lesions, case.ct.spacing)
+    spill, percent = spill_ml(pred, case.ref, [], case.ct.spacing)  # the left-out voxels (lesions, the GTV) are no spill
     row = {"dice": round(dice(pred, ref), 4), "hd95_mm": round(hausdorff(pred, ref, case.ct.spacing, 95), 2),
            "spill_ml": round(spill, 1), "spill_percent": round(percent, 3),
            "never_lung_ml": round(findings["never_lung_ml"], 2) if not findings.get("removed") else 0.0,
