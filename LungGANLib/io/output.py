@@ -73,6 +73,14 @@ def mask_bytes(voxels: int, path: str | os.PathLike) -> int:
     return voxels if suffix_of(Path(path)) == ".nii" else voxels // 20
 
 
+def _size(n_bytes: float) -> str:
+    """A size in the unit that shows it: bytes, kB, MB or GB (never '0 MB' for a few kilobytes)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.{1 if n_bytes < 10 * scale else 0}f} {unit}"
+    return f"{int(n_bytes)} bytes"
+
+
 def check_writable(folder: str | os.PathLike, needed_bytes: int = 0) -> None:
     """Check before the work that a file can be created in ``folder`` and that it has room for ``needed_bytes``.
 
@@ -89,7 +97,7 @@ def check_writable(folder: str | os.PathLike, needed_bytes: int = 0) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed_bytes:
         raise OutputError(
-            f"not enough free space in {folder}: {free / 1e6:.0f} MB free, about {needed_bytes / 1e6:.0f} MB needed; free some space"
+            f"not enough free space in {folder}: {_size(free)} free, about {_size(needed_bytes)} needed; free some space"
         )
 
 

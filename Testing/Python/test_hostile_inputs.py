@@ -140,3 +140,16 @@ def test_training_on_a_mask_without_lungs_warns(caplog, data, tmp_path):
     ((_, loaded),) = load_pairs([(str(data / "fixtures/cip-ct-64/ct-64.nrrd"), str(written))])
     assert not loaded.any()
     assert f"the mask {written} holds no lung" in caplog.text
+
+
+def test_a_full_disk_names_the_sizes_it_compared(monkeypatch, tmp_path):
+    """'0 MB free, about 0 MB needed' told nothing: small sizes are given in kB or bytes."""
+    from collections import namedtuple
+
+    from LungGANLib.errors import OutputError
+    from LungGANLib.io import output
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(output.shutil, "disk_usage", lambda folder: usage(10**9, 10**9 - 4096, 4096))
+    with pytest.raises(OutputError, match=r"4\.1 kB free, about 40 kB needed"):
+        output.check_writable(tmp_path, 40_000)
