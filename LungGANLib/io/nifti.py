@@ -73,7 +73,9 @@ def check_nifti_complete(path: Path) -> None:
             total = len(header)
             while chunk := handle.read(1 << 24):
                 total += len(chunk)
-    except gzip.BadGzipFile:
+    except gzip.BadGzipFile as exc:
+        if not str(exc).startswith("Not a gzipped file"):  # a checksum or length that does not hold
+            raise InputError(f"{path} is truncated or corrupt ({exc}): {fix}") from None
         raise InputError(f"could not read {path} as an image: it is not gzip-compressed, as .nii.gz must be; "
                          "give a CT as .nii.gz, .nrrd, .mha/.mhd, .dcm or a DICOM folder") from None
     except (EOFError, OSError, zlib.error) as exc:  # a cut stream, a bad checksum

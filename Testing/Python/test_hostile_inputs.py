@@ -153,3 +153,17 @@ def test_a_full_disk_names_the_sizes_it_compared(monkeypatch, tmp_path):
     monkeypatch.setattr(output.shutil, "disk_usage", lambda folder: usage(10**9, 10**9 - 4096, 4096))
     with pytest.raises(OutputError, match=r"4\.1 kB free, about 40 kB needed"):
         output.check_writable(tmp_path, 40_000)
+
+
+def test_a_nii_gz_whose_checksum_fails_is_called_corrupt_not_uncompressed(capsys, data, tmp_path):
+    import gzip
+
+    import SimpleITK as sitk
+
+    plain = tmp_path / "ct.nii"
+    sitk.WriteImage(sitk.ReadImage(str(data / NRRD)), str(plain))
+    packed = bytearray(gzip.compress(plain.read_bytes()))
+    packed[-8] ^= 0xFF  # the trailer's CRC-32: the data inflate whole, the checksum does not hold
+    path = tmp_path / "crc.nii.gz"
+    path.write_bytes(bytes(packed))
+    assert_refused(capsys, [path], "is truncated or corrupt (CRC check failed", tmp_path / "m.nii.gz")
