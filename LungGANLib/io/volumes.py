@@ -24,6 +24,7 @@ from ..errors import InputError
 from .dicom_series import checked_series, dicom_series, image_series
 from .native import quiet_c_stderr
 from .nifti import check_nifti_complete
+from .metaimage import check_metaimage_data
 from .nrrd import check_nrrd_geometry
 
 logger = logging.getLogger(__name__)
@@ -199,6 +200,7 @@ def read_image_files(path: str | os.PathLike, series: str | None = None) -> tupl
         return image, _read_modality(files[0]), tuple(files)
     check_nifti_complete(path)
     check_nrrd_geometry(path)
+    check_metaimage_data(path)
     try:
         with quiet_c_stderr():  # ITK prints its reasons raw; the message below says it in one line
             image = sitk.ReadImage(str(path))

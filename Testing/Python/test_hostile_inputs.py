@@ -167,3 +167,19 @@ def test_a_nii_gz_whose_checksum_fails_is_called_corrupt_not_uncompressed(capsys
     path = tmp_path / "crc.nii.gz"
     path.write_bytes(bytes(packed))
     assert_refused(capsys, [path], "is truncated or corrupt (CRC check failed", tmp_path / "m.nii.gz")
+
+
+def test_an_mha_whose_header_falsely_claims_compression_is_called_corrupt(capsys, data, tmp_path):
+    """It was refused as 'not a CT (an MR?)': ITK inflated raw voxels into nonsense."""
+    import SimpleITK as sitk
+
+    from LungGANLib.cli import main
+
+    plain, packed = tmp_path / "plain.mha", tmp_path / "packed.mha"
+    sitk.WriteImage(sitk.ReadImage(str(data / NRRD)), str(plain))
+    sitk.WriteImage(sitk.ReadImage(str(data / NRRD)), str(packed), True)
+    fake = tmp_path / "fake.mha"
+    fake.write_bytes(plain.read_bytes().replace(b"CompressedData = False", b"CompressedData = True", 1))
+    assert_refused(capsys, [fake], "is corrupt: its header says CompressedData = True", tmp_path / "m.nii.gz")
+    for good in (plain, packed):  # the honest files, compressed or not, are read
+        assert main(["segment", str(good), "-o", str(tmp_path / f"{good.stem}.nii.gz"), "--method", "classical", "-q"]) == 0
