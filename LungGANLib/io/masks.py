@@ -32,15 +32,16 @@ def check_label_image(array: np.ndarray, source: str) -> None:
 
 
 def check_lung_labels(array: np.ndarray, source: str) -> None:
-    """Refuse a label mask with labels other than 0, 1 and 2 (a lobe mask, say): its lungs would be scored
-    as right (1) and left (2) lung and the rest as background, which gives wrong figures without a word.
+    """Refuse a label mask with several labels that are not 1 and 2 (a lobe mask, say): its lungs would be
+    scored as right (1) and left (2) lung and the rest as background, which gives wrong figures without a
+    word. A mask with one label, whatever its value (255, say), is both lungs together.
 
     Raises:
         InputError: naming the labels found.
     """
     found = np.flatnonzero(np.bincount(array.reshape(-1).astype(np.int64, copy=False), minlength=3))
-    other = [int(v) for v in found if v > 2]
-    if other:
+    labels = found[found > 0]
+    if labels.size > 1 and (labels > 2).any():
         shown = ", ".join(map(str, found[:12])) + (", ..." if found.size > 12 else "")
         raise InputError(f"{source} holds the labels {shown}: evaluate reads 0 background, 1 right lung and 2 left "
                          "lung (or 1 for both); relabel it first (a lobe mask: each lung's lobes to 1 or 2)")

@@ -53,6 +53,10 @@ def _missing_voxel_size(header: bytes) -> str | None:
     return None
 
 
+#: What a reader of a truncated or corrupt input is told to do.
+FIX = "copy or export it again"
+
+
 def check_nifti_complete(path: Path) -> None:
     """Read a NIfTI file to its end: its gzip checksum and length hold, it has the data its header promises,
     and its header gives a voxel size on each spatial axis.
@@ -66,7 +70,7 @@ def check_nifti_complete(path: Path) -> None:
     suffix = ".nii.gz" if name.endswith(".nii.gz") else ".nii" if name.endswith(".nii") else None
     if suffix is None:
         return
-    fix = "copy or export it again"
+    fix = FIX
     try:
         with (gzip.open(path, "rb") if suffix == ".nii.gz" else open(path, "rb")) as handle:
             header = handle.read(540)

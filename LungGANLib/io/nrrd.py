@@ -13,7 +13,7 @@ from ..errors import InputError
 HEADER_BYTES = 1 << 16
 
 
-def _header_fields(path: Path) -> dict[str, str]:
+def header_fields(path: Path) -> dict[str, str]:
     """The fields of an NRRD header (``key: value`` lines before the first blank line)."""
     with open(path, "rb") as handle:
         head = handle.read(HEADER_BYTES)
@@ -64,7 +64,7 @@ def check_nrrd_geometry(path: Path) -> None:
     if path.suffix.lower() not in (".nrrd", ".nhdr"):
         return
     try:
-        bad = _bad_axis(_header_fields(path))
+        bad = _bad_axis(header_fields(path))
     except (OSError, ValueError):
         return  # ITK's reading says what is wrong
     if bad:

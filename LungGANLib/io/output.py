@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError, OutputError, OutputExistsError
+from .complete import written_problem
 from .native import quiet_c_stderr
 from .volumes import suffix_of
 
@@ -202,6 +203,9 @@ def verify_image(expected: sitk.Image) -> Callable[[str], None]:
     """A ``verify`` for :func:`atomic_write`: the file reads back as an image equal to ``expected``, voxel for voxel."""
 
     def verify(name: str) -> None:
+        problem = written_problem(name)  # ITK would read a short file whole, with zeros for the rest
+        if problem:
+            raise OutputError(f"the file {problem}")
         try:
             written = sitk.ReadImage(name)
         except RuntimeError:

@@ -183,3 +183,29 @@ def test_an_mha_whose_header_falsely_claims_compression_is_called_corrupt(capsys
     assert_refused(capsys, [fake], "is corrupt: its header says CompressedData = True", tmp_path / "m.nii.gz")
     for good in (plain, packed):  # the honest files, compressed or not, are read
         assert main(["segment", str(good), "-o", str(tmp_path / f"{good.stem}.nii.gz"), "--method", "classical", "-q"]) == 0
+
+
+def test_a_mask_cut_short_by_a_file_size_limit_is_not_reported_as_written(data, tmp_path):
+    """cip-ct-64 as .nii under 'ulimit -f 310': 317,440 of 323,936 bytes, and ITK read the cut file back whole
+    (the cut fell in zero voxels), so it was published with exit 0."""
+    from test_hostile import lunggan_with_file_size_limit
+
+    out = tmp_path / "m.nii"
+    result = lunggan_with_file_size_limit(310 * 1024, "segment", data / NRRD, "-o", out, "--method", "classical", "-q")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "the file is truncated: 317440 bytes where its header promises 323936" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".nrrd", ".mha"])
+def test_our_reader_finds_every_written_format_cut_short(data, tmp_path, suffix):
+    import SimpleITK as sitk
+
+    from LungGANLib.io.complete import written_problem
+
+    whole = tmp_path / f"whole{suffix}"
+    sitk.WriteImage(sitk.ReadImage(str(data / "fixtures/cip-ct-64/wholeLung-64.nrrd")), str(whole), suffix != ".nii")
+    assert written_problem(whole) is None
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(whole.read_bytes()[:-100])
+    assert written_problem(cut).startswith("is truncated")
