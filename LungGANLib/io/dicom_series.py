@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from .native import quiet_c_stderr
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,15 @@ def _scan_series(scanned: Path, folder: Path) -> dict[str, list[str]]:
     """GDCM's series of the folder ``scanned``, with each file named in ``folder`` (the same names)."""
     reader = sitk.ImageSeriesReader()
     series = {}
-    for uid in reader.GetGDCMSeriesIDs(str(scanned)) or ():
-        series[uid] = [str(folder / Path(f).name) for f in reader.GetGDCMSeriesFileNames(str(scanned), uid)]
+    # GDCM warns on stderr for a folder without a series; the caller's one line says so instead.
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        with quiet_c_stderr():
+            for uid in reader.GetGDCMSeriesIDs(str(scanned)) or ():
+                series[uid] = [str(folder / Path(f).name) for f in reader.GetGDCMSeriesFileNames(str(scanned), uid)]
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     return series
 
 

@@ -209,3 +209,16 @@ def test_our_reader_finds_every_written_format_cut_short(data, tmp_path, suffix)
     cut = tmp_path / f"cut{suffix}"
     cut.write_bytes(whole.read_bytes()[:-100])
     assert written_problem(cut).startswith("is truncated")
+
+
+@pytest.mark.parametrize("content", ["empty", "text only"])
+def test_a_folder_without_dicom_gets_our_one_line_and_nothing_from_itk(tmp_path, content):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    if content == "text only":
+        (folder / "README.TXT").write_text("a CD export's index\n")
+        (folder / "DICOMDIR").write_bytes(b"not a real DICOMDIR")
+    result = subprocess.run([sys.executable, "-m", "LungGANLib.cli", "segment", str(folder), "-o", str(tmp_path / "m.nii.gz"),
+                             "--method", "classical", "-q"], capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("lunggan: error: no DICOM series found"), result.stderr
