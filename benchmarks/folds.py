@@ -417,6 +417,17 @@ def write_section(path: Path, section: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def update_card(card: Path, rows: list[dict], candidate: str, rules: str, note: str) -> None:
+    """Write the fold protocol's choice into a model card: the rule, the ranking, what was chosen and its rows."""
+    data = json.loads(card.read_text())
+    data["selection"] = {
+        "protocol": "python benchmarks/folds.py (leave one patient out; rows in docs/results/folds.json)",
+        "rule": SELECTION_RULE, "candidate": candidate, "rules": rules, "note": note, "ranking": choose(rows),
+    }
+    data["folds"] = [r for r in rows if r["candidate"] == candidate and r["rules"] == rules]
+    atomic_write(card, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", action="store_true", help="first train the recipes' missing fold generators")
@@ -426,6 +437,9 @@ def main() -> None:
     parser.add_argument("--report", default=str(REPO / "docs" / "results.md"))
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the JSON, running nothing")
     parser.add_argument("--train-only", action="store_true", help="with --train: train, score nothing")
+    parser.add_argument("--update-card", nargs=3, metavar=("CARD", "CANDIDATE", "RULES"),
+                        help="write the choice of CANDIDATE with RULES, and its rows, into the model card CARD")
+    parser.add_argument("--note", default="", help="with --update-card: why, in a sentence")
     args = parser.parse_args()
     recipes = [r for r in RECIPES if r.name in args.recipes]
     json_path = Path(args.json)
@@ -440,6 +454,9 @@ def main() -> None:
                 return
         rows = run_rows(recipes, json_path)
     write_section(Path(args.report), report(rows, "python benchmarks/folds.py"))
+    if args.update_card:
+        card, candidate, rules = args.update_card
+        update_card(Path(card), rows, candidate, rules, args.note)
     for r in choose(rows):
         print(json.dumps(r))
 
