@@ -100,20 +100,32 @@ def image_series(found: dict[str, list[str]], folder: Path) -> dict[str, list[st
     """The series that hold image slices; the others (SEG, RTSTRUCT, ...) are dropped with a note."""
     kept = {}
     for uid, files in found.items():
-        header = _header(files[0])
-        modality = header.get("0008|0060", "").upper()
+        modality = _modality(files[0])
         if modality in NON_IMAGE_MODALITIES:
-            logger.warning("ignoring %d %s object(s) in %s (not image slices)", len(files), modality or "non-image", folder)
-            continue
+            # A SEG saved into its CT's own series shares the series' UID: keep the series' image files.
+            images = [f for f in files[1:] if _modality(f) not in NON_IMAGE_MODALITIES]
+            ignored = len(files) - len(images)
+            logger.warning("ignoring %d %s object(s) in %s (not image slices)", ignored, modality or "non-image", folder)
+            if not images:
+                continue
+            files = images
         kept[uid] = files
     return kept
 
 
+def _modality(file: str) -> str:
+    return _header(file).get("0008|0060", "").upper()
+
+
 def read_slices(files: list[str]) -> list[Slice]:
-    """Each file's position, orientation and size (files without a position are refused)."""
+    """Each image file's position, orientation and size (files without a position are refused; a SEG,
+    RTSTRUCT or other non-image object saved into the series is left out with a note)."""
     slices = []
     for file in files:
         header = _header(file)
+        if header.get("0008|0060", "").upper() in NON_IMAGE_MODALITIES:
+            logger.warning("ignoring %s: a %s object among the series' slices", file, header["0008|0060"])
+            continue
         position = _floats(header.get("0020|0032", ""))
         orientation = _floats(header.get("0020|0037", ""))
         if len(position) != 3 or len(orientation) != 6:

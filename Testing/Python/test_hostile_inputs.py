@@ -222,3 +222,29 @@ def test_a_folder_without_dicom_gets_our_one_line_and_nothing_from_itk(tmp_path,
                              "--method", "classical", "-q"], capture_output=True, text=True, timeout=120)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("lunggan: error: no DICOM series found"), result.stderr
+
+
+def test_a_seg_saved_into_its_cts_own_series_is_ignored(caplog, data, tmp_path):
+    """A SEG object that shares its CT's SeriesInstanceUID was refused as 'mixes acquisitions'; the README says
+    SEG objects in the folder are ignored."""
+    import shutil
+
+    import pydicom
+
+    from LungGANLib.cli import main
+    from LungGANLib.io import load_ct
+
+    source = data / "fixtures/cip-ct-64/dicom"
+    seg = tmp_path / "seg.dcm"
+    assert main(["segment", str(source), "-o", str(seg), "--method", "classical", "-q"]) == 0
+    folder = tmp_path / "series"
+    shutil.copytree(source, folder)
+    ct_uid = pydicom.dcmread(next(folder.iterdir()), stop_before_pixels=True).SeriesInstanceUID
+    dataset = pydicom.dcmread(seg)
+    dataset.SeriesInstanceUID = ct_uid
+    for name in ("0000-seg.dcm", "zzzz-seg.dcm"):  # first and last in the folder's order
+        dataset.save_as(folder / name)
+    ct = load_ct(folder)
+    whole = load_ct(source)
+    assert (ct.array == whole.array).all() and len(ct.dicom_files) == len(whole.dicom_files)
+    assert "not image slices" in caplog.text or "among the series' slices" in caplog.text
