@@ -62,17 +62,19 @@ CIP = "cip-ct-64"
 EXTERNAL = (LUNG1, CIP)
 RUNS = REPO / "runs" / "folds"
 
-#: Post-processing rule sets: the shipped pipeline, each rule off, all off, and the one candidate rule not in the
-#: pipeline (the outline grown by its half-air ring, :func:`LungGANLib.segment.rim.grow_outline`). The dome rule,
-#: the rim trim and the outline growth act on the generator only.
+#: Post-processing rule sets: "all" is every rule of the pipeline before the outline growth was judged; then each
+#: rule off, all off, and the outline grown by its half-air ring (:func:`LungGANLib.segment.rim.grow_outline`).
+#: The dome rule, the rim trim and the outline growth act on the generator only. Every flag is spelled out, so a
+#: row means the same whatever the pipeline's defaults become.
+_ALL = {"envelope": True, "drop_domes": True, "trim_rim": True, "guard_rail": True, "grow_outline": False}
 RULES = {
-    "all": {},
-    "no envelope": {"envelope": False},
-    "no dome rule": {"drop_domes": False},
-    "no rim trim": {"trim_rim": False},
-    "no guard rail": {"guard_rail": False},
-    "all + outline growth": {"grow_outline": True},
-    "none": {"envelope": False, "drop_domes": False, "trim_rim": False, "guard_rail": False},
+    "all": _ALL,
+    "no envelope": _ALL | {"envelope": False},
+    "no dome rule": _ALL | {"drop_domes": False},
+    "no rim trim": _ALL | {"trim_rim": False},
+    "no guard rail": _ALL | {"guard_rail": False},
+    "all + outline growth": _ALL | {"grow_outline": True},
+    "none": {"envelope": False, "drop_domes": False, "trim_rim": False, "guard_rail": False, "grow_outline": False},
 }
 CLASSICAL_RULES = ("all", "no envelope", "no guard rail", "none")
 
