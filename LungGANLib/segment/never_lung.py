@@ -55,6 +55,8 @@ class NeverLungParams:
         aerated_hu: at or below this a voxel is plainly aerated lung.
         under_mm: how far below an island the diaphragm test looks for lung or solid tissue.
         behind_mm: how far behind (posterior to) an island the lung's recess is looked for.
+        max_dome_mm: the top of a dome held in the lung rises at most this far (craniocaudally); a taller
+            island is a mass.
         vertebra_mm: half-width of the band around the cage's midline searched for the vertebral body.
         vertebral_body_mm: depth of the vertebral body behind its anterior edge, whose width makes the corridor.
         corridor_mm: the corridor reaches this far beyond the vertebral body's sides and behind its front.
@@ -71,6 +73,7 @@ class NeverLungParams:
     aerated_hu: float = AERATED_HU
     under_mm: float = 10.0
     behind_mm: float = 40.0
+    max_dome_mm: float = 40.0
     vertebra_mm: float = 25.0
     vertebral_body_mm: float = 20.0
     corridor_mm: float = 10.0
@@ -261,10 +264,11 @@ def outside_cage(grid: _Grid, hull: np.ndarray, judged: np.ndarray, params: Neve
 def below_diaphragm(grid: _Grid, params: NeverLungParams = DEFAULT_NEVER_LUNG) -> np.ndarray:
     """Islands of soft tissue in the lungs that are the top of a dome of the diaphragm (see the module), on the work grid.
 
-    An island (a 3D group of ``grid.islands``) is a dome when its widest cross-section reaches
-    ``DOME_MIN_AREA_MM2``; under its lowest slice, within ``under_mm``, aerated lung lies under less
-    than a quarter of its footprint, and soft tissue outside the lungs under at least three quarters
-    of it on every slice (dense lung under it is lung going on); and on its widest slice aerated lung
+    An island (a 3D group of ``grid.islands``) is a dome when it is no taller than ``max_dome_mm`` (a
+    large mass on the diaphragm is taller) and its widest cross-section reaches ``DOME_MIN_AREA_MM2``; under its lowest slice, within ``under_mm``, lung of the mask (aerated or
+    dense: a mass on dense dependent lung is no dome) lies under less than a quarter of its footprint,
+    and soft tissue outside the lungs under at least three quarters of it on every slice; and on its
+    widest slice aerated lung
     lies behind it (within ``behind_mm``, posteriorly) on at least half its width. An island cut by
     the scan's lowest slice is not judged.
     """
@@ -280,13 +284,16 @@ def below_diaphragm(grid: _Grid, params: NeverLungParams = DEFAULT_NEVER_LUNG) -
         areas = group.sum(axis=(1, 2))
         if areas.max() * pixel_mm2 < DOME_MIN_AREA_MM2:
             continue
-        lowest = found[0].start + int(np.flatnonzero(areas)[0])
+        held = np.flatnonzero(areas)
+        if (held[-1] - held[0] + 1) * grid.spacing[2] > params.max_dome_mm:
+            continue  # taller than a dome's top held in the lung: a mass
+        lowest = found[0].start + int(held[0])
         if lowest - under < 0:
             continue  # the scan ends under it: nothing to judge by
         footprint = group.any(axis=0)
         below = (slice(lowest - under, lowest), found[1], found[2])
-        if grid.aerated[below].any(axis=0)[footprint].mean() >= 0.25:
-            continue  # lung goes on under it: a mass in the lower lobe, not a dome
+        if grid.lungs[below].any(axis=0)[footprint].mean() >= 0.25:
+            continue  # lung goes on under it, aerated or dense: a mass in the lower lobe, not a dome
         if grid.solid[below].all(axis=0)[footprint].mean() < 0.75:
             continue  # not resting on solid tissue outside the lungs
         widest = int(np.argmax(areas))
