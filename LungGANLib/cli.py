@@ -44,6 +44,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         trim_rim=not args.no_rim_trim,
         drop_domes=not args.keep_domes,
         guard_rail=not args.no_guard_rail,
+        grow_outline=not args.no_outline_growth,
     )
     many = is_folder_output(args.output, args.input, args.all_series)
     if not many and len(args.input) > 1:

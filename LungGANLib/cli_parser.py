@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep the generator's outline where it runs one dense voxel into the pleura")
     seg.add_argument("--keep-domes", action="store_true",
                      help="keep islands of soft tissue the generator took in that are the top of a diaphragm dome")
+    seg.add_argument("--no-outline-growth", action="store_true",
+                     help="keep the generator's outline where it is instead of moving it out by its half-air ring")
     seg.add_argument("--no-guard-rail", action="store_true",
                      help="keep soft tissue found outside the rib cage, below the diaphragm or in the posterior "
                           "mediastinum (still reported)")

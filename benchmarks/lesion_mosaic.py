@@ -63,7 +63,8 @@ def main() -> None:
     parser.add_argument("--per-case", type=int, default=4)
     parser.add_argument("-o", "--output", required=True)
     args = parser.parse_args()
-    before = SegmentOptions(model=args.before_model, device="cpu", envelope=False, drop_domes=False, trim_rim=False)
+    before = SegmentOptions(model=args.before_model, device="cpu", envelope=False, drop_domes=False, trim_rim=False,
+                            grow_outline=False, guard_rail=False)
     after = SegmentOptions(model=args.after_model, device="cpu", envelope=True)
     half = 70
     rows: list[list[np.ndarray]] = [[], []]

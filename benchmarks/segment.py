@@ -8,8 +8,8 @@ do not share caches or allocations. Methods:
 - ``gan-before``: the pipeline as it was before the lesion work: ``--before-model``
   (the previous default generator) and no lesion envelope, for a side-by-side
   timing in the same run;
-- ``gan-previous``: ``--before-model`` through today's post-processing without the
-  never-lung guard rail: the pipeline as it shipped before the guard rail, side by side;
+- ``gan-previous``: ``--before-model`` through the post-processing it shipped with (no outline growth, no
+  never-lung guard rail): the previous default as it shipped, side by side;
 - ``classical``: LungGAN's threshold/morphology method;
 - ``lungmask``: lungmask's R231 pipeline (``LMInferer.apply``: its preprocessing,
   U-Net and post-processing). Its weights cannot be downloaded here, so its
@@ -88,9 +88,11 @@ def run_one(method: str, ct: str, out: str, device: str, batch_size: int, before
             raise SystemExit(f"{method} needs --before-model")
         if method == "gan-before":
             options = SegmentOptions(model=before_model, envelope=False, drop_domes=False, trim_rim=False, device=device,
-                                     batch_size=batch_size or None, guard_rail=False)  # as before the lesion work
+                                     batch_size=batch_size or None, guard_rail=False,
+                                     grow_outline=False)  # as before the lesion work
         elif method == "gan-previous":
-            options = SegmentOptions(model=before_model, device=device, batch_size=batch_size or None, guard_rail=False)
+            options = SegmentOptions(model=before_model, device=device, batch_size=batch_size or None, guard_rail=False,
+                                     grow_outline=False)
         else:
             options = SegmentOptions(method=method, device=device, batch_size=batch_size or None)
         result = segment_file(ct, out, options, overwrite=True)

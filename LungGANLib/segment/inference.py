@@ -149,7 +149,7 @@ class SegmentOptions:
     envelope: bool = True
     trim_rim: bool = True
     drop_domes: bool = True
-    grow_outline: bool = False
+    grow_outline: bool = True
     guard_rail: bool = True
     params: ClassicalParams = DEFAULT_CLASSICAL
 
