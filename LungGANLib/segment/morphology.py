@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+from skimage.draw import polygon
 
 
 #: Slices per slab in the per-slice operations (their temporaries stay a slab's size).
@@ -132,4 +134,46 @@ def labels_in(labels: np.ndarray, values) -> np.ndarray:
     out = np.zeros(labels.shape, dtype=bool)
     for value in values:
         out |= labels == value
+    return out
+
+
+def pooled(mask: np.ndarray, step: int, share: float | None = None) -> np.ndarray:
+    """Pool each slice of a mask over ``step`` x ``step`` blocks onto a coarser grid.
+
+    Without ``share`` a coarse pixel is set when any pixel of its block is (thin structures survive);
+    with it, when at least that share of its block is.
+    """
+    if step == 1:
+        return mask.copy()
+    depth, rows, cols = mask.shape
+    padded = np.pad(mask.view(np.uint8), ((0, 0), (0, -rows % step), (0, -cols % step)))
+    rows, cols = padded.shape[1] // step, padded.shape[2] // step
+    # Sum along x, then along y: each reduction runs over the array's last, contiguous axis.
+    count = padded.reshape(depth, rows * step, cols, step).sum(axis=3, dtype=np.uint8)
+    count = count.reshape(depth, rows, step, cols).transpose(0, 1, 3, 2).sum(axis=3, dtype=np.uint8)
+    return count > 0 if share is None else count >= share * step * step
+
+
+def unpooled(small: np.ndarray, step: int, shape: tuple[int, ...]) -> np.ndarray:
+    """A mask of the coarser grid of :func:`pooled` back on the fine grid of ``shape`` (each coarse pixel covers
+    ``step`` x ``step`` fine ones)."""
+    if step == 1:
+        return small
+    return small.repeat(step, axis=1).repeat(step, axis=2)[:, : shape[1], : shape[2]]
+
+
+def convex_hull_mask(points: np.ndarray) -> np.ndarray | None:
+    """The convex hull of a 2D mask's true pixels as a mask, or None when they span no area."""
+    rows, cols = np.nonzero(points)
+    if rows.size < 3:
+        return None
+    # A pixel is a unit square: its four corners make the hull cover every pixel it holds.
+    corners = np.stack([rows, cols], axis=1)[:, None, :] + np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
+    corners = corners.reshape(-1, 2)
+    try:
+        vertices = corners[ConvexHull(corners).vertices]
+    except QhullError:  # collinear: no area
+        return None
+    out = np.zeros(points.shape, dtype=bool)
+    out[polygon(vertices[:, 0], vertices[:, 1], shape=points.shape)] = True
     return out

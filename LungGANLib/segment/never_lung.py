@@ -35,7 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..config import DEFAULT_CLASSICAL, DOME_MIN_AREA_MM2
-from .morphology import bounding_box, disk, label_components, labels_in
+from .morphology import bounding_box, convex_hull_mask, disk, label_components, labels_in, pooled, unpooled
 from .rim import AERATED_HU
 
 
@@ -130,50 +130,6 @@ class NeverLung:
         return out
 
 
-def _pooled(mask: np.ndarray, step: int, share: float | None = None) -> np.ndarray:
-    """Pool each slice over ``step`` x ``step`` blocks onto the work grid.
-
-    Without ``share`` a work pixel is set when any pixel of its block is (thin ribs survive the
-    coarser grid); with it, when at least that share of its block is.
-    """
-    if step == 1:
-        return mask.copy()
-    depth, rows, cols = mask.shape
-    padded = np.pad(mask.view(np.uint8), ((0, 0), (0, -rows % step), (0, -cols % step)))
-    rows, cols = padded.shape[1] // step, padded.shape[2] // step
-    # Sum along x, then along y: each reduction runs over the array's last, contiguous axis.
-    count = padded.reshape(depth, rows * step, cols, step).sum(axis=3, dtype=np.uint8)
-    count = count.reshape(depth, rows, step, cols).transpose(0, 1, 3, 2).sum(axis=3, dtype=np.uint8)
-    return count > 0 if share is None else count >= share * step * step
-
-
-def _to_grid(small: np.ndarray, step: int, shape: tuple[int, ...]) -> np.ndarray:
-    """A work-grid mask back on the CT's grid (each work pixel covers ``step`` x ``step`` pixels)."""
-    if step == 1:
-        return small
-    return small.repeat(step, axis=1).repeat(step, axis=2)[:, : shape[1], : shape[2]]
-
-
-def _hull(points: np.ndarray) -> np.ndarray | None:
-    """The convex hull of a slice's true pixels as a mask, or None when they span no area."""
-    from scipy.spatial import ConvexHull, QhullError
-    from skimage.draw import polygon
-
-    rows, cols = np.nonzero(points)
-    if rows.size < 3:
-        return None
-    # A pixel is a unit square: its four corners make the hull cover every pixel it holds.
-    corners = np.stack([rows, cols], axis=1)[:, None, :] + np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
-    corners = corners.reshape(-1, 2)
-    try:
-        vertices = corners[ConvexHull(corners).vertices]
-    except QhullError:  # collinear: no area
-        return None
-    out = np.zeros(points.shape, dtype=bool)
-    out[polygon(vertices[:, 0], vertices[:, 1], shape=points.shape)] = True
-    return out
-
-
 @dataclass
 class _Grid:
     """The lungs' box on the work grid (about ``work_mm`` pixels): what every check reads.
@@ -202,17 +158,17 @@ class _Grid:
     def of(cls, lungs: np.ndarray, hu: np.ndarray, spacing: tuple[float, float, float], params: NeverLungParams) -> _Grid:
         step = max(1, int(round(params.work_mm / min(spacing[0], spacing[1]))))
         dense = hu > params.dense_hu
-        dense_lung = _pooled(lungs & dense, step, 0.5)
+        dense_lung = pooled(lungs & dense, step, 0.5)
         # The opening's cross is one work pixel: what is thinner than two of them (a vessel) falls away.
         islands = ndimage.binary_opening(dense_lung, structure=disk(1)[None])
         return cls(
             step=step,
             spacing=(spacing[0] * step, spacing[1] * step, spacing[2]),
-            lungs=_pooled(lungs, step, 0.5),
+            lungs=pooled(lungs, step, 0.5),
             dense_lung=dense_lung,
-            aerated=_pooled(lungs & (hu <= params.aerated_hu), step),
-            bone=_pooled(hu >= params.bone_hu, step),
-            solid=_pooled(dense & ~lungs, step, 0.5),
+            aerated=pooled(lungs & (hu <= params.aerated_hu), step),
+            bone=pooled(hu >= params.bone_hu, step),
+            solid=pooled(dense & ~lungs, step, 0.5),
             islands=islands,
         )
 
@@ -234,7 +190,7 @@ def rib_cage(grid: _Grid, params: NeverLungParams = DEFAULT_NEVER_LUNG) -> tuple
     if reach:
         near = ndimage.maximum_filter1d(near.view(np.uint8), size=2 * reach + 1, axis=0).view(bool)
     for z in np.flatnonzero(grid.aerated.any(axis=(1, 2))):
-        inside = _hull(near[z])
+        inside = convex_hull_mask(near[z])
         lung = grid.aerated[z]
         if inside is None or np.count_nonzero(lung & inside) < params.min_cage_cover * np.count_nonzero(lung):
             continue
@@ -390,7 +346,7 @@ def never_lung(
     for kind, small in found.items():
         masks[kind] = np.zeros(lungs.shape, dtype=bool)
         if small.any():
-            masks[kind] = _to_grid(small, grid.step, lungs.shape) & lungs & (hu > params.dense_hu)
+            masks[kind] = unpooled(small, grid.step, lungs.shape) & lungs & (hu > params.dense_hu)
     return NeverLung(box, masks, judged)
 
 
