@@ -345,7 +345,7 @@ def report(rows: list[dict], command: str) -> str:
     lines = [
         "## Choosing the default: every patient held out once",
         "",
-        f"Made by `{command}` (`benchmarks/folds.py`; raw rows in [`results/folds.json`](results/folds.json)).",
+        f"Made by `{command}`; raw rows in [`results/folds.json`](results/folds.json).",
         "Each recipe's generator for a fold was trained without that patient; the lidc-idri-0001 fold is the "
         "generator that ships. Dice and HD95 are for both lungs with the marked lesions (LIDC readers' nodule "
         "outlines, the A0001 tumour) left out of both masks; spill is mask over 5 mm outside the reference that is "
@@ -359,9 +359,12 @@ def report(rows: list[dict], command: str) -> str:
         "| candidate | rules | " + " | ".join(short[c] for c in HELD_OUT) + " | worst | mean | worst HD95 mm "
         "| worst spill | never-lung mL left (found) | least lesion inside: lidc-0001 / 0002 / A0001 s3 / s2 "
         "| LUNG1-002 Dice (GTV out) | HD95 | GTV kept | cip-ct-64 |",
-        "|---|---|" + "---:|" * (len(HELD_OUT) + 9),
+        "|---|---|" + "---:|" * (len(HELD_OUT) + 10),
     ]
-    for candidate, rules in dict.fromkeys((r["candidate"], r["rules"]) for r in rows):
+    order = [r.name for r in RECIPES] + ["classical"]
+    keys = sorted(dict.fromkeys((r["candidate"], r["rules"]) for r in rows),
+                  key=lambda k: (order.index(k[0]) if k[0] in order else len(order), list(RULES).index(k[1])))
+    for candidate, rules in keys:
         group = fold_rows(rows, candidate, rules)
         ext = {r["case"]: r for r in rows if r["candidate"] == candidate and r["rules"] == rules and r["fold"] == "external"}
         cells = [_cell(group.get(c), "dice", ".4f") for c in HELD_OUT]

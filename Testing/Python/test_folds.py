@@ -63,3 +63,17 @@ def test_the_fold_section_is_kept_when_the_rest_of_the_report_is_rewritten():
     assert "| b |" in newer and "| a |" not in newer and newer.endswith("old text\n")
     assert with_folds_section("# Rewritten\n", folds_section(first)) == f"# Rewritten\n\n{section}\n"
     assert with_folds_section("# Results\n", None) == "# Results\n"
+
+
+def test_the_readme_and_the_card_quote_the_default_as_the_fold_rows_give_it():
+    """The README's table of the default is generated from docs/results/folds.json (folds.shipped_table) for the
+    candidate and rules the default's card names; the card's rows are those rows."""
+    import json
+
+    folds = load_folds()
+    card = json.loads((REPO / "Resources" / "Models" / "lunggan.json").read_text())
+    rows = json.loads((REPO / "docs" / "results" / "folds.json").read_text())
+    chosen = card["selection"]
+    assert folds.shipped_table(rows, chosen["candidate"], chosen["rules"]) in (REPO / "README.md").read_text()
+    assert card["folds"] == [r for r in rows if r["candidate"] == chosen["candidate"] and r["rules"] == chosen["rules"]]
+    assert chosen["rule"] == folds.SELECTION_RULE
