@@ -195,7 +195,7 @@ def cmd_references(args: argparse.Namespace) -> int:
 def cmd_overlay(args: argparse.Namespace) -> int:
     from .evaluate.references import mosaic_slices
     from .evaluate.visualize import mosaic, save_png
-    from .io.masks import check_label_image, check_lung_labels
+    from .io.masks import check_label_image
     from .io.volumes import load_ct, mask_from_image, read_image
 
     out = Path(args.output)

@@ -120,15 +120,6 @@ class NeverLung:
         out["total"] = float(self.union().sum() * voxel_ml)
         return out
 
-    def per_slice_ml(self, voxel_ml: float, depth: int) -> dict[str, np.ndarray]:
-        """Volume of each kind on every slice of the whole volume (``depth`` slices), mL."""
-        out = {}
-        for kind in KINDS:
-            values = np.zeros(depth)
-            values[self.box[0]] = self.masks[kind].sum(axis=(1, 2)) * voxel_ml
-            out[kind] = values
-        return out
-
 
 @dataclass
 class _Grid:
