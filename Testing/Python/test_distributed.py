@@ -20,6 +20,7 @@ ARGS = ["train", "--kaggle", "--variant", "regression", "--input-size", "64", "-
 def test_torchrun_two_processes_match_one(tmp_path, data):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LUNGGAN_DATA": str(data)}
     one = tmp_path / "one"
+    torch.set_num_threads(1)  # as each torchrun process (OMP_NUM_THREADS=1): the same kernels, the same rounding
     assert main([*ARGS, "--run-dir", one, "-o", tmp_path / "one.safetensors"]) == 0
     two = tmp_path / "two"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
