@@ -35,7 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..config import DEFAULT_CLASSICAL, DOME_MIN_AREA_MM2
-from .morphology import bounding_box, convex_hull_mask, disk, label_components, labels_in, pooled, unpooled
+from .morphology import IN_PLANE_SQUARE, bounding_box, convex_hull_mask, disk, label_components, labels_in, pooled, unpooled
 from .rim import AERATED_HU
 
 
@@ -359,14 +359,14 @@ def remove_never_lung(
     part, hu_part = labels[found.box], hu[found.box]
     gone = found.union()
     if gone.any():
-        rim = ndimage.binary_dilation(gone, structure=np.ones((1, 3, 3), dtype=bool)) & (hu_part > params.dense_hu)
+        rim = ndimage.binary_dilation(gone, structure=IN_PLANE_SQUARE) & (hu_part > params.dense_hu)
         gone |= rim & (part > 0)
         part[gone] = 0
-        _drop_crumbs(part, gone, spacing)
+        _drop_crumbs(part, gone)
     return found
 
 
-def _drop_crumbs(part: np.ndarray, gone: np.ndarray, spacing: tuple[float, float, float]) -> None:
+def _drop_crumbs(part: np.ndarray, gone: np.ndarray) -> None:
     """Remove the pieces of each lung that the removal cut off from that lung's largest piece and that touch ``gone``."""
     grown = ndimage.binary_dilation(gone, structure=np.ones((3, 3, 3), dtype=bool))
     for value in np.unique(part[grown]):
