@@ -60,13 +60,19 @@ def frames_by_instance(labels_image: sitk.Image, datasets: list) -> np.ndarray:
     frames = np.empty((len(datasets), *array.shape[1:]), dtype=np.uint8)
     for n, ds in enumerate(datasets):
         position = getattr(ds, "ImagePositionPatient", None)
-        if position is None or (int(ds.Rows), int(ds.Columns)) != array.shape[1:]:
-            raise InputError(f"source instance {ds.SOPInstanceUID} has no position or another size: cannot write a DICOM SEG")
+        if position is None:
+            raise InputError(f"source instance {ds.SOPInstanceUID} has no position: cannot write a DICOM SEG")
+        if (int(ds.Rows), int(ds.Columns)) != array.shape[1:]:
+            raise InputError(
+                f"source instance {ds.SOPInstanceUID} is {ds.Rows} x {ds.Columns} pixels, the mask's grid "
+                f"{array.shape[1]} x {array.shape[2]} (a tilted gantry series is resampled onto a wider grid): "
+                "cannot write a DICOM SEG; write .nii.gz instead"
+            )
         index = labels_image.TransformPhysicalPointToContinuousIndex([float(v) for v in position])
         k = int(round(index[2]))
         if max(abs(index[0]), abs(index[1]), abs(index[2] - k)) > POSITION_TOLERANCE_VOXELS or not 0 <= k < array.shape[0]:
             raise InputError(
-                f"source instance {ds.SOPInstanceUID} lies off the volume's slice grid (uneven or missing slices?): "
+                f"source instance {ds.SOPInstanceUID} lies off the volume's slice grid (uneven or missing slices, a tilted gantry?): "
                 "cannot write a DICOM SEG; write .nii.gz instead"
             )
         frames[n] = array[k]

@@ -8,7 +8,11 @@ So before reading, each slice's position along the slice normal is checked:
 - two different slices at one position, a gap, uneven spacing, or slices with
   another orientation or size are refused, naming the positions;
 - SEG, RTSTRUCT and other objects without an image grid are ignored, with a note;
-- links in the folder that lead nowhere are skipped, with a note.
+- links in the folder that lead nowhere are skipped, with a note;
+- slices that lie off their own normal (a tilted gantry: each slice shifted
+  in its plane against the one before) are resampled onto a regular grid
+  along the normal, with a warning, as 3D Slicer's acquisition geometry
+  regularization and dcm2niix do: ITK would stack them as if untilted.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 #: Modalities of DICOM objects that are not image slices (segmentations, structure sets, reports...).
 NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "PR", "KO", "REG", "DOC", "PLAN", "FID"}
+#: In-plane drift (mm) of the slices' positions, over the whole series, below which a series counts as untilted.
+TILT_TOLERANCE_MM = 0.1
 #: Spacing may vary by this share of the usual step (scanners round positions) before it counts as uneven.
 SPACING_TOLERANCE = 0.05
 
@@ -42,6 +48,26 @@ class Slice:
     position: tuple[float, float, float]
     orientation: tuple[float, ...]
     size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Tilt:
+    """Where each slice of a tilted series lies in its own plane, against the first slice.
+
+    Attributes:
+        offsets: (slices, 2) shift in mm along the rows (the first ImageOrientationPatient vector) and along
+            the columns (the second), in slice order.
+        origin: the first slice's position (mm, LPS).
+        orientation: the six direction cosines.
+        step: the spacing of the slices along their normal (mm).
+        degrees: the tilt of the stack against the normal, from the drift between the first and the last slice.
+    """
+
+    offsets: np.ndarray
+    origin: tuple[float, float, float]
+    orientation: tuple[float, ...]
+    step: float
+    degrees: float
 
 
 def _header(file: str) -> dict[str, str]:
@@ -135,13 +161,16 @@ def read_slices(files: list[str]) -> list[Slice]:
     return slices
 
 
-def checked_series(files: list[str], folder: Path, unreadable: int = 0) -> list[str]:
+def checked_series(files: list[str], folder: Path, unreadable: int = 0) -> tuple[list[str], Tilt | None]:
     """The series' files in slice order, exact duplicates dropped, after checking they make one regular volume.
 
     Args:
         files: the series' files (as GDCM lists them).
         folder: for messages.
         unreadable: files in the folder that could not be read as DICOM, named in the message of a gap.
+
+    Returns:
+        The files, and where the slices lie off their normal (:class:`Tilt`; None for a regular stack).
 
     Raises:
         InputError: mixed orientations or sizes, two slices at one position, a gap, or uneven spacing.
@@ -154,7 +183,7 @@ def checked_series(files: list[str], folder: Path, unreadable: int = 0) -> list[
         logger.warning("dropped %d exact duplicate slice file(s) in %s", len(slices) - len(unique), folder)
     slices = list(unique.values())
     if len(slices) < 2:
-        return [s.file for s in slices]
+        return [s.file for s in slices], None
     reference = slices[0]
     for item in slices[1:]:
         if item.size != reference.size:
@@ -190,4 +219,54 @@ def checked_series(files: list[str], folder: Path, unreadable: int = 0) -> list[
         )
     # Ascending along the normal, as GDCM sorts a clean series (its order falls back to file names when
     # positions repeat): the same slices give the same volume and geometry, duplicates or not.
-    return [s.file for s in order]
+    return [s.file for s in order], _tilt(order, row, column, step)
+
+
+def _tilt(order: list[Slice], row: np.ndarray, column: np.ndarray, step: float) -> Tilt | None:
+    """Where the slices lie in their own planes against the first one; None when they lie on its normal."""
+    first = np.asarray(order[0].position)
+    moved = np.array([s.position for s in order]) - first
+    offsets = np.stack([moved @ row, moved @ column], axis=1)
+    if np.abs(offsets).max() < TILT_TOLERANCE_MM:
+        return None
+    along = float(np.dot(np.cross(row, column), moved[-1]))
+    degrees = float(np.degrees(np.arctan2(np.linalg.norm(offsets[-1]), along)))
+    return Tilt(offsets, tuple(float(v) for v in first), order[0].orientation, step, degrees)
+
+
+def regularized(image: sitk.Image, tilt: Tilt, folder: Path) -> sitk.Image:
+    """A tilted series (as ITK stacked it) resampled onto the regular grid along its slices' normal.
+
+    Each slice is shifted back in its plane by its own offset (linear interpolation). The grid keeps the pixel
+    spacing and the slices' direction cosines, steps along the normal by the slice spacing, and is widened in
+    its plane to hold every slice whole; what no slice covers is the series' lowest value (outside the field
+    of view, as the scanner pads).
+    """
+    from scipy import ndimage
+
+    logger.warning(
+        "%s is tilted by %.1f degrees (gantry tilt: each slice lies shifted in its plane): resampled onto a regular "
+        "grid along the slice normal, as 3D Slicer and dcm2niix do; the mask lies on that grid", folder, tilt.degrees,
+    )
+    array = sitk.GetArrayFromImage(image)  # (slice, column index, row index)
+    spacing = image.GetSpacing()
+    # Offsets in pixels, (column index, row index) as the array's last two axes.
+    pixels = tilt.offsets[:, ::-1] / np.array([spacing[1], spacing[0]])
+    low = np.floor(pixels.min(axis=0)).astype(int)
+    grow = np.ceil(pixels.max(axis=0)).astype(int) - low
+    fill = float(array.min())
+    out = np.full((array.shape[0], array.shape[1] + grow[0], array.shape[2] + grow[1]), fill, dtype=array.dtype)
+    for k in range(array.shape[0]):
+        # The grid's pixel p of slice k is the slice's own pixel p + low - offset.
+        padded = np.full(out.shape[1:], fill, dtype=np.float32)
+        padded[: array.shape[1], : array.shape[2]] = array[k]
+        moved = ndimage.shift(padded, pixels[k] - low, order=1, mode="constant", cval=fill)
+        out[k] = np.rint(moved) if np.issubdtype(out.dtype, np.integer) else moved
+    row, column = np.asarray(tilt.orientation[:3]), np.asarray(tilt.orientation[3:])
+    normal = np.cross(row, column)
+    origin = np.asarray(tilt.origin) + low[1] * spacing[0] * row + low[0] * spacing[1] * column
+    result = sitk.GetImageFromArray(out)
+    result.SetSpacing((spacing[0], spacing[1], tilt.step))
+    result.SetOrigin(tuple(float(v) for v in origin))
+    result.SetDirection(tuple(float(v) for v in np.stack([row, column, normal], axis=1).ravel()))
+    return result

@@ -21,7 +21,7 @@ import SimpleITK as sitk
 
 from ..config import AIR_HU, CANONICAL_ORIENTATION, CT_AIR_CHECK_HU, CT_HU_LIMITS, CT_MIN_AIR_FRACTION
 from ..errors import InputError
-from .dicom_series import checked_series, dicom_series, image_series
+from .dicom_series import checked_series, dicom_series, image_series, regularized
 from .native import quiet_c_stderr
 from .nifti import check_nifti_complete
 from .metaimage import check_metaimage_data
@@ -184,7 +184,7 @@ def read_image_files(path: str | os.PathLike, series: str | None = None) -> tupl
         uid = series if series is not None else next(iter(found))
         in_folder = sum(1 for f in path.iterdir() if f.is_file() and not f.name.startswith("."))
         unreadable = max(0, in_folder - sum(len(files) for files in listed.values()))
-        files = checked_series(found[uid], path, unreadable)
+        files, tilt = checked_series(found[uid], path, unreadable)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)
         # ITK warns on stderr about slice spacing varying by a micrometre; keep the console clean.
@@ -197,6 +197,8 @@ def read_image_files(path: str | os.PathLike, series: str | None = None) -> tupl
             raise InputError(f"could not read the DICOM series in {path}: {str(exc).strip().splitlines()[-1]}") from None
         finally:
             sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+        if tilt is not None:
+            image = regularized(image, tilt, path)
         return image, _read_modality(files[0]), tuple(files)
     check_nifti_complete(path)
     check_nrrd_geometry(path)
