@@ -1,12 +1,17 @@
 """A NIfTI file read to its end before ITK reads it: ITK reads a cut ``.nii.gz`` without a word and
 fills the missing voxels with zeros, so a truncated download would be segmented as if it were whole.
 It also takes a voxel size of 0, NaN or infinity in the header for 1 mm; that is refused here too.
+
+A NIfTI header holds two geometries, the qform and the sform. Where they disagree, ITK believes one and
+other readers (nibabel, FSL: the sform first) the other; the reader is warned, naming both, and a NIfTI
+mask gets the CT's two forms exactly, so it lies on the CT whichever a viewer believes.
 """
 
 from __future__ import annotations
 
 import gzip
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +97,166 @@ def check_nifti_complete(path: Path) -> None:
     if missing:
         raise InputError(f"{path} has no voxel size in its header ({missing}; it would be read as 1 mm and every "
                          "volume would be wrong): export the CT again with its spacing")
+
+
+# -- the two geometries of a NIfTI header ----------------------------------------------------------------
+
+#: Where a header keeps its forms: (sizeof_hdr, pixdim's offset and type, qform_code/sform_code's offset and
+#: type, quatern_b's offset, srow_x's offset, the float type of the quaternion, offsets and rows).
+_LAYOUTS = {348: (76, "f4", 252, "i2", 256, 280, "f4"), 540: (104, "f8", 344, "i4", 352, 400, "f8")}
+#: Two forms that place any corner of the volume this far apart (mm) disagree.
+FORMS_TOLERANCE_MM = 0.5
+
+
+@dataclass(frozen=True)
+class NiftiForms:
+    """A NIfTI header's qform and sform, as written (see the NIfTI-1 standard, ``nifti1.h``).
+
+    Attributes:
+        qform_code, sform_code: 0 when the form is unset.
+        pixdim: pixdim[0] (qfac, the sign of the third axis) to pixdim[3], the voxel size.
+        quatern: quatern_b, c, d and qoffset_x, y, z.
+        srow: the sform's three rows (3 x 4).
+        dim: the voxels along i, j, k.
+    """
+
+    qform_code: int
+    sform_code: int
+    pixdim: tuple[float, ...]
+    quatern: tuple[float, ...]
+    srow: tuple[float, ...]
+    dim: tuple[int, int, int]
+
+    def qform(self) -> np.ndarray:
+        """The qform's voxel-to-RAS affine (4 x 4)."""
+        b, c, d = self.quatern[:3]
+        a = float(np.sqrt(max(0.0, 1.0 - (b * b + c * c + d * d))))
+        rotation = np.array([
+            [a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+            [2 * (b * c + a * d), a * a + c * c - b * b - d * d, 2 * (c * d - a * b)],
+            [2 * (b * d - a * c), 2 * (c * d + a * b), a * a + d * d - c * c - b * b],
+        ])
+        qfac = -1.0 if self.pixdim[0] < 0 else 1.0
+        affine = np.eye(4)
+        affine[:3, :3] = rotation * np.array([self.pixdim[1], self.pixdim[2], qfac * self.pixdim[3]])
+        affine[:3, 3] = self.quatern[3:]
+        return affine
+
+    def sform(self) -> np.ndarray:
+        """The sform's voxel-to-RAS affine (4 x 4)."""
+        affine = np.eye(4)
+        affine[:3] = np.reshape(self.srow, (3, 4))
+        return affine
+
+    def corners(self, affine: np.ndarray) -> np.ndarray:
+        """Where the volume's eight corner voxels lie under ``affine`` (8 x 3 mm)."""
+        grid = np.array([[i, j, k, 1.0] for i in (0, self.dim[0] - 1) for j in (0, self.dim[1] - 1)
+                         for k in (0, self.dim[2] - 1)])
+        return (grid @ affine.T)[:, :3]
+
+    def apart_mm(self) -> float:
+        """How far apart the two forms place the farthest corner of the volume (0 unless both are set)."""
+        if self.qform_code <= 0 or self.sform_code <= 0:
+            return 0.0
+        return float(np.linalg.norm(self.corners(self.qform()) - self.corners(self.sform()), axis=1).max())
+
+
+def _layout(header: bytes) -> tuple[str, tuple] | None:
+    for order in "<>":
+        if len(header) >= 4:
+            size = int(np.frombuffer(header[:4], f"{order}i4")[0])
+            if size in _LAYOUTS and len(header) >= size:
+                return order, _LAYOUTS[size]
+    return None
+
+
+def read_forms(path: Path) -> NiftiForms | None:
+    """The qform and sform of a ``.nii``/``.nii.gz`` file; None for other files."""
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return None
+    with (gzip.open(path, "rb") if name.endswith(".gz") else open(path, "rb")) as handle:
+        header = handle.read(540)
+    found = _layout(header)
+    if found is None:
+        return None
+    order, (pixdim_at, real, code_at, code, quatern_at, srow_at, value) = found
+    size = np.dtype(value).itemsize
+    dims = np.frombuffer(header[40:56], f"{order}i2") if real == "f4" else np.frombuffer(header[16:80], f"{order}i8")
+    codes = np.frombuffer(header[code_at : code_at + 2 * np.dtype(code).itemsize], f"{order}{code}")
+    return NiftiForms(
+        qform_code=int(codes[0]), sform_code=int(codes[1]),
+        pixdim=tuple(float(v) for v in np.frombuffer(header[pixdim_at : pixdim_at + 4 * size], f"{order}{real}")),
+        quatern=tuple(float(v) for v in np.frombuffer(header[quatern_at : quatern_at + 6 * size], f"{order}{value}")),
+        srow=tuple(float(v) for v in np.frombuffer(header[srow_at : srow_at + 12 * size], f"{order}{value}")),
+        dim=tuple(int(max(v, 1)) for v in dims[1:4]),
+    )
+
+
+def write_forms(path: str, forms: NiftiForms) -> None:
+    """Give the NIfTI file at ``path`` (written by ITK, same voxel grid) exactly the qform and sform of ``forms``.
+
+    The mask of a CT then lies on the CT in every reader, whichever of the two forms the reader believes.
+    """
+    gz = path.lower().endswith(".gz")
+    with (gzip.open(path, "rb") if gz else open(path, "rb")) as handle:
+        data = bytearray(handle.read())
+    found = _layout(bytes(data[:540]))
+    if found is None:
+        raise ValueError(f"{path} is not a NIfTI file")
+    order, (pixdim_at, real, code_at, code, quatern_at, srow_at, value) = found
+
+    def put(at: int, kind: str, values) -> None:
+        raw = np.asarray(values, dtype=f"{order}{kind}").tobytes()
+        data[at : at + len(raw)] = raw
+
+    put(pixdim_at, real, forms.pixdim)
+    put(code_at, code, [forms.qform_code, forms.sform_code])
+    put(quatern_at, value, forms.quatern)
+    put(srow_at, value, forms.srow)
+    if gz:
+        with gzip.open(path, "wb", compresslevel=6) as handle:
+            handle.write(bytes(data))
+    else:
+        with open(path, "wb") as handle:
+            handle.write(bytes(data))
+
+
+def _ras(image) -> np.ndarray:
+    """An ITK image's voxel-to-RAS affine (ITK keeps LPS)."""
+    affine = np.eye(4)
+    affine[:3, :3] = np.reshape(image.GetDirection(), (3, 3)) * np.asarray(image.GetSpacing())
+    affine[:3, 3] = image.GetOrigin()
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+
+
+def _how_apart(forms: NiftiForms) -> str:
+    qform, sform = forms.qform(), forms.sform()
+    flips = [axis for axis in range(3) if np.dot(qform[:3, axis], sform[:3, axis]) < 0]
+    if flips:
+        return "the sform mirrors the qform along voxel axis " + " and ".join("ijk"[a] for a in flips)
+    return f"they place the volume up to {forms.apart_mm():.0f} mm apart"
+
+
+def check_forms(path: Path, image) -> NiftiForms | None:
+    """Warn when a NIfTI file's qform and sform disagree, naming both and the one ITK used.
+
+    Returns:
+        The file's forms (for the mask's header), or None when ``path`` is not NIfTI.
+    """
+    import logging
+
+    forms = read_forms(path)
+    if forms is None or forms.apart_mm() <= FORMS_TOLERANCE_MM:
+        return forms
+    used = _ras(image)
+    errors = {name: float(np.abs(forms.corners(affine) - forms.corners(used)).max())
+              for name, affine in (("qform", forms.qform()), ("sform", forms.sform()))}
+    chosen = min(errors, key=errors.get)
+    logging.getLogger(__name__).warning(
+        "%s has a qform (code %d) and an sform (code %d) that disagree: %s. The %s was used, so right and left "
+        "follow it; the mask's header carries both forms as the CT's, so it lies on the CT in every viewer. Check "
+        "the CT's orientation against the anatomy, and fix the header that is wrong",
+        path, forms.qform_code, forms.sform_code, _how_apart(forms), chosen,
+    )
+    return forms

@@ -19,6 +19,7 @@ import SimpleITK as sitk
 from ..errors import InputError, OutputError, OutputExistsError
 from .complete import written_problem
 from .native import quiet_c_stderr
+from .nifti import write_forms
 from .volumes import suffix_of
 
 #: Every file this process has published, in order: what an interruption can honestly say was written.
@@ -218,8 +219,19 @@ def verify_image(expected: sitk.Image) -> Callable[[str], None]:
     return verify
 
 
-def write_image(image: sitk.Image, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write an image atomically (see :func:`atomic_write`); an existing file is only replaced when asked."""
+def write_image(image: sitk.Image, path: str | os.PathLike, overwrite: bool = False, nifti_forms=None) -> Path:
+    """Write an image atomically (see :func:`atomic_write`); an existing file is only replaced when asked.
+
+    Args:
+        nifti_forms: the qform and sform (:class:`LungGANLib.io.nifti.NiftiForms`) a NIfTI file gets exactly,
+            those of the CT the image is a mask of; ignored for other formats.
+    """
     path = check_output_path(path, overwrite)
-    return atomic_write(path, lambda tmp: sitk.WriteImage(image, tmp, useCompression=True), suffix=suffix_of(path),
-                        overwrite=overwrite, verify=verify_image(image))
+    suffix = suffix_of(path)
+
+    def write(tmp: str) -> None:
+        sitk.WriteImage(image, tmp, useCompression=True)
+        if nifti_forms is not None and suffix in (".nii", ".nii.gz"):
+            write_forms(tmp, nifti_forms)
+
+    return atomic_write(path, write, suffix=suffix, overwrite=overwrite, verify=verify_image(image))

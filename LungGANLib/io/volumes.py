@@ -23,7 +23,7 @@ from ..config import AIR_HU, CANONICAL_ORIENTATION, CT_AIR_CHECK_HU, CT_HU_LIMIT
 from ..errors import InputError
 from .dicom_series import checked_series, dicom_series, image_series, regularized
 from .native import quiet_c_stderr
-from .nifti import check_nifti_complete
+from .nifti import NiftiForms, check_forms, check_nifti_complete
 from .metaimage import check_metaimage_data
 from .nrrd import check_nrrd_geometry
 
@@ -82,6 +82,8 @@ class CTVolume:
         source: where the volume was read from.
         dicom_files: the DICOM files read, in slice order (empty for other formats);
             a DICOM SEG refers to them.
+        nifti_forms: a NIfTI input's qform and sform, which a NIfTI mask gets exactly (None for
+            other formats).
     """
 
     array: np.ndarray
@@ -91,6 +93,7 @@ class CTVolume:
     modality: str | None = None
     source: str = ""
     dicom_files: tuple[str, ...] = ()
+    nifti_forms: NiftiForms | None = None
 
     @property
     def voxel_volume_ml(self) -> float:
@@ -269,11 +272,13 @@ def load_ct(path: str | os.PathLike, series: str | None = None, force: bool = Fa
         (141, 512, 512)
     """
     image, modality, files = read_image_files(path, series)
+    forms = None if Path(path).is_dir() else check_forms(Path(path), image)
     # Hand the only reference over, so the file's voxels can be freed once reoriented.
     holder = [image]
     del image
     volume = _volume_from_only_reference(holder, modality=modality, source=str(path), force=force)
     volume.dicom_files = files
+    volume.nifti_forms = forms
     return volume
 
 

@@ -344,7 +344,7 @@ def segment_file(
         volume = volume.without_voxels()
         image = mask_to_image(labels, volume)
         del labels
-        write_image(image, output, overwrite=overwrite)
+        write_image(image, output, overwrite=overwrite, nifti_forms=volume.nifti_forms)
     # The volumes come from the report's figures (no second count): with one label, all of it is label 1.
     if options.single_label:
         right, left = figures["total_lung_ml"], 0.0

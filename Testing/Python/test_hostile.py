@@ -534,3 +534,53 @@ def test_positions_that_jitter_within_a_tenth_of_a_millimetre_are_not_a_tilt():
     found = _tilt(tilted, row, column, 2.5)
     assert found is not None and found.degrees == pytest.approx(np.degrees(np.arctan(0.5 / 2.5)), abs=0.05)
 
+
+def nifti_with_forms(data, tmp_path, name, change) -> Path:
+    """cip-ct-64 as a .nii.gz whose forms are ``change(forms)`` (a :class:`NiftiForms`)."""
+    from LungGANLib.io.nifti import read_forms, write_forms
+
+    path = tmp_path / name
+    sitk.WriteImage(sitk.ReadImage(str(data / "fixtures/cip-ct-64/ct-64.nrrd")), str(path))
+    write_forms(str(path), change(read_forms(path)))
+    return path
+
+
+def test_a_nifti_whose_qform_and_sform_agree_gives_its_mask_both_forms_without_a_word(capsys, caplog, data, tmp_path):
+    from LungGANLib.io.nifti import read_forms
+
+    ct = nifti_with_forms(data, tmp_path, "ct.nii.gz", lambda f: f)
+    assert run(capsys, "segment", ct, "-o", tmp_path / "m.nii.gz", "--method", "classical", "-q")[0] == 0
+    assert "qform" not in caplog.text
+    assert read_forms(tmp_path / "m.nii.gz") == read_forms(ct)
+
+
+@pytest.mark.parametrize("how", ["mirrored", "300 mm apart"])
+def test_a_nifti_whose_qform_and_sform_disagree_is_named_and_its_mask_carries_both(capsys, caplog, data, tmp_path, how):
+    import dataclasses
+
+    from LungGANLib.io.nifti import read_forms
+
+    def change(forms):
+        srow = np.reshape(forms.srow, (3, 4)).copy()
+        if how == "mirrored":
+            srow[0, 0] = -srow[0, 0]  # the sform mirrors x
+        else:
+            srow[0, 3] += 300.0
+        return dataclasses.replace(forms, sform_code=2, srow=tuple(srow.ravel()))
+
+    ct = nifti_with_forms(data, tmp_path, "ct.nii.gz", change)
+    code, _, err = run(capsys, "segment", ct, "-o", tmp_path / "m.nii.gz", "--method", "classical", "-q")
+    assert code == 0, err
+    warned = [r.getMessage() for r in caplog.records if "qform" in r.getMessage()]
+    assert len(warned) == 1 and "qform (code 1) and an sform (code 2) that disagree" in warned[0]
+    said = "mirrors the qform along voxel axis i" if how == "mirrored" else "up to 300 mm apart"
+    assert said in warned[0]
+    # Which one ITK believed is named: the one whose affine its geometry matches.
+    forms = read_forms(ct)
+    image = sitk.ReadImage(str(ct))
+    lps = np.diag([-1.0, -1.0, 1.0]) @ np.reshape(image.GetDirection(), (3, 3))
+    used = "sform" if np.allclose(lps, forms.sform()[:3, :3] / np.asarray(image.GetSpacing()), atol=1e-4) and \
+        np.allclose(np.diag([-1.0, -1.0, 1.0]) @ image.GetOrigin(), forms.sform()[:3, 3], atol=1e-2) else "qform"
+    assert f"The {used} was used" in warned[0]
+    # The mask carries the CT's two forms exactly, so every reader puts it on the CT.
+    assert read_forms(tmp_path / "m.nii.gz") == forms
