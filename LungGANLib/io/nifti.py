@@ -62,25 +62,66 @@ def _missing_voxel_size(header: bytes) -> str | None:
 FIX = "copy or export it again"
 
 
-def check_nifti_complete(path: Path) -> None:
+#: NIfTI datatype codes of floating-point voxels, which may hold NaN or infinity: their numpy type.
+_FLOAT_TYPES = {16: "f4", 64: "f8"}
+
+
+def _float_voxels(header: bytes) -> tuple[str, int] | None:
+    """The numpy type and the data's offset of a NIfTI whose voxels are floating point; None otherwise."""
+    for order in "<>":
+        if len(header) >= 348 and np.frombuffer(header[:4], f"{order}i4")[0] == 348:
+            code = int(np.frombuffer(header[70:72], f"{order}i2")[0])
+            offset = int(np.frombuffer(header[108:112], f"{order}f4")[0])
+        elif len(header) >= 540 and np.frombuffer(header[:4], f"{order}i4")[0] == 540:
+            code = int(np.frombuffer(header[12:14], f"{order}i2")[0])
+            offset = int(np.frombuffer(header[168:176], f"{order}i8")[0])
+        else:
+            continue
+        return (f"{order}{_FLOAT_TYPES[code]}", offset) if code in _FLOAT_TYPES else None
+    return None
+
+
+def check_nifti_complete(path: Path) -> np.ndarray:
     """Read a NIfTI file to its end: its gzip checksum and length hold, it has the data its header promises,
     and its header gives a voxel size on each spatial axis.
 
-    ITK reads a cut ``.nii.gz`` without a word and fills the rest with zeros; this catches it.
+    ITK reads a cut ``.nii.gz`` without a word and fills the rest with zeros; this catches it. ITK also
+    hands NaN and infinite voxels over as 0 (water): they are found here, on the way through the file.
+
+    Returns:
+        The indices (in file order, i fastest) of the voxels that are NaN or infinite; empty for a file
+        without any, for integer voxels, and for other formats.
 
     Raises:
         InputError: the file is truncated or corrupt, or its voxel size is missing.
     """
     name = path.name.lower()
     suffix = ".nii.gz" if name.endswith(".nii.gz") else ".nii" if name.endswith(".nii") else None
+    nonfinite: list[np.ndarray] = []
     if suffix is None:
-        return
+        return np.zeros(0, dtype=np.int64)
     fix = FIX
     try:
         with (gzip.open(path, "rb") if suffix == ".nii.gz" else open(path, "rb")) as handle:
             header = handle.read(540)
             total = len(header)
-            while chunk := handle.read(1 << 24):
+            floats = _float_voxels(header)
+            # The voxels seen so far, and the bytes of one cut in two by the end of a chunk.
+            seen, rest = 0, b""
+            if floats is not None:
+                rest = header[floats[1] :]
+            while True:
+                chunk = handle.read(1 << 24)
+                if floats is not None and (rest or chunk):
+                    size = np.dtype(floats[0]).itemsize
+                    block = rest + chunk
+                    whole = len(block) // size * size
+                    values = np.frombuffer(block[:whole], floats[0])
+                    nonfinite.append(np.flatnonzero(~np.isfinite(values)) + seen)
+                    seen += values.size
+                    rest = block[whole:]
+                if not chunk:
+                    break
                 total += len(chunk)
     except gzip.BadGzipFile as exc:
         if not str(exc).startswith("Not a gzipped file"):  # a checksum or length that does not hold
@@ -97,6 +138,7 @@ def check_nifti_complete(path: Path) -> None:
     if missing:
         raise InputError(f"{path} has no voxel size in its header ({missing}; it would be read as 1 mm and every "
                          "volume would be wrong): export the CT again with its spacing")
+    return np.concatenate(nonfinite) if nonfinite else np.zeros(0, dtype=np.int64)
 
 
 # -- the two geometries of a NIfTI header ----------------------------------------------------------------

@@ -257,18 +257,20 @@ def test_two_different_slices_at_one_position_are_refused(capsys, data, tmp_path
     assert_refused(capsys, [folder], "two different slices at position", tmp_path / "m.nii.gz")
 
 
-def test_nan_and_infinite_voxels_become_air_and_the_labels_stay_right(capsys, caplog, data, tmp_path):
+@pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz"])  # ITK's NIfTI reader turns NaN into 0 unless caught first
+def test_nan_and_infinite_slices_at_the_end_become_air_and_the_labels_stay_right(capsys, caplog, data, tmp_path, suffix):
     image = sitk.Cast(sitk.ReadImage(str(data / "ct/lung-pet-ct-dx-a0001-series3.nii.gz")), sitk.sitkFloat32)
     array = sitk.GetArrayFromImage(image)
     array[-6:] = np.nan  # the last slices, as a broken reconstruction would leave them
     array[-8:-6] = np.inf
     broken = sitk.GetImageFromArray(array)
     broken.CopyInformation(image)
-    sitk.WriteImage(broken, str(tmp_path / "nan.nrrd"))
-    sitk.WriteImage(image, str(tmp_path / "ok.nrrd"))
-    code, _, err = run(capsys, "segment", tmp_path / "nan.nrrd", "-o", tmp_path / "nan-m.nrrd", "--method", "classical", "-q")
+    sitk.WriteImage(broken, str(tmp_path / f"nan{suffix}"))
+    sitk.WriteImage(image, str(tmp_path / f"ok{suffix}"))
+    code, _, err = run(capsys, "segment", tmp_path / f"nan{suffix}", "-o", tmp_path / "nan-m.nrrd", "--method", "classical", "-q")
     assert code == 0 and f"{8 * 512 * 512} voxels that are NaN or infinite" in caplog.text
-    assert main(["segment", str(tmp_path / "ok.nrrd"), "-o", str(tmp_path / "ok-m.nrrd"), "--method", "classical", "-q"]) == 0
+    assert "8 slice(s) at the scan's ends with no image set to air" in caplog.text
+    assert main(["segment", str(tmp_path / f"ok{suffix}"), "-o", str(tmp_path / "ok-m.nrrd"), "--method", "classical", "-q"]) == 0
     got = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "nan-m.nrrd")))
     ref = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ok-m.nrrd")))
     assert not got[-8:].any()  # no lung where there is no image
@@ -276,6 +278,48 @@ def test_nan_and_infinite_voxels_become_air_and_the_labels_stay_right(capsys, ca
         kept = ref[:-8] == label
         assert (got[:-8][kept] == label).mean() > 0.97, label
         assert ((got[:-8] == label) & (ref[:-8] == 3 - label)).sum() == 0
+
+
+def float_cip(data, tmp_path, suffix, spoil) -> tuple[Path, Path]:
+    """cip-ct-64 as float voxels in ``suffix``, intact and with ``spoil(array)`` applied."""
+    image = sitk.Cast(sitk.ReadImage(str(data / "fixtures/cip-ct-64/ct-64.nrrd")), sitk.sitkFloat32)
+    array = sitk.GetArrayFromImage(image)
+    spoil(array)
+    broken = sitk.GetImageFromArray(array)
+    broken.CopyInformation(image)
+    sitk.WriteImage(image, str(tmp_path / f"ok{suffix}"))
+    sitk.WriteImage(broken, str(tmp_path / f"broken{suffix}"))
+    return tmp_path / f"ok{suffix}", tmp_path / f"broken{suffix}"
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".mha"])
+def test_nan_slices_inside_the_scan_are_refused(capsys, data, tmp_path, suffix):
+    def spoil(array):
+        array[30:33] = np.nan  # three slices through the lungs
+        array[33, :40] = np.inf  # and most of the next one
+
+    _, broken = float_cip(data, tmp_path, suffix, spoil)
+    assert_refused(capsys, [broken], "4 slice(s) inside the scan that are NaN or infinite", tmp_path / "m.nii.gz")
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".mha"])
+def test_scattered_nan_voxels_are_mended_and_the_volumes_stay_right(capsys, caplog, data, tmp_path, suffix):
+    rng = np.random.default_rng(7)
+
+    def spoil(array):
+        flat = array.reshape(-1)
+        flat[rng.choice(flat.size, 300, replace=False)] = np.nan
+
+    ok, broken = float_cip(data, tmp_path, suffix, spoil)
+    code, _, _ = run(capsys, "segment", ok, "-o", tmp_path / "ok-m.nrrd", "--method", "classical", "-q")
+    assert code == 0 and "NaN" not in caplog.text
+    code, _, err = run(capsys, "segment", broken, "-o", tmp_path / "m.nrrd", "--method", "classical", "-q")
+    assert code == 0 and "has 300 voxels that are NaN or infinite" in caplog.text, err
+    assert "300 scattered voxel(s) given the value of their nearest intact neighbour" in caplog.text
+    got = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "m.nrrd")))
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ok-m.nrrd")))
+    for label in (1, 2):
+        assert abs(int((got == label).sum()) - int((ref == label).sum())) <= 0.005 * (ref == label).sum(), label
 
 
 def test_warnings_reach_the_console_as_one_plain_line(data, tmp_path):
