@@ -185,6 +185,8 @@ def read_image_files(path: str | os.PathLike, series: str | None = None) -> tupl
         if series is not None and series not in found:
             raise InputError(f"series {series} is not in {path}; it holds: {', '.join(sorted(found))}")
         uid = series if series is not None else next(iter(found))
+        if len(found[uid]) == 1:  # one file: an enhanced multi-frame CT holds the whole volume (or a lone slice)
+            return read_image_files(found[uid][0])
         in_folder = sum(1 for f in path.iterdir() if f.is_file() and not f.name.startswith("."))
         unreadable = max(0, in_folder - sum(len(files) for files in listed.values()))
         files, tilt = checked_series(found[uid], path, unreadable)

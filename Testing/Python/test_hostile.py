@@ -628,3 +628,58 @@ def test_a_nifti_whose_qform_and_sform_disagree_is_named_and_its_mask_carries_bo
     assert f"The {used} was used" in warned[0]
     # The mask carries the CT's two forms exactly, so every reader puts it on the CT.
     assert read_forms(tmp_path / "m.nii.gz") == forms
+
+
+def enhanced_multiframe(data, folder: Path) -> Path:
+    """cip-ct-64's slices as one Enhanced CT object (every frame's position in its per-frame group)."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    slices = sorted((pydicom.dcmread(f) for f in (data / "fixtures/cip-ct-64/dicom").iterdir()),
+                    key=lambda d: float(d.ImagePositionPatient[2]))
+    first = slices[0]
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT Image
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    for key in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
+        setattr(ds, key, getattr(first, key))
+    ds.Modality, ds.Rows, ds.Columns, ds.NumberOfFrames = "CT", first.Rows, first.Columns, len(slices)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, first.PixelRepresentation
+    orientation, measures, rescale = Dataset(), Dataset(), Dataset()
+    orientation.ImageOrientationPatient = first.ImageOrientationPatient
+    measures.PixelSpacing, measures.SliceThickness = first.PixelSpacing, first.SliceThickness
+    rescale.RescaleIntercept, rescale.RescaleSlope, rescale.RescaleType = first.RescaleIntercept, first.RescaleSlope, "HU"
+    shared = Dataset()
+    shared.PlaneOrientationSequence = Sequence([orientation])
+    shared.PixelMeasuresSequence = Sequence([measures])
+    shared.PixelValueTransformationSequence = Sequence([rescale])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for item in slices:
+        position, frame = Dataset(), Dataset()
+        position.ImagePositionPatient = item.ImagePositionPatient
+        frame.PlanePositionSequence = Sequence([position])
+        frames.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    ds.PixelData = np.stack([item.pixel_array for item in slices]).tobytes()
+    folder.mkdir()
+    ds.save_as(folder / "enhanced.dcm", enforce_file_format=True)
+    return folder
+
+
+def test_a_folder_holding_one_enhanced_multiframe_ct_is_read_as_the_file_is(capsys, data, tmp_path):
+    folder = enhanced_multiframe(data, tmp_path / "enhanced")
+    for source, out in ((folder / "enhanced.dcm", "file.nii.gz"), (folder, "folder.nii.gz"),
+                        (data / "fixtures/cip-ct-64/dicom", "series.nii.gz")):
+        code, _, err = run(capsys, "segment", source, "-o", tmp_path / out, "--method", "classical", "-q")
+        assert code == 0, err
+    masks = [sitk.ReadImage(str(tmp_path / name)) for name in ("file.nii.gz", "folder.nii.gz", "series.nii.gz")]
+    assert sitk.GetArrayFromImage(masks[0]).any()
+    for mask in masks[1:]:
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(mask), sitk.GetArrayFromImage(masks[0]))
+        assert np.allclose(mask.GetOrigin(), masks[0].GetOrigin(), atol=1e-3)
