@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -278,6 +279,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lunggan`` console script."""
     parser = build_parser()
+    console = argv is None
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser.parse_args(argv)
     args.argv = argv
@@ -298,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         return 143 if isinstance(exc, Terminated) else 130
     finally:
         if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            # From the console the process ends next, and shutting down takes a moment: a SIGTERM then
+            # still gets its message and 143, not a silent death by the signal.
+            signal.signal(signal.SIGTERM, _terminated_after_the_work if console else previous)
 
 
 def _written_before_interruption() -> str:
@@ -307,9 +311,15 @@ def _written_before_interruption() -> str:
 
     if not PUBLISHED:
         return "nothing was written"
-    shown = ", ".join(str(p) for p in PUBLISHED[-3:])
-    more = f" and {len(PUBLISHED) - 3} more" if len(PUBLISHED) > 3 else ""
-    return f"written completely before it: {shown}{more}; nothing else was written"
+    # A batch rewrites its report after each scan: each file is named once, where it was last written.
+    files = list(reversed(dict.fromkeys(reversed(PUBLISHED))))
+    shown = ", ".join(str(p) for p in files[-SHOWN_WRITTEN:])
+    earlier = f"{len(files) - SHOWN_WRITTEN} earlier file(s) and " if len(files) > SHOWN_WRITTEN else ""
+    return f"written completely before it: {earlier}{shown}; nothing else was written"
+
+
+#: How many of the files written before an interruption are named (the last ones; the others are counted).
+SHOWN_WRITTEN = 10
 
 
 class Terminated(KeyboardInterrupt):
@@ -318,6 +328,13 @@ class Terminated(KeyboardInterrupt):
 
 def _terminated(signum, frame) -> None:
     raise Terminated
+
+
+def _terminated_after_the_work(signum, frame) -> None:
+    """SIGTERM once the command has finished, while the process shuts down: say so, and exit 143 at once."""
+    sys.stdout.flush()
+    print(f"lunggan: terminated as it was exiting; {_written_before_interruption()}", file=sys.stderr, flush=True)
+    os._exit(143)
 
 
 def _exit_cleanly_on_sigterm():

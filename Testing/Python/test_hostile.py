@@ -497,6 +497,50 @@ def test_an_interruption_after_the_mask_was_published_says_it_was_written(capsys
     assert err.strip() == f"lunggan: interrupted; written completely before it: {out}; nothing else was written"
 
 
+def test_an_interruption_in_a_batch_names_each_file_written_once(capsys, monkeypatch, data, tmp_path):
+    import LungGANLib.cli as cli
+
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C as the second scan is reported: its mask and the report are written
+
+    monkeypatch.setattr(cli, "_say_row", interrupted)
+    ct = data / "fixtures/cip-ct-64/ct-64.nrrd"
+    shutil.copy(ct, tmp_path / "a.nrrd")
+    shutil.copy(ct, tmp_path / "b.nrrd")
+    shutil.copy(ct, tmp_path / "c.nrrd")
+    out, report = tmp_path / "masks", tmp_path / "lungs.csv"
+    code, _, err = run(capsys, "segment", tmp_path / "a.nrrd", tmp_path / "b.nrrd", tmp_path / "c.nrrd", "-o", f"{out}/",
+                       "--report", report, "--method", "classical", "-q")
+    masks = sorted(out.iterdir())
+    assert code == 130 and [m.name for m in masks] == ["a_lungs.nii.gz", "b_lungs.nii.gz"]
+    # The report was rewritten after each scan; it is named once, after the masks, where it was last written.
+    assert err.strip() == (f"lunggan: interrupted; written completely before it: {masks[0]}, {masks[1]}, {report}; "
+                           "nothing else was written")
+
+
+def test_a_sigterm_while_the_command_line_exits_gives_143_and_names_what_was_written(data, tmp_path):
+    out = tmp_path / "m.nii.gz"
+    # The console entry point, as `lunggan` runs it; SIGTERM comes once the command has returned.
+    child = (
+        "import os, signal, sys, time\n"
+        "from LungGANLib.cli import main\n"
+        f"sys.argv = ['lunggan', 'segment', {str(data / 'fixtures/cip-ct-64/ct-64.nrrd')!r}, '-o', {str(out)!r},"
+        " '--method', 'classical', '-q']\n"
+        "code = main()\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(30)\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 143, done.stderr
+    assert f"lunggan: terminated as it was exiting; written completely before it: {out}" in done.stderr
+    assert out.is_file()
+
+
 def test_an_interruption_before_anything_was_written_says_so(capsys, monkeypatch, data, tmp_path):
     import LungGANLib.segment.inference as inference
 
