@@ -167,15 +167,22 @@ def run_training(args) -> Path:
     run_dir = Path(args.run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError(f"--run-dir {run_dir} is a file: give a folder for the checkpoints and logs")
+    created = not run_dir.exists()
     try:
-        config = config_from_args(args)
-        trainer = Trainer(config, args.run_dir, args.device, args.init_model)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    if args.resume:
-        trainer.load_checkpoint()
-        logger.info("resuming at epoch %d", trainer.epoch)
-    train, val, names = _training_data(args, config)
+        try:
+            config = config_from_args(args)
+            trainer = Trainer(config, args.run_dir, args.device, args.init_model)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        if args.resume:
+            trainer.load_checkpoint()
+            logger.info("resuming at epoch %d", trainer.epoch)
+        train, val, names = _training_data(args, config)
+    except BaseException:
+        # Refused before training began: a run folder made for this run goes again, if nothing is in it.
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
     say = (lambda text: print(text, file=sys.stderr)) if trainer.is_main else (lambda text: None)
     where = f"{trainer.world} processes on {trainer.device.type}" if trainer.world > 1 else f"device {trainer.device}"
     say(f"training {config.variant} on {len(train)} slices, validating on {len(val)}, {where}")

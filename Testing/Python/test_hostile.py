@@ -453,6 +453,21 @@ def test_a_run_dir_that_is_a_file_is_refused(capsys, data, tmp_path):
     assert code == 2 and "is a file" in err and not (tmp_path / "m.safetensors").exists()
 
 
+@pytest.mark.parametrize("why", ["a CT as the mask", "a missing mask", "a missing starting model"])
+def test_a_refused_training_leaves_no_run_folder_it_made_but_keeps_one_that_was_there(capsys, data, tmp_path, why):
+    ct, mask = data / "fixtures/cip-ct-64/ct-64.nrrd", data / "fixtures/cip-ct-64/wholeLung-64.nrrd"
+    extra = {"a CT as the mask": ["--pair", ct, ct], "a missing mask": ["--pair", ct, tmp_path / "none.nrrd"],
+             "a missing starting model": ["--pair", ct, mask, "--init-model", tmp_path / "none.safetensors"]}[why]
+    for run_dir, existed in ((tmp_path / "new-run", False), (tmp_path / "old-run", True)):
+        if existed:
+            run_dir.mkdir()
+        code, _, err = run(capsys, "train", *extra, "--epochs", "1", "--run-dir", run_dir, "-o", tmp_path / "m.safetensors",
+                           "--device", "cpu", "-q")
+        assert code == 2 and err.startswith("lunggan: error:"), err
+        assert run_dir.is_dir() == existed
+        assert not (tmp_path / "m.safetensors").exists()
+
+
 def test_implausible_spacing_and_lung_volumes_are_named(capsys, caplog, data, tmp_path):
     image = sitk.ReadImage(str(data / "fixtures/cip-ct-64/ct-64.nrrd"))
     image.SetSpacing([s * 3 for s in image.GetSpacing()])  # a header with the wrong unit, say
