@@ -219,6 +219,45 @@ def verify_image(expected: sitk.Image) -> Callable[[str], None]:
     return verify
 
 
+def verify_text(expected: str) -> Callable[[str], None]:
+    """A ``verify`` for :func:`atomic_write`: the file reads back as exactly ``expected`` (UTF-8)."""
+
+    def verify(name: str) -> None:
+        with open(name, "rb") as handle:
+            if handle.read() != expected.encode("utf-8"):
+                raise OutputError("the file reads back different from what was written")
+
+    return verify
+
+
+def verify_tensors(expected: dict, metadata: dict[str, str] | None = None) -> Callable[[str], None]:
+    """A ``verify`` for :func:`atomic_write`: the safetensors file reads back whole, with every tensor equal
+    to ``expected``'s and the metadata ``metadata`` (a short file fails in safetensors' own reader)."""
+
+    def verify(name: str) -> None:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(name, framework="pt") as handle:
+                keys, written_metadata = set(handle.keys()), handle.metadata() or {}
+                same = keys == set(expected) and all(_same_bytes(handle.get_tensor(k), expected[k]) for k in keys)
+        except Exception:  # safetensors raises its own error types for a cut or corrupt file
+            raise OutputError("the file does not read back") from None
+        if not same or (metadata is not None and written_metadata != metadata):
+            raise OutputError("the file reads back different from what was written")
+
+    return verify
+
+
+def _same_bytes(a, b) -> bool:
+    """Two tensors of one type and shape with the same bytes (NaN weights included, which ``==`` never finds equal)."""
+    import torch
+
+    b = b.detach().cpu()
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.reshape(-1).view(torch.uint8),
+                                                                      b.contiguous().reshape(-1).view(torch.uint8))
+
+
 def write_image(image: sitk.Image, path: str | os.PathLike, overwrite: bool = False, nifti_forms=None) -> Path:
     """Write an image atomically (see :func:`atomic_write`); an existing file is only replaced when asked.
 

@@ -28,7 +28,7 @@ from ..config import (
     HUWindow,
 )
 from ..errors import ModelError
-from ..io.output import atomic_write
+from ..io.output import atomic_write, verify_tensors, verify_text
 from . import Generator, GeneratorConfig
 
 FORMAT = "lunggan-generator"
@@ -165,7 +165,9 @@ def save_model(generator: Generator, info: ModelInfo, path: str | os.PathLike, c
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in generator.state_dict().items() if v.is_floating_point()}
     tensors.update({k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items() if not v.is_floating_point()})
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=info.metadata()), overwrite=overwrite)
+    metadata = info.metadata()
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata), overwrite=overwrite,
+                 verify=verify_tensors(tensors, metadata))
     # The fields that describe these weights come from them, whatever ``card`` says.
     described = {
         "format": FORMAT,
@@ -179,7 +181,7 @@ def save_model(generator: Generator, info: ModelInfo, path: str | os.PathLike, c
     }
     full_card = {**described, **{k: v for k, v in (card or {}).items() if k not in described}}
     text = json.dumps(full_card, indent=2) + "\n"
-    atomic_write(card_path(path), lambda tmp: Path(tmp).write_text(text))
+    atomic_write(card_path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), verify=verify_text(text))
     return path
 
 

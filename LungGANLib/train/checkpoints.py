@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import InputError
-from ..io.output import atomic_write
+from ..io.output import atomic_write, verify_tensors
 from .train_config import EpochRecord, TrainConfig
 
 
@@ -43,7 +43,8 @@ def save(trainer) -> Path:
         "param_groups": json.dumps(param_groups),
         "history": json.dumps([asdict(r) for r in trainer.history]),
     }
-    return atomic_write(trainer.checkpoint_path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    return atomic_write(trainer.checkpoint_path, lambda tmp: save_file(tensors, tmp, metadata=meta),
+                        verify=verify_tensors(tensors, meta))
 
 
 def load(trainer, path: Path) -> None:

@@ -105,6 +105,37 @@ def test_a_writer_that_fails_silently_is_caught_by_reading_back(tmp_path):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "m.nrrd"))), np.arange(64).reshape(4, 4, 4))
 
 
+@pytest.mark.parametrize("what", ["model", "checkpoint"])
+def test_a_model_or_checkpoint_cut_short_by_its_writer_is_caught_and_nothing_is_left(tmp_path, what):
+    import torch
+    from safetensors.torch import save_file
+
+    from LungGANLib.io.output import verify_tensors
+
+    tensors = {"w": torch.arange(4096, dtype=torch.float32), "nan": torch.tensor([float("nan")])}
+
+    def cut(tmp):  # a full disk that the writer does not report: the file ends early
+        save_file(tensors, tmp, metadata={"epoch": "3"})
+        Path(tmp).write_bytes(Path(tmp).read_bytes()[:-1000])
+
+    out = tmp_path / f"{what}.safetensors"
+    with pytest.raises(OutputError, match="could not write"):
+        atomic_write(out, cut, verify=verify_tensors(tensors, {"epoch": "3"}))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OutputError, match="could not write"):  # whole, but other metadata than meant
+        atomic_write(out, lambda tmp: save_file(tensors, tmp, metadata={"epoch": "2"}), verify=verify_tensors(tensors, {"epoch": "3"}))
+    atomic_write(out, lambda tmp: save_file(tensors, tmp, metadata={"epoch": "3"}), verify=verify_tensors(tensors, {"epoch": "3"}))
+    assert out.is_file()  # a whole file with NaN in it reads back equal
+
+
+def test_a_model_card_cut_short_is_caught(tmp_path):
+    from LungGANLib.io.output import verify_text
+
+    with pytest.raises(OutputError, match="could not write"):
+        atomic_write(tmp_path / "m.json", lambda tmp: Path(tmp).write_text('{"name": '), verify=verify_text('{"name": "m"}\n'))
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- input integrity ------------------------------------------------------------------------------
 
 
