@@ -288,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s" if args.verbose else "lunggan: warning: %(message)s")
     from .io.output import PUBLISHED
 
+    if not args.verbose:
+        # ITK's own warnings come raw, several lines each; what matters in them is said in our own lines.
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)
     PUBLISHED.clear()  # this run's files only
     previous = _exit_cleanly_on_sigterm()
     try:

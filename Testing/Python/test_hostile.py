@@ -773,3 +773,15 @@ def test_a_folder_holding_one_enhanced_multiframe_ct_is_read_as_the_file_is(caps
     for mask in masks[1:]:
         np.testing.assert_array_equal(sitk.GetArrayFromImage(mask), sitk.GetArrayFromImage(masks[0]))
         assert np.allclose(mask.GetOrigin(), masks[0].GetOrigin(), atol=1e-3)
+
+
+def test_a_nifti_with_a_negative_voxel_size_gets_one_plain_warning_and_no_raw_itk_lines(capfd, caplog, data, tmp_path):
+    import dataclasses
+
+    ct = nifti_with_forms(data, tmp_path, "ct.nii.gz", lambda f: dataclasses.replace(f, pixdim=(f.pixdim[0], -f.pixdim[1], *f.pixdim[2:])))
+    code = main(["segment", str(ct), "-o", str(tmp_path / "m.nii.gz"), "--method", "classical", "-q"])
+    err = capfd.readouterr().err
+    assert code == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "qform (code 1) and an sform (code 1) that disagree" in warned[0]
+    assert "WARNING: In" not in err and "itk" not in err.lower()  # ITK's "unexpected scales in sform", raw
