@@ -149,6 +149,9 @@ class BackgroundProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # One undecodable byte (a path in a Windows code page) must not stop a reader thread: the pipe
+            # would fill and the job would hang "running".
+            errors="replace",
             env=environment,
             cwd=root,
             **_start_options(),
@@ -201,13 +204,29 @@ class BackgroundProcess:
             reader.join(5)
         return self.state
 
-    def cancel(self, grace: float = GRACE_SECONDS) -> None:
-        """Stop the process and every process it started (nothing it would have written to the scene is written)."""
+    def cancel(self, grace: float = GRACE_SECONDS, wait: bool = True, then=None) -> None:
+        """Stop the process and every process it started (nothing it would have written to the scene is written).
+
+        Args:
+            grace: seconds the tree gets to end on SIGTERM before it is killed.
+            wait: return once the tree has ended; False returns at once and ends it in a thread (a GUI
+                must not freeze for the grace period): :attr:`state` says ``running`` until it has ended.
+            then: called once the tree has ended (in that thread when not waiting), e.g. to remove files.
+        """
         if self.process.poll() is None:
             self.cancelled = True
-        # Even after the launcher ended, its children may still run in its group.
-        end_process_tree(self.process, grace)
-        _LIVE.discard(self)
+
+        def end() -> None:
+            # Even after the launcher ended, its children may still run in its group.
+            end_process_tree(self.process, grace)
+            _LIVE.discard(self)
+            if then is not None:
+                then()
+
+        if wait:
+            end()
+        else:
+            threading.Thread(target=end, daemon=True).start()
 
     @property
     def error(self) -> str:

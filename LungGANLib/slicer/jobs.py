@@ -9,7 +9,7 @@ The widget treats every job alike, polled by a timer::
     job.progress            # 0 to 1
     job.status              # one line for the user: while it runs, and what was done
     result = job.finish()   # once it stopped: put the result into the scene (and return it), or raise
-    job.cancel()            # stop it; nothing is written
+    job.cancel()            # stop it; nothing is written (too late once it finished: finish() applies it)
     job.cleanup()           # remove the temporary files (finish and cancel do it)
 
 Results stay on the job too (``job.segmentation``, ``job.figures``, ``job.output``);
@@ -51,6 +51,7 @@ class Job:
         self.what = what
         self.progress = 0.0
         self.status = f"{what.capitalize()} starting..."
+        self.finishedBeforeCancel = False
 
     @property
     def state(self) -> str:
@@ -66,10 +67,19 @@ class Job:
     def _event(self, event: dict) -> None:
         """One progress event (subclasses)."""
 
-    def cancel(self) -> None:
-        """Stop the process and its children; nothing is written."""
-        self.process.cancel()
-        self.cleanup()
+    def cancel(self, wait: bool = True) -> None:
+        """Stop the process and its children; nothing is written.
+
+        A job whose process has already finished by itself (Cancel pressed between its end and the next
+        poll) is not undone: its result waits in its folder, :meth:`finish` puts it into the scene and
+        says that Cancel came too late. ``wait=False`` returns at once (a GUI must not freeze while the
+        process tree gets its grace period); :attr:`state` is ``running`` until the tree has ended, and the
+        temporary files go once it has.
+        """
+        if self.process.state == DONE:
+            self.finishedBeforeCancel = True
+            return
+        self.process.cancel(wait=wait, then=self.cleanup)
 
     def finish(self):
         """Wait for the process, then put its result into the scene; :attr:`status` says what was done.
@@ -87,7 +97,10 @@ class Job:
                 if self.process.cancelled:
                     raise Cancelled(f"{self.what} cancelled; {self._nothing_changed}")
                 raise LungGANError(self.process.error)
-            return self._apply()
+            result = self._apply()
+            if self.finishedBeforeCancel:
+                self.status = f"Finished before Cancel was pressed. {self.status}"
+            return result
         finally:
             self.cleanup()
 
@@ -190,10 +203,11 @@ class TrainingJob(Job):
             self.progress = done / max(event["epochs"] * event["steps"], 1)
             self.status = f"Epoch {event['epoch']}/{event['epochs']}: BCE {event['bce']:.4f}"
 
-    def cancel(self) -> None:
-        """Stop training: no model is written and the plot is removed."""
-        super().cancel()
-        self.plot.remove(self.scene)
+    def cancel(self, wait: bool = True) -> None:
+        """Stop training: no model is written and the plot is removed (unless training had already finished)."""
+        super().cancel(wait)
+        if not self.finishedBeforeCancel:
+            self.plot.remove(self.scene)
 
     def update(self) -> list[dict]:
         """The old name of :meth:`poll` (kept for one release)."""

@@ -150,3 +150,14 @@ def test_cancel_in_the_slicer_logic_leaves_no_process_and_the_scene_as_it_was(sl
     assert [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())] == before
     assert not job.work.exists()
     scene.Clear(1)
+
+
+def test_an_undecodable_byte_on_stderr_does_not_stop_the_reader(monkeypatch, tmp_path):
+    """A path in a Windows code page in the child's message: the reader thread goes on, the error is read."""
+    child = tmp_path / "child"
+    child.write_text("#!/bin/sh\nprintf 'ITK: cannot read C:\\\\\\377\\376.nii\\n' >&2\necho 'lunggan: error: the CT is broken' >&2\nexit 2\n")
+    child.chmod(0o755)
+    monkeypatch.setattr(background, "python_executable", lambda: str(child))
+    job = BackgroundProcess(["segment"])
+    assert job.wait(30) == "failed"
+    assert job.error == "the CT is broken"
