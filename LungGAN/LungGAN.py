@@ -8,6 +8,7 @@ the logic ``LungGANLib.slicer.mrml``; segmentation and training run in a backgro
 
 import os
 import sys
+import unittest
 
 # Development mode ("Additional module paths" = this repository's LungGAN/ folder): the core is one level up.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,13 +40,10 @@ class LungGAN(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["LungGAN developers"]
         self.parent.helpText = (
-            "Segments the right and left lung of a chest CT with LGAN (a U-Net generator trained against a "
-            "Wasserstein critic), and fine-tunes the model on your own annotated scans. "
-            "See the <a href='https://github.com/lunggan/SlicerLungGAN'>README</a>."
+            "Segments the right and left lung of a chest CT with LGAN (a U-Net generator trained against a Wasserstein "
+            "critic), and fine-tunes it on your own scans. See the <a href='https://github.com/lunggan/SlicerLungGAN'>README</a>."
         )
-        self.parent.acknowledgementText = (
-            "Method: Tan et al., LGAN: Lung Segmentation in CT Scans Using Generative Adversarial Network (2020)."
-        )
+        self.parent.acknowledgementText = "Method: Tan et al., LGAN: Lung Segmentation in CT Scans Using GAN (2020)."
 
 
 @parameterNodeWrapper
@@ -84,7 +82,8 @@ class LungGANWidget(ScriptedLoadableModuleWidget):
         uiPath = self.resourcePath("UI/LungGAN.ui")
         if not os.path.isfile(uiPath):  # development mode: Resources/ is beside LungGAN/
             uiPath = os.path.join(_ROOT, "Resources", "UI", "LungGAN.ui")
-        self.panel = LungGANPanel(self, LungGANLogic(), uiPath)
+        self.logic = LungGANLogic()  # what slicer.util.getModuleLogic("LungGAN") returns
+        self.panel = LungGANPanel(self, self.logic, uiPath)
 
     def cleanup(self):
         self.panel.cleanup()
@@ -97,19 +96,21 @@ class LungGANWidget(ScriptedLoadableModuleWidget):
 
 
 class LungGANTest(ScriptedLoadableModuleTest):
-    """What "Reload and Test" runs: segment a real chest CT and check the segments.
-
-    The CT is ``ct/lidc-idri-0001.nii.gz`` under $LUNGGAN_DATA (the shared test data) where
-    that is set, else SampleData's "CTChest". Without PyTorch and the other packages, or
-    without a CT, the test is skipped, never passed.
-    """
+    """What "Reload and Test" runs: segment a real chest CT (``ct/lidc-idri-0001.nii.gz`` under $LUNGGAN_DATA,
+    else SampleData's "CTChest") and check the segments. Without PyTorch and the other packages, or without a
+    CT, the test is skipped, never passed."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
-        self.test_segment_and_keep_existing()
+        try:
+            self.test_segment_and_keep_existing()
+        except unittest.SkipTest as skipped:  # ctest reports it as skipped; Reload and Test would show an error
+            if slicer.app.testingEnabled():
+                raise
+            slicer.util.infoDisplay(f"LungGAN's self-test did not run: {skipped}")
 
     def _chestCT(self, logic):
         folder = os.environ.get("LUNGGAN_DATA")

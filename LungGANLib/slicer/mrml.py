@@ -163,11 +163,21 @@ class LungGANLogic:
         segments LungGAN made and the CT's HU. ``table`` also writes them into the
         segmentation's table node (``logic.lastFiguresTable``), reused on later calls.
 
+        The HU are the CT's the segmentation was made on (its source volume, the reference
+        LungGAN sets), whichever ``volumeNode`` is given; ``volumeNode`` counts only for a
+        segmentation without one in the scene (``logic.lastFiguresVolume`` says which was used).
+
         Raises:
-            InputError: the segmentation holds no LungGAN lung segments.
+            InputError: the segmentation holds no LungGAN lung segments, or no CT to measure on.
         """
         from .mrml_figures import segmentation_figures
 
+        source = segmentationNode.GetNodeReference(segmentationNode.GetReferenceImageGeometryReferenceRole())
+        if source is not None and source.IsA("vtkMRMLScalarVolumeNode"):
+            volumeNode = source
+        if volumeNode is None:
+            raise InputError(f"{segmentationNode.GetName()} refers to no CT in the scene: choose the CT it was made on")
+        self.lastFiguresVolume = volumeNode
         figures, node = segmentation_figures(self.scene, volumeNode, segmentationNode, table)
         if table:
             self.lastFiguresTable = node

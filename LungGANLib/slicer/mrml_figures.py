@@ -15,6 +15,7 @@ import vtk
 
 from ..errors import InputError
 from ..segment.report import FIGURES
+from .fields import FIGURES_TABLE_REFERENCE as TABLE_REFERENCE  # the panel reads it too, before scipy is installed
 
 #: The table's rows: (figure, what a radiologist reads).
 ROWS = (
@@ -26,8 +27,6 @@ ROWS = (
 )
 #: The table's value columns: (region of the report, column title).
 COLUMNS = (("right_lung", "Right lung"), ("left_lung", "Left lung"), ("total_lung", "Both lungs"))
-#: Node reference from a segmentation to its figures table.
-TABLE_REFERENCE = "LungGANFigures"
 
 assert tuple(figure for figure, _ in ROWS) == FIGURES
 

@@ -14,17 +14,12 @@ import slicer
 import vtk
 from slicer.util import VTKObservationMixin
 
+from ..dependencies import TORCH_REQUIREMENT, torch_too_old
 from .background import RUNNING
+from .fields import FIGURES_TABLE_REFERENCE, PATH_FIELDS, path_or_none, sync_path
 from .mrml_nodes import Cancelled
 
-#: Path fields synced by hand: Slicer binds a ctkPathLineEdit only to a pathlib.Path parameter,
-#: whose empty value shows "." and can never be emptied again.
-PATH_FIELDS = {"modelPathLineEdit": "modelPath", "trainOutputPathLineEdit": "trainOutput"}
-
-
-def pathOrNone(path):
-    """An empty path field means the default."""
-    return str(path) if path and str(path).strip() not in ("", ".") else None
+pathOrNone = path_or_none  # the name this module used before
 
 
 def ensureDependencies() -> bool:
@@ -37,14 +32,22 @@ def ensureDependencies() -> bool:
         except ImportError:
             slicer.util.errorDisplay("LungGAN needs PyTorch: install the 'PyTorch' extension (Extensions Manager), restart Slicer, and try again.")
             return False
+        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
         try:
-            installed = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True)
+            try:
+                installed = torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT)
+            except TypeError:  # a SlicerPyTorch older than its version requirement: the check below still runs
+                installed = torchLogic.installTorch(askConfirmation=True)
         except Exception as exc:  # a failed download or pip run
             slicer.util.errorDisplay(f"Installing PyTorch failed: {exc}", detailedText=traceback.format_exc())
             return False
         if installed is None:
             slicer.util.errorDisplay("PyTorch was not installed; LungGAN cannot run without it.")
             return False
+    tooOld = torch_too_old()
+    if tooOld:
+        slicer.util.errorDisplay(tooOld)
+        return False
     missing = missing_packages()
     if missing:
         if not slicer.util.confirmOkCancelDisplay(f"LungGAN needs these Python packages: {', '.join(missing)}. Install them now?"):
@@ -52,8 +55,11 @@ def ensureDependencies() -> bool:
         try:
             with slicer.util.WaitCursor():
                 slicer.util.pip_install(missing)
-        except Exception as exc:  # pip's failures come in many types; the user must see them, not only the console
-            slicer.util.errorDisplay(f"Installing {', '.join(missing)} failed: {exc}", detailedText=traceback.format_exc())
+        except Exception:  # pip's failures come in many types
+            # Slicer 5.12's pip_install shows its own error dialog; a second one would only repeat it.
+            if missing_packages():
+                qt.QApplication.restoreOverrideCursor()  # in case the failure left a wait cursor
+                slicer.util.showStatusMessage(f"Installing {', '.join(missing_packages())} failed: see the Python console.", 10000)
             return False
     return True
 
@@ -111,16 +117,22 @@ class LungGANPanel(VTKObservationMixin):
         self.ui.trainButton.connect("clicked(bool)", self.onTrain)
         self.ui.trainCancelButton.connect("clicked(bool)", self.onCancel)
         for widgetName, field in PATH_FIELDS.items():
-            getattr(self.ui, widgetName).connect("currentPathChanged(QString)", lambda path, f=field: self._setPath(f, path))
+            # currentPathChanged never fires for an empty field or a path without the suffix (CTK's validator):
+            # follow the text itself.
+            for lineEdit in slicer.util.findChildren(getattr(self.ui, widgetName), className="QLineEdit"):
+                lineEdit.connect("textChanged(QString)", lambda text, f=field: sync_path(self._parameterNode, f, text))
         self.initializeParameterNode()
 
     # -- the parameter node and the scene ------------------------------------------------------
 
     def cleanup(self):
-        self.onCancel()
+        self.onCancel()  # the process tree ends, and its files go, in the background
+        self._timer.stop()
         self.removeObservers()
 
     def exit(self):
+        """Leaving the module: the panel lets go of the parameter node; a running job goes on and is finished
+        (its result put into the scene) when the module is entered again or by the timer meanwhile."""
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
@@ -129,6 +141,7 @@ class LungGANPanel(VTKObservationMixin):
         self.onCancel()
         self._pairs.clear()  # their nodes are about to be removed
         self.ui.pairsListWidget.clear()
+        self._hideFigures()  # the view would keep the table node, and show the last patient's figures
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -152,9 +165,9 @@ class LungGANPanel(VTKObservationMixin):
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
         self._updateButtons()
 
-    def _setPath(self, field, path):
-        if self._parameterNode and getattr(self._parameterNode, field) != path:
-            setattr(self._parameterNode, field, path)
+    def _fieldPath(self, widgetName):
+        """The path a field shows now, synced into the parameter node (None: the default)."""
+        return sync_path(self._parameterNode, PATH_FIELDS[widgetName], getattr(self.ui, widgetName).currentPath)
 
     def _updateButtons(self, caller=None, event=None):
         running = self._job is not None
@@ -165,7 +178,10 @@ class LungGANPanel(VTKObservationMixin):
             if widget.currentPath != value:
                 widget.currentPath = value
         self.ui.segmentButton.enabled = not running and bool(p and p.inputVolume)
-        self.ui.recomputeFiguresButton.enabled = not running and bool(p and p.inputVolume and p.outputSegmentation)
+        self.ui.recomputeFiguresButton.enabled = not running and bool(p and p.outputSegmentation)
+        shown = self.ui.figuresTableView.mrmlTableNode()
+        if shown is not None and (not p or not p.outputSegmentation or shown is not self._figuresTableOf(p.outputSegmentation)):
+            self._hideFigures()  # the figures of another segmentation (or of a scene that is gone)
         self.ui.trainButton.enabled = not running and bool(self._pairs)
         for button in (self.ui.cancelButton, self.ui.trainCancelButton):
             button.enabled = running and button is self._shows[2]
@@ -174,8 +190,8 @@ class LungGANPanel(VTKObservationMixin):
 
     def _start(self, job, bar, label, cancelButton, after=None):
         """Run ``job`` (see :mod:`LungGANLib.slicer.jobs`), showing it in ``bar`` and ``label``; ``after(job)`` once done."""
-        if self._job is not None:  # a new job ends the old one's process tree
-            self.onCancel()
+        if self._job is not None:  # a new job ends the old one's process tree (in the background)
+            self._job.cancel(wait=False)
         self._job, self._shows = job, (bar, label, cancelButton, after)
         bar.setValue(0)
         bar.show()
@@ -213,9 +229,11 @@ class LungGANPanel(VTKObservationMixin):
         self._updateButtons()
 
     def onCancel(self):
+        """Ask the job to stop and return at once: the timer keeps polling until its process tree has ended
+        (up to the grace period), and then says it was cancelled. The GUI never waits for it."""
         if self._job is not None:
-            self._job.cancel()
-            self._poll()
+            self._job.cancel(wait=False)
+            self._shows[1].text = "Cancelling..."
 
     # -- segment lungs ------------------------------------------------------------------------
 
@@ -227,8 +245,8 @@ class LungGANPanel(VTKObservationMixin):
         if mode is None:
             return
         with slicer.util.tryWithErrorDisplay("Could not start segmentation.", waitCursor=True):
-            job = self.logic.startSegmentation(p.inputVolume, pathOrNone(p.modelPath), p.device, p.splitLungs, p.fillHoles,
-                                               p.outputSegmentation, mode, p.createLabelmap)
+            job = self.logic.startSegmentation(p.inputVolume, self._fieldPath("modelPathLineEdit"), p.device, p.splitLungs,
+                                               p.fillHoles, p.outputSegmentation, mode, p.createLabelmap)
             self._start(job, self.ui.progressBar, self.ui.statusLabel, self.ui.cancelButton, self._showSegmentation)
 
     def _showSegmentation(self, job):
@@ -241,11 +259,21 @@ class LungGANPanel(VTKObservationMixin):
         self.ui.figuresTableView.setMRMLTableNode(table)
         self.ui.figuresTableView.show()
 
+    def _hideFigures(self):
+        self.ui.figuresTableView.setMRMLTableNode(None)
+        self.ui.figuresTableView.hide()
+
+    @staticmethod
+    def _figuresTableOf(segmentation):
+        return segmentation.GetNodeReference(FIGURES_TABLE_REFERENCE)
+
     def onRecomputeFigures(self):
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Could not compute the lung figures.", waitCursor=True):
+            # Measured on the CT the segmentation was made on (its source volume), not on whichever is selected.
             self.logic.lungFigures(p.inputVolume, p.outputSegmentation)
             self._showFigures(self.logic.lastFiguresTable)
+            self.ui.statusLabel.text = f"Lung figures of {p.outputSegmentation.GetName()} on {self.logic.lastFiguresVolume.GetName()}."
 
     # -- training -----------------------------------------------------------------------------
 
@@ -270,7 +298,8 @@ class LungGANPanel(VTKObservationMixin):
             return
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Could not start training.", waitCursor=True):
-            job = self.logic.startTraining(self._pairs, p.trainVariant, p.trainEpochs, pathOrNone(p.trainOutput), p.fineTune, p.device)
+            job = self.logic.startTraining(self._pairs, p.trainVariant, p.trainEpochs, self._fieldPath("trainOutputPathLineEdit"),
+                                           p.fineTune, p.device)
             slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutConventionalPlotView)
             slicer.modules.plots.logic().ShowChartInLayout(job.plot.chart)
             self._start(job, self.ui.trainProgressBar, self.ui.trainStatusLabel, self.ui.trainCancelButton, self._selectModel)

@@ -521,9 +521,10 @@ def test_every_widget_the_module_uses_is_in_the_ui_file():
     fields = set(re.findall(r"^    (\w+): ", module.split("class LungGANParameterNode")[1].split("\n\n\n")[0], re.M))
     bound = {p.find("string").text for w in widgets.values() for p in w.findall("property") if p.get("name") == "SlicerParameterName"}
     # Path fields are synced by hand (an empty pathlib.Path shows "."): plain strings, on path line edits.
-    import ast
 
-    by_hand = ast.literal_eval(re.search(r"^PATH_FIELDS = (\{.*\})$", panel, re.M).group(1))
+    from LungGANLib.slicer.fields import PATH_FIELDS as by_hand
+
+    assert "PATH_FIELDS" in panel
     assert bound | set(by_hand.values()) == fields and not bound & set(by_hand.values())
     assert all(widgets[name].get("class") == "ctkPathLineEdit" for name in by_hand)
     assert all(re.search(rf"^    {field}: str = \"\"", module, re.M) for field in by_hand.values())
@@ -620,3 +621,91 @@ def test_the_command_line_and_slicer_build_the_same_training_config(tmp_path):
                                         "-o", str(tmp_path / "m.safetensors")])
     assert config_from_args(handed) == config
     assert config_from_args(build_parser().parse_args(typed[:-2] + ["--lr", "1e-3", "-o", "x.safetensors"])) != config
+
+
+# -- the panel's fields, figures and Cancel, as the widget uses them ---------------------------------
+
+
+def test_a_cleared_or_suffixless_path_field_reaches_the_parameter_node():
+    """CTK never signals an empty field or a path without '.safetensors'; the panel reads the text itself."""
+    from types import SimpleNamespace
+
+    from LungGANLib.slicer.fields import PATH_FIELDS, sync_path
+
+    node = SimpleNamespace(modelPath="/models/trained.safetensors", trainOutput="")
+    assert sync_path(node, "modelPath", "") is None and node.modelPath == ""  # cleared: the shipped model
+    assert sync_path(node, "modelPath", " /models/mine ") == "/models/mine" and node.modelPath == "/models/mine"
+    assert sync_path(node, "trainOutput", None) is None and node.trainOutput == ""
+    assert sync_path(None, "modelPath", "/m.safetensors") == "/m.safetensors"  # no parameter node yet (scene closing)
+    assert set(PATH_FIELDS.values()) == {"modelPath", "trainOutput"}
+    panel = (REPO / "LungGANLib" / "slicer" / "widget.py").read_text()
+    # Both buttons read their field as it stands, and the inner line edit's every change is followed.
+    assert 'self._fieldPath("modelPathLineEdit")' in panel and 'self._fieldPath("trainOutputPathLineEdit")' in panel
+    assert "\"textChanged(QString)\"" in panel and "connect(\"currentPathChanged" not in panel
+
+
+def test_the_widget_offers_its_logic_as_slicer_util_getmodulelogic_reads_it():
+    import ast
+
+    tree = ast.parse((REPO / "LungGAN" / "LungGAN.py").read_text())
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LungGANWidget")
+    setup = next(n for n in widget.body if isinstance(n, ast.FunctionDef) and n.name == "setup")
+    assigned = {t.attr for n in ast.walk(setup) if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Attribute)}
+    assert "logic" in assigned  # getModuleLogic returns getModuleGui(name).logic
+    panel_call = next(n for n in ast.walk(setup) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "LungGANPanel")
+    assert ast.unparse(panel_call.args[1]) == "self.logic"  # the panel works on that same logic
+
+
+def test_recomputed_figures_use_the_ct_the_segmentation_was_made_on(scene, data):
+    logic = mrml.LungGANLogic(scene)
+    ct = logic.loadCT(data / CIP, name="patient A")
+    segmentation = logic.segment(ct, device="cpu", method="classical")
+    own = logic.lungFigures(ct, segmentation, table=False)
+    other = logic.loadCT(data / CIP, name="patient B")
+    array = slicer.util.arrayFromVolume(other)
+    array += 200  # another CT of the same grid: every density differs
+    slicer.util.arrayFromVolumeModified(other)
+    again = logic.lungFigures(other, segmentation)  # the user has patient B selected now
+    assert again == own and logic.lastFiguresVolume is ct
+    assert logic.lungFigures(None, segmentation, table=False) == own
+
+
+def test_cancel_pressed_after_the_job_finished_keeps_its_result(scene, data):
+    logic = mrml.LungGANLogic(scene)
+    ct = logic.loadCT(data / CIP)
+    job = logic.startSegmentation(ct, device="cpu")
+    job.process.wait(300)
+    assert job.state == DONE
+    job.cancel()  # the user clicks Cancel before the panel's timer has seen the end
+    segmentation = job.finish()
+    assert mrml.segment_names(segmentation) == ["right lung", "left lung"]
+    assert job.status.startswith("Finished before Cancel was pressed. Done:") and not job.work.exists()
+
+
+def test_cancel_without_waiting_returns_at_once_and_the_tree_ends_behind_it(scene, data):
+    logic = mrml.LungGANLogic(scene)
+    ct = logic.loadCT(data / "ct/lidc-idri-0002.nii.gz")
+    before = node_ids(scene)
+    job = logic.startSegmentation(ct, device="cpu")
+    while not any(e.get("event") == "progress" for e in job.process.poll()):
+        assert job.state == RUNNING
+        time.sleep(0.1)
+    job.cancel(wait=False)  # what the panel does: no waiting on the GUI thread
+    assert job.process.cancelled
+    deadline = time.time() + 30
+    while job.state == RUNNING and time.time() < deadline:  # the panel's timer, polling
+        time.sleep(0.1)
+    assert job.state == CANCELLED
+    with pytest.raises(mrml.Cancelled):
+        job.finish()
+    assert node_ids(scene) == before and not job.work.exists()
+
+
+@pytest.mark.parametrize("version, old", [("2.13.0+cpu", False), ("2.2.0rc1", False), ("2.1.2", True), ("1.13.1+cu117", True)])
+def test_a_pytorch_older_than_lunggan_needs_is_named(version, old):
+    from LungGANLib.dependencies import TORCH_REQUIREMENT, torch_too_old
+
+    message = torch_too_old(version)
+    assert (message is not None) == old
+    if old:
+        assert version in message and TORCH_REQUIREMENT in message
