@@ -554,7 +554,7 @@ def test_the_packages_slicer_installs_are_the_ones_pyproject_needs():
 def test_readme_console_example_runs_as_written(monkeypatch, scene, tmp_path):
     """The README's Python-console example, under slicer-core with slicer.mrmlScene set as the application would."""
     readme = (REPO / "README.md").read_text()
-    block = readme.split("<!-- console example -->")[1].split("```python")[1].split("```")[0]
+    block = readme.split("<!-- run: test_readme_console_example_runs_as_written -->")[1].split("```python")[1].split("```")[0]
     monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(mrml, "default_model_dir", lambda: tmp_path)
