@@ -32,7 +32,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
         resolve_device,
         segment_file,
     )
+    from .io.volumes import suffix_of
     from .segment.report import check_report_path, write_report
+    from .segment.review import review_suffix
 
     options = SegmentOptions(
         method=args.method,
@@ -52,6 +54,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise LungGANError("several inputs need an output folder as -o")
     jobs = plan(args.input, args.output, args.format, args.all_series, args.series)
     report = check_report_path(args.report, args.overwrite) if args.report else None
+    review_format = args.review if args.review in ("json", "csv") else None
+    if args.review and not review_format:
+        if many:
+            raise LungGANError("with several inputs give --review json or --review csv: one file goes beside each mask")
+        review_suffix(args.review)
     if not many:  # one scan: a bad output is refused before any work, as before
         check_output_path(jobs[0].output, args.overwrite, MASK_SUFFIXES)
     model = None
@@ -61,13 +68,21 @@ def cmd_segment(args: argparse.Namespace) -> int:
     make_output_folder(jobs)
     scans = ProgressBar("scans", unit="scan") if many and not (args.quiet or args.progress_json) else None
 
+    def review_path(job):
+        if not args.review:
+            return None
+        if review_format is None:
+            return Path(args.review)
+        stem = job.output.name[: -len(suffix_of(job.output))] if suffix_of(job.output) else job.output.name
+        return job.output.with_name(f"{stem}_review.{review_format}")
+
     def segment_one(job):
         if args.progress_json:
             progress = lambda done, total: emit_json("progress", input=str(job.input), done=done, total=total)  # noqa: E731
         else:
             progress = None if (args.quiet or many) else ProgressBar("segmenting")
         return segment_file(job.input, job.output, options, overwrite=args.overwrite, force=args.force,
-                            series=job.series, progress=progress, model=model)
+                            series=job.series, progress=progress, model=model, review_path=review_path(job))
 
     done = []
 
@@ -105,6 +120,8 @@ def _say_row(row: dict, many: bool, single_label: bool) -> None:
     else:
         print(f"wrote {row['output']}: right lung {row['right_lung_ml']:.0f} mL, left lung {row['left_lung_ml']:.0f} mL "
               f"({row['seconds']:.1f} s)")
+    if row["status"] != "failed" and row.get("review_file"):
+        print(f"wrote {row['review_file']}: {row['review_flagged_slices']} slices flagged for review")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -210,7 +227,18 @@ def cmd_overlay(args: argparse.Namespace) -> int:
     mask_image, _ = read_image(args.mask)
     labels = mask_from_image(mask_image, volume)
     check_label_image(labels, str(args.mask))
-    save_png(mosaic(volume.array, labels, mosaic_slices(labels, args.slices), columns=args.columns, tile=args.tile), out)
+    if args.review:
+        from .segment.review import read_review
+
+        slices, boxes, numbers = read_review(args.review, volume, args.slices or 12)
+        if not slices:
+            print(f"{args.review} flags no slice: nothing to draw")
+            return 0
+        picture = mosaic(volume.array, labels, slices, columns=args.columns, tile=args.tile, boxes=boxes, numbers=numbers,
+                         order="as given")
+    else:
+        picture = mosaic(volume.array, labels, mosaic_slices(labels, args.slices or 24), columns=args.columns, tile=args.tile)
+    save_png(picture, out)
     print(f"wrote {out}")
     return 0
 

@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "for one mask per input, named INPUT_lungs.FORMAT")
     seg.add_argument("--format", choices=FORMATS, help="the masks' format in an output folder (default: nii.gz; dcm: DICOM SEG)")
     seg.add_argument("--all-series", action="store_true", help="segment every DICOM series of a folder input (-o is a folder)")
+    seg.add_argument("--review", nargs="?", const="json", metavar="FILE|json|csv",
+                     help="also list the slices most likely wrong, most suspicious first, with their reasons: into FILE "
+                          "(.json or .csv), or with 'json'/'csv' (the default) beside each mask as <mask>_review.json")
     seg.add_argument("--report", metavar="FILE", help="lung report, one row per input: volumes, mean HU, LAA-950/-910, PD15 (.csv or .json)")
     seg.add_argument("--method", choices=METHODS, default="gan", help="gan: the trained generator; classical: thresholds and morphology")
     seg.add_argument("--model", help="generator weights (.safetensors); default: the shipped model")
@@ -188,7 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("ct", help="the CT")
     ov.add_argument("mask", help="a mask of that CT")
     ov.add_argument("-o", "--output", required=True, help="PNG to write")
-    ov.add_argument("--slices", type=_count(1, 1000), default=24, help="how many slices, spread through the lungs")
+    ov.add_argument("--slices", type=_count(1, 1000), default=None,
+                    help="how many slices: spread through the lungs (default 24), or the most suspicious with --review (default 12)")
+    ov.add_argument("--review", metavar="FILE.json", help="draw the slices a review flagged (segment --review), most "
+                    "suspicious first, each flagged region outlined in yellow; tiles are numbered as in the file")
     ov.add_argument("--columns", type=_count(1, 50), default=6)
     ov.add_argument("--tile", type=_count(16, 4096), default=256, help="largest side of a tile in pixels")
     ov.add_argument("--overwrite", action="store_true")

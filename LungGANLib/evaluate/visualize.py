@@ -59,14 +59,27 @@ def _shrink(image: np.ndarray, size: int) -> np.ndarray:
     return image[::step, ::step]
 
 
+def _draw_box(image: np.ndarray, box, colour=(255, 220, 0)) -> None:
+    """Outline a box (rows y0, y1, columns x0, x1; end excluded) on an RGB slice, two pixels wide."""
+    y0, y1, x0, x1 = (int(v) for v in box)
+    y0, x0 = max(y0 - 2, 0), max(x0 - 2, 0)
+    y1, x1 = min(y1 + 2, image.shape[0]), min(x1 + 2, image.shape[1])
+    for rows, cols in ((slice(y0, y0 + 2), slice(x0, x1)), (slice(y1 - 2, y1), slice(x0, x1)),
+                       (slice(y0, y1), slice(x0, x0 + 2)), (slice(y0, y1), slice(x1 - 2, x1))):
+        image[rows, cols] = colour
+
+
 def mosaic(
     hu: np.ndarray,
     labels: np.ndarray | None,
     slices: list[int] | None = None,
     columns: int = 8,
     tile: int = 256,
+    boxes: dict[int, list] | None = None,
+    numbers: dict[int, int] | None = None,
+    order: str = "top first",
 ) -> np.ndarray:
-    """Tile overlays of several axial slices into one RGB image, top slice first.
+    """Tile overlays of several axial slices into one RGB image.
 
     Args:
         hu: (z, y, x) CT in HU.
@@ -74,11 +87,19 @@ def mosaic(
         slices: slice indices; default: every slice.
         columns: tiles per row.
         tile: largest side of a tile in pixels (slices are subsampled to fit).
+        boxes: regions to outline, per slice (rows y0, y1, columns x0, x1).
+        numbers: the number stamped on each slice's tile (default: its index ``z``).
+        order: ``top first``, or ``as given`` (e.g. most suspicious first).
     """
     if slices is None:
         slices = list(range(hu.shape[0]))
-    slices = sorted(slices, reverse=True)
-    tiles = [_shrink(overlay_slice(hu[z], None if labels is None else labels[z]), tile) for z in slices]
+    slices = sorted(slices, reverse=True) if order == "top first" else list(slices)
+    tiles = []
+    for z in slices:
+        image = overlay_slice(hu[z], None if labels is None else labels[z])
+        for box in (boxes or {}).get(z, []):
+            _draw_box(image, box)
+        tiles.append(_shrink(image, tile))
     th, tw = tiles[0].shape[:2]
     rows = int(np.ceil(len(tiles) / columns))
     sheet = np.zeros((rows * (th + 2), columns * (tw + 2), 3), dtype=np.uint8)
@@ -86,7 +107,7 @@ def mosaic(
         r, c = divmod(i, columns)
         y0, x0 = r * (th + 2), c * (tw + 2)
         sheet[y0 : y0 + image.shape[0], x0 : x0 + image.shape[1]] = image
-        _stamp_number(sheet, z, y0 + 2, x0 + 2)
+        _stamp_number(sheet, (numbers or {}).get(z, z), y0 + 2, x0 + 2)
     return sheet
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ from .morphology import count_values
 from .never_lung import KIND_WORDS, NeverLung, never_lung, remove_never_lung
 from .postprocess import postprocess_in_box
 from .preprocess import from_network, lung_slices, to_network
+from .review import Review, in_file_order, review_slices, review_suffix, write_review
 from .rim import grow_outline, trim_dense_rim
 
 logger = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ class SegmentOptions:
     drop_domes: bool = True
     grow_outline: bool = True
     guard_rail: bool = True
+    review: bool = False
     params: ClassicalParams = DEFAULT_CLASSICAL
 
 
@@ -222,6 +224,8 @@ def segment(
             then=generator_steps,
         )
     found = (remove_never_lung if options.guard_rail else never_lung)(labels, hu, volume.spacing)
+    if options.review and findings is not None:
+        findings["review"] = review_of(labels, volume, options, found if options.guard_rail else None)
     figures = never_lung_figures(found, volume.voxel_volume_ml)
     if figures["never_lung_ml"]:
         logger.info("%s: %s %s", volume.source or "the volume", "removed" if options.guard_rail else "found (kept, no guard rail)",
@@ -245,6 +249,22 @@ def segment(
                 volume.source or "the volume",
             )
     return labels
+
+
+def review_of(labels: np.ndarray, volume: CTVolume, options: SegmentOptions, removed) -> Review:
+    """Where to look in ``labels`` (:mod:`LungGANLib.segment.review`), indices on the canonical grid.
+
+    The generator's mask is compared with the classical method's on the same CT, with the same rules
+    after it; the classical method's mask is only compared with what the CT says.
+    """
+    other = None
+    if options.method == "gan":
+        other = segment_classical(volume.array, volume.spacing, options.params, single_label=options.single_label,
+                                  fill_holes=options.fill_holes, envelope=options.envelope)
+        if options.guard_rail:
+            remove_never_lung(other, volume.array, volume.spacing)
+    return review_slices(labels, volume.array, volume.spacing, removed=removed, single_label=options.single_label,
+                         other=other)
 
 
 def never_lung_figures(found: NeverLung | None, voxel_ml: float) -> dict[str, float | str]:
@@ -306,6 +326,7 @@ def segment_file(
     series: str | None = None,
     progress: Progress | None = None,
     model: tuple[Generator, ModelInfo] | None = None,
+    review_path: str | os.PathLike | None = None,
 ) -> SegmentResult:
     """Read a CT, segment its lungs and write the mask with the input's geometry.
 
@@ -315,6 +336,9 @@ def segment_file(
 
     Args:
         model: an already loaded generator (batches load it once).
+        review_path: also write where to look (:mod:`LungGANLib.segment.review`) to this ``.json``/``.csv``
+            file, its slice indices along the mask's third voxel axis; the figures gain
+            ``review_flagged_slices``.
 
     Raises:
         LungGANError subclasses with a message for the user.
@@ -333,9 +357,18 @@ def segment_file(
             "segment the DICOM series folder, or write .nii.gz/.nrrd"
         )
     check_writable(output.parent, mask_bytes(volume.array.size, output))  # before the work, not after
+    if review_path is not None:
+        review_suffix(review_path)
+        check_output_path(review_path, overwrite, (".json", ".csv"), what="review")
+        check_not_input(Path(review_path), input_path)
+        options = replace(options, review=True)
     findings: dict = {}
     labels = segment(volume, options, progress, model, findings)
+    review = findings.pop("review", None)
     figures = lung_figures(volume.array, labels, volume.voxel_volume_ml, options.single_label) | findings
+    if review is not None:
+        figures["review_flagged_slices"] = review.flagged
+        in_file_order(review, volume.orientation, labels.shape[0])
     if is_seg:
         write_seg(output, labels, volume, model_name(options), options.single_label, overwrite)
     else:
@@ -345,6 +378,8 @@ def segment_file(
         image = mask_to_image(labels, volume)
         del labels
         write_image(image, output, overwrite=overwrite, nifti_forms=volume.nifti_forms)
+    if review is not None:
+        figures["review_file"] = str(write_review(review, review_path, overwrite))
     # The volumes come from the report's figures (no second count): with one label, all of it is label 1.
     if options.single_label:
         right, left = figures["total_lung_ml"], 0.0

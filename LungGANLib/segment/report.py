@@ -16,6 +16,8 @@ Two more columns come from the never-lung checks (:mod:`LungGANLib.segment.never
 the method's mask: ``never_lung_ml``, its soft tissue outside the rib cage, below the
 diaphragm or in the posterior mediastinum, and ``never_lung_where``, each of these in words.
 The guard rail removed it from the written mask unless ``--no-guard-rail`` was given.
+With ``--review``, ``review_flagged_slices`` counts the slices the review flags
+(:mod:`LungGANLib.segment.review`); empty without it.
 A region without voxels (no lungs found, or right/left with ``--single-label``)
 has no figures: empty in CSV, null in JSON.
 """
@@ -46,7 +48,7 @@ FIGURES = ("ml", "mean_hu", *(f"laa{-t}_percent" for t in LAA_THRESHOLDS_HU), f"
 #: Report columns before the figures.
 RUN_COLUMNS = ("input", "series", "output", "status", "message", "seconds", "method", "model")
 #: Report columns after the figures: the never-lung checks' findings.
-CHECK_COLUMNS = ("never_lung_ml", "never_lung_where")
+CHECK_COLUMNS = ("never_lung_ml", "never_lung_where", "review_flagged_slices")
 COLUMNS = RUN_COLUMNS + tuple(f"{region}_{figure}" for region, _ in REGIONS for figure in FIGURES) + CHECK_COLUMNS
 
 REPORT_SUFFIXES = (".csv", ".json")

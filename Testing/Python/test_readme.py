@@ -86,7 +86,7 @@ def test_the_command_line_examples_run_as_written(beside_shared):
         assert done.returncode == 0, f"{line}\n{done.stderr}"
         assert "Traceback" not in done.stderr
     written = {p.relative_to(beside_shared).as_posix() for p in beside_shared.rglob("*") if p.is_file()}
-    assert {"lungs.nii.gz", "lungs.png", "lungs.csv", "lungs.dcm", "lung1.nii.gz"} <= written
+    assert {"lungs.nii.gz", "lungs.png", "lungs.csv", "lungs.dcm", "lung1.nii.gz", "lungs_review.json", "review.png"} <= written
     assert {"masks/elastix-00_lungs.nii.gz", "masks/lung-pet-ct-dx-a0001-series2_lungs.nii.gz"} <= written
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(beside_shared / "lungs.nii.gz")))
     assert set(labels.ravel().tolist()) == {0, 1, 2}

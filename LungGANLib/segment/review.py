@@ -1,0 +1,311 @@
+"""Where to look: the slices of a lung mask most likely wrong, each with its reasons.
+
+A reader checks an automatic mask by paging through hundreds of slices; the errors that matter
+sit on a few of them. Every slice that holds lung gets a score (mL of tissue a reader should look
+at; higher: look first) and flags, each a reason with its figure and where it is, from signals
+of the CT and the mask alone (no reference):
+
+- ``dense_in``: soft tissue inside the mask wider than a vessel (a 3 mm in-plane opening drops
+  the vessels): a mass or dense lung kept, or the hilum, the aorta, the heart or a dome taken in;
+- ``left_out``: partly aerated tissue (-700 to -150 HU) beside the lung, within 15 mm, and not in
+  the mask, wider than the partial-volume rim: dense or ground-glass lung left out, or the
+  airway or fat beside it;
+- ``guard_rail``: soft tissue the guard rail removed (:mod:`LungGANLib.segment.never_lung`),
+  and ``never_lung``: what it would remove, left in the mask (with ``--no-guard-rail``);
+- ``area_jump``: a lung's area on the slice against its neighbours' (two each side): a piece
+  gained or lost on one slice only;
+- ``cut_off``: lung on the scan's first or last slice: the lung goes on beyond the scan;
+- ``disagree``: where a second, independent method (the classical one, for the generator's
+  mask) finds lung and the mask has none, or the other way round, wider than one voxel.
+
+Whole-scan flags: a right/left volume ratio outside ``RATIO_RANGE``, and one lung missing.
+
+Slice indices count along the written mask's third voxel axis, 0-based (SimpleITK's
+``GetArrayFromImage`` first axis), when that axis runs foot to head or head to foot; for a
+file stored in another orientation they count axial slices from the feet, and say so.
+Arrays here are canonical (z, y, x) LPS: x to the patient's left, y posterior, z up.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from ..config import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
+from .morphology import disk
+from .never_lung import NeverLung, never_lung
+
+#: Soft tissue: denser than this (HU) is not aerated or ground-glass lung.
+DENSE_HU = -100.0
+#: Partly aerated tissue, for what is left out (HU): denser than aerated lung, less dense than fat.
+PARTLY_AERATED_HU = (-700.0, -150.0)
+#: How far beside the lung (mm, in-plane) left-out tissue is looked for.
+BESIDE_MM = 15.0
+#: The in-plane opening (mm radius) that drops vessels and the partial-volume rim.
+OPENING_MM = 3.0
+#: A region is flagged from this size (mL on its slice).
+MIN_FLAG_ML = 0.3
+#: A lung's area that changes by this share of its neighbours' median, and by MIN_JUMP_MM2, is a jump.
+JUMP_SHARE, MIN_JUMP_MM2 = 0.3, 300.0
+#: Right/left lung volume ratios of normal chests lie well inside this range.
+RATIO_RANGE = (0.6, 1.8)
+SIDES = {RIGHT_LUNG_LABEL: "right", LEFT_LUNG_LABEL: "left"}
+#: The in-plane 4-neighbourhood: a disagreement one voxel wide (the outline's convention) is no flag.
+_IN_PLANE_CROSS = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE_CROSS[1] = ndimage.generate_binary_structure(2, 1)
+
+
+@dataclass
+class Flag:
+    """One reason to look at a slice: its kind, its figure (mL), where, and its box on the slice."""
+
+    kind: str
+    ml: float
+    text: str
+    #: rows y0, y1 and columns x0, x1 (end excluded) on the canonical axial slice (LPS: the patient's right at
+    #: column 0, anterior at row 0), as ``lunggan overlay`` draws it.
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "ml": round(float(self.ml), 2), "text": self.text, "box": [int(v) for v in self.box]}
+
+
+@dataclass
+class Review:
+    """Every slice with lung, most suspicious first, and the whole scan's flags."""
+
+    slices: list[dict] = field(default_factory=list)
+    scan: list[str] = field(default_factory=list)
+    axis: str = ""
+
+    @property
+    def flagged(self) -> int:
+        """How many slices carry at least one flag."""
+        return sum(1 for s in self.slices if s["flags"])
+
+    def as_dict(self) -> dict:
+        return {"axis": self.axis, "flagged_slices": self.flagged, "scan_flags": self.scan, "slices": self.slices}
+
+    def to_json(self) -> str:
+        """JSON with one line per slice, most suspicious first."""
+        head = {k: v for k, v in self.as_dict().items() if k != "slices"}
+        lines = ",\n".join("  " + json.dumps(s) for s in self.slices)
+        return json.dumps(head, indent=1)[:-2] + ',\n "slices": [\n' + lines + "\n ]\n}\n"
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["index", "score", "flags"])
+        for s in self.slices:
+            writer.writerow([s["index"], s["score"], "; ".join(f["text"] for f in s["flags"])])
+        return out.getvalue()
+
+
+def _side_text(side: str, component: np.ndarray, lung: np.ndarray) -> str:
+    """Where a region lies beside or in its lung on the slice, in words: anterior or posterior, medial or lateral."""
+    ys, xs = np.nonzero(component)
+    lys, lxs = np.nonzero(lung)
+    y_share = (ys.mean() - lys.min()) / max(lys.max() - lys.min(), 1)
+    front_back = "anterior" if y_share < 1 / 3 else "posterior" if y_share > 2 / 3 else "middle"
+    if side not in ("right", "left"):
+        return f"the lungs, {front_back}"
+    # x grows towards the patient's left: the right lung's medial side has the larger x.
+    x_share = (xs.mean() - lxs.min()) / max(lxs.max() - lxs.min(), 1)
+    medial = x_share > 0.5 if side == "right" else x_share < 0.5
+    return f"the {side} lung, {front_back} {'medial (hilum, mediastinum)' if medial else 'lateral (chest wall)'}"
+
+
+def _regions(mask2d: np.ndarray, pixel_ml: float, offset: tuple[int, int] = (0, 0)) -> list[tuple[np.ndarray, float, tuple]]:
+    """Connected regions of a slice's mask of at least MIN_FLAG_ML: (region, mL, box), the box moved by ``offset``."""
+    labels, _ = ndimage.label(mask2d)
+    out = []
+    for index, found in enumerate(ndimage.find_objects(labels), start=1):
+        region = labels == index
+        ml = float(np.count_nonzero(region[found]) * pixel_ml)
+        if ml >= MIN_FLAG_ML:
+            box = (found[0].start + offset[0], found[0].stop + offset[0], found[1].start + offset[1], found[1].stop + offset[1])
+            out.append((region, ml, tuple(int(v) for v in box)))
+    return out
+
+
+def review_slices(
+    labels: np.ndarray,
+    hu: np.ndarray,
+    spacing: tuple[float, float, float],
+    removed: NeverLung | None = None,
+    single_label: bool = False,
+    other: np.ndarray | None = None,
+    other_name: str = "the classical method",
+) -> Review:
+    """Score and flag every slice of a lung mask (see the module); indices are canonical z.
+
+    Args:
+        labels: lung labels (z, y, x): 1 right, 2 left (1 for both lungs with one label).
+        hu: the CT in HU, same shape.
+        spacing: voxel size (x, y, z) mm.
+        removed: what the guard rail found and removed from this mask (None: nothing, or not run).
+        single_label: one label for both lungs (no right and left in the flags).
+        other: another method's labels of the same CT (same shape), for ``disagree``; None: not used.
+        other_name: that method, in words.
+    """
+    review = Review()
+    lungs = labels > 0
+    if not lungs.any():
+        return review
+    pixel_ml = spacing[0] * spacing[1] * spacing[2] / 1000.0
+    opening = disk(max(1, int(round(OPENING_MM / min(spacing[0], spacing[1])))))
+    reach_px = [int(np.ceil(BESIDE_MM / s)) + 1 for s in (spacing[1], spacing[0])]
+    left_in = never_lung(labels, hu, spacing)
+    flags: dict[int, list[Flag]] = {}
+    zs = np.flatnonzero(lungs.any(axis=(1, 2)))
+    values = [v for v in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL) if (labels == v).any()]
+    areas = {v: (labels == v).sum(axis=(1, 2)) * spacing[0] * spacing[1] for v in values}
+    for z in zs:
+        found = flags.setdefault(int(z), [])
+        for value in values:
+            whole = labels[z] == value
+            if not whole.any():
+                continue
+            side = "lungs" if single_label else SIDES[value]
+            ys, xs = np.nonzero(whole)
+            rows = slice(max(ys.min() - reach_px[0], 0), ys.max() + reach_px[0] + 1)
+            cols = slice(max(xs.min() - reach_px[1], 0), xs.max() + reach_px[1] + 1)
+            lung, plane, any_lung = whole[rows, cols], hu[z, rows, cols], lungs[z, rows, cols]
+            offset = (rows.start, cols.start)
+            dense = ndimage.binary_opening(lung & (plane > DENSE_HU), structure=opening)
+            for region, ml, box in _regions(dense, pixel_ml, offset):
+                found.append(Flag("dense_in", ml, f"{ml:.1f} mL of soft tissue inside {_side_text(side, region, lung)}", box))
+            near = ndimage.distance_transform_edt(~lung, sampling=(spacing[1], spacing[0])) <= BESIDE_MM
+            partly = near & ~any_lung & (plane > PARTLY_AERATED_HU[0]) & (plane < PARTLY_AERATED_HU[1])
+            partly = ndimage.binary_opening(partly, structure=opening)
+            for region, ml, box in _regions(partly, pixel_ml, offset):
+                found.append(Flag("left_out", ml, f"{ml:.1f} mL of partly aerated tissue left out beside "
+                                  f"{_side_text(side, region, lung)}", box))
+            neighbours = [areas[value][k] for k in range(z - 2, z + 3) if k != z and 0 <= k < len(areas[value])]
+            typical = float(np.median(neighbours)) if neighbours else 0.0
+            jump = abs(float(areas[value][z]) - typical)
+            if jump >= MIN_JUMP_MM2 and jump >= JUMP_SHARE * max(typical, 1.0):
+                gained = areas[value][z] > typical
+                found.append(Flag("area_jump", jump * spacing[2] / 1000.0, f"the {side} lung{'s' if side == 'lungs' else ''} "
+                                  f"{'gain' if gained else 'lose'}{'' if side == 'lungs' else 's'} {jump / 100:.0f} cm² against "
+                                  "the neighbouring slices", (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)))
+    for kind, what, source in (("guard_rail", "removed by the guard rail", removed), ("never_lung", "left in the mask", left_in)):
+        if source is None:
+            continue
+        union = source.union()
+        for k in np.flatnonzero(union.any(axis=(1, 2))):
+            z = int(k + source.box[0].start)
+            plane = np.zeros(lungs.shape[1:], dtype=bool)
+            plane[source.box[1], source.box[2]] = union[k]
+            for region, ml, box in _regions(plane, pixel_ml):
+                where = next((w for w, m in source.masks.items() if (m[k] & region[source.box[1], source.box[2]]).any()), "")
+                flags.setdefault(z, []).append(
+                    Flag(kind, ml, f"{ml:.1f} mL of soft tissue where lung never is ({where.replace('_', ' ')}), {what}", box))
+    if other is not None:
+        theirs = other > 0
+        apart = ndimage.binary_opening(lungs ^ theirs, structure=_IN_PLANE_CROSS)
+        for z in np.flatnonzero(apart.any(axis=(1, 2))):
+            for region, ml, box in _regions(apart[z], pixel_ml):
+                ours = bool(lungs[z][region].mean() >= 0.5)
+                value = int(np.bincount((labels[z] if ours else other[z])[region]).argmax())
+                side = "lungs" if single_label else SIDES.get(value, "lungs")
+                lung = (labels[z] if ours else other[z]) == value
+                says = "finds no lung" if ours else "finds lung"
+                flags.setdefault(int(z), []).append(Flag("disagree", ml, f"{ml:.1f} mL where {other_name} {says} "
+                                                         f"({_side_text(side, region, lung)})", box))
+    for z, name in ((0, "first (lowest)"), (lungs.shape[0] - 1, "last (highest)")):
+        area = float(lungs[z].sum() * spacing[0] * spacing[1])
+        if area >= MIN_JUMP_MM2:
+            ys, xs = np.nonzero(lungs[z])
+            flags.setdefault(z, []).append(Flag("cut_off", area * spacing[2] / 1000.0, f"lung on the scan's {name} slice "
+                                                f"({area / 100:.0f} cm²): the lung goes on beyond the scan", (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)))
+    for z in zs:
+        found = flags.get(int(z), [])
+        review.slices.append({"index": int(z), "score": round(sum(f.ml for f in found), 2),
+                              "flags": [f.as_dict() for f in sorted(found, key=lambda f: -f.ml)]})
+    review.slices.sort(key=lambda s: (-s["score"], s["index"]))
+    volumes = {v: float((labels == v).sum() * pixel_ml) for v in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL)}
+    if len(values) == 2 and volumes[LEFT_LUNG_LABEL] > 0:
+        ratio = volumes[RIGHT_LUNG_LABEL] / volumes[LEFT_LUNG_LABEL]
+        if not RATIO_RANGE[0] <= ratio <= RATIO_RANGE[1]:
+            review.scan.append(f"right/left volume ratio {ratio:.2f} ({volumes[RIGHT_LUNG_LABEL]:.0f} / "
+                               f"{volumes[LEFT_LUNG_LABEL]:.0f} mL), outside {RATIO_RANGE[0]}-{RATIO_RANGE[1]}: "
+                               "a lung partly missed or spilled, or a real loss of volume")
+    elif not single_label and len(values) == 1:
+        review.scan.append(f"only the {SIDES[values[0]]} lung was found")
+    return review
+
+
+def canonical_index(index: int, orientation: str, slices: int) -> int:
+    """A review's slice index (:func:`in_file_order`) back on the canonical grid (z up)."""
+    return slices - 1 - index if len(orientation) == 3 and orientation[2].upper() == "I" else index
+
+
+def in_file_order(review: Review, orientation: str, slices: int) -> Review:
+    """The review with its indices along the written file's third voxel axis (``orientation``: the input's
+    orientation code, e.g. ``LPS`` or ``RAI``, the direction each voxel axis runs towards)."""
+    third = orientation[2].upper() if len(orientation) == 3 else ""
+    if third == "S":
+        review.axis = "the mask's third voxel axis (0 = the first slice in the file, the lowest)"
+        return review
+    if third == "I":
+        for s in review.slices:
+            s["index"] = canonical_index(s["index"], orientation, slices)
+        review.axis = "the mask's third voxel axis (0 = the first slice in the file, the highest)"
+        return review
+    review.axis = "axial slices counted from the feet (the file's slices are not axial)"
+    return review
+
+
+def review_suffix(path) -> str:
+    """``.json`` or ``.csv``: the review file's format, from its name."""
+    from ..errors import InputError
+
+    suffix = str(path).lower().rsplit(".", 1)[-1] if "." in str(path) else ""
+    if suffix not in ("json", "csv"):
+        raise InputError(f"review file {path} must end in .json or .csv")
+    return suffix
+
+
+def write_review(review: Review, path, overwrite: bool = False):
+    """Write the review as JSON or CSV (by the name's ending), atomically and read back."""
+    from ..io.output import atomic_write, check_output_path, verify_text
+
+    from pathlib import Path
+
+    path = check_output_path(path, overwrite, (".json", ".csv"), what="review")
+    text = review.to_csv() if review_suffix(path) == "csv" else review.to_json()
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=overwrite,
+                        verify=verify_text(text))
+
+
+def read_review(path, volume, count: int) -> tuple[list[int], dict[int, list], dict[int, int]]:
+    """The ``count`` most suspicious flagged slices of a review file written for ``volume``'s mask, on the
+    canonical grid: the slices (most suspicious first), their flags' boxes, and the file's index of each.
+
+    Raises:
+        InputError: not a review file, or one written for a CT with another number of slices.
+    """
+    from ..errors import InputError
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        slices = [s for s in data["slices"] if s["flags"]]
+        indices = [int(s["index"]) for s in data["slices"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a review written by lunggan segment --review"
+        raise InputError(f"could not read {path} as a review ({reason}): give the .json file of segment --review") from None
+    depth = volume.array.shape[0]
+    if indices and (min(indices) < 0 or max(indices) >= depth):
+        raise InputError(f"{path} names slice {max(indices)}, and the CT has {depth} slices: give the review of this CT's mask")
+    chosen = slices[:count]
+    canonical = [canonical_index(int(s["index"]), volume.orientation, depth) for s in chosen]
+    boxes = {z: [f["box"] for f in s["flags"]] for z, s in zip(canonical, chosen)}
+    numbers = {z: int(s["index"]) for z, s in zip(canonical, chosen)}
+    return canonical, boxes, numbers

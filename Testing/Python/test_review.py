@@ -1,0 +1,168 @@
+"""Where to look: the review points at the slices of a mask that were made wrong, and says why.
+
+Each error below is made on a real CT's reference mask (elastix-00), where the place and the
+size of the error are known; the review must rank those slices first and name what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from LungGANLib.cli import main
+from LungGANLib.io import load_ct, mask_from_image
+from LungGANLib.segment.review import Review, canonical_index, in_file_order, review_slices
+
+REPO = Path(__file__).resolve().parents[2]
+CT = "ct/elastix-00.nii.gz"
+REFERENCE = REPO / "Testing" / "Data" / "ReferenceMasks" / "elastix-00.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def case(data):
+    ct = load_ct(data / CT)
+    labels = mask_from_image(sitk.ReadImage(str(REFERENCE)), ct)
+    return ct, labels
+
+
+def slices_of(labels: np.ndarray, value: int) -> np.ndarray:
+    return np.flatnonzero((labels == value).any(axis=(1, 2)))
+
+
+def test_soft_tissue_taken_into_a_lung_is_ranked_first_and_named(case):
+    ct, labels = case
+    spoiled = labels.copy()
+    z = int(np.median(slices_of(labels, 1)))
+    added_ml = 0.0
+    for k in (z - 1, z, z + 1):
+        # A block of the mediastinum's soft tissue (35 x 40 mm) beside the right lung's medial edge joins it.
+        ys, _ = np.nonzero(labels[k] == 1)
+        middle = int(ys.mean())
+        edge = int(np.flatnonzero(labels[k, middle] == 1).max())
+        block = np.zeros(labels.shape[1:], dtype=bool)
+        block[middle - 20 : middle + 20, edge : edge + 35] = True
+        tissue = block & (labels[k] == 0) & (ct.array[k] > -100) & (ct.array[k] < 200)
+        spoiled[k][tissue] = 1
+        added_ml += float(tissue.sum() * ct.voxel_volume_ml)
+    assert added_ml > 3
+    clean = review_slices(labels, ct.array, ct.spacing)
+    review = review_slices(spoiled, ct.array, ct.spacing)
+    assert {s["index"] for s in review.slices[:3]} == {z - 1, z, z + 1}
+    texts = " ".join(f["text"] for s in review.slices[:3] for f in s["flags"])
+    assert "soft tissue inside the right lung" in texts and "medial" in texts
+    assert review.slices[0]["score"] > max(s["score"] for s in clean.slices) + 1.0
+
+
+def test_a_lung_cut_on_one_slice_is_a_jump_and_the_ends_and_ratio_are_named(case):
+    ct, labels = case
+    spoiled = labels.copy()
+    zs = slices_of(labels, 2)
+    z = int(zs[len(zs) // 2])
+    ys, _ = np.nonzero(spoiled[z] == 2)
+    back = spoiled[z] == 2
+    back[: (ys.min() + ys.max()) // 2] = False
+    spoiled[z][back] = 0  # the posterior half of the left lung, missed on one slice
+    review = review_slices(spoiled, ct.array, ct.spacing)
+    flagged = {s["index"]: [f["kind"] for f in s["flags"]] for s in review.slices}
+    assert "area_jump" in flagged[z] and review.slices[0]["index"] == z
+    assert not any("area_jump" in kinds for index, kinds in flagged.items() if abs(index - z) > 2)
+    # Cut through the lungs at the top: the new last slice holds lung, and the review says so.
+    top = int(slices_of(labels, 1)[-1]) - 10
+    cut = review_slices(labels[: top + 1], ct.array[: top + 1], ct.spacing)
+    assert any(f["kind"] == "cut_off" and "last (highest)" in f["text"] for s in cut.slices for f in s["flags"])
+    assert cut.scan == [] and review.scan == []
+    # Most of the left lung missing: the whole scan's right/left ratio is named.
+    small = labels.copy()
+    small[(small == 2) & (np.arange(small.shape[1])[None, :, None] > np.median(np.nonzero(labels == 2)[1]) - 40)] = 0
+    assert any("right/left volume ratio" in text for text in review_slices(small, ct.array, ct.spacing).scan)
+
+
+def test_every_lung_slice_is_listed_most_suspicious_first_with_indices_in_the_files_order(case):
+    ct, labels = case
+    review = review_slices(labels, ct.array, ct.spacing)
+    assert sorted(s["index"] for s in review.slices) == slices_of(labels, 1).tolist() or \
+        sorted(s["index"] for s in review.slices) == np.flatnonzero(labels.any(axis=(1, 2))).tolist()
+    scores = [s["score"] for s in review.slices]
+    assert scores == sorted(scores, reverse=True)
+    assert json.loads(review.to_json()) == review.as_dict()
+    assert review.to_csv().splitlines()[0] == "index,score,flags" and len(review.to_csv().splitlines()) == len(review.slices) + 1
+    n = labels.shape[0]
+    for orientation, first in (("LPS", 0), ("RAS", 0), ("LPI", n - 1), ("RAI", n - 1)):
+        mapped = in_file_order(Review(slices=[{"index": 0, "score": 0, "flags": []}]), orientation, n)
+        assert mapped.slices[0]["index"] == first and canonical_index(first, orientation, n) == 0
+
+
+def test_a_ct_stored_head_first_gets_the_same_slices_counted_from_its_own_first(capsys, data, tmp_path):
+    image = sitk.ReadImage(str(data / "fixtures/cip-ct-64/ct-64.nrrd"))
+    sitk.WriteImage(image, str(tmp_path / "feet.nrrd"))
+    sitk.WriteImage(sitk.DICOMOrient(image, "LPI"), str(tmp_path / "head.nrrd"))  # the same CT, head slice first
+    reviews = {}
+    for name in ("feet", "head"):
+        assert main(["segment", str(tmp_path / f"{name}.nrrd"), "-o", str(tmp_path / f"{name}-m.nrrd"),
+                     "--review", str(tmp_path / f"{name}.json"), "-q"]) == 0
+        reviews[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    n = image.GetSize()[2]
+    feet = {s["index"]: s["score"] for s in reviews["feet"]["slices"]}
+    head = {n - 1 - s["index"]: s["score"] for s in reviews["head"]["slices"]}
+    assert feet == head and "highest" in reviews["head"]["axis"] and "lowest" in reviews["feet"]["axis"]
+    # Each index names the slice of the written mask that holds that lung.
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "head-m.nrrd")))
+    assert all(mask[s["index"]].any() for s in reviews["head"]["slices"])
+
+
+def test_segment_review_files_beside_each_mask_and_in_the_report(capsys, data, tmp_path):
+    ct = data / "fixtures/cip-ct-64/ct-64.nrrd"
+    (tmp_path / "a.nrrd").symlink_to(ct)
+    (tmp_path / "b.nrrd").symlink_to(ct)
+    code = main(["segment", str(tmp_path / "a.nrrd"), str(tmp_path / "b.nrrd"), "-o", str(tmp_path / "masks") + "/",
+                 "--review", "csv", "--report", str(tmp_path / "lungs.csv"), "--method", "classical", "-q"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for name in ("a", "b"):
+        review = tmp_path / "masks" / f"{name}_lungs_review.csv"
+        assert review.is_file() and f"wrote {review}" in out
+    rows = (tmp_path / "lungs.csv").read_text().splitlines()
+    column = rows[0].split(",").index("review_flagged_slices")
+    flagged = sum(1 for line in (tmp_path / "masks" / "a_lungs_review.csv").read_text().splitlines()[1:] if line.rsplit(",", 1)[-1])
+    assert rows[1].split(",")[column] == str(flagged)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--review", "r.json", "BOTH"], "with several inputs give --review json or --review csv"),
+    (["--review", "r.txt"], "must end in .json or .csv"),
+    (["--review", "exists.json"], "review exists.json exists"),
+])
+def test_a_bad_review_path_is_refused_before_any_work(capsys, data, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    Path("exists.json").write_text("mine")
+    ct = str(data / "fixtures/cip-ct-64/ct-64.nrrd")
+    inputs = [ct, str(data / CT)] if "BOTH" in argv else [ct]
+    output = ["-o", "masks/"] if "BOTH" in argv else ["-o", "m.nii.gz"]
+    code = main(["segment", *inputs, *output, *[a for a in argv if a != "BOTH"], "--method", "classical", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.json"]  # no mask, no folder made
+    assert Path("exists.json").read_text() == "mine"
+
+
+def test_overlay_draws_the_flagged_slices_and_refuses_a_review_of_another_ct(capsys, data, tmp_path):
+    ct = data / "fixtures/cip-ct-64/ct-64.nrrd"
+    assert main(["segment", str(ct), "-o", str(tmp_path / "m.nrrd"), "--review", str(tmp_path / "r.json"), "-q"]) == 0
+    assert main(["overlay", str(ct), str(tmp_path / "m.nrrd"), "--review", str(tmp_path / "r.json"), "-o",
+                 str(tmp_path / "r.png"), "--slices", "4", "--columns", "2"]) == 0
+    import imageio.v3 as iio
+
+    review = json.loads((tmp_path / "r.json").read_text())
+    picture = iio.imread(tmp_path / "r.png")
+    tiles = min(4, review["flagged_slices"])
+    assert tiles > 0 and picture.shape[0] > 0 and (picture == (255, 220, 0)).all(axis=2).any()  # a region outlined
+    review["slices"][0]["index"] = 500
+    (tmp_path / "other.json").write_text(json.dumps(review))
+    capsys.readouterr()
+    code = main(["overlay", str(ct), str(tmp_path / "m.nrrd"), "--review", str(tmp_path / "other.json"), "-o",
+                 str(tmp_path / "o.png")])
+    assert code == 2 and "the CT has 79 slices" in capsys.readouterr().err and not (tmp_path / "o.png").exists()
