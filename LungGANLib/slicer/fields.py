@@ -17,6 +17,10 @@ PATH_FIELDS = {"modelPathLineEdit": "modelPath", "trainOutputPathLineEdit": "tra
 
 #: The segmentation's node reference to its lung figures' table node (saved with the scene).
 FIGURES_TABLE_REFERENCE = "LungGANFigures"
+#: The segmentation's node reference to its review table (the slices most likely wrong).
+REVIEW_TABLE_REFERENCE = "LungGANReview"
+#: The review table's columns: the slice (the CT's K index), its score, and the reasons.
+REVIEW_COLUMNS = ("Slice", "Score (mL)", "Reasons")
 
 
 def path_or_none(path) -> str | None:

@@ -128,18 +128,23 @@ class SegmentationJob(Job):
         onExisting: ``add``, ``replace`` or ``new`` when that node already has segments.
         splitLungs: right and left lung (else one "lungs" segment).
         createLabelmap: also create a labelmap volume node.
+        reviewPath: where the process writes its review (``--review``), or None.
 
     After :meth:`finish`: ``segmentation`` (the node), ``labelmap`` (or None), ``figures``
-    (the lung report's figures) and ``figuresTable`` (their table node).
+    (the lung report's figures) and ``figuresTable`` (their table node), and with ``reviewPath``
+    ``review`` (the slices most likely wrong, :mod:`LungGANLib.segment.review`) and ``reviewTable``.
     """
 
     def __init__(self, scene, volumeNode, process, output: Path, work: Path, segmentationNode=None,
-                 onExisting: str = "add", splitLungs: bool = True, createLabelmap: bool = False) -> None:
+                 onExisting: str = "add", splitLungs: bool = True, createLabelmap: bool = False,
+                 reviewPath: Path | None = None) -> None:
         super().__init__(process, work, "segmentation")
         self.scene, self.volumeNode, self.output = scene, volumeNode, Path(output)
         self.segmentationNode, self.onExisting = segmentationNode, onExisting
         self.splitLungs, self.createLabelmap = splitLungs, createLabelmap
+        self.reviewPath = reviewPath
         self.segmentation = self.labelmap = self.figures = self.figuresTable = None
+        self.review = self.reviewTable = None
 
     def _event(self, event: dict) -> None:
         if event.get("event") == "progress":
@@ -170,8 +175,17 @@ class SegmentationJob(Job):
             self.createLabelmap,
         )
         self.figures, self.figuresTable = segmentation_figures(self.scene, self.volumeNode, self.segmentation)
+        flagged = ""
+        if self.reviewPath is not None and Path(self.reviewPath).is_file():
+            import json
+
+            from .mrml_review import review_table
+
+            self.review = json.loads(Path(self.reviewPath).read_text(encoding="utf-8"))
+            self.reviewTable = review_table(self.scene, self.segmentation, self.review)
+            flagged = f" {self.review['flagged_slices']} slices flagged for review."
         self.progress = 1.0
-        self.status = f"Done: {', '.join(segment_names(self.segmentation))}."
+        self.status = f"Done: {', '.join(segment_names(self.segmentation))}.{flagged}"
         return self.segmentation
 
 

@@ -183,6 +183,15 @@ class LungGANLogic:
             self.lastFiguresTable = node
         return figures
 
+    def reviewSlices(self, volumeNode, segmentationNode) -> dict:
+        """Where to look in a LungGAN segmentation as it is now: every slice with lung, most suspicious first, with
+        its score and reasons (:mod:`LungGANLib.segment.review`; indices along the CT's K axis), also written into
+        the segmentation's review table (``logic.lastReviewTable``). InputError: no LungGAN lung segments."""
+        from .mrml_review import review_segmentation
+
+        result, self.lastReviewTable = review_segmentation(self.scene, volumeNode, segmentationNode)
+        return result
+
     def startSegmentation(
         self,
         volumeNode,
@@ -194,10 +203,13 @@ class LungGANLogic:
         onExisting: str = "add",
         createLabelmap: bool = False,
         existing: str | None = None,
+        review: bool = True,
     ) -> SegmentationJob:
         """Start segmenting in a background process; poll the returned job, then ``job.finish()``.
 
         The arguments are those of :meth:`segment`; the scene changes only in ``job.finish()``.
+        With ``review`` the job also finds the slices most likely wrong (``job.review``) and puts
+        them in a table node referenced by the segmentation (``job.reviewTable``).
         """
         from .background import BackgroundProcess
 
@@ -213,8 +225,11 @@ class LungGANLogic:
             args.append("--single-label")
         if not fillHoles:
             args.append("--no-fill-holes")
+        review_path = work / "review.json" if review else None
+        if review_path is not None:
+            args += ["--review", review_path]
         return SegmentationJob(self.scene, volumeNode, BackgroundProcess(args), out_path, work, segmentationNode,
-                               onExisting, splitLungs, createLabelmap)
+                               onExisting, splitLungs, createLabelmap, review_path)
 
     # -- training -------------------------------------------------------------------------------
 

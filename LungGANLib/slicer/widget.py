@@ -16,7 +16,8 @@ from slicer.util import VTKObservationMixin
 
 from ..dependencies import TORCH_REQUIREMENT, torch_too_old
 from .background import RUNNING
-from .fields import FIGURES_TABLE_REFERENCE, PATH_FIELDS, path_or_none, sync_path
+from .fields import FIGURES_TABLE_REFERENCE, PATH_FIELDS, REVIEW_TABLE_REFERENCE, path_or_none, sync_path
+from .mrml_review import flagged_slices, jump_to_slice
 from .mrml_nodes import Cancelled
 
 pathOrNone = path_or_none  # the name this module used before
@@ -105,8 +106,9 @@ class LungGANPanel(VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         # The combo boxes are filled from the parameters' Choice annotations by connectGui.
-        for hidden in (self.ui.progressBar, self.ui.trainProgressBar, self.ui.figuresTableView):
+        for hidden in (self.ui.progressBar, self.ui.trainProgressBar, self.ui.figuresTableView, self.ui.reviewTableView):
             hidden.hide()
+        self._reviewRow = -1  # the review table's row shown last
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
@@ -115,6 +117,9 @@ class LungGANPanel(VTKObservationMixin):
         self.ui.addPairButton.connect("clicked(bool)", self.onAddPair)
         self.ui.removePairButton.connect("clicked(bool)", self.onRemovePair)
         self.ui.trainButton.connect("clicked(bool)", self.onTrain)
+        self.ui.reviewTableView.connect("clicked(QModelIndex)", lambda index: self._showReviewRow(index.row()))
+        self.ui.nextFlaggedButton.connect("clicked(bool)", lambda: self._showReviewRow(self._reviewRow + 1))
+        self.ui.previousFlaggedButton.connect("clicked(bool)", lambda: self._showReviewRow(self._reviewRow - 1))
         self.ui.trainCancelButton.connect("clicked(bool)", self.onCancel)
         for widgetName, field in PATH_FIELDS.items():
             # currentPathChanged never fires for an empty field or a path without the suffix (CTK's validator):
@@ -142,6 +147,7 @@ class LungGANPanel(VTKObservationMixin):
         self._pairs.clear()  # their nodes are about to be removed
         self.ui.pairsListWidget.clear()
         self._hideFigures()  # the view would keep the table node, and show the last patient's figures
+        self._showReview(None)
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -182,6 +188,12 @@ class LungGANPanel(VTKObservationMixin):
         shown = self.ui.figuresTableView.mrmlTableNode()
         if shown is not None and (not p or not p.outputSegmentation or shown is not self._figuresTableOf(p.outputSegmentation)):
             self._hideFigures()  # the figures of another segmentation (or of a scene that is gone)
+        review = p.outputSegmentation.GetNodeReference(REVIEW_TABLE_REFERENCE) if p and p.outputSegmentation else None
+        if review is not self.ui.reviewTableView.mrmlTableNode():
+            self._showReview(review)  # the review kept with the chosen segmentation, or none
+        rows = len(flagged_slices(review)) if review is not None else 0
+        self.ui.nextFlaggedButton.enabled = rows > 0 and self._reviewRow < rows - 1
+        self.ui.previousFlaggedButton.enabled = rows > 0 and self._reviewRow > 0
         self.ui.trainButton.enabled = not running and bool(self._pairs)
         for button in (self.ui.cancelButton, self.ui.trainCancelButton):
             button.enabled = running and button is self._shows[2]
@@ -254,10 +266,34 @@ class LungGANPanel(VTKObservationMixin):
         p.outputSegmentation = job.segmentation
         slicer.util.setSliceViewerLayers(background=p.inputVolume, fit=True)
         self._showFigures(job.figuresTable)
+        self._showReview(job.reviewTable)
+        self._updateButtons()
 
     def _showFigures(self, table):
         self.ui.figuresTableView.setMRMLTableNode(table)
         self.ui.figuresTableView.show()
+
+    def _showReview(self, table):
+        """Show a segmentation's review table (None: hide it); no row is chosen yet."""
+        self._reviewRow = -1
+        self.ui.reviewTableView.setMRMLTableNode(table)
+        self.ui.reviewTableView.setVisible(table is not None)
+
+    def _showReviewRow(self, row):
+        """Select a row of the review table and move the slice views to its slice (of the segmentation's CT)."""
+        p = self._parameterNode
+        table = self.ui.reviewTableView.mrmlTableNode()
+        slices = flagged_slices(table)
+        if not p or not p.outputSegmentation or not 0 <= row < len(slices):
+            return
+        segmentation = p.outputSegmentation
+        volume = segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole()) or p.inputVolume
+        if volume is None:
+            return
+        self._reviewRow = row
+        self.ui.reviewTableView.selectRow(row)
+        jump_to_slice(slicer.mrmlScene, volume, slices[row])
+        self._updateButtons()
 
     def _hideFigures(self):
         self.ui.figuresTableView.setMRMLTableNode(None)

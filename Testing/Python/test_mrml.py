@@ -347,7 +347,8 @@ def test_segmentation_in_a_background_process(scene, data):
     assert node_ids(scene) == before  # nothing changes until finish()
     assert [e["event"] for e in events][-1] == "done" and any(e["event"] == "progress" for e in events)
     segmentation = job.finish()
-    assert segmentation is job.segmentation and job.status == "Done: right lung, left lung."
+    assert segmentation is job.segmentation
+    assert job.status == f"Done: right lung, left lung. {job.review['flagged_slices']} slices flagged for review."
     assert not job.work.exists()  # the temporary copy of the CT is gone
     assert mrml.segment_names(segmentation) == ["right lung", "left lung"]
     assert job.progress == 1.0 and job.figuresTable is not None
@@ -709,3 +710,31 @@ def test_a_pytorch_older_than_lunggan_needs_is_named(version, old):
     assert (message is not None) == old
     if old:
         assert version in message and TORCH_REQUIREMENT in message
+
+
+def test_a_background_segmentation_brings_its_review_as_a_table_kept_with_the_segmentation(scene, data):
+    from LungGANLib.slicer.fields import REVIEW_COLUMNS, REVIEW_TABLE_REFERENCE
+    from LungGANLib.slicer.mrml_review import flagged_slices, jump_to_slice, slice_center
+
+    logic = mrml.LungGANLogic(scene)
+    ct = logic.loadCT(data / CIP)
+    job = logic.startSegmentation(ct, device="cpu")
+    run_job(job, 300)
+    table = job.segmentation.GetNodeReference(REVIEW_TABLE_REFERENCE)
+    assert table is job.reviewTable and table.GetTable().GetNumberOfColumns() == len(REVIEW_COLUMNS)
+    flagged = [s for s in job.review["slices"] if s["flags"]]
+    assert flagged_slices(table) == [s["index"] for s in flagged]  # most suspicious first
+    assert f"{job.review['flagged_slices']} slices flagged for review" in job.status
+    # The same review from the logic, on the segmentation as it is now (its K indices fit the CT).
+    again = logic.reviewSlices(ct, job.segmentation)
+    assert [s["index"] for s in again["slices"]] == [s["index"] for s in job.review["slices"]]
+    assert logic.lastReviewTable is table  # reused, not a second table
+    dims = ct.GetImageData().GetDimensions()
+    assert all(0 <= s["index"] < dims[2] for s in again["slices"])
+    # A click jumps every slice view to the middle of that slice.
+    red = scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    red.SetOrientationToAxial()
+    point = jump_to_slice(scene, ct, flagged_slices(table)[0])
+    assert point == slice_center(ct, flagged_slices(table)[0])
+    offset = red.GetSliceToRAS()
+    assert [offset.GetElement(r, 3) for r in range(3)] == pytest.approx(list(point), abs=1e-3)
