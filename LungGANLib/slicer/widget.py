@@ -56,11 +56,13 @@ def ensureDependencies() -> bool:
         try:
             with slicer.util.WaitCursor():
                 slicer.util.pip_install(missing)
-        except Exception:  # pip's failures come in many types
+        except Exception as exc:  # pip's failures come in many types
+            qt.QApplication.restoreOverrideCursor()  # in case the failure left a wait cursor
             # Slicer 5.12's pip_install shows its own error dialog; a second one would only repeat it.
-            if missing_packages():
-                qt.QApplication.restoreOverrideCursor()  # in case the failure left a wait cursor
-                slicer.util.showStatusMessage(f"Installing {', '.join(missing_packages())} failed: see the Python console.", 10000)
+            if (slicer.app.majorVersion, slicer.app.minorVersion) < (5, 12):
+                slicer.util.errorDisplay(f"Installing {', '.join(missing)} failed: {exc}", detailedText=traceback.format_exc())
+            else:
+                slicer.util.showStatusMessage(f"Installing {', '.join(missing)} failed: see the Python console.", 10000)
             return False
     return True
 
