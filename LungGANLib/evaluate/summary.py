@@ -62,22 +62,28 @@ def summary_table(rows: list[dict]) -> str:
 #: compare`` rewrites the rest of the file and keeps it).
 FOLDS_BEGIN = "<!-- folds: begin (benchmarks/folds.py writes this section) -->"
 FOLDS_END = "<!-- folds: end -->"
+#: The markers of the review's section (``benchmarks/review.py --report`` writes it, after the folds' section).
+REVIEW_BEGIN = "<!-- review: begin (benchmarks/review.py writes this section) -->"
+REVIEW_END = "<!-- review: end -->"
 
 
-def folds_section(text: str) -> str | None:
-    """The fold section of a results report, markers included, or None when it has none."""
-    if FOLDS_BEGIN not in text or FOLDS_END not in text:
+def folds_section(text: str, begin: str = FOLDS_BEGIN, end: str = FOLDS_END) -> str | None:
+    """A kept section of a results report (the folds' by default), markers included, or None when it has none."""
+    if begin not in text or end not in text:
         return None
-    return text[text.index(FOLDS_BEGIN) : text.index(FOLDS_END) + len(FOLDS_END)]
+    return text[text.index(begin) : text.index(end) + len(end)]
 
 
-def with_folds_section(text: str, section: str | None) -> str:
-    """``text`` with its fold section replaced by ``section`` (markers included), or ``section`` put after
-    the title line when it has none; ``text`` itself when ``section`` is None."""
+def with_folds_section(text: str, section: str | None, begin: str = FOLDS_BEGIN, end: str = FOLDS_END) -> str:
+    """``text`` with its kept section (the folds' by default) replaced by ``section`` (markers included); a missing
+    one goes after the folds' section, or after the title line; ``text`` itself when ``section`` is None."""
     if section is None:
         return text
-    old = folds_section(text)
+    old = folds_section(text, begin, end)
     if old is not None:
         return text.replace(old, section)
+    if begin != FOLDS_BEGIN and FOLDS_END in text:
+        at = text.index(FOLDS_END) + len(FOLDS_END)
+        return f"{text[:at]}\n\n{section}{text[at:]}"
     title, _, rest = text.partition("\n")
     return f"{title}\n\n{section}\n{rest}"

@@ -252,7 +252,8 @@ def segment(
 
 
 def review_of(labels: np.ndarray, volume: CTVolume, options: SegmentOptions, removed) -> Review:
-    """Where to look in ``labels`` (:mod:`LungGANLib.segment.review`), indices on the canonical grid.
+    """Where to look in ``labels`` (:mod:`LungGANLib.segment.review`), indices on the canonical grid; ``removed``:
+    what the guard rail removed (None when it did not run).
 
     The generator's mask is compared with the classical method's on the same CT, with the same rules
     after it; the classical method's mask is only compared with what the CT says.

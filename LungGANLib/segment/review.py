@@ -11,7 +11,7 @@ of the CT and the mask alone (no reference):
   the mask, wider than the partial-volume rim: dense or ground-glass lung left out, or the
   airway or fat beside it;
 - ``guard_rail``: soft tissue the guard rail removed (:mod:`LungGANLib.segment.never_lung`),
-  and ``never_lung``: what it would remove, left in the mask (with ``--no-guard-rail``);
+  and ``never_lung``: what it would remove, left in the mask (checked when the guard rail did not run);
 - ``area_jump``: a lung's area on the slice against its neighbours' (two each side): a piece
   gained or lost on one slice only;
 - ``cut_off``: lung on the scan's first or last slice: the lung goes on beyond the scan;
@@ -160,7 +160,7 @@ def review_slices(
     pixel_ml = spacing[0] * spacing[1] * spacing[2] / 1000.0
     opening = disk(max(1, int(round(OPENING_MM / min(spacing[0], spacing[1])))))
     reach_px = [int(np.ceil(BESIDE_MM / s)) + 1 for s in (spacing[1], spacing[0])]
-    left_in = never_lung(labels, hu, spacing)
+    left_in = never_lung(labels, hu, spacing) if removed is None else None  # the guard rail has just looked
     flags: dict[int, list[Flag]] = {}
     zs = np.flatnonzero(lungs.any(axis=(1, 2)))
     values = [v for v in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL) if (labels == v).any()]
@@ -204,8 +204,12 @@ def review_slices(
             plane[source.box[1], source.box[2]] = union[k]
             for region, ml, box in _regions(plane, pixel_ml):
                 where = next((w for w, m in source.masks.items() if (m[k] & region[source.box[1], source.box[2]]).any()), "")
+                held = labels[z][region]
+                held = held[held > 0]
+                side = "" if held.size == 0 else " in the lungs" if single_label else \
+                    f" in the {SIDES.get(int(np.bincount(held).argmax()), 'right')} lung"
                 flags.setdefault(z, []).append(
-                    Flag(kind, ml, f"{ml:.1f} mL of soft tissue where lung never is ({where.replace('_', ' ')}), {what}", box))
+                    Flag(kind, ml, f"{ml:.1f} mL of soft tissue where lung never is ({where.replace('_', ' ')}){side}, {what}", box))
     if other is not None:
         theirs = other > 0
         apart = ndimage.binary_opening(lungs ^ theirs, structure=_IN_PLANE_CROSS)

@@ -63,6 +63,13 @@ def test_the_fold_section_is_kept_when_the_rest_of_the_report_is_rewritten():
     assert "| b |" in newer and "| a |" not in newer and newer.endswith("old text\n")
     assert with_folds_section("# Rewritten\n", folds_section(first)) == f"# Rewritten\n\n{section}\n"
     assert with_folds_section("# Results\n", None) == "# Results\n"
+    # The review's section goes after the folds' and is kept beside it.
+    from LungGANLib.evaluate.summary import REVIEW_BEGIN, REVIEW_END
+
+    review = f"{REVIEW_BEGIN}\n## Review\n{REVIEW_END}"
+    both = with_folds_section(first, review, REVIEW_BEGIN, REVIEW_END)
+    assert both.index(FOLDS_END) < both.index(REVIEW_BEGIN) and both.endswith("old text\n")
+    assert folds_section(both, REVIEW_BEGIN, REVIEW_END) == review and folds_section(both) == section
 
 
 def test_the_readme_and_the_card_quote_the_default_as_the_fold_rows_give_it():

@@ -166,3 +166,57 @@ def test_overlay_draws_the_flagged_slices_and_refuses_a_review_of_another_ct(cap
     code = main(["overlay", str(ct), str(tmp_path / "m.nrrd"), "--review", str(tmp_path / "other.json"), "-o",
                  str(tmp_path / "o.png")])
     assert code == 2 and "the CT has 79 slices" in capsys.readouterr().err and not (tmp_path / "o.png").exists()
+
+
+def test_soft_tissue_in_front_of_the_spine_is_flagged_on_exactly_its_slices(data):
+    """elastix-00's reference with the tissue in front of the vertebral bodies (the oesophagus, the descending
+    aorta's side) added on five slices: without the guard rail the review flags exactly those slices as never-lung
+    left in the mask, and ranks them first; with it, as removed by the guard rail."""
+    from LungGANLib.segment.never_lung import DEFAULT_NEVER_LUNG, remove_never_lung
+
+    ct = load_ct(data / CT)
+    ref = mask_from_image(sitk.ReadImage(str(REFERENCE)), ct)
+    hu, spacing = ct.array, ct.spacing
+    slices = np.flatnonzero((ref > 0).any(axis=(1, 2)))
+    spilled = list(range(slices[len(slices) // 2] - 2, slices[len(slices) // 2] + 3))
+    added = np.zeros(ref.shape, dtype=bool)
+    px = lambda mm: int(round(mm / spacing[0]))  # noqa: E731
+    for z in spilled:
+        columns = np.flatnonzero((ref[z] > 0).any(axis=0))
+        centre = (columns[0] + columns[-1]) // 2
+        rows = np.flatnonzero((ref[z] > 0).any(axis=1))
+        column = hu[z, (rows[0] + rows[-1]) // 2 :, centre]
+        front = (rows[0] + rows[-1]) // 2 + int(np.flatnonzero(column >= DEFAULT_NEVER_LUNG.bone_hu)[0])
+        added[z, front - px(20) : front, centre - px(12) : centre + px(12)] = True
+    added &= (hu > -100) & (ref == 0)
+    made = ref.copy()
+    made[added] = 2
+    review = review_slices(made, hu, spacing)
+    kinds = {s["index"]: {f["kind"] for f in s["flags"]} for s in review.slices}
+    assert sorted(z for z, k in kinds.items() if "never_lung" in k) == spilled
+    assert {s["index"] for s in review.slices[:5]} == set(spilled)
+    assert all("left lung" in f["text"] for s in review.slices[:5] for f in s["flags"] if f["kind"] == "never_lung")
+    removed = remove_never_lung(made, hu, spacing)
+    after = review_slices(made, hu, spacing, removed=removed)
+    kinds = {s["index"]: {f["kind"] for f in s["flags"]} for s in after.slices}
+    assert sorted(z for z, k in kinds.items() if "guard_rail" in k) == spilled
+    assert not any("never_lung" in k for k in kinds.values())
+
+
+def test_the_review_benchmark_measures_what_it_says():
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import review as bench
+
+    error = np.array([0.0, 5.0, 0.1, 3.0, 0.0, 0.0, 0.1, 0.0, 0.0, 0.0, 1.0])
+    scores = {z: float(s) for z, s in enumerate([0, 9, 1, 8, 0, 0, 2, 0, 0, 0, 0])}
+    # The two slices with >= 2 mL score above every slice under 0.2 mL: AUROC 1; a tie counts half.
+    assert bench.auroc(scores, error) == 1.0
+    # Slice 3 (3 mL) scored 0 ties with the six good slices scored 0 and beats none: (8 + 0 + 0.5 * 6) / 16.
+    assert bench.auroc({**scores, 3: 0.0}, error) == round((8 + 0.5 * 6) / 16, 3)
+    assert bench.capture(sorted(range(11), key=lambda z: -scores[z]), error) == round(5.0 / error.sum(), 3)
+    mask = np.zeros((4, 10, 10), dtype=bool)
+    mask[1, :5, :5] = True  # 25 voxels: gross at 1 mL a voxel
+    mask[3, 8, 8] = True  # 1 voxel: not gross
+    assert bench.gross_recall(mask, {1}, 1.0) == (1, 1) and bench.gross_recall(mask, {0, 2, 3}, 1.0) == (1, 0)
