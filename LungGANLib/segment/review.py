@@ -228,7 +228,8 @@ def review_slices(
             ys, xs = np.nonzero(lungs[z])
             flags.setdefault(z, []).append(Flag("cut_off", area * spacing[2] / 1000.0, f"lung on the scan's {name} slice "
                                                 f"({area / 100:.0f} cm²): the lung goes on beyond the scan", (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)))
-    for z in zs:
+    # Every slice with lung, and any other slice a flag names (the second method's lung where the mask has none).
+    for z in sorted({int(z) for z in zs} | set(flags)):
         found = flags.get(int(z), [])
         review.slices.append({"index": int(z), "score": round(sum(f.ml for f in found), 2),
                               "flags": [f.as_dict() for f in sorted(found, key=lambda f: -f.ml)]})

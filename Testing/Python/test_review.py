@@ -111,7 +111,10 @@ def test_a_ct_stored_head_first_gets_the_same_slices_counted_from_its_own_first(
     assert feet == head and "highest" in reviews["head"]["axis"] and "lowest" in reviews["feet"]["axis"]
     # Each index names the slice of the written mask that holds that lung.
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "head-m.nrrd")))
-    assert all(mask[s["index"]].any() for s in reviews["head"]["slices"])
+    held = {int(k) for k in np.flatnonzero(mask.any(axis=(1, 2)))}
+    listed = {s["index"]: s for s in reviews["head"]["slices"]}
+    assert held <= set(listed)  # every slice with lung, and others only where a flag names them
+    assert all(listed[k]["flags"] for k in set(listed) - held)
 
 
 def test_segment_review_files_beside_each_mask_and_in_the_report(capsys, data, tmp_path):
@@ -220,3 +223,16 @@ def test_the_review_benchmark_measures_what_it_says():
     mask[1, :5, :5] = True  # 25 voxels: gross at 1 mL a voxel
     mask[3, 8, 8] = True  # 1 voxel: not gross
     assert bench.gross_recall(mask, {1}, 1.0) == (1, 1) and bench.gross_recall(mask, {0, 2, 3}, 1.0) == (1, 0)
+
+
+def test_a_second_method_s_lung_on_slices_the_mask_misses_is_flagged_there(case):
+    ct, labels = case
+    top = int(slices_of(labels, 1)[-1])
+    missed = labels.copy()
+    missed[top - 3 :] = 0  # the apices' last four slices, missed
+    review = review_slices(missed, ct.array, ct.spacing, other=labels)
+    listed = {s["index"]: s for s in review.slices}
+    for z in range(top - 3, top + 1):
+        assert any(f["kind"] == "disagree" and "the classical method finds lung" in f["text"] for f in listed[z]["flags"])
+    # Among the first five: the four missed slices, and the mask's new top slice, which loses its area there.
+    assert set(range(top - 3, top + 1)) <= {s["index"] for s in review.slices[:5]}
