@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from ..errors import InputError, OutputError, OutputExistsError
 from .complete import written_problem
 from .native import quiet_c_stderr
-from .nifti import write_forms
+from .nifti import read_forms, write_forms
 from .volumes import suffix_of
 
 #: Every file this process has published, in order: what an interruption can honestly say was written.
@@ -270,7 +270,8 @@ def write_image(image: sitk.Image, path: str | os.PathLike, overwrite: bool = Fa
 
     def write(tmp: str) -> None:
         sitk.WriteImage(image, tmp, useCompression=True)
-        if nifti_forms is not None and suffix in (".nii", ".nii.gz"):
+        # ITK writes the forms of an ordinary header as they were; only a file it changed is written again.
+        if nifti_forms is not None and suffix in (".nii", ".nii.gz") and read_forms(Path(tmp)) != nifti_forms:
             write_forms(tmp, nifti_forms)
 
     return atomic_write(path, write, suffix=suffix, overwrite=overwrite, verify=verify_image(image))
