@@ -19,42 +19,51 @@ import numpy as np
 from ..errors import InputError
 
 
+def _version(header: bytes) -> tuple[str, int] | None:
+    """A NIfTI header's byte order and size (348: NIfTI-1, 540: NIfTI-2), or None if it is not one."""
+    for order in "<>":
+        for size in (348, 540):
+            if len(header) >= size and np.frombuffer(header[:4], f"{order}i4")[0] == size:
+                return order, size
+    return None
+
+
 def _nifti_data_bytes(header: bytes) -> int | None:
     """Bytes a NIfTI-1 or NIfTI-2 header promises (offset of the data plus the voxels), or None if it is not one."""
-    for order in "<>":
-        if len(header) >= 348 and np.frombuffer(header[:4], f"{order}i4")[0] == 348:
-            dim = np.frombuffer(header[40:56], f"{order}i2").astype(np.int64)
-            bitpix = int(np.frombuffer(header[72:74], f"{order}i2")[0])
-            offset = int(np.frombuffer(header[108:112], f"{order}f4")[0])
-        elif len(header) >= 540 and np.frombuffer(header[:4], f"{order}i4")[0] == 540:
-            dim = np.frombuffer(header[16:80], f"{order}i8")
-            bitpix = int(np.frombuffer(header[14:16], f"{order}i2")[0])
-            offset = int(np.frombuffer(header[168:176], f"{order}i8")[0])
-        else:
-            continue
-        rank = int(dim[0])
-        if not 1 <= rank <= 7 or (dim[1 : rank + 1] < 0).any():
-            return None
-        return offset + int(np.prod(dim[1 : rank + 1])) * bitpix // 8
-    return None
+    found = _version(header)
+    if found is None:
+        return None
+    order, size = found
+    if size == 348:
+        dim = np.frombuffer(header[40:56], f"{order}i2").astype(np.int64)
+        bitpix = int(np.frombuffer(header[72:74], f"{order}i2")[0])
+        offset = int(np.frombuffer(header[108:112], f"{order}f4")[0])
+    else:
+        dim = np.frombuffer(header[16:80], f"{order}i8")
+        bitpix = int(np.frombuffer(header[14:16], f"{order}i2")[0])
+        offset = int(np.frombuffer(header[168:176], f"{order}i8")[0])
+    rank = int(dim[0])
+    if not 1 <= rank <= 7 or (dim[1 : rank + 1] < 0).any():
+        return None
+    return offset + int(np.prod(dim[1 : rank + 1])) * bitpix // 8
 
 
 def _missing_voxel_size(header: bytes) -> str | None:
     """The first spatial ``pixdim`` of a NIfTI header that is 0, NaN or infinite (ITK takes it for 1 mm), as
     ``pixdim[i] = v``; None when all are usable or the header is not NIfTI."""
-    for order in "<>":
-        if len(header) >= 348 and np.frombuffer(header[:4], f"{order}i4")[0] == 348:
-            rank = int(np.frombuffer(header[40:42], f"{order}i2")[0])
-            pixdim = np.frombuffer(header[76:108], f"{order}f4").astype(np.float64)
-        elif len(header) >= 540 and np.frombuffer(header[:4], f"{order}i4")[0] == 540:
-            rank = int(np.frombuffer(header[16:24], f"{order}i8")[0])
-            pixdim = np.frombuffer(header[104:168], f"{order}f8")
-        else:
-            continue
-        for axis in range(1, min(max(rank, 0), 3) + 1):
-            if pixdim[axis] == 0 or not np.isfinite(pixdim[axis]):
-                return f"pixdim[{axis}] = {pixdim[axis]:g}"
+    found = _version(header)
+    if found is None:
         return None
+    order, size = found
+    if size == 348:
+        rank = int(np.frombuffer(header[40:42], f"{order}i2")[0])
+        pixdim = np.frombuffer(header[76:108], f"{order}f4").astype(np.float64)
+    else:
+        rank = int(np.frombuffer(header[16:24], f"{order}i8")[0])
+        pixdim = np.frombuffer(header[104:168], f"{order}f8")
+    for axis in range(1, min(max(rank, 0), 3) + 1):
+        if pixdim[axis] == 0 or not np.isfinite(pixdim[axis]):
+            return f"pixdim[{axis}] = {pixdim[axis]:g}"
     return None
 
 
@@ -68,17 +77,17 @@ _FLOAT_TYPES = {16: "f4", 64: "f8"}
 
 def _float_voxels(header: bytes) -> tuple[str, int] | None:
     """The numpy type and the data's offset of a NIfTI whose voxels are floating point; None otherwise."""
-    for order in "<>":
-        if len(header) >= 348 and np.frombuffer(header[:4], f"{order}i4")[0] == 348:
-            code = int(np.frombuffer(header[70:72], f"{order}i2")[0])
-            offset = int(np.frombuffer(header[108:112], f"{order}f4")[0])
-        elif len(header) >= 540 and np.frombuffer(header[:4], f"{order}i4")[0] == 540:
-            code = int(np.frombuffer(header[12:14], f"{order}i2")[0])
-            offset = int(np.frombuffer(header[168:176], f"{order}i8")[0])
-        else:
-            continue
-        return (f"{order}{_FLOAT_TYPES[code]}", offset) if code in _FLOAT_TYPES else None
-    return None
+    found = _version(header)
+    if found is None:
+        return None
+    order, size = found
+    if size == 348:
+        code = int(np.frombuffer(header[70:72], f"{order}i2")[0])
+        offset = int(np.frombuffer(header[108:112], f"{order}f4")[0])
+    else:
+        code = int(np.frombuffer(header[12:14], f"{order}i2")[0])
+        offset = int(np.frombuffer(header[168:176], f"{order}i8")[0])
+    return (f"{order}{_FLOAT_TYPES[code]}", offset) if code in _FLOAT_TYPES else None
 
 
 def check_nifti_complete(path: Path) -> np.ndarray:
@@ -204,12 +213,9 @@ class NiftiForms:
 
 
 def _layout(header: bytes) -> tuple[str, tuple] | None:
-    for order in "<>":
-        if len(header) >= 4:
-            size = int(np.frombuffer(header[:4], f"{order}i4")[0])
-            if size in _LAYOUTS and len(header) >= size:
-                return order, _LAYOUTS[size]
-    return None
+    """A NIfTI header's byte order and where it keeps its forms (:data:`_LAYOUTS`), or None if it is not one."""
+    found = _version(header)
+    return None if found is None else (found[0], _LAYOUTS[found[1]])
 
 
 def read_forms(path: Path) -> NiftiForms | None:
