@@ -32,7 +32,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         resolve_device,
         segment_file,
     )
-    from .io.volumes import suffix_of
+    from .io.volumes import image_stem
     from .segment.report import check_report_path, write_report
     from .segment.review import review_suffix
 
@@ -73,8 +73,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             return None
         if review_format is None:
             return Path(args.review)
-        stem = job.output.name[: -len(suffix_of(job.output))] if suffix_of(job.output) else job.output.name
-        return job.output.with_name(f"{stem}_review.{review_format}")
+        return job.output.with_name(f"{image_stem(job.output)}_review.{review_format}")
 
     def segment_one(job):
         if args.progress_json:

@@ -171,10 +171,9 @@ class LungGANLogic:
             InputError: the segmentation holds no LungGAN lung segments, or no CT to measure on.
         """
         from .mrml_figures import segmentation_figures
+        from .mrml_nodes import source_volume
 
-        source = segmentationNode.GetNodeReference(segmentationNode.GetReferenceImageGeometryReferenceRole())
-        if source is not None and source.IsA("vtkMRMLScalarVolumeNode"):
-            volumeNode = source
+        volumeNode = source_volume(segmentationNode, volumeNode)
         if volumeNode is None:
             raise InputError(f"{segmentationNode.GetName()} refers to no CT in the scene: choose the CT it was made on")
         self.lastFiguresVolume = volumeNode

@@ -121,6 +121,13 @@ def set_volume_node_image(node, image: sitk.Image) -> None:
     node.SetIJKToRASDirectionMatrix(matrix)
 
 
+def source_volume(segmentation_node, fallback=None):
+    """The CT volume node a segmentation was made on (its reference image geometry, which LungGAN sets), else
+    ``fallback``: what its figures and its review are measured on, whichever CT is selected now."""
+    source = segmentation_node.GetNodeReference(segmentation_node.GetReferenceImageGeometryReferenceRole())
+    return source if source is not None and source.IsA("vtkMRMLScalarVolumeNode") else fallback
+
+
 def same_geometry(a, b, tolerance: float = 1e-4) -> bool:
     """True when two volume nodes share dimensions and IJK-to-RAS matrix."""
     if a.GetImageData() is None or b.GetImageData() is None:

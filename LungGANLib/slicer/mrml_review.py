@@ -75,11 +75,9 @@ def review_segmentation(scene, volume_node, segmentation_node):
     from ..segment.inference import SegmentOptions, review_of
     from ..segment.review import in_file_order
     from .mrml_figures import lung_segment_ids
-    from .mrml_nodes import GENERATED_TAG, ct_from_volume_node, labels_from_segmentation
+    from .mrml_nodes import GENERATED_TAG, ct_from_volume_node, labels_from_segmentation, source_volume
 
-    source = segmentation_node.GetNodeReference(segmentation_node.GetReferenceImageGeometryReferenceRole())
-    if source is not None and source.IsA("vtkMRMLScalarVolumeNode"):
-        volume_node = source  # the CT it was made on
+    volume_node = source_volume(segmentation_node, volume_node)
     ids = lung_segment_ids(segmentation_node, GENERATED_TAG)
     volume = ct_from_volume_node(volume_node, force=True)
     labels = labels_from_segmentation(segmentation_node, volume_node, volume, list(ids.values()))

@@ -18,7 +18,7 @@ from ..dependencies import TORCH_REQUIREMENT, torch_too_old
 from .background import RUNNING
 from .fields import FIGURES_TABLE_REFERENCE, PATH_FIELDS, REVIEW_TABLE_REFERENCE, path_or_none, sync_path
 from .mrml_review import flagged_slices, jump_to_slice
-from .mrml_nodes import Cancelled
+from .mrml_nodes import Cancelled, source_volume
 
 pathOrNone = path_or_none  # the name this module used before
 
@@ -288,8 +288,7 @@ class LungGANPanel(VTKObservationMixin):
         slices = flagged_slices(table)
         if not p or not p.outputSegmentation or not 0 <= row < len(slices):
             return
-        segmentation = p.outputSegmentation
-        volume = segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole()) or p.inputVolume
+        volume = source_volume(p.outputSegmentation, p.inputVolume)
         if volume is None:
             return
         self._reviewRow = row
