@@ -146,6 +146,32 @@ def airway_mask(
     return np.zeros(hu.shape, dtype=bool)
 
 
+#: :func:`airways_in_box` grows the airways on slices this far apart at most (mm): the trachea and main bronchi
+#: run across the slices, and their walls, through which a growth leaks, are judged in-plane. On a scan of
+#: thin slices it is a fraction of the time and memory (1200 slices of 0.27 mm: every seventh slice).
+AIRWAY_SLICE_MM = 2.0
+
+
+def airways_in_box(
+    hu: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float], params: ClassicalParams
+) -> tuple[tuple[slice, ...], np.ndarray] | None:
+    """The trachea and main bronchi (:func:`airway_mask`) as their box and the mask inside it, or None when none
+    were found: a small part of the scan, kept while a generator's mask is post-processed. On slices thinner
+    than half of AIRWAY_SLICE_MM they are grown on every n-th slice and each found slice stands for the n
+    slices from it up."""
+    step = max(1, int(AIRWAY_SLICE_MM / spacing[2] + 1e-9))
+    airways = airway_mask(hu[::step], body[::step], (spacing[0], spacing[1], spacing[2] * step), params)
+    if not airways.any():
+        return None
+    zs, ys, xs = bounding_box(airways)
+    crop = airways[zs, ys, xs]
+    if step == 1:
+        return (zs, ys, xs), crop.copy()
+    crop = np.repeat(crop, step, axis=0)
+    fine = slice(zs.start * step, min(zs.start * step + crop.shape[0], hu.shape[0]))
+    return (fine, ys, xs), crop[: fine.stop - fine.start]
+
+
 def lung_candidates(
     hu: np.ndarray, spacing: tuple[float, float, float], params: ClassicalParams = DEFAULT_CLASSICAL
 ) -> np.ndarray:

@@ -32,15 +32,15 @@ from ..io.volumes import CTVolume, load_ct, mask_to_image, suffix_of
 from ..models import Generator
 from ..models.device import DEVICES, free_memory, resolve_device  # noqa: F401  (DEVICES, resolve_device: part of this module's interface)
 from ..models.weights import ModelInfo, load_model
-from .classical import body_mask, segment_classical
+from .classical import airways_in_box, body_mask, segment_classical
 from .domes import drop_domes
 from .envelope import DEFAULT_ENVELOPE
 from .morphology import count_values
-from .never_lung import KIND_WORDS, NeverLung, never_lung, remove_never_lung
+from .never_lung import never_lung, never_lung_figures, remove_never_lung
 from .postprocess import postprocess_in_box
 from .preprocess import from_network, lung_slices, to_network
-from .review import Review, in_file_order, review_slices, review_suffix, write_review
-from .rim import grow_outline, trim_dense_rim
+from .review import Review, in_file_order, review_grid, review_slices, review_step, review_suffix, write_review
+from .rim import OUTLINE_STEPS, grow_outline, trim_dense_rim
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +133,12 @@ class SegmentOptions:
             aerated lung (:mod:`LungGANLib.segment.rim`).
         drop_domes: with ``gan``, take out islands of soft tissue that are the top of the
             liver's or the spleen's dome (:mod:`LungGANLib.segment.domes`).
-        grow_outline: with ``gan``, move the outline out by the one voxel around it that holds more air
-            than tissue (:func:`LungGANLib.segment.rim.grow_outline`).
+        grow_outline: with ``gan``, move the outline out through the voxels around it that hold more air
+            than tissue, up to ``outline_steps`` voxels (:func:`LungGANLib.segment.rim.grow_outline`).
+        outline_steps: how far the outline may grow, in voxels.
+        remove_airways: with ``gan``, take the trachea and the main bronchi out of the mask, as the classical
+            method does (:func:`LungGANLib.segment.classical.airway_mask`): grown from the trachea, they are
+            air beside the lungs that a generator can take for lung, and the outline growth would follow.
         guard_rail: last, with either method, remove what the never-lung checks find: soft
             tissue outside the rib cage, below the diaphragm or in the posterior mediastinum
             (:mod:`LungGANLib.segment.never_lung`). Off, they are still found and reported.
@@ -151,6 +155,8 @@ class SegmentOptions:
     trim_rim: bool = True
     drop_domes: bool = True
     grow_outline: bool = True
+    outline_steps: int = OUTLINE_STEPS
+    remove_airways: bool = True
     guard_rail: bool = True
     review: bool = False
     params: ClassicalParams = DEFAULT_CLASSICAL
@@ -201,12 +207,16 @@ def segment(
         generator = generator.to(device)
         body = body_mask(hu, options.params)  # a threshold above air: scanner padding needs no clipping
         todo = lung_slices(hu, body)
+        # Before the generator's mask exists: the airway search's temporaries and the mask are never held together.
+        airways = airways_in_box(hu, body, volume.spacing, options.params) if options.remove_airways else None
         logger.info("generator on %s: %d of %d slices can hold lung", device, len(todo), hu.shape[0])
         batch_size = options.batch_size or (CPU_BATCH_SIZE if device.type == "cpu" else GPU_BATCH_SIZE)
         check_batch_fits(batch_size, info, device)
         mask = predict_probabilities(hu, generator, info, device, batch_size, todo, progress)
         mask &= body
         del body  # a volume's worth of memory the post-processing can use
+        if airways is not None:
+            mask[airways[0]] &= ~airways[1]
 
         def generator_steps(part: np.ndarray, hu_part: np.ndarray) -> None:
             if options.drop_domes:
@@ -214,15 +224,17 @@ def segment(
             if options.trim_rim:
                 trim_dense_rim(part, hu_part, options.params.lung_threshold_hu)
             if options.grow_outline:
-                grow_outline(part, hu_part)
+                grow_outline(part, hu_part, steps=options.outline_steps)
 
         only = [mask]  # handed over: the post-processing frees the whole-scan mask once it has its crop
         del mask
         labels = postprocess_in_box(
             only, hu, volume.spacing, options.params, single_label=options.single_label,
             fill_holes=options.fill_holes, envelope=DEFAULT_ENVELOPE if options.envelope else None,
-            then=generator_steps,
+            then=generator_steps, then_reach=options.outline_steps if options.grow_outline else 0,
         )
+        if airways is not None:
+            labels[airways[0]][airways[1]] = 0  # what the outline growth took of them
     found = (remove_never_lung if options.guard_rail else never_lung)(labels, hu, volume.spacing)
     if options.review and findings is not None:
         findings["review"] = review_of(labels, volume, options, found if options.guard_rail else None)
@@ -255,24 +267,20 @@ def review_of(labels: np.ndarray, volume: CTVolume, options: SegmentOptions, rem
     """Where to look in ``labels`` (:mod:`LungGANLib.segment.review`), indices on the canonical grid; ``removed``:
     what the guard rail removed (None when it did not run).
 
-    The generator's mask is compared with the classical method's on the same CT, with the same rules
-    after it; the classical method's mask is only compared with what the CT says.
+    The generator's mask is compared with the classical method's on the same CT, run on the review's grid
+    (pixels up to 1.4 mm: :func:`LungGANLib.segment.review.review_step`) with the envelope as the generator's
+    had it. The guard rail is not run on it: it removes soft tissue, which a threshold mask hardly holds
+    (0.5 mL at most on the shared scans), and would cost a third of the review. The classical method's own
+    mask is only compared with what the CT says.
     """
     other = None
+    step = review_step(volume.spacing)
     if options.method == "gan":
-        other = segment_classical(volume.array, volume.spacing, options.params, single_label=options.single_label,
+        hu, spacing = review_grid(volume.array, volume.spacing, step)
+        other = segment_classical(hu, spacing, options.params, single_label=options.single_label,
                                   fill_holes=options.fill_holes, envelope=options.envelope)
-        if options.guard_rail:
-            remove_never_lung(other, volume.array, volume.spacing)
     return review_slices(labels, volume.array, volume.spacing, removed=removed, single_label=options.single_label,
-                         other=other)
-
-
-def never_lung_figures(found: NeverLung | None, voxel_ml: float) -> dict[str, float | str]:
-    """The report's never-lung columns: ``never_lung_ml`` (all kinds) and ``never_lung_where`` (each kind found, in words)."""
-    volumes = found.volumes_ml(voxel_ml) if found is not None else {"total": 0.0}
-    where = "; ".join(f"{volumes[kind]:.1f} mL {words}" for kind, words in KIND_WORDS.items() if volumes.get(kind))
-    return {"never_lung_ml": volumes["total"], "never_lung_where": where}
+                         other=other, step=step)
 
 
 #: Plausible ranges: one lung's volume (L) and a voxel side (mm). Outside them the result gets a warning.

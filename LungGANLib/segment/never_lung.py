@@ -382,7 +382,14 @@ def _drop_crumbs(part: np.ndarray, gone: np.ndarray) -> None:
                 part[pieces == piece] = 0
 
 
+def never_lung_figures(found: NeverLung | None, voxel_ml: float) -> dict[str, float | str]:
+    """The report's never-lung columns: ``never_lung_ml`` (all kinds) and ``never_lung_where`` (each kind found, in words)."""
+    volumes = found.volumes_ml(voxel_ml) if found is not None else {"total": 0.0}
+    where = "; ".join(f"{volumes[kind]:.1f} mL {words}" for kind, words in KIND_WORDS.items() if volumes.get(kind))
+    return {"never_lung_ml": volumes["total"], "never_lung_where": where}
+
+
 __all__ = [
     "DEFAULT_NEVER_LUNG", "KINDS", "KIND_WORDS", "NeverLung", "NeverLungParams", "below_diaphragm",
-    "midline_mediastinum", "never_lung", "remove_never_lung", "rib_cage",
+    "midline_mediastinum", "never_lung", "never_lung_figures", "remove_never_lung", "rib_cage",
 ]

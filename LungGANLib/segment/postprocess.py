@@ -268,6 +268,7 @@ def postprocess_in_box(
     fill_holes: bool = True,
     envelope: EnvelopeParams | None = DEFAULT_ENVELOPE,
     then: Callable[[np.ndarray, np.ndarray], object] | None = None,
+    then_reach: int = 0,
 ) -> np.ndarray:
     """:func:`postprocess` on the mask's bounding box, for a caller that hands over its only reference
     to the whole-scan mask in a one-item list, which this function empties.
@@ -280,7 +281,9 @@ def postprocess_in_box(
         only: ``[mask]``, the binary lung-like mask (z, y, x); emptied.
         hu, spacing, params, single_label, fill_holes, envelope: as for :func:`postprocess`.
         then: further steps on the crop, in place, called as ``then(labels, hu)`` with the crop's
-            labels and HU (the generator's dome rule and rim trim).
+            labels and HU (the generator's dome rule, rim trim and outline growth).
+        then_reach: how many voxels in-plane those steps may add beyond the labels' box (the box keeps
+            that much more).
 
     Returns:
         uint8 labels of the whole volume (see :func:`postprocess`).
@@ -289,7 +292,9 @@ def postprocess_in_box(
     shape = mask.shape
     if not mask.any():
         return np.zeros(shape, dtype=np.uint8)
-    box = bounding_box(mask, margin=crop_margin(spacing, params, envelope))
+    margin = crop_margin(spacing, params, envelope)
+    margin = [margin[0], max(margin[1], then_reach + 1), max(margin[2], then_reach + 1)]
+    box = bounding_box(mask, margin=margin)
     part = mask[box].copy()
     del mask
     hu_part = hu[box]

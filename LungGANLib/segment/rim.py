@@ -78,33 +78,42 @@ def trim_dense_rim(
 HALF_VOLUME_HU = -400.0
 
 
-def grow_outline(labels: np.ndarray, hu: np.ndarray, below_hu: float = HALF_VOLUME_HU) -> int:
-    """Add, in place, the voxels just outside each lung's in-plane outline that hold more air than tissue.
+#: How many voxels, at most, the outline moves out into the air beside it (see :func:`grow_outline`).
+OUTLINE_STEPS = 4
 
-    A generator's outline runs on its own threshold of a resized slice, often one partial-volume voxel
-    inside the edge a reader draws: a voxel of the ring just outside the lungs (4-neighbours, slice by
-    slice) that is below ``below_hu`` is more lung than wall, and joins the lung beside it. One voxel only:
-    the outline moves to the lung's edge and no further, and a bronchus or other air beside the lung gets
-    no more than that voxel.
+
+def grow_outline(labels: np.ndarray, hu: np.ndarray, below_hu: float = HALF_VOLUME_HU, steps: int = OUTLINE_STEPS) -> int:
+    """Move, in place, each lung's in-plane outline out through the voxels beside it that hold more air than
+    tissue, up to ``steps`` voxels.
+
+    A generator's outline runs on its own threshold of a resized slice, inside the edge a reader draws: often
+    by one partial-volume voxel, by several where the lung is darker than any the generator was trained on
+    (emphysema on a coarse scan). A voxel of the ring just outside the lungs (4-neighbours, slice by slice)
+    below ``below_hu`` is more lung than wall and joins the lung beside it; the new ring is judged again, up to
+    ``steps`` times. The growth stops at the pleura, the mediastinum and the bronchial walls; the bound keeps
+    what lies behind a gap in a wall (the lumen of a bronchus beside the lung) to a few voxels.
 
     Args:
         labels: lung labels (z, y, x), 0 outside; changed in place.
         hu: the CT in HU, same shape.
         below_hu: a ring voxel below this joins the lung.
+        steps: at most this many rings (1: the one voxel around the outline).
 
     Returns:
         How many voxels were added.
     """
-    if not labels.any():
+    if not labels.any() or steps < 1:
         return 0
-    box = bounding_box(labels > 0, margin=1)  # a view: what changes in it changes in labels
+    box = bounding_box(labels > 0, margin=steps)  # a view: what changes in it changes in labels
     labels, hu = labels[box], hu[box]
     added = 0
     for start in range(0, labels.shape[0], SLAB):
         part = labels[start : start + SLAB]
-        ring = ndimage.binary_dilation(part > 0, structure=_CROSS) & (part == 0) & (hu[start : start + SLAB] < below_hu)
-        if not ring.any():
-            continue
-        part[ring] = ndimage.grey_dilation(part, footprint=_CROSS)[ring]  # the label beside it (the higher where both)
-        added += int(ring.sum())
+        airy = hu[start : start + SLAB] < below_hu
+        for _ in range(steps):
+            ring = ndimage.binary_dilation(part > 0, structure=_CROSS) & (part == 0) & airy
+            if not ring.any():
+                break
+            part[ring] = ndimage.grey_dilation(part, footprint=_CROSS)[ring]  # the label beside it (the higher where both)
+            added += int(ring.sum())
     return added

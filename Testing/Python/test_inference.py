@@ -99,6 +99,7 @@ def test_the_post_processing_on_the_masks_box_gives_the_labels_of_the_whole_scan
     cut by the scan's edge."""
     from LungGANLib.segment.classical import body_mask
     from LungGANLib.segment.domes import drop_domes
+    from LungGANLib.segment.classical import airways_in_box
     from LungGANLib.segment.inference import predict_probabilities
     from LungGANLib.segment.never_lung import remove_never_lung
     from LungGANLib.segment.postprocess import postprocess
@@ -110,10 +111,13 @@ def test_the_post_processing_on_the_masks_box_gives_the_labels_of_the_whole_scan
     hu = ct.array
     body = body_mask(hu, options.params)
     mask = predict_probabilities(hu, generator, info, torch.device("cpu"), 8, lung_slices(hu, body)) & body
+    box, airways = airways_in_box(hu, body, ct.spacing, options.params)
+    mask[box] &= ~airways
     whole = postprocess(mask, hu, ct.spacing, options.params)
     drop_domes(whole, hu, ct.spacing, options.params.lung_threshold_hu)  # in place, as segment() runs them
     assert trim_dense_rim(whole, hu, options.params.lung_threshold_hu) > 0  # something for the crop to get right
     assert grow_outline(whole, hu) > 0
+    whole[box][airways] = 0
     remove_never_lung(whole, hu, ct.spacing)  # on the whole volume's labels, as segment() runs it
     labels = segment(ct, options, model=(generator, info))
     assert whole.any() and labels.dtype == np.uint8

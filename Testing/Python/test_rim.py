@@ -74,24 +74,31 @@ def test_on_a_real_scan_only_dense_voxels_of_the_outline_go(data):
     assert gone.sum() < 0.01 * (untrimmed > 0).sum()  # a rim, not a lobe
 
 
-def test_the_outline_grows_by_the_one_ring_voxel_that_holds_more_air_than_tissue():
-    """Two lungs inside the wall; the ring round them is partial volume: -500 HU (more air) on their outer sides,
-    -300 HU (more tissue) elsewhere, and a second -500 HU ring outside the first that must stay out."""
-    from LungGANLib.segment.rim import HALF_VOLUME_HU, grow_outline
+def test_the_outline_grows_through_the_voxels_that_hold_more_air_than_tissue_and_no_further_than_its_bound():
+    """Two lungs inside the wall; the ring round them is partial volume: -300 HU (more tissue) except on their
+    outer sides, where two columns at -500 HU (more air) lie before the wall; and from the right lung's outer side
+    an air channel (a bronchus through a gap in its wall) runs 10 voxels out."""
+    from LungGANLib.segment.rim import HALF_VOLUME_HU, OUTLINE_STEPS, grow_outline
 
-    hu = np.full((2, 40, 60), TISSUE_HU, dtype=np.int16)
+    hu = np.full((2, 40, 70), TISSUE_HU, dtype=np.int16)
     labels = np.zeros(hu.shape, dtype=np.uint8)
-    for value, cols in ((1, slice(10, 25)), (2, slice(35, 50))):
+    for value, cols in ((1, slice(15, 30)), (2, slice(40, 55))):
         hu[:, 10:30, cols] = LUNG_HU
         labels[:, 10:30, cols] = value
     ring = ndimage.binary_dilation(labels > 0, structure=np.ones((1, 3, 3), dtype=bool)) & (labels == 0)
     hu[ring] = -300
-    hu[:, 10:30, 9] = hu[:, 10:30, 50] = -500  # the outer sides: partial volume, mostly air
-    hu[:, 10:30, 8] = hu[:, 10:30, 51] = -500  # a second ring: beyond the one voxel
+    hu[:, 10:30, 13:15] = hu[:, 10:30, 55:57] = -500  # the outer sides: two columns of partial volume, mostly air
+    hu[:, 20, 3:13] = -1000  # the channel: 10 voxels of air beyond the right lung's outer columns
+    one = labels.copy()
+    assert grow_outline(one, hu, steps=1) == 2 * 2 * 20  # the first outer column of each lung, on both slices
+    assert (one[:, 10:30, 14] == 1).all() and (one[:, 10:30, 55] == 2).all() and (one[:, :, 13] == 0).all()
     before = labels.copy()
     added = grow_outline(labels, hu)
-    assert added == 2 * 2 * 20  # the two outer columns of 20 rows, on both slices
-    assert (labels[:, 10:30, 9] == 1).all() and (labels[:, 10:30, 50] == 2).all()  # each joins its own lung
-    assert (labels[:, :, 8] == 0).all() and (labels[:, :, 51] == 0).all()
+    assert OUTLINE_STEPS == 4
+    # Both outer columns of each lung join it, and the channel its first two voxels (steps three and four).
+    assert added == 2 * (2 * 2 * 20 + 2)
+    assert (labels[:, 10:30, 13:15] == 1).all() and (labels[:, 10:30, 55:57] == 2).all()  # each joins its own lung
+    assert (labels[:, 20, 11:13] == 1).all() and (labels[:, 20, :11] == 0).all()
     changed = labels != before
-    assert (hu[changed] < HALF_VOLUME_HU).all()
+    assert (hu[changed] < HALF_VOLUME_HU).all() and not (labels[:, :, 57:] > 0).any()
+    assert grow_outline(labels.copy(), hu, steps=20) == 2 * 8  # unbounded, the channel's other 8 voxels follow
