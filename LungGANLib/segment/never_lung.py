@@ -35,7 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..config import DEFAULT_CLASSICAL, DOME_MIN_AREA_MM2
-from .morphology import IN_PLANE_SQUARE, bounding_box, convex_hull_mask, disk, label_components, labels_in, pooled, unpooled
+from .morphology import IN_PLANE_SQUARE, SLAB, bounding_box, convex_hull_mask, count_values, disk, label_components, labels_in, pooled, unpooled
 from .rim import AERATED_HU
 
 
@@ -148,20 +148,20 @@ class _Grid:
     @classmethod
     def of(cls, lungs: np.ndarray, hu: np.ndarray, spacing: tuple[float, float, float], params: NeverLungParams) -> _Grid:
         step = max(1, int(round(params.work_mm / min(spacing[0], spacing[1]))))
-        dense = hu > params.dense_hu
-        dense_lung = pooled(lungs & dense, step, 0.5)
+        parts: dict[str, list[np.ndarray]] = {"lungs": [], "dense_lung": [], "aerated": [], "bone": [], "solid": []}
+        # Slab by slab (each grid is pooled slice by slice): a long scan's full-size temporaries are never all held.
+        for start in range(0, lungs.shape[0], SLAB):
+            part, hu_part = lungs[start : start + SLAB], hu[start : start + SLAB]
+            dense = hu_part > params.dense_hu
+            parts["lungs"].append(pooled(part, step, 0.5))
+            parts["dense_lung"].append(pooled(part & dense, step, 0.5))
+            parts["aerated"].append(pooled(part & (hu_part <= params.aerated_hu), step))
+            parts["bone"].append(pooled(hu_part >= params.bone_hu, step))
+            parts["solid"].append(pooled(dense & ~part, step, 0.5))
+        grids = {name: np.concatenate(arrays) for name, arrays in parts.items()}
         # The opening's cross is one work pixel: what is thinner than two of them (a vessel) falls away.
-        islands = ndimage.binary_opening(dense_lung, structure=disk(1)[None])
-        return cls(
-            step=step,
-            spacing=(spacing[0] * step, spacing[1] * step, spacing[2]),
-            lungs=pooled(lungs, step, 0.5),
-            dense_lung=dense_lung,
-            aerated=pooled(lungs & (hu <= params.aerated_hu), step),
-            bone=pooled(hu >= params.bone_hu, step),
-            solid=pooled(dense & ~lungs, step, 0.5),
-            islands=islands,
-        )
+        islands = ndimage.binary_opening(grids["dense_lung"], structure=disk(1)[None])
+        return cls(step=step, spacing=(spacing[0] * step, spacing[1] * step, spacing[2]), islands=islands, **grids)
 
 
 def rib_cage(grid: _Grid, params: NeverLungParams = DEFAULT_NEVER_LUNG) -> tuple[np.ndarray, np.ndarray]:
@@ -368,14 +368,16 @@ def remove_never_lung(
 
 def _drop_crumbs(part: np.ndarray, gone: np.ndarray) -> None:
     """Remove the pieces of each lung that the removal cut off from that lung's largest piece and that touch ``gone``."""
-    grown = ndimage.binary_dilation(gone, structure=np.ones((3, 3, 3), dtype=bool))
+    grown = np.zeros(gone.shape, dtype=bool)
+    near = bounding_box(gone, margin=1)  # the dilation only where it can reach: not a second box-sized temporary
+    grown[near] = ndimage.binary_dilation(gone[near], structure=np.ones((3, 3, 3), dtype=bool))
     for value in np.unique(part[grown]):
         if value == 0:
             continue
         pieces, n = label_components(part == value)
         if n < 2:
             continue
-        keep = int(np.argmax(np.bincount(pieces.ravel(), minlength=n + 1)[1:])) + 1
+        keep = int(np.argmax(count_values(pieces, n + 1)[1:])) + 1  # counted in chunks: bincount widens to int64
         touching = np.unique(pieces[grown])
         for piece in touching:
             if piece and piece != keep:
