@@ -268,7 +268,7 @@ def review_of(labels: np.ndarray, volume: CTVolume, options: SegmentOptions, rem
     what the guard rail removed (None when it did not run).
 
     The generator's mask is compared with the classical method's on the same CT, run on the review's grid
-    (pixels up to 1.4 mm: :func:`LungGANLib.segment.review.review_step`) with the envelope as the generator's
+    (pixels up to 1.5 mm: :func:`LungGANLib.segment.review.review_step`) with the envelope as the generator's
     had it. The guard rail is not run on it: it removes soft tissue, which a threshold mask hardly holds
     (0.5 mL at most on the shared scans), and would cost a third of the review. The classical method's own
     mask is only compared with what the CT says.

@@ -30,7 +30,7 @@ def test_the_trachea_the_generator_took_in_comes_out(data):
     ml = ct.voxel_volume_ml
     assert (kept & airways).sum() * ml > 5.0  # the generator's trachea: what the review pictures show
     assert not (out & airways).any()
-    assert not (ref & airways).any() or (ref & airways).sum() < 0.05 * airways.sum()  # the reference leaves it out
+    assert (ref & airways).sum() < 0.05 * airways.sum()  # the reference leaves it out
     assert dice(out, ref) > dice(kept, ref)
     # Elsewhere the mask is the same, give or take the outline growth beside the airways.
     elsewhere = ~np.asarray(airways)
