@@ -19,29 +19,54 @@ import numpy as np
 from ..errors import InputError
 
 
-def _version(header: bytes) -> tuple[str, int] | None:
-    """A NIfTI header's byte order and size (348: NIfTI-1, 540: NIfTI-2), or None if it is not one."""
-    for order in "<>":
-        for size in (348, 540):
-            if len(header) >= size and np.frombuffer(header[:4], f"{order}i4")[0] == size:
-                return order, size
-    return None
+#: Where the header fields read or written here lie, by header size (348: NIfTI-1, 540: NIfTI-2):
+#: byte offset, numpy type, count (``nifti1.h``, ``nifti2.h``). ``form_codes`` is qform_code and sform_code;
+#: ``quatern`` is quatern_b, c, d and qoffset_x, y, z; ``srow`` is srow_x, y, z.
+_FIELDS = {
+    348: {"datatype": (70, "i2", 1), "bitpix": (72, "i2", 1), "dim": (40, "i2", 8), "pixdim": (76, "f4", 8),
+          "vox_offset": (108, "f4", 1), "form_codes": (252, "i2", 2), "quatern": (256, "f4", 6),
+          "srow": (280, "f4", 12)},
+    540: {"datatype": (12, "i2", 1), "bitpix": (14, "i2", 1), "dim": (16, "i8", 8), "pixdim": (104, "f8", 8),
+          "vox_offset": (168, "i8", 1), "form_codes": (344, "i4", 2), "quatern": (352, "f8", 6),
+          "srow": (400, "f8", 12)},
+}
+
+
+@dataclass(frozen=True)
+class _Header:
+    """A NIfTI-1 or NIfTI-2 header's bytes, with its byte order and size, read field by field (:data:`_FIELDS`)."""
+
+    raw: bytes
+    order: str
+    size: int
+
+    @classmethod
+    def of(cls, header: bytes) -> _Header | None:
+        """The header, or None if the bytes do not start a NIfTI file."""
+        for order in "<>":
+            for size in _FIELDS:
+                if len(header) >= size and np.frombuffer(header[:4], f"{order}i4")[0] == size:
+                    return cls(bytes(header[:size]), order, size)
+        return None
+
+    def where(self, name: str) -> tuple[int, np.dtype, int]:
+        """A field's byte offset, its type in this header's byte order and its count."""
+        at, kind, count = _FIELDS[self.size][name]
+        return at, np.dtype(f"{self.order}{kind}"), count
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        at, kind, count = self.where(name)
+        return np.frombuffer(self.raw[at : at + count * kind.itemsize], kind)
 
 
 def _nifti_data_bytes(header: bytes) -> int | None:
     """Bytes a NIfTI-1 or NIfTI-2 header promises (offset of the data plus the voxels), or None if it is not one."""
-    found = _version(header)
+    found = _Header.of(header)
     if found is None:
         return None
-    order, size = found
-    if size == 348:
-        dim = np.frombuffer(header[40:56], f"{order}i2").astype(np.int64)
-        bitpix = int(np.frombuffer(header[72:74], f"{order}i2")[0])
-        offset = int(np.frombuffer(header[108:112], f"{order}f4")[0])
-    else:
-        dim = np.frombuffer(header[16:80], f"{order}i8")
-        bitpix = int(np.frombuffer(header[14:16], f"{order}i2")[0])
-        offset = int(np.frombuffer(header[168:176], f"{order}i8")[0])
+    dim = found["dim"].astype(np.int64)
+    bitpix = int(found["bitpix"][0])
+    offset = int(found["vox_offset"][0])
     rank = int(dim[0])
     if not 1 <= rank <= 7 or (dim[1 : rank + 1] < 0).any():
         return None
@@ -51,16 +76,11 @@ def _nifti_data_bytes(header: bytes) -> int | None:
 def _missing_voxel_size(header: bytes) -> str | None:
     """The first spatial ``pixdim`` of a NIfTI header that is 0, NaN or infinite (ITK takes it for 1 mm), as
     ``pixdim[i] = v``; None when all are usable or the header is not NIfTI."""
-    found = _version(header)
+    found = _Header.of(header)
     if found is None:
         return None
-    order, size = found
-    if size == 348:
-        rank = int(np.frombuffer(header[40:42], f"{order}i2")[0])
-        pixdim = np.frombuffer(header[76:108], f"{order}f4").astype(np.float64)
-    else:
-        rank = int(np.frombuffer(header[16:24], f"{order}i8")[0])
-        pixdim = np.frombuffer(header[104:168], f"{order}f8")
+    rank = int(found["dim"][0])
+    pixdim = found["pixdim"].astype(np.float64)
     for axis in range(1, min(max(rank, 0), 3) + 1):
         if pixdim[axis] == 0 or not np.isfinite(pixdim[axis]):
             return f"pixdim[{axis}] = {pixdim[axis]:g}"
@@ -77,17 +97,11 @@ _FLOAT_TYPES = {16: "f4", 64: "f8"}
 
 def _float_voxels(header: bytes) -> tuple[str, int] | None:
     """The numpy type and the data's offset of a NIfTI whose voxels are floating point; None otherwise."""
-    found = _version(header)
+    found = _Header.of(header)
     if found is None:
         return None
-    order, size = found
-    if size == 348:
-        code = int(np.frombuffer(header[70:72], f"{order}i2")[0])
-        offset = int(np.frombuffer(header[108:112], f"{order}f4")[0])
-    else:
-        code = int(np.frombuffer(header[12:14], f"{order}i2")[0])
-        offset = int(np.frombuffer(header[168:176], f"{order}i8")[0])
-    return (f"{order}{_FLOAT_TYPES[code]}", offset) if code in _FLOAT_TYPES else None
+    code, offset = int(found["datatype"][0]), int(found["vox_offset"][0])
+    return (f"{found.order}{_FLOAT_TYPES[code]}", offset) if code in _FLOAT_TYPES else None
 
 
 def check_nifti_complete(path: Path) -> np.ndarray:
@@ -152,9 +166,6 @@ def check_nifti_complete(path: Path) -> np.ndarray:
 
 # -- the two geometries of a NIfTI header ----------------------------------------------------------------
 
-#: Where a header keeps its forms: (sizeof_hdr, pixdim's offset and type, qform_code/sform_code's offset and
-#: type, quatern_b's offset, srow_x's offset, the float type of the quaternion, offsets and rows).
-_LAYOUTS = {348: (76, "f4", 252, "i2", 256, 280, "f4"), 540: (104, "f8", 344, "i4", 352, 400, "f8")}
 #: Two forms that place any corner of the volume this far apart (mm) disagree.
 FORMS_TOLERANCE_MM = 0.5
 
@@ -212,12 +223,6 @@ class NiftiForms:
         return float(np.linalg.norm(self.corners(self.qform()) - self.corners(self.sform()), axis=1).max())
 
 
-def _layout(header: bytes) -> tuple[str, tuple] | None:
-    """A NIfTI header's byte order and where it keeps its forms (:data:`_LAYOUTS`), or None if it is not one."""
-    found = _version(header)
-    return None if found is None else (found[0], _LAYOUTS[found[1]])
-
-
 def read_forms(path: Path) -> NiftiForms | None:
     """The qform and sform of a ``.nii``/``.nii.gz`` file; None for other files."""
     name = path.name.lower()
@@ -225,19 +230,16 @@ def read_forms(path: Path) -> NiftiForms | None:
         return None
     with (gzip.open(path, "rb") if name.endswith(".gz") else open(path, "rb")) as handle:
         header = handle.read(540)
-    found = _layout(header)
+    found = _Header.of(header)
     if found is None:
         return None
-    order, (pixdim_at, real, code_at, code, quatern_at, srow_at, value) = found
-    size = np.dtype(value).itemsize
-    dims = np.frombuffer(header[40:56], f"{order}i2") if real == "f4" else np.frombuffer(header[16:80], f"{order}i8")
-    codes = np.frombuffer(header[code_at : code_at + 2 * np.dtype(code).itemsize], f"{order}{code}")
+    codes = found["form_codes"]
     return NiftiForms(
         qform_code=int(codes[0]), sform_code=int(codes[1]),
-        pixdim=tuple(float(v) for v in np.frombuffer(header[pixdim_at : pixdim_at + 4 * size], f"{order}{real}")),
-        quatern=tuple(float(v) for v in np.frombuffer(header[quatern_at : quatern_at + 6 * size], f"{order}{value}")),
-        srow=tuple(float(v) for v in np.frombuffer(header[srow_at : srow_at + 12 * size], f"{order}{value}")),
-        dim=tuple(int(max(v, 1)) for v in dims[1:4]),
+        pixdim=tuple(float(v) for v in found["pixdim"][:4]),
+        quatern=tuple(float(v) for v in found["quatern"]),
+        srow=tuple(float(v) for v in found["srow"]),
+        dim=tuple(int(max(v, 1)) for v in found["dim"][1:4]),
     )
 
 
@@ -251,19 +253,19 @@ def write_forms(path: str, forms: NiftiForms) -> None:
         raw = handle.read()
     # zlib in one call each way: several times faster than GzipFile on a mask of mostly zeros.
     data = bytearray(zlib.decompress(raw, 16 + zlib.MAX_WBITS) if gz else raw)
-    found = _layout(bytes(data[:540]))
+    found = _Header.of(bytes(data[:540]))
     if found is None:
         raise ValueError(f"{path} is not a NIfTI file")
-    order, (pixdim_at, real, code_at, code, quatern_at, srow_at, value) = found
 
-    def put(at: int, kind: str, values) -> None:
-        raw = np.asarray(values, dtype=f"{order}{kind}").tobytes()
+    def put(name: str, values) -> None:
+        at, kind, _ = found.where(name)
+        raw = np.asarray(values, dtype=kind).tobytes()
         data[at : at + len(raw)] = raw
 
-    put(pixdim_at, real, forms.pixdim)
-    put(code_at, code, [forms.qform_code, forms.sform_code])
-    put(quatern_at, value, forms.quatern)
-    put(srow_at, value, forms.srow)
+    put("pixdim", forms.pixdim)
+    put("form_codes", [forms.qform_code, forms.sform_code])
+    put("quatern", forms.quatern)
+    put("srow", forms.srow)
     if gz:
         packer = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # a gzip stream, with its header and CRC
         data = packer.compress(bytes(data)) + packer.flush()
