@@ -173,9 +173,11 @@ def airways_in_box(
 
 
 def lung_candidates(
-    hu: np.ndarray, spacing: tuple[float, float, float], params: ClassicalParams = DEFAULT_CLASSICAL
+    hu: np.ndarray, spacing: tuple[float, float, float], params: ClassicalParams = DEFAULT_CLASSICAL,
+    found: dict | None = None,
 ) -> np.ndarray:
-    """Low-density voxels inside the body, airways removed (steps 1-3 above)."""
+    """Low-density voxels inside the body, airways removed (steps 1-3 above); ``found`` (when given) gets
+    ``airways``: the airways removed, as their box and the mask in it (None when none were found)."""
     thresholds = (params.lung_threshold_hu, params.body_threshold_hu, *params.airway_threshold_hu)
     if min(thresholds) <= AIR_HU:
         hu = clip_air(hu)  # else scanner padding below air compares with every threshold as air does: no copy
@@ -185,6 +187,9 @@ def lung_candidates(
     candidates &= body
     del body
     candidates &= ~airways
+    if found is not None:
+        box = bounding_box(airways) if airways.any() else None
+        found["airways"] = None if box is None else (box, airways[box].copy())
     del airways
     # Drop specks so the component analysis sees clean shapes; in-plane, so slab by slab in the same memory.
     for start in range(0, candidates.shape[0], SLAB):
@@ -200,6 +205,7 @@ def segment_classical(
     single_label: bool = False,
     fill_holes: bool = True,
     envelope: bool = True,
+    found: dict | None = None,
 ) -> np.ndarray:
     """Segment the lungs with thresholds and morphology.
 
@@ -210,6 +216,7 @@ def segment_classical(
         single_label: one label for both lungs.
         fill_holes: fill holes slice by slice.
         envelope: take back nodules in dents of the lung's outline (:mod:`LungGANLib.segment.envelope`).
+        found: when given, gets ``airways``: the trachea and main bronchi left out (box and mask, or None).
 
     Returns:
         uint8 labels (z, y, x): 1 right lung, 2 left lung.
@@ -221,7 +228,7 @@ def segment_classical(
         >>> sorted(set(labels.ravel().tolist()))
         [0, 1, 2]
     """
-    only = [lung_candidates(hu, spacing, params)]  # handed over: freed once cropped to their box
+    only = [lung_candidates(hu, spacing, params, found)]  # handed over: freed once cropped to their box
     return postprocess_in_box(
         only, hu, spacing, params, single_label=single_label, fill_holes=fill_holes,
         envelope=DEFAULT_ENVELOPE if envelope else None,

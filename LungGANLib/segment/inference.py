@@ -195,10 +195,12 @@ def segment(
         raise InputError(f"unknown method {options.method!r}: use one of {', '.join(METHODS)}")
     hu = volume.array
     if options.method == "classical":
+        found_by_classical: dict = {}
         labels = segment_classical(
             hu, volume.spacing, options.params, single_label=options.single_label, fill_holes=options.fill_holes,
-            envelope=options.envelope,
+            envelope=options.envelope, found=found_by_classical,
         )
+        airways = found_by_classical["airways"]
         if progress:
             progress(hu.shape[0], hu.shape[0])
     else:
@@ -237,7 +239,7 @@ def segment(
             labels[airways[0]][airways[1]] = 0  # what the outline growth took of them
     found = (remove_never_lung if options.guard_rail else never_lung)(labels, hu, volume.spacing)
     if options.review and findings is not None:
-        findings["review"] = review_of(labels, volume, options, found if options.guard_rail else None)
+        findings["review"] = review_of(labels, volume, options, found if options.guard_rail else None, airways)
     figures = never_lung_figures(found, volume.voxel_volume_ml)
     if figures["never_lung_ml"]:
         logger.info("%s: %s %s", volume.source or "the volume", "removed" if options.guard_rail else "found (kept, no guard rail)",
@@ -263,9 +265,10 @@ def segment(
     return labels
 
 
-def review_of(labels: np.ndarray, volume: CTVolume, options: SegmentOptions, removed) -> Review:
+def review_of(labels: np.ndarray, volume: CTVolume, options: SegmentOptions, removed, airways=None) -> Review:
     """Where to look in ``labels`` (:mod:`LungGANLib.segment.review`), indices on the canonical grid; ``removed``:
-    what the guard rail removed (None when it did not run).
+    what the guard rail removed (None when it did not run); ``airways``: the airways left out of the mask (box
+    and mask), None when none were.
 
     The generator's mask is compared with the classical method's on the same CT, run on the review's grid
     (pixels up to 1.5 mm: :func:`LungGANLib.segment.review.review_step`) with the envelope as the generator's
@@ -280,7 +283,7 @@ def review_of(labels: np.ndarray, volume: CTVolume, options: SegmentOptions, rem
         other = segment_classical(hu, spacing, options.params, single_label=options.single_label,
                                   fill_holes=options.fill_holes, envelope=options.envelope)
     return review_slices(labels, volume.array, volume.spacing, removed=removed, single_label=options.single_label,
-                         other=other, step=step)
+                         other=other, step=step, airways=airways)
 
 
 #: Plausible ranges: one lung's volume (L) and a voxel side (mm). Outside them the result gets a warning.

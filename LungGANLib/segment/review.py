@@ -16,7 +16,12 @@ of the CT and the mask alone (no reference):
   gained or lost on one slice only;
 - ``cut_off``: lung on the scan's first or last slice: the lung goes on beyond the scan;
 - ``disagree``: where a second, independent method (the classical one, for the generator's
-  mask) finds lung and the mask has none, or the other way round, wider than one voxel.
+  mask) finds lung and the mask has none, or the other way round, wider than a 2 mm disk and
+  1 mL or more joined across slices.
+
+Not flagged: soft tissue the lung surrounds on its slice (a nodule, a mass or a vessel within the
+lung, which the outline holds), and partly aerated tissue at the wall of the trachea and main
+bronchi, which the mask leaves out on purpose.
 
 Whole-scan flags: a right/left volume ratio outside ``RATIO_RANGE``, and one lung missing.
 
@@ -42,8 +47,14 @@ from .never_lung import NeverLung, never_lung
 
 #: Soft tissue: denser than this (HU) is not aerated or ground-glass lung.
 DENSE_HU = -100.0
+#: Soft tissue inside the mask that the lung surrounds on its slice (this share of a band this wide, mm, around it)
+#: is a nodule, a mass or a vessel within the lung, which the lung's outline holds: not flagged. What a mask
+#: takes in by mistake (the hilum, the aorta, a dome, the chest wall) lies at its edge.
+ENCLOSED_RING_MM, ENCLOSED_SHARE = 3.0, 0.95
 #: Partly aerated tissue, for what is left out (HU): denser than aerated lung, less dense than fat.
 PARTLY_AERATED_HU = (-700.0, -150.0)
+#: The wall of the trachea and the main bronchi, beyond their lumen (mm, in-plane): partly aerated by partial volume.
+AIRWAY_WALL_MM = 3.0
 #: How far beside the lung (mm, in-plane) left-out tissue is looked for.
 BESIDE_MM = 15.0
 #: The in-plane opening (mm radius) that drops vessels and the partial-volume rim.
@@ -64,6 +75,8 @@ SIDES = {RIGHT_LUNG_LABEL: "right", LEFT_LUNG_LABEL: "left"}
 #: A disagreement with the second method that a disk of this radius (mm, in-plane) does not fit in is the
 #: outline's convention (where the edge is drawn, a vessel at the hilum), not a flag; at least one pixel.
 DISAGREE_OPENING_MM = 2.0
+#: ... and one that holds less than this (mL) joined across slices: a fifth of a gross error (5 mL connected).
+MIN_APART_ML = 1.0
 
 
 @dataclass
@@ -139,6 +152,28 @@ def _regions(mask2d: np.ndarray, pixel_ml: float, offset: tuple[int, int] = (0, 
     return out
 
 
+def _enclosed(region: np.ndarray, lung: np.ndarray, ring: int) -> bool:
+    """Whether the lung surrounds a region on its slice: ENCLOSED_SHARE of a ``ring`` pixels wide band around it."""
+    band = ndimage.binary_dilation(region, iterations=ring) & ~region
+    return bool(lung[band].mean() >= ENCLOSED_SHARE) if band.any() else False
+
+
+def _airway_walls(airways, shape: tuple[int, ...], step: int, spacing: tuple[float, float, float]) -> np.ndarray | None:
+    """The airways (box and mask on the full grid) on the review's grid (``shape``, every ``step`` th pixel
+    in-plane), grown by AIRWAY_WALL_MM in-plane: their walls; None without airways."""
+    if airways is None:
+        return None
+    (zs, ys, xs), crop = airways
+    y0, x0 = -(-ys.start // step), -(-xs.start // step)  # the first review pixel inside the box
+    part = crop[:, y0 * step - ys.start :: step, x0 * step - xs.start :: step]
+    walls = np.zeros(shape, dtype=bool)
+    walls[zs, y0 : y0 + part.shape[1], x0 : x0 + part.shape[2]] = part
+    grow = disk(max(1, int(round(AIRWAY_WALL_MM / min(spacing[0], spacing[1])))))
+    for z in np.flatnonzero(walls.any(axis=(1, 2))):
+        walls[z] = ndimage.binary_dilation(walls[z], structure=grow)
+    return walls
+
+
 def review_step(spacing: tuple[float, float, float]) -> int:
     """Every how many pixels, in-plane, the review looks: the most that keeps its pixels within GRID_MM (1 for
     pixels of over half of it)."""
@@ -168,6 +203,7 @@ def review_slices(
     other: np.ndarray | None = None,
     other_name: str = "the classical method",
     step: int | None = None,
+    airways: tuple[tuple[slice, ...], np.ndarray] | None = None,
 ) -> Review:
     """Score and flag every slice of a lung mask (see the module); indices are canonical z.
 
@@ -182,6 +218,9 @@ def review_slices(
         other_name: that method, in words.
         step: judge every ``step`` th pixel in-plane (None: :func:`review_step`); the flags' boxes are on the
             full slice either way.
+        airways: the trachea and main bronchi the mask leaves out, as their box on the mask's grid and the mask
+            in it (:func:`LungGANLib.segment.classical.airways_in_box`); None: not known. Partly aerated tissue
+            at their walls is not ``left_out``.
     """
     review = Review()
     if not labels.any():
@@ -205,6 +244,8 @@ def review_slices(
     pixel_ml = spacing[0] * spacing[1] * spacing[2] / 1000.0
     opening = disk(max(1, int(round(OPENING_MM / min(spacing[0], spacing[1])))))
     reach_px = [int(np.ceil(BESIDE_MM / s)) + 1 for s in (spacing[1], spacing[0])]
+    ring = max(1, int(round(ENCLOSED_RING_MM / min(spacing[0], spacing[1]))))
+    walls = _airway_walls(airways, lungs.shape, step, spacing)
     flags: dict[int, list[Flag]] = {}  # boxes on the review's grid
     fine_flags: dict[int, list[Flag]] = {}  # boxes on the full slice
     areas = {v: (labels == v).sum(axis=(1, 2)) * spacing[0] * spacing[1] for v in values}
@@ -222,9 +263,13 @@ def review_slices(
             offset = (rows.start, cols.start)
             dense = ndimage.binary_opening(lung & (plane > DENSE_HU), structure=opening)
             for region, ml, box in _regions(dense, pixel_ml, offset):
+                if _enclosed(region, lung, ring):
+                    continue  # a nodule, a mass or a vessel within the lung: kept, as a clinician draws it
                 found.append(Flag("dense_in", ml, f"{ml:.1f} mL of soft tissue inside {_side_text(side, region, lung)}", box))
             near = ndimage.distance_transform_edt(~lung, sampling=(spacing[1], spacing[0])) <= BESIDE_MM
             partly = near & ~any_lung & (plane > PARTLY_AERATED_HU[0]) & (plane < PARTLY_AERATED_HU[1])
+            if walls is not None:
+                partly &= ~walls[z, rows, cols]  # the walls of the trachea and main bronchi, left out on purpose
             partly = ndimage.binary_opening(partly, structure=opening)
             for region, ml, box in _regions(partly, pixel_ml, offset):
                 found.append(Flag("left_out", ml, f"{ml:.1f} mL of partly aerated tissue left out beside "
@@ -241,8 +286,13 @@ def review_slices(
         theirs = other > 0
         radius = max(1, int(round(DISAGREE_OPENING_MM / min(spacing[0], spacing[1]))))
         apart = ndimage.binary_opening(lungs ^ theirs, structure=disk(radius)[None])
+        # Joined across slices (26-connected): a disagreement under MIN_APART_ML in all is the edge's convention.
+        pieces, count = ndimage.label(apart, structure=np.ones((3, 3, 3), dtype=bool))
+        piece_ml = np.bincount(pieces.ravel(), minlength=count + 1) * pixel_ml
         for z in np.flatnonzero(apart.any(axis=(1, 2))):
             for region, ml, box in _regions(apart[z], pixel_ml):
+                if piece_ml[pieces[z][region][0]] < MIN_APART_ML:
+                    continue
                 ours = bool(lungs[z][region].mean() >= 0.5)
                 value = int(np.bincount((labels[z] if ours else other[z])[region]).argmax())
                 side = "lungs" if single_label else SIDES.get(value, "lungs")

@@ -72,6 +72,7 @@ def jump_to_slice(scene, volume_node, index: int) -> tuple[float, float, float]:
 def review_segmentation(scene, volume_node, segmentation_node):
     """Review a LungGAN segmentation as it is now (see ``LungGANLogic.reviewSlices``): the review as a dict, indices
     along the CT's K axis, and the segmentation's review table node, filled."""
+    from ..segment.classical import airways_in_box, body_mask
     from ..segment.inference import SegmentOptions, review_of
     from ..segment.review import in_file_order
     from .mrml_figures import lung_segment_ids
@@ -82,5 +83,7 @@ def review_segmentation(scene, volume_node, segmentation_node):
     volume = ct_from_volume_node(volume_node, force=True)
     labels = labels_from_segmentation(segmentation_node, volume_node, volume, list(ids.values()))
     options = SegmentOptions(method="gan", single_label="lungs" in ids, device="cpu")
-    review = in_file_order(review_of(labels, volume, options, None), volume.orientation, labels.shape[0]).as_dict()
+    # The airways as segment() leaves them out: partly aerated tissue at their walls is not lung left out.
+    airways = airways_in_box(volume.array, body_mask(volume.array, options.params), volume.spacing, options.params)
+    review = in_file_order(review_of(labels, volume, options, None, airways), volume.orientation, labels.shape[0]).as_dict()
     return review, review_table(scene, segmentation_node, review)

@@ -281,3 +281,102 @@ def test_a_second_opinion_made_on_the_review_grid_counts_as_the_full_one(case):
     assert full.as_dict() == on_grid.as_dict()
     with pytest.raises(ValueError, match="neither the mask's"):
         review_slices(missed, ct.array, ct.spacing, other=labels[:, ::3, ::3], step=2)
+
+
+def _deepest(lung: np.ndarray) -> tuple[int, int]:
+    """The pixel of a slice's lung farthest from its edge."""
+    from scipy import ndimage
+
+    depth = ndimage.distance_transform_edt(lung)
+    return tuple(int(v) for v in np.unravel_index(int(depth.argmax()), lung.shape))
+
+
+def test_a_nodule_the_lung_surrounds_is_kept_unflagged_and_the_same_tissue_at_its_edge_is_flagged(case):
+    """Soft tissue inside the mask is a reason to look where it lies at the mask's edge (what a mask takes in by
+    mistake lies there), not where the lung surrounds it on its slice: a nodule, which the outline holds."""
+    from LungGANLib.segment.review import MIN_FLAG_ML
+
+    ct, labels = case
+    z = int(np.median(slices_of(labels, 1)))
+    yy, xx = np.mgrid[: labels.shape[1], : labels.shape[2]]
+    radius = 10.0 / ct.spacing[0]  # a nodule 20 mm across: 0.63 mL on a slice of 2 mm
+    inside, at_edge = ct.array.copy(), ct.array.copy()
+    cy, cx = _deepest(labels[z] == 1)
+    blob = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+    assert (labels[z][blob] == 1).all()
+    inside[z][blob] = 40.0
+    # At the edge: a larger disk centred on the right lung's most lateral pixel of that row, the half in the lung.
+    row, ex = cy, int(np.flatnonzero(labels[z, cy] == 1).min())
+    edge_blob = ((yy - row) ** 2 + (xx - ex) ** 2 <= (1.4 * radius) ** 2) & (labels[z] == 1)
+    assert edge_blob.sum() * ct.voxel_volume_ml > 1.5 * MIN_FLAG_ML
+    at_edge[z][edge_blob] = 40.0
+    dense_on = lambda review: [f for s in review.slices if s["index"] == z for f in s["flags"] if f["kind"] == "dense_in"]
+    clean = dense_on(review_slices(labels, ct.array, ct.spacing))
+    assert dense_on(review_slices(labels, inside, ct.spacing)) == clean
+    found = [f for f in dense_on(review_slices(labels, at_edge, ct.spacing)) if f not in clean]
+    assert len(found) == 1 and "right lung" in found[0]["text"] and "lateral" in found[0]["text"]
+    y0, y1, x0, x1 = found[0]["box"]
+    assert y0 <= row < y1 and x0 <= ex < x1
+
+
+def test_partly_aerated_tissue_at_an_airway_wall_is_not_lung_left_out(case):
+    """The trachea and main bronchi are left out of the mask on purpose; partly aerated tissue around them (their
+    walls, by partial volume) is flagged as lung left out only when the review is not told where they are."""
+    from scipy import ndimage
+
+    from LungGANLib.config import DEFAULT_CLASSICAL
+    from LungGANLib.segment.classical import airways_in_box, body_mask
+    from LungGANLib.segment.review import AIRWAY_WALL_MM, BESIDE_MM, OPENING_MM
+
+    ct, labels = case
+    airways = airways_in_box(ct.array, body_mask(ct.array), ct.spacing, DEFAULT_CLASSICAL)
+    assert airways is not None
+    (zs, ys, xs), crop = airways
+    lumen = np.zeros(labels.shape, dtype=bool)
+    lumen[zs, ys, xs] = crop
+    # The trachea's slice nearest a lung (one lumen of 2 cm² or more), and a band around its lumen painted partly
+    # aerated (-400 HU).
+    near = [(float(ndimage.distance_transform_edt(labels[k] == 0, sampling=ct.spacing[1::-1])[lumen[k]].min()), k)
+            for k in np.flatnonzero(lumen.any(axis=(1, 2))) if labels[k].any()
+            and ndimage.label(lumen[k])[1] == 1 and lumen[k].sum() * ct.spacing[0] * ct.spacing[1] >= 200]
+    distance, z = min(near)
+    assert distance < BESIDE_MM - 5
+    from_lumen = ndimage.distance_transform_edt(~lumen[z], sampling=ct.spacing[1::-1])
+
+    def left_out_on_band(band, airways=None):
+        hu = ct.array.copy()
+        hu[z][band] = -400.0
+        review = review_slices(labels, hu, ct.spacing, airways=airways)
+        return [f for s in review.slices if s["index"] == z for f in s["flags"] if f["kind"] == "left_out"
+                and band[f["box"][0] : f["box"][1], f["box"][2] : f["box"][3]].any()]
+
+    # A band as wide as the wall and a little less than the review's opening (a disk of 3 mm radius): alone it
+    # is flagged; told the airways, the review takes the wall out and what is left is too thin.
+    narrow = (from_lumen > 0) & (from_lumen <= AIRWAY_WALL_MM + 2 * OPENING_MM - 1) & (labels[z] == 0)
+    assert left_out_on_band(narrow)
+    assert not left_out_on_band(narrow, airways)
+    # Wider than the wall and the opening together: partly aerated tissue beyond the wall is still flagged.
+    wide = (from_lumen > 0) & (from_lumen <= AIRWAY_WALL_MM + 4 * OPENING_MM) & (labels[z] == 0)
+    assert left_out_on_band(wide, airways)
+
+
+def test_a_disagreement_under_a_millilitre_across_slices_is_the_edge_s_convention(case):
+    """A second opinion that differs by a patch too small to be a gross error (under MIN_APART_ML joined across
+    slices) is not flagged; the same patch on enough neighbouring slices is."""
+    from LungGANLib.segment.review import MIN_APART_ML, MIN_FLAG_ML
+
+    ct, labels = case
+    z = int(np.median(slices_of(labels, 2)))
+    cy, cx = _deepest(labels[z] == 2)
+    yy, xx = np.mgrid[: labels.shape[1], : labels.shape[2]]
+    disk_px = (yy - cy) ** 2 + (xx - cx) ** 2 <= (8.0 / ct.spacing[0]) ** 2  # 16 mm across
+    patch_ml = float(disk_px.sum() * ct.voxel_volume_ml)
+    assert MIN_FLAG_ML <= patch_ml < MIN_APART_ML and (labels[z : z + 4][:, disk_px] == 2).all()
+    for depth, flagged in ((1, False), (int(np.ceil(MIN_APART_ML / patch_ml)) + 1, True)):
+        other = labels.copy()
+        other[z : z + depth, disk_px] = 0  # the second method finds no lung in a patch on ``depth`` slices
+        review = review_slices(labels, ct.array, ct.spacing, other=other)
+        said = [f for s in review.slices for f in s["flags"] if f["kind"] == "disagree"]
+        assert bool(said) == flagged
+        if flagged:
+            assert all("finds no lung" in f["text"] for f in said) and len(said) == depth
