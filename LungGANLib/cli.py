@@ -34,7 +34,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     )
     from .io.volumes import image_stem
     from .segment.report import check_report_path, write_report
-    from .segment.review import review_suffix
+    from .segment.review_files import review_suffix
 
     options = SegmentOptions(
         method=args.method,
@@ -228,7 +228,7 @@ def cmd_overlay(args: argparse.Namespace) -> int:
     labels = mask_from_image(mask_image, volume)
     check_label_image(labels, str(args.mask))
     if args.review:
-        from .segment.review import read_review
+        from .segment.review_files import read_review
 
         slices, boxes, numbers = read_review(args.review, volume, args.slices or 12)
         if not slices:

@@ -172,17 +172,29 @@ def airways_in_box(
     return (fine, ys, xs), crop[: fine.stop - fine.start]
 
 
+def airways_on_grid(airways: tuple[tuple[slice, ...], np.ndarray], shape: tuple[int, ...], step: int) -> np.ndarray:
+    """Airways found on a scan's grid (their box and the mask in it, :func:`airways_in_box`) as a mask of the
+    coarser grid of every ``step`` th pixel in-plane (``shape``: that grid's)."""
+    (zs, ys, xs), crop = airways
+    y0, x0 = -(-ys.start // step), -(-xs.start // step)  # the first coarse pixel inside the box
+    part = crop[:, y0 * step - ys.start :: step, x0 * step - xs.start :: step]
+    out = np.zeros(shape, dtype=bool)
+    out[zs, y0 : y0 + part.shape[1], x0 : x0 + part.shape[2]] = part
+    return out
+
+
 def lung_candidates(
     hu: np.ndarray, spacing: tuple[float, float, float], params: ClassicalParams = DEFAULT_CLASSICAL,
-    found: dict | None = None,
+    found: dict | None = None, airways: np.ndarray | None = None,
 ) -> np.ndarray:
     """Low-density voxels inside the body, airways removed (steps 1-3 above); ``found`` (when given) gets
-    ``airways``: the airways removed, as their box and the mask in it (None when none were found)."""
+    ``airways``: the airways removed, as their box and the mask in it (None when none were found).
+    ``airways``: the airways already found on this grid (not grown again)."""
     thresholds = (params.lung_threshold_hu, params.body_threshold_hu, *params.airway_threshold_hu)
     if min(thresholds) <= AIR_HU:
         hu = clip_air(hu)  # else scanner padding below air compares with every threshold as air does: no copy
     body = body_mask(hu, params)
-    airways = airway_mask(hu, body, spacing, params)
+    airways = airway_mask(hu, body, spacing, params) if airways is None else airways
     candidates = hu < params.lung_threshold_hu
     candidates &= body
     del body
@@ -206,6 +218,7 @@ def segment_classical(
     fill_holes: bool = True,
     envelope: bool = True,
     found: dict | None = None,
+    airways: np.ndarray | None = None,
 ) -> np.ndarray:
     """Segment the lungs with thresholds and morphology.
 
@@ -217,6 +230,7 @@ def segment_classical(
         fill_holes: fill holes slice by slice.
         envelope: take back nodules in dents of the lung's outline (:mod:`LungGANLib.segment.envelope`).
         found: when given, gets ``airways``: the trachea and main bronchi left out (box and mask, or None).
+        airways: the trachea and main bronchi already found on this grid (a mask): not grown again.
 
     Returns:
         uint8 labels (z, y, x): 1 right lung, 2 left lung.
@@ -228,7 +242,7 @@ def segment_classical(
         >>> sorted(set(labels.ravel().tolist()))
         [0, 1, 2]
     """
-    only = [lung_candidates(hu, spacing, params, found)]  # handed over: freed once cropped to their box
+    only = [lung_candidates(hu, spacing, params, found, airways)]  # handed over: freed once cropped to their box
     return postprocess_in_box(
         only, hu, spacing, params, single_label=single_label, fill_holes=fill_holes,
         envelope=DEFAULT_ENVELOPE if envelope else None,

@@ -32,14 +32,15 @@ from ..io.volumes import CTVolume, load_ct, mask_to_image, suffix_of
 from ..models import Generator
 from ..models.device import DEVICES, free_memory, resolve_device  # noqa: F401  (DEVICES, resolve_device: part of this module's interface)
 from ..models.weights import ModelInfo, load_model
-from .classical import airways_in_box, body_mask, segment_classical
+from .classical import airways_in_box, airways_on_grid, body_mask, segment_classical
 from .domes import drop_domes
 from .envelope import DEFAULT_ENVELOPE
 from .morphology import count_values
 from .never_lung import never_lung, never_lung_figures, remove_never_lung
 from .postprocess import postprocess_in_box
 from .preprocess import from_network, lung_slices, to_network
-from .review import Review, in_file_order, review_grid, review_slices, review_step, review_suffix, write_review
+from .review import Review, in_file_order, review_grid, review_slices, review_step
+from .review_files import review_suffix, write_review
 from .rim import OUTLINE_STEPS, grow_outline, trim_dense_rim
 
 logger = logging.getLogger(__name__)
@@ -267,21 +268,20 @@ def segment(
 
 def review_of(labels: np.ndarray, volume: CTVolume, options: SegmentOptions, removed, airways=None) -> Review:
     """Where to look in ``labels`` (:mod:`LungGANLib.segment.review`), indices on the canonical grid; ``removed``:
-    what the guard rail removed (None when it did not run); ``airways``: the airways left out of the mask (box
-    and mask), None when none were.
+    what the guard rail removed (None: it did not run); ``airways``: those left out of the mask (box and mask).
 
     The generator's mask is compared with the classical method's on the same CT, run on the review's grid
-    (pixels up to 1.5 mm: :func:`LungGANLib.segment.review.review_step`) with the envelope as the generator's
-    had it. The guard rail is not run on it: it removes soft tissue, which a threshold mask hardly holds
-    (0.5 mL at most on the shared scans), and would cost a third of the review. The classical method's own
-    mask is only compared with what the CT says.
+    (pixels up to 1.5 mm: :func:`LungGANLib.segment.review.review_step`) with the envelope and the airways as
+    the generator's had them. The guard rail is not run on it: it removes soft tissue, which a threshold mask
+    hardly holds (0.5 mL at most on the shared scans), and would cost a third of the review.
     """
     other = None
     step = review_step(volume.spacing)
     if options.method == "gan":
         hu, spacing = review_grid(volume.array, volume.spacing, step)
+        known = None if airways is None else airways_on_grid(airways, hu.shape, step)  # not grown again
         other = segment_classical(hu, spacing, options.params, single_label=options.single_label,
-                                  fill_holes=options.fill_holes, envelope=options.envelope)
+                                  fill_holes=options.fill_holes, envelope=options.envelope, airways=known)
     return review_slices(labels, volume.array, volume.spacing, removed=removed, single_label=options.single_label,
                          other=other, step=step, airways=airways)
 

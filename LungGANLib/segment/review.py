@@ -42,6 +42,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..config import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
+from .classical import airways_on_grid
 from .morphology import disk
 from .never_lung import NeverLung, never_lung
 
@@ -163,14 +164,14 @@ def _airway_walls(airways, shape: tuple[int, ...], step: int, spacing: tuple[flo
     in-plane), grown by AIRWAY_WALL_MM in-plane: their walls; None without airways."""
     if airways is None:
         return None
-    (zs, ys, xs), crop = airways
-    y0, x0 = -(-ys.start // step), -(-xs.start // step)  # the first review pixel inside the box
-    part = crop[:, y0 * step - ys.start :: step, x0 * step - xs.start :: step]
-    walls = np.zeros(shape, dtype=bool)
-    walls[zs, y0 : y0 + part.shape[1], x0 : x0 + part.shape[2]] = part
-    grow = disk(max(1, int(round(AIRWAY_WALL_MM / min(spacing[0], spacing[1])))))
-    for z in np.flatnonzero(walls.any(axis=(1, 2))):
-        walls[z] = ndimage.binary_dilation(walls[z], structure=grow)
+    walls = airways_on_grid(airways, shape, step)
+    radius = max(1, int(round(AIRWAY_WALL_MM / min(spacing[0], spacing[1]))))
+    # Grown within the airways' box and a margin of the wall's width: a small part of each slice.
+    zs, ys, xs = airways[0]
+    rows = slice(max(ys.start // step - radius, 0), ys.stop // step + radius + 1)
+    cols = slice(max(xs.start // step - radius, 0), xs.stop // step + radius + 1)
+    for z in range(zs.start, zs.stop):
+        walls[z, rows, cols] = ndimage.binary_dilation(walls[z, rows, cols], structure=disk(radius))
     return walls
 
 
@@ -364,52 +365,3 @@ def in_file_order(review: Review, orientation: str, slices: int) -> Review:
         return review
     review.axis = "axial slices counted from the feet (the file's slices are not axial)"
     return review
-
-
-def review_suffix(path) -> str:
-    """``.json`` or ``.csv``: the review file's format, from its name."""
-    from ..errors import InputError
-
-    suffix = str(path).lower().rsplit(".", 1)[-1] if "." in str(path) else ""
-    if suffix not in ("json", "csv"):
-        raise InputError(f"review file {path} must end in .json or .csv")
-    return suffix
-
-
-def write_review(review: Review, path, overwrite: bool = False):
-    """Write the review as JSON or CSV (by the name's ending), atomically and read back."""
-    from ..io.output import atomic_write, check_output_path, verify_text
-
-    from pathlib import Path
-
-    path = check_output_path(path, overwrite, (".json", ".csv"), what="review")
-    text = review.to_csv() if review_suffix(path) == "csv" else review.to_json()
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=overwrite,
-                        verify=verify_text(text))
-
-
-def read_review(path, volume, count: int) -> tuple[list[int], dict[int, list], dict[int, int]]:
-    """The ``count`` most suspicious flagged slices of a review file written for ``volume``'s mask, on the
-    canonical grid: the slices (most suspicious first), their flags' boxes, and the file's index of each.
-
-    Raises:
-        InputError: not a review file, or one written for a CT with another number of slices.
-    """
-    from ..errors import InputError
-
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-        slices = [s for s in data["slices"] if s["flags"]]
-        indices = [int(s["index"]) for s in data["slices"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a review written by lunggan segment --review"
-        raise InputError(f"could not read {path} as a review ({reason}): give the .json file of segment --review") from None
-    depth = volume.array.shape[0]
-    if indices and (min(indices) < 0 or max(indices) >= depth):
-        raise InputError(f"{path} names slice {max(indices)}, and the CT has {depth} slices: give the review of this CT's mask")
-    chosen = slices[:count]
-    canonical = [canonical_index(int(s["index"]), volume.orientation, depth) for s in chosen]
-    boxes = {z: [f["box"] for f in s["flags"]] for z, s in zip(canonical, chosen)}
-    numbers = {z: int(s["index"]) for z, s in zip(canonical, chosen)}
-    return canonical, boxes, numbers

@@ -83,3 +83,16 @@ def test_the_classical_method_says_which_airways_it_left_out_and_the_review_hear
         segment(ct, SegmentOptions(method=method, device="cpu", review=True), findings={})
         given_box, given = heard["airways"]  # the generator's grown the same way (slices of 2 mm and more)
         assert given_box == box and np.array_equal(given, crop)
+
+
+def test_airways_found_on_the_full_grid_are_the_same_voxels_on_a_coarser_one(data):
+    """What the review's second opinion is given instead of growing the airways again on its grid."""
+    from LungGANLib.segment.classical import airways_in_box, airways_on_grid
+
+    ct = load_ct(data / CIP / "ct-64.nrrd")
+    airways = airways_in_box(ct.array, body_mask(ct.array, DEFAULT_CLASSICAL), ct.spacing, DEFAULT_CLASSICAL)
+    full = np.zeros(ct.array.shape, dtype=bool)
+    full[airways[0]] = airways[1]
+    for step in (1, 2, 3):
+        coarse = full[:, ::step, ::step]
+        assert np.array_equal(airways_on_grid(airways, coarse.shape, step), coarse)

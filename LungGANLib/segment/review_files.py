@@ -1,0 +1,56 @@
+"""The review's files: written by ``lunggan segment --review`` (JSON or CSV, by the name's ending) and read
+back by ``lunggan overlay --review`` (:mod:`LungGANLib.segment.review` makes the review)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .review import Review, canonical_index
+
+
+def review_suffix(path) -> str:
+    """``.json`` or ``.csv``: the review file's format, from its name."""
+    from ..errors import InputError
+
+    suffix = str(path).lower().rsplit(".", 1)[-1] if "." in str(path) else ""
+    if suffix not in ("json", "csv"):
+        raise InputError(f"review file {path} must end in .json or .csv")
+    return suffix
+
+
+def write_review(review: Review, path, overwrite: bool = False):
+    """Write the review as JSON or CSV (by the name's ending), atomically and read back."""
+    from ..io.output import atomic_write, check_output_path, verify_text
+
+    path = check_output_path(path, overwrite, (".json", ".csv"), what="review")
+    text = review.to_csv() if review_suffix(path) == "csv" else review.to_json()
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=overwrite,
+                        verify=verify_text(text))
+
+
+def read_review(path, volume, count: int) -> tuple[list[int], dict[int, list], dict[int, int]]:
+    """The ``count`` most suspicious flagged slices of a review file written for ``volume``'s mask, on the
+    canonical grid: the slices (most suspicious first), their flags' boxes, and the file's index of each.
+
+    Raises:
+        InputError: not a review file, or one written for a CT with another number of slices.
+    """
+    from ..errors import InputError
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        slices = [s for s in data["slices"] if s["flags"]]
+        indices = [int(s["index"]) for s in data["slices"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a review written by lunggan segment --review"
+        raise InputError(f"could not read {path} as a review ({reason}): give the .json file of segment --review") from None
+    depth = volume.array.shape[0]
+    if indices and (min(indices) < 0 or max(indices) >= depth):
+        raise InputError(f"{path} names slice {max(indices)}, and the CT has {depth} slices: give the review of this CT's mask")
+    chosen = slices[:count]
+    canonical = [canonical_index(int(s["index"]), volume.orientation, depth) for s in chosen]
+    boxes = {z: [f["box"] for f in s["flags"]] for z, s in zip(canonical, chosen)}
+    numbers = {z: int(s["index"]) for z, s in zip(canonical, chosen)}
+    return canonical, boxes, numbers
