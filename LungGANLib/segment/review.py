@@ -19,9 +19,9 @@ of the CT and the mask alone (no reference):
   mask) finds lung and the mask has none, or the other way round, wider than a 2 mm disk and
   1 mL or more joined across slices.
 
-Not flagged: soft tissue the lung surrounds on its slice (a nodule, a mass or a vessel within the
-lung, which the outline holds), and partly aerated tissue at the wall of the trachea and main
-bronchi, which the mask leaves out on purpose.
+Not flagged: soft tissue the lung surrounds on its slice and no wider than a nodule (3 cm across;
+a nodule or a vessel within the lung, which the outline holds), and partly aerated tissue at the
+wall of the trachea and main bronchi, which the mask leaves out on purpose.
 
 Whole-scan flags: a right/left volume ratio outside ``RATIO_RANGE``, and one lung missing.
 
@@ -49,9 +49,11 @@ from .never_lung import NeverLung, never_lung
 #: Soft tissue: denser than this (HU) is not aerated or ground-glass lung.
 DENSE_HU = -100.0
 #: Soft tissue inside the mask that the lung surrounds on its slice (this share of a band this wide, mm, around it)
-#: is a nodule, a mass or a vessel within the lung, which the lung's outline holds: not flagged. What a mask
-#: takes in by mistake (the hilum, the aorta, a dome, the chest wall) lies at its edge.
-ENCLOSED_RING_MM, ENCLOSED_SHARE = 3.0, 0.95
+#: and no wider than a nodule (NODULE_MM across: radiology's bound between a nodule and a mass) is a nodule or a
+#: vessel within the lung, which the lung's outline holds: not flagged. What a mask takes in by mistake (the
+#: hilum, the aorta, the chest wall) lies at its edge; a larger island (a mass, or a liver dome rising into the
+#: lung's base, which on its top slices the lung surrounds) is worth a look.
+ENCLOSED_RING_MM, ENCLOSED_SHARE, NODULE_MM = 3.0, 0.95, 30.0
 #: Partly aerated tissue, for what is left out (HU): denser than aerated lung, less dense than fat.
 PARTLY_AERATED_HU = (-700.0, -150.0)
 #: The wall of the trachea and the main bronchi, beyond their lumen (mm, in-plane): partly aerated by partial volume.
@@ -246,6 +248,7 @@ def review_slices(
     opening = disk(max(1, int(round(OPENING_MM / min(spacing[0], spacing[1])))))
     reach_px = [int(np.ceil(BESIDE_MM / s)) + 1 for s in (spacing[1], spacing[0])]
     ring = max(1, int(round(ENCLOSED_RING_MM / min(spacing[0], spacing[1]))))
+    nodule_px = np.pi * (NODULE_MM / 2) ** 2 / (spacing[0] * spacing[1])  # a nodule's largest cross-section
     walls = _airway_walls(airways, lungs.shape, step, spacing)
     flags: dict[int, list[Flag]] = {}  # boxes on the review's grid
     fine_flags: dict[int, list[Flag]] = {}  # boxes on the full slice
@@ -264,8 +267,8 @@ def review_slices(
             offset = (rows.start, cols.start)
             dense = ndimage.binary_opening(lung & (plane > DENSE_HU), structure=opening)
             for region, ml, box in _regions(dense, pixel_ml, offset):
-                if _enclosed(region, lung, ring):
-                    continue  # a nodule, a mass or a vessel within the lung: kept, as a clinician draws it
+                if ml / pixel_ml <= nodule_px and _enclosed(region, lung, ring):
+                    continue  # a nodule or a vessel within the lung: kept, as a clinician draws it
                 found.append(Flag("dense_in", ml, f"{ml:.1f} mL of soft tissue inside {_side_text(side, region, lung)}", box))
             near = ndimage.distance_transform_edt(~lung, sampling=(spacing[1], spacing[0])) <= BESIDE_MM
             partly = near & ~any_lung & (plane > PARTLY_AERATED_HU[0]) & (plane < PARTLY_AERATED_HU[1])

@@ -293,7 +293,8 @@ def _deepest(lung: np.ndarray) -> tuple[int, int]:
 
 def test_a_nodule_the_lung_surrounds_is_kept_unflagged_and_the_same_tissue_at_its_edge_is_flagged(case):
     """Soft tissue inside the mask is a reason to look where it lies at the mask's edge (what a mask takes in by
-    mistake lies there), not where the lung surrounds it on its slice: a nodule, which the outline holds."""
+    mistake lies there), or where it is wider than a nodule; not where the lung surrounds a nodule on its slice,
+    which the outline holds."""
     from LungGANLib.segment.review import MIN_FLAG_ML
 
     ct, labels = case
@@ -313,6 +314,12 @@ def test_a_nodule_the_lung_surrounds_is_kept_unflagged_and_the_same_tissue_at_it
     dense_on = lambda review: [f for s in review.slices if s["index"] == z for f in s["flags"] if f["kind"] == "dense_in"]
     clean = dense_on(review_slices(labels, ct.array, ct.spacing))
     assert dense_on(review_slices(labels, inside, ct.spacing)) == clean
+    # An island wider than a nodule (4 cm: a mass, or a liver dome rising into the base) is flagged all the same.
+    island = (yy - cy) ** 2 + (xx - cx) ** 2 <= (2 * radius) ** 2
+    assert (labels[z][island] == 1).all()
+    large = ct.array.copy()
+    large[z][island] = 40.0
+    assert [f for f in dense_on(review_slices(labels, large, ct.spacing)) if f not in clean]
     found = [f for f in dense_on(review_slices(labels, at_edge, ct.spacing)) if f not in clean]
     assert len(found) == 1 and "right lung" in found[0]["text"] and "lateral" in found[0]["text"]
     y0, y1, x0, x1 = found[0]["box"]
