@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -35,6 +36,8 @@ import numpy as np
 from ..errors import InputError, OutputError
 from ..io.output import atomic_write, check_output_path
 from .morphology import bounding_box, count_values, labels_in, percentile_of_counts
+
+logger = logging.getLogger(__name__)
 
 #: Low-attenuation thresholds (HU) and the percentile reported.
 LAA_THRESHOLDS_HU = (-950, -910)
@@ -145,3 +148,26 @@ def write_report(rows: list[dict], path: str | os.PathLike) -> Path:
             raise OutputError("the file reads back incomplete")
 
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), verify=verify)
+
+
+#: Plausible ranges: one lung's volume (L) and a voxel side (mm). Outside them the result gets a warning.
+LUNG_LITRES = (0.2, 10.0)
+SPACING_MM = (0.2, 10.0)
+
+
+def warn_implausible(labels: np.ndarray, volume) -> None:
+    """Warn, naming the figure, when a lung's volume or the voxel spacing is outside what a chest CT has."""
+    low, high = SPACING_MM
+    for axis, mm in zip("xyz", volume.spacing):
+        if not low <= mm <= high:
+            logger.warning("%s: voxel spacing %s = %.3g mm is outside %g-%g mm; is the header's spacing right?",
+                           volume.source or "the volume", axis, mm, low, high)
+    if not labels.any():
+        return  # said separately
+    low, high = LUNG_LITRES
+    counts = count_values(labels, 3)  # in chunks: no mask of the whole scan per lung
+    for value, name in ((1, "right lung"), (2, "left lung")):
+        litres = float(counts[value]) * volume.voxel_volume_ml / 1000
+        if litres and not low <= litres <= high:
+            logger.warning("%s: the %s measures %.2f L, outside %g-%g L; check the mask (and the CT's spacing)",
+                           volume.source or "the volume", name, litres, low, high)

@@ -43,7 +43,7 @@ from scipy import ndimage
 
 from ..config import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
 from .classical import airways_on_grid
-from .morphology import disk
+from .morphology import bounding_box, count_values, disk, label_components
 from .never_lung import NeverLung, never_lung
 
 #: Soft tissue: denser than this (HU) is not aerated or ground-glass lung.
@@ -286,16 +286,16 @@ def review_slices(
                 found.append(Flag("area_jump", jump * spacing[2] / 1000.0, f"the {side} lung{'s' if side == 'lungs' else ''} "
                                   f"{'gain' if gained else 'lose'}{'' if side == 'lungs' else 's'} {jump / 100:.0f} cm² against "
                                   "the neighbouring slices", (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)))
-    if other is not None:
-        theirs = other > 0
-        radius = max(1, int(round(DISAGREE_OPENING_MM / min(spacing[0], spacing[1]))))
-        apart = ndimage.binary_opening(lungs ^ theirs, structure=disk(radius)[None])
-        # Joined across slices (26-connected): a disagreement under MIN_APART_ML in all is the edge's convention.
-        pieces, count = ndimage.label(apart, structure=np.ones((3, 3, 3), dtype=bool))
-        piece_ml = np.bincount(pieces.ravel(), minlength=count + 1) * pixel_ml
+    apart = None if other is None else ndimage.binary_opening(
+        lungs ^ (other > 0), structure=disk(max(1, int(round(DISAGREE_OPENING_MM / min(spacing[0], spacing[1])))))[None])
+    if apart is not None and apart.any():
+        # Joined across slices (26-connected, within their box): under MIN_APART_ML in all is the edge's convention.
+        within = bounding_box(apart)
+        pieces, count = label_components(apart[within], structure=np.ones((3, 3, 3), dtype=bool))
+        piece_ml = count_values(pieces, count + 1) * pixel_ml
         for z in np.flatnonzero(apart.any(axis=(1, 2))):
             for region, ml, box in _regions(apart[z], pixel_ml):
-                if piece_ml[pieces[z][region][0]] < MIN_APART_ML:
+                if piece_ml[pieces[z - within[0].start][region[within[1:]]][0]] < MIN_APART_ML:
                     continue
                 ours = bool(lungs[z][region].mean() >= 0.5)
                 value = int(np.bincount((labels[z] if ours else other[z])[region]).argmax())

@@ -96,3 +96,24 @@ def test_airways_found_on_the_full_grid_are_the_same_voxels_on_a_coarser_one(dat
     for step in (1, 2, 3):
         coarse = full[:, ::step, ::step]
         assert np.array_equal(airways_on_grid(airways, coarse.shape, step), coarse)
+
+
+def test_the_review_s_second_opinion_takes_airways_grown_on_the_full_grid(data, monkeypatch):
+    """On a sub-millimetre scan the review's second opinion runs on every second pixel, where the airway growth
+    leaks through the bronchial walls; it is given the airways grown on the full grid, those the mask left out
+    or, with --keep-airways, grown for it."""
+    from LungGANLib.segment import inference
+    from LungGANLib.segment.classical import airways_in_box, airways_on_grid
+    from LungGANLib.segment.review import review_step
+
+    ct = load_ct(data / "ct/lidc-idri-0001.nii.gz")
+    step = review_step(ct.spacing)
+    assert step == 2
+    full = airways_in_box(ct.array, body_mask(ct.array, DEFAULT_CLASSICAL), ct.spacing, DEFAULT_CLASSICAL)
+    expected = airways_on_grid(full, ct.array[:, ::step, ::step].shape, step)
+    given = []
+    real = inference.segment_classical
+    monkeypatch.setattr(inference, "segment_classical", lambda *a, **k: given.append(k.get("airways")) or real(*a, **k))
+    for keep in (False, True):
+        segment(ct, SegmentOptions(device="cpu", review=True, remove_airways=not keep), findings={})
+        assert given[-1] is not None and np.array_equal(given[-1], expected)
