@@ -156,7 +156,8 @@ def _regions(mask2d: np.ndarray, pixel_ml: float, offset: tuple[int, int] = (0, 
 
 
 def _enclosed(region: np.ndarray, lung: np.ndarray, ring: int) -> bool:
-    """Whether the lung surrounds a region on its slice: ENCLOSED_SHARE of a ``ring`` pixels wide band around it."""
+    """Whether the lung surrounds a region on its slice: ENCLOSED_SHARE of the band ``ring`` 4-neighbour steps wide
+    around it."""
     band = ndimage.binary_dilation(region, iterations=ring) & ~region
     return bool(lung[band].mean() >= ENCLOSED_SHARE) if band.any() else False
 
