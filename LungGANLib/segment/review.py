@@ -43,7 +43,7 @@ from scipy import ndimage
 
 from ..config import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
 from .classical import airways_on_grid
-from .morphology import bounding_box, count_values, disk, label_components
+from .morphology import bounding_box, count_values, disk, in_plane_pixels, label_components
 from .never_lung import NeverLung, never_lung
 
 #: Soft tissue: denser than this (HU) is not aerated or ground-glass lung.
@@ -162,13 +162,25 @@ def _enclosed(region: np.ndarray, lung: np.ndarray, ring: int) -> bool:
     return bool(lung[band].mean() >= ENCLOSED_SHARE) if band.any() else False
 
 
+def _drop_small_pieces(mask: np.ndarray, voxel_ml: float, min_ml: float) -> None:
+    """Clear, in place, the pieces of ``mask`` (26-connected in 3D: joined across slices) under ``min_ml``;
+    labelled within the mask's box."""
+    if not mask.any():
+        return
+    within = bounding_box(mask)
+    pieces, count = label_components(mask[within], structure=np.ones((3, 3, 3), dtype=bool))
+    keep = count_values(pieces, count + 1) * voxel_ml >= min_ml
+    keep[0] = False
+    mask[within] = keep[pieces]
+
+
 def _airway_walls(airways, shape: tuple[int, ...], step: int, spacing: tuple[float, float, float]) -> np.ndarray | None:
     """The airways (box and mask on the full grid) on the review's grid (``shape``, every ``step`` th pixel
     in-plane), grown by AIRWAY_WALL_MM in-plane: their walls; None without airways."""
     if airways is None:
         return None
     walls = airways_on_grid(airways, shape, step)
-    radius = max(1, int(round(AIRWAY_WALL_MM / min(spacing[0], spacing[1]))))
+    radius = max(1, in_plane_pixels(AIRWAY_WALL_MM, spacing))
     # Grown within the airways' box and a margin of the wall's width: a small part of each slice.
     zs, ys, xs = airways[0]
     rows = slice(max(ys.start // step - radius, 0), ys.stop // step + radius + 1)
@@ -246,10 +258,10 @@ def review_slices(
         other = other[:, ::step, ::step]
     lungs = labels > 0
     pixel_ml = spacing[0] * spacing[1] * spacing[2] / 1000.0
-    opening = disk(max(1, int(round(OPENING_MM / min(spacing[0], spacing[1])))))
+    opening = disk(max(1, in_plane_pixels(OPENING_MM, spacing)))
     reach_px = [int(np.ceil(BESIDE_MM / s)) + 1 for s in (spacing[1], spacing[0])]
-    ring = max(1, int(round(ENCLOSED_RING_MM / min(spacing[0], spacing[1]))))
-    nodule_px = np.pi * (NODULE_MM / 2) ** 2 / (spacing[0] * spacing[1])  # a nodule's largest cross-section
+    ring = max(1, in_plane_pixels(ENCLOSED_RING_MM, spacing))
+    nodule_ml = np.pi * (NODULE_MM / 2) ** 2 * spacing[2] / 1000.0  # a nodule's largest cross-section, on a slice
     walls = _airway_walls(airways, lungs.shape, step, spacing)
     flags: dict[int, list[Flag]] = {}  # boxes on the review's grid
     fine_flags: dict[int, list[Flag]] = {}  # boxes on the full slice
@@ -268,7 +280,7 @@ def review_slices(
             offset = (rows.start, cols.start)
             dense = ndimage.binary_opening(lung & (plane > DENSE_HU), structure=opening)
             for region, ml, box in _regions(dense, pixel_ml, offset):
-                if ml / pixel_ml <= nodule_px and _enclosed(region, lung, ring):
+                if ml <= nodule_ml and _enclosed(region, lung, ring):
                     continue  # a nodule or a vessel within the lung: kept, as a clinician draws it
                 found.append(Flag("dense_in", ml, f"{ml:.1f} mL of soft tissue inside {_side_text(side, region, lung)}", box))
             near = ndimage.distance_transform_edt(~lung, sampling=(spacing[1], spacing[0])) <= BESIDE_MM
@@ -287,17 +299,12 @@ def review_slices(
                 found.append(Flag("area_jump", jump * spacing[2] / 1000.0, f"the {side} lung{'s' if side == 'lungs' else ''} "
                                   f"{'gain' if gained else 'lose'}{'' if side == 'lungs' else 's'} {jump / 100:.0f} cm² against "
                                   "the neighbouring slices", (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)))
-    apart = None if other is None else ndimage.binary_opening(
-        lungs ^ (other > 0), structure=disk(max(1, int(round(DISAGREE_OPENING_MM / min(spacing[0], spacing[1])))))[None])
-    if apart is not None and apart.any():
-        # Joined across slices (26-connected, within their box): under MIN_APART_ML in all is the edge's convention.
-        within = bounding_box(apart)
-        pieces, count = label_components(apart[within], structure=np.ones((3, 3, 3), dtype=bool))
-        piece_ml = count_values(pieces, count + 1) * pixel_ml
+    if other is not None:
+        radius = max(1, in_plane_pixels(DISAGREE_OPENING_MM, spacing))
+        apart = ndimage.binary_opening(lungs ^ (other > 0), structure=disk(radius)[None])
+        _drop_small_pieces(apart, pixel_ml, MIN_APART_ML)  # less, in all, is the edge's convention
         for z in np.flatnonzero(apart.any(axis=(1, 2))):
             for region, ml, box in _regions(apart[z], pixel_ml):
-                if piece_ml[pieces[z - within[0].start][region[within[1:]]][0]] < MIN_APART_ML:
-                    continue
                 ours = bool(lungs[z][region].mean() >= 0.5)
                 value = int(np.bincount((labels[z] if ours else other[z])[region]).argmax())
                 side = "lungs" if single_label else SIDES.get(value, "lungs")
