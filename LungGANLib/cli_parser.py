@@ -94,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--keep-domes", action="store_true",
                      help="keep islands of soft tissue the generator took in that are the top of a diaphragm dome")
     seg.add_argument("--no-outline-growth", action="store_true",
-                     help="keep the generator's outline where it is instead of moving it out through the half-air "
-                          "voxels around it")
+                     help="keep the generator's outline where it is instead of moving it out through the voxels "
+                          "around it below the lung threshold")
     seg.add_argument("--keep-airways", action="store_true",
                      help="leave the trachea and main bronchi in the generator's mask where it took them in")
     seg.add_argument("--no-guard-rail", action="store_true",

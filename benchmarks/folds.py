@@ -63,13 +63,15 @@ EXTERNAL = (LUNG1, CIP)
 RUNS = REPO / "runs" / "folds"
 
 #: Post-processing rule sets: "all" is every rule of the pipeline before the outline growth was judged; then each
-#: rule off, all off, and the outline grown through the half-air voxels around it
-#: (:func:`LungGANLib.segment.rim.grow_outline`) by one voxel, and by up to four, then also with the trachea and
-#: main bronchi taken out of the generator's mask (``remove_airways``). The dome rule, the rim trim and
-#: the outline growth act on the generator only. Every flag is spelled out, so a row means the same whatever the
-#: pipeline's defaults become.
+#: rule off, all off, and the outline grown (:func:`LungGANLib.segment.rim.grow_outline`) through the half-air
+#: voxels around it (below -400 HU, half way between aerated lung and soft tissue) by one voxel, and by up to
+#: four, then also with the trachea and main bronchi taken out of the generator's mask (``remove_airways``); last,
+#: that with the growth through the voxels below the lung threshold instead (-320 HU: the edge the classical
+#: method and the references draw, and the threshold above which the rim trim takes a voxel off). The dome rule,
+#: the rim trim and the outline growth act on the generator only. Every flag is spelled out, so a row means the
+#: same whatever the pipeline's defaults become.
 _ALL = {"envelope": True, "drop_domes": True, "trim_rim": True, "guard_rail": True, "grow_outline": False,
-        "outline_steps": 1, "remove_airways": False}
+        "outline_steps": 1, "outline_hu": -400.0, "remove_airways": False}
 RULES = {
     "all": _ALL,
     "no envelope": _ALL | {"envelope": False},
@@ -79,6 +81,8 @@ RULES = {
     "all + outline growth": _ALL | {"grow_outline": True},
     "all + outline growth to 4 voxels": _ALL | {"grow_outline": True, "outline_steps": 4},
     "all + outline growth to 4 voxels + airways out": _ALL | {"grow_outline": True, "outline_steps": 4, "remove_airways": True},
+    "all + outline growth to 4 voxels at the lung threshold + airways out": _ALL | {
+        "grow_outline": True, "outline_steps": 4, "outline_hu": -320.0, "remove_airways": True},
     "none": {"envelope": False, "drop_domes": False, "trim_rim": False, "guard_rail": False, "grow_outline": False,
              "remove_airways": False},
 }

@@ -134,9 +134,11 @@ class SegmentOptions:
             aerated lung (:mod:`LungGANLib.segment.rim`).
         drop_domes: with ``gan``, take out islands of soft tissue that are the top of the
             liver's or the spleen's dome (:mod:`LungGANLib.segment.domes`).
-        grow_outline: with ``gan``, move the outline out through the voxels around it that hold more air
-            than tissue, up to ``outline_steps`` voxels (:func:`LungGANLib.segment.rim.grow_outline`).
+        grow_outline: with ``gan``, move the outline out through the voxels around it below ``outline_hu``,
+            up to ``outline_steps`` voxels (:func:`LungGANLib.segment.rim.grow_outline`).
         outline_steps: how far the outline may grow, in voxels.
+        outline_hu: a voxel of the ring around the outline below this (HU) joins the lung as it grows; None:
+            the lung threshold (``params.lung_threshold_hu``), above which the rim trim takes a voxel off.
         remove_airways: with ``gan``, take the trachea and the main bronchi out of the mask, as the classical
             method does (:func:`LungGANLib.segment.classical.airway_mask`): grown from the trachea, they are
             air beside the lungs that a generator can take for lung, and the outline growth would follow.
@@ -157,6 +159,7 @@ class SegmentOptions:
     drop_domes: bool = True
     grow_outline: bool = True
     outline_steps: int = OUTLINE_STEPS
+    outline_hu: float | None = None
     remove_airways: bool = True
     guard_rail: bool = True
     review: bool = False
@@ -221,13 +224,16 @@ def segment(
         if airways is not None:
             mask[airways[0]] &= ~airways[1]
 
+        threshold = options.params.lung_threshold_hu
+        outline_hu = threshold if options.outline_hu is None else options.outline_hu
+
         def generator_steps(part: np.ndarray, hu_part: np.ndarray) -> None:
             if options.drop_domes:
-                drop_domes(part, hu_part, volume.spacing, options.params.lung_threshold_hu)
+                drop_domes(part, hu_part, volume.spacing, threshold)
             if options.trim_rim:
-                trim_dense_rim(part, hu_part, options.params.lung_threshold_hu)
+                trim_dense_rim(part, hu_part, threshold)
             if options.grow_outline:
-                grow_outline(part, hu_part, steps=options.outline_steps)
+                grow_outline(part, hu_part, below_hu=outline_hu, steps=options.outline_steps)
 
         only = [mask]  # handed over: the post-processing frees the whole-scan mask once it has its crop
         del mask

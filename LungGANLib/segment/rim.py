@@ -73,25 +73,28 @@ def trim_dense_rim(
     return removed
 
 
-#: Half way between plainly aerated lung (about -850 HU) and soft tissue (about +50 HU): a voxel at the
-#: lung's edge below this holds more air than tissue.
-HALF_VOLUME_HU = -400.0
-
-
 #: How many voxels, at most, the outline moves out into the air beside it (see :func:`grow_outline`).
 OUTLINE_STEPS = 4
 
 
-def grow_outline(labels: np.ndarray, hu: np.ndarray, below_hu: float = HALF_VOLUME_HU, steps: int = OUTLINE_STEPS) -> int:
-    """Move, in place, each lung's in-plane outline out through the voxels beside it that hold more air than
-    tissue, up to ``steps`` voxels.
+def grow_outline(
+    labels: np.ndarray,
+    hu: np.ndarray,
+    below_hu: float = DEFAULT_CLASSICAL.lung_threshold_hu,
+    steps: int = OUTLINE_STEPS,
+) -> int:
+    """Move, in place, each lung's in-plane outline out through the voxels beside it that the lung threshold
+    calls lung, up to ``steps`` voxels.
 
     A generator's outline runs on its own threshold of a resized slice, inside the edge a reader draws: often
     by one partial-volume voxel, by several where the lung is darker than any the generator was trained on
     (emphysema on a coarse scan). A voxel of the ring just outside the lungs (4-neighbours, slice by slice)
-    below ``below_hu`` is more lung than wall and joins the lung beside it; the new ring is judged again, up to
-    ``steps`` times. The growth stops at the pleura, the mediastinum and the bronchial walls; the bound keeps
-    what lies behind a gap in a wall (the lumen of a bronchus beside the lung) to a few voxels.
+    below ``below_hu`` joins the lung beside it; the new ring is judged again, up to ``steps`` times. The
+    default is the lung threshold of the classical method (-320 HU, a voxel about 40 % air or more), the one
+    above which :func:`trim_dense_rim` takes a rim voxel off: the two meet at the same edge, the one the
+    classical method and the threshold references draw. The growth stops at the pleura, the mediastinum and
+    the bronchial walls; the bound keeps what lies behind a gap in a wall (the lumen of a bronchus beside the
+    lung) to a few voxels.
 
     Args:
         labels: lung labels (z, y, x), 0 outside; changed in place.

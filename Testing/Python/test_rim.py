@@ -74,11 +74,13 @@ def test_on_a_real_scan_only_dense_voxels_of_the_outline_go(data):
     assert gone.sum() < 0.01 * (untrimmed > 0).sum()  # a rim, not a lobe
 
 
-def test_the_outline_grows_through_the_voxels_that_hold_more_air_than_tissue_and_no_further_than_its_bound():
-    """Two lungs inside the wall; the ring round them is partial volume: -300 HU (more tissue) except on their
-    outer sides, where two columns at -500 HU (more air) lie before the wall; and from the right lung's outer side
-    an air channel (a bronchus through a gap in its wall) runs 10 voxels out."""
-    from LungGANLib.segment.rim import HALF_VOLUME_HU, OUTLINE_STEPS, grow_outline
+def test_the_outline_grows_through_the_voxels_below_the_lung_threshold_and_no_further_than_its_bound():
+    """Two lungs inside the wall; the ring round them is partial volume: -300 HU (above the lung threshold)
+    except on their outer sides, where two columns lie before the wall, the first at -350 HU (below the threshold,
+    though more tissue than air), the second at -500 HU; and from the right lung's outer side an air channel (a
+    bronchus through a gap in its wall) runs 10 voxels out."""
+    from LungGANLib.config import DEFAULT_CLASSICAL
+    from LungGANLib.segment.rim import OUTLINE_STEPS, grow_outline
 
     hu = np.full((2, 40, 70), TISSUE_HU, dtype=np.int16)
     labels = np.zeros(hu.shape, dtype=np.uint8)
@@ -87,7 +89,8 @@ def test_the_outline_grows_through_the_voxels_that_hold_more_air_than_tissue_and
         labels[:, 10:30, cols] = value
     ring = ndimage.binary_dilation(labels > 0, structure=np.ones((1, 3, 3), dtype=bool)) & (labels == 0)
     hu[ring] = -300
-    hu[:, 10:30, 13:15] = hu[:, 10:30, 55:57] = -500  # the outer sides: two columns of partial volume, mostly air
+    hu[:, 10:30, 13:15] = hu[:, 10:30, 55:57] = -500  # the outer sides: two columns of partial volume
+    hu[:, 10:30, 14] = hu[:, 10:30, 55] = -350  # the first of them more tissue than air, yet below the threshold
     hu[:, 20, 3:13] = -1000  # the channel: 10 voxels of air beyond the right lung's outer columns
     one = labels.copy()
     assert grow_outline(one, hu, steps=1) == 2 * 2 * 20  # the first outer column of each lung, on both slices
@@ -100,5 +103,6 @@ def test_the_outline_grows_through_the_voxels_that_hold_more_air_than_tissue_and
     assert (labels[:, 10:30, 13:15] == 1).all() and (labels[:, 10:30, 55:57] == 2).all()  # each joins its own lung
     assert (labels[:, 20, 11:13] == 1).all() and (labels[:, 20, :11] == 0).all()
     changed = labels != before
-    assert (hu[changed] < HALF_VOLUME_HU).all() and not (labels[:, :, 57:] > 0).any()
+    assert (hu[changed] < DEFAULT_CLASSICAL.lung_threshold_hu).all() and not (labels[:, :, 57:] > 0).any()
+    assert grow_outline(before.copy(), hu, below_hu=-400.0, steps=1) == 0  # half air: the -350 column stays out
     assert grow_outline(labels.copy(), hu, steps=20) == 2 * 8  # unbounded, the channel's other 8 voxels follow
