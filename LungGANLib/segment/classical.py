@@ -185,15 +185,16 @@ def airways_on_grid(airways: tuple[tuple[slice, ...], np.ndarray], shape: tuple[
 
 def lung_candidates(
     hu: np.ndarray, spacing: tuple[float, float, float], params: ClassicalParams = DEFAULT_CLASSICAL,
-    found: dict | None = None, airways: np.ndarray | None = None,
+    found: dict | None = None, airways: np.ndarray | None = None, body: np.ndarray | None = None,
 ) -> np.ndarray:
     """Low-density voxels inside the body, airways removed (steps 1-3 above); ``found`` (when given) gets
     ``airways``: the airways removed, as their box and the mask in it (None when none were found).
-    ``airways``: the airways already found on this grid (not grown again)."""
+    ``airways``: the airways already found on this grid (not grown again); ``body``: the body already found
+    on this grid (:func:`body_mask`; not found again)."""
     thresholds = (params.lung_threshold_hu, params.body_threshold_hu, *params.airway_threshold_hu)
     if min(thresholds) <= AIR_HU:
         hu = clip_air(hu)  # else scanner padding below air compares with every threshold as air does: no copy
-    body = body_mask(hu, params)
+    body = body_mask(hu, params) if body is None else body
     airways = airway_mask(hu, body, spacing, params) if airways is None else airways
     candidates = hu < params.lung_threshold_hu
     candidates &= body
@@ -219,6 +220,7 @@ def segment_classical(
     envelope: bool = True,
     found: dict | None = None,
     airways: np.ndarray | None = None,
+    body: np.ndarray | None = None,
 ) -> np.ndarray:
     """Segment the lungs with thresholds and morphology.
 
@@ -231,6 +233,7 @@ def segment_classical(
         envelope: take back nodules in dents of the lung's outline (:mod:`LungGANLib.segment.envelope`).
         found: when given, gets ``airways``: the trachea and main bronchi left out (box and mask, or None).
         airways: the trachea and main bronchi already found on this grid (a mask): not grown again.
+        body: the patient's body already found on this grid (:func:`body_mask`): not found again.
 
     Returns:
         uint8 labels (z, y, x): 1 right lung, 2 left lung.
@@ -242,7 +245,7 @@ def segment_classical(
         >>> sorted(set(labels.ravel().tolist()))
         [0, 1, 2]
     """
-    only = [lung_candidates(hu, spacing, params, found, airways)]  # handed over: freed once cropped to their box
+    only = [lung_candidates(hu, spacing, params, found, airways, body)]  # handed over: freed once cropped to their box
     return postprocess_in_box(
         only, hu, spacing, params, single_label=single_label, fill_holes=fill_holes,
         envelope=DEFAULT_ENVELOPE if envelope else None,

@@ -198,6 +198,7 @@ def segment(
     if options.method not in METHODS:
         raise InputError(f"unknown method {options.method!r}: use one of {', '.join(METHODS)}")
     hu = volume.array
+    review_body = None  # the generator's body, kept on the review's grid for its second opinion
     if options.method == "classical":
         found_by_classical: dict = {}
         labels = segment_classical(
@@ -220,6 +221,9 @@ def segment(
         check_batch_fits(batch_size, info, device)
         mask = predict_probabilities(hu, generator, info, device, batch_size, todo, progress)
         mask &= body
+        if options.review:
+            step = review_step(volume.spacing)
+            review_body = body if step == 1 else np.ascontiguousarray(body[:, ::step, ::step])
         del body  # a volume's worth of memory the post-processing can use
         if airways is not None:
             mask[airways[0]] &= ~airways[1]
@@ -246,7 +250,8 @@ def segment(
             labels[airways[0]][airways[1]] = 0  # what the outline growth took of them
     found = (remove_never_lung if options.guard_rail else never_lung)(labels, hu, volume.spacing)
     if options.review and findings is not None:
-        findings["review"] = review_of(labels, volume, options, found if options.guard_rail else None, airways)
+        findings["review"] = review_of(labels, volume, options, found if options.guard_rail else None, airways,
+                                       review_body)
     figures = never_lung_figures(found, volume.voxel_volume_ml)
     if figures["never_lung_ml"]:
         logger.info("%s: %s %s", volume.source or "the volume", "removed" if options.guard_rail else "found (kept, no guard rail)",
@@ -272,9 +277,12 @@ def segment(
     return labels
 
 
-def review_of(labels: np.ndarray, volume: CTVolume, options: SegmentOptions, removed, airways=None) -> Review:
+def review_of(
+    labels: np.ndarray, volume: CTVolume, options: SegmentOptions, removed, airways=None, body=None
+) -> Review:
     """Where to look in ``labels`` (:mod:`LungGANLib.segment.review`), indices on the canonical grid; ``removed``:
-    what the guard rail removed (None: it did not run); ``airways``: those left out of the mask (box and mask).
+    what the guard rail removed (None: it did not run); ``airways``: those left out of the mask (box and mask);
+    ``body``: the patient's body on the review's grid, found for the segmentation (None: found again).
 
     The generator's mask is compared with the classical method's on the same CT, run on the review's grid
     (pixels up to 1.5 mm: :func:`LungGANLib.segment.review.review_step`) with the airways found on the full
@@ -292,7 +300,7 @@ def review_of(labels: np.ndarray, volume: CTVolume, options: SegmentOptions, rem
             airways_in_box(volume.array, body_mask(volume.array, options.params), volume.spacing, options.params)
         known = None if grown is None else airways_on_grid(grown, hu.shape, step)  # not grown again
         other = segment_classical(hu, spacing, options.params, single_label=options.single_label,
-                                  fill_holes=options.fill_holes, envelope=False, airways=known)
+                                  fill_holes=options.fill_holes, envelope=False, airways=known, body=body)
     return review_slices(labels, volume.array, volume.spacing, removed=removed, single_label=options.single_label,
                          other=other, step=step, airways=airways)
 

@@ -49,6 +49,18 @@ def disk(radius_px: int) -> np.ndarray:
     return (yy * yy + xx * xx) <= r * r
 
 
+def opened(mask: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_opening(mask, structure=footprint)``, the dilation run only in the box of what the erosion
+    kept: an opening that drops most of a sparse mask (vessels, a partial-volume rim) costs about its erosion."""
+    eroded = ndimage.binary_erosion(mask, structure=footprint)
+    if not eroded.any():
+        return eroded
+    box = bounding_box(eroded, margin=[n // 2 for n in footprint.shape])
+    out = np.zeros(mask.shape, dtype=bool)
+    out[box] = ndimage.binary_dilation(eroded[box], structure=footprint)
+    return out
+
+
 def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     """Fill the holes of every axial slice (vessels, nodules inside the lung)."""
     out = np.empty_like(mask, dtype=bool)

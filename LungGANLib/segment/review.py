@@ -43,7 +43,7 @@ from scipy import ndimage
 
 from ..config import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
 from .classical import airways_on_grid
-from .morphology import bounding_box, count_values, disk, in_plane_pixels, label_components
+from .morphology import bounding_box, count_values, disk, in_plane_pixels, label_components, opened
 from .never_lung import NeverLung, never_lung
 
 #: Soft tissue: denser than this (HU) is not aerated or ground-glass lung.
@@ -278,7 +278,7 @@ def review_slices(
             cols = slice(max(xs.min() - reach_px[1], 0), xs.max() + reach_px[1] + 1)
             lung, plane, any_lung = whole[rows, cols], hu[z, rows, cols], lungs[z, rows, cols]
             offset = (rows.start, cols.start)
-            dense = ndimage.binary_opening(lung & (plane > DENSE_HU), structure=opening)
+            dense = opened(lung & (plane > DENSE_HU), opening)
             for region, ml, box in _regions(dense, pixel_ml, offset):
                 if ml <= nodule_ml and _enclosed(region, lung, ring):
                     continue  # a nodule or a vessel within the lung: kept, as a clinician draws it
@@ -287,7 +287,7 @@ def review_slices(
             partly = near & ~any_lung & (plane > PARTLY_AERATED_HU[0]) & (plane < PARTLY_AERATED_HU[1])
             if walls is not None:
                 partly &= ~walls[z, rows, cols]  # the walls of the trachea and main bronchi, left out on purpose
-            partly = ndimage.binary_opening(partly, structure=opening)
+            partly = opened(partly, opening)
             for region, ml, box in _regions(partly, pixel_ml, offset):
                 found.append(Flag("left_out", ml, f"{ml:.1f} mL of partly aerated tissue left out beside "
                                   f"{_side_text(side, region, lung)}", box))
@@ -301,7 +301,7 @@ def review_slices(
                                   "the neighbouring slices", (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)))
     if other is not None:
         radius = max(1, in_plane_pixels(DISAGREE_OPENING_MM, spacing))
-        apart = ndimage.binary_opening(lungs ^ (other > 0), structure=disk(radius)[None])
+        apart = opened(lungs ^ (other > 0), disk(radius)[None])
         _drop_small_pieces(apart, pixel_ml, MIN_APART_ML)  # less, in all, is the edge's convention
         for z in np.flatnonzero(apart.any(axis=(1, 2))):
             for region, ml, box in _regions(apart[z], pixel_ml):

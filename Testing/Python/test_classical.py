@@ -229,3 +229,33 @@ def test_too_little_lung_judges_the_whole_scan_not_the_lungs_extent():
     assert "below the 200 mL minimum" in too_little_lung(lungs, spacing, DEFAULT_CLASSICAL, extent_mm=90.0)
     # The same three slices as the whole scan (9 mm): judged by cross-section, enough.
     assert too_little_lung(lungs, spacing, DEFAULT_CLASSICAL, extent_mm=9.0) is None
+
+
+def test_a_body_found_before_is_used_as_given(cip):
+    """The review's second opinion reuses the body the generator's segmentation found: given the body
+    :func:`body_mask` finds, the method finds what it finds alone; given half a body, lung only in that half."""
+    ct, _ = cip
+    alone = segment_classical(ct.array, ct.spacing)
+    assert np.array_equal(segment_classical(ct.array, ct.spacing, body=body_mask(ct.array)), alone)
+    half = body_mask(ct.array)
+    half[:, :, : half.shape[2] // 2] = False  # the patient's right (x runs to the patient's left)
+    labels = segment_classical(ct.array, ct.spacing, body=half)
+    assert not labels[:, :, : half.shape[2] // 2].any() and labels.any()
+
+
+def test_the_opening_in_the_box_of_what_the_erosion_keeps_is_the_opening(cip):
+    """``opened`` runs the dilation only around what the erosion kept: the same voxels as scipy's opening, on the
+    real lungs and their dense voxels (in-plane disks of 1-3 pixels), and nothing when the erosion keeps nothing."""
+    from scipy import ndimage
+
+    from LungGANLib.segment.morphology import disk, opened
+
+    ct, ref = cip
+    lungs = ref > 0
+    for mask in (lungs, lungs & (ct.array > -700), ~lungs):
+        for radius in (1, 2, 3):
+            footprint = disk(radius)[None]
+            assert np.array_equal(opened(mask, footprint), ndimage.binary_opening(mask, structure=footprint))
+    thin = np.zeros((3, 20, 20), dtype=bool)
+    thin[:, 5, :] = True  # one pixel wide: a disk of radius 1 fits nowhere
+    assert not opened(thin, disk(1)[None]).any()

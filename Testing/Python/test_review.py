@@ -387,3 +387,24 @@ def test_a_disagreement_under_a_millilitre_across_slices_is_the_edge_s_conventio
         assert bool(said) == flagged
         if flagged:
             assert all("finds no lung" in f["text"] for f in said) and len(said) == depth
+
+
+@pytest.mark.parametrize("name", ["fixtures/cip-ct-64/ct-64.nrrd", "ct/lidc-idri-0001.nii.gz"])
+def test_the_second_opinion_on_the_segmentation_s_body_is_the_one_found_anew(monkeypatch, data, name):
+    """With ``--review`` the generator's body is kept on the review's grid (every pixel on cip-ct-64's 4 mm grid,
+    every second on lidc-idri-0001's 0.7 mm one) and handed to the second opinion, which does not find it again:
+    the review is the one it gives when it finds the body itself, and the body is found once."""
+    from LungGANLib.segment import classical, inference
+    from LungGANLib.segment.inference import SegmentOptions, segment
+
+    ct = load_ct(data / name)
+    calls, seen = [], {}
+    original_body, original_review = classical.body_mask, inference.review_of
+    monkeypatch.setattr(classical, "body_mask", lambda *a, **k: calls.append(1) or original_body(*a, **k))
+    monkeypatch.setattr(inference, "body_mask", classical.body_mask)
+    monkeypatch.setattr(inference, "review_of", lambda *a: seen.setdefault("args", a) and original_review(*a))
+    findings: dict = {}
+    labels = segment(ct, SegmentOptions(device="cpu", review=True), findings=findings)
+    assert len(calls) == 1 and seen["args"][-1] is not None
+    again = original_review(*seen["args"][:-1])  # no body: the second opinion finds it
+    assert len(calls) == 2 and again.slices == findings["review"].slices and labels.any()
