@@ -48,6 +48,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         drop_domes=not args.keep_domes,
         guard_rail=not args.no_guard_rail,
         grow_outline=not args.no_outline_growth,
+        grow_bases=not args.no_base_growth,
         remove_airways=not args.keep_airways,
     )
     many = is_folder_output(args.output, args.input, args.all_series)

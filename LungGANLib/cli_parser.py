@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--no-outline-growth", action="store_true",
                      help="keep the generator's outline where it is instead of moving it out through the voxels "
                           "around it below the lung threshold")
+    seg.add_argument("--no-base-growth", action="store_true",
+                     help="stop the lungs where the generator's mask stops instead of carrying them down through the "
+                          "aerated voxels beneath them (up to 10 mm)")
     seg.add_argument("--keep-airways", action="store_true",
                      help="leave the trachea and main bronchi in the generator's mask where it took them in")
     seg.add_argument("--no-guard-rail", action="store_true",

@@ -67,11 +67,12 @@ RUNS = REPO / "runs" / "folds"
 #: voxels around it (below -400 HU, half way between aerated lung and soft tissue) by one voxel, and by up to
 #: four, then also with the trachea and main bronchi taken out of the generator's mask (``remove_airways``); last,
 #: that with the growth through the voxels below the lung threshold instead (-320 HU: the edge the classical
-#: method and the references draw, and the threshold above which the rim trim takes a voxel off). The dome rule,
+#: method and the references draw, and the threshold above which the rim trim takes a voxel off), and that with the
+#: lungs carried down through the aerated voxels beneath them up to 10 mm (``grow_bases``). The dome rule,
 #: the rim trim and the outline growth act on the generator only. Every flag is spelled out, so a row means the
 #: same whatever the pipeline's defaults become.
 _ALL = {"envelope": True, "drop_domes": True, "trim_rim": True, "guard_rail": True, "grow_outline": False,
-        "outline_steps": 1, "outline_hu": -400.0, "remove_airways": False}
+        "outline_steps": 1, "outline_hu": -400.0, "grow_bases": False, "remove_airways": False}
 RULES = {
     "all": _ALL,
     "no envelope": _ALL | {"envelope": False},
@@ -83,8 +84,10 @@ RULES = {
     "all + outline growth to 4 voxels + airways out": _ALL | {"grow_outline": True, "outline_steps": 4, "remove_airways": True},
     "all + outline growth to 4 voxels at the lung threshold + airways out": _ALL | {
         "grow_outline": True, "outline_steps": 4, "outline_hu": -320.0, "remove_airways": True},
+    "all + outline growth to 4 voxels at the lung threshold + bases grown + airways out": _ALL | {
+        "grow_outline": True, "outline_steps": 4, "outline_hu": -320.0, "grow_bases": True, "remove_airways": True},
     "none": {"envelope": False, "drop_domes": False, "trim_rim": False, "guard_rail": False, "grow_outline": False,
-             "remove_airways": False},
+             "grow_bases": False, "remove_airways": False},
 }
 CLASSICAL_RULES = ("all", "no envelope", "no guard rail", "none")
 

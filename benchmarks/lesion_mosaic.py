@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("-o", "--output", required=True)
     args = parser.parse_args()
     before = SegmentOptions(model=args.before_model, device="cpu", envelope=False, drop_domes=False, trim_rim=False,
-                            grow_outline=False, guard_rail=False, remove_airways=False)
+                            grow_outline=False, grow_bases=False, guard_rail=False, remove_airways=False)
     after = SegmentOptions(model=args.after_model, device="cpu", envelope=True)
     half = 70
     rows: list[list[np.ndarray]] = [[], []]

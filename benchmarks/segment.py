@@ -91,10 +91,10 @@ def run_one(method: str, ct: str, out: str, device: str, batch_size: int, before
         if method == "gan-before":
             options = SegmentOptions(model=before_model, envelope=False, drop_domes=False, trim_rim=False, device=device,
                                      batch_size=batch_size or None, guard_rail=False,
-                                     grow_outline=False, remove_airways=False)  # as before the lesion work
+                                     grow_outline=False, grow_bases=False, remove_airways=False)  # as before the lesion work
         elif method == "gan-previous":
             options = SegmentOptions(model=before_model, device=device, batch_size=batch_size or None, guard_rail=False,
-                                     grow_outline=False, remove_airways=False)
+                                     grow_outline=False, grow_bases=False, remove_airways=False)
         else:
             options = SegmentOptions(method="gan" if method == "gan-review" else method, device=device,
                                      batch_size=batch_size or None)

@@ -41,7 +41,7 @@ from .preprocess import from_network, lung_slices, to_network
 from .report import warn_implausible
 from .review import Review, in_file_order, review_grid, review_slices, review_step
 from .review_files import review_suffix, write_review
-from .rim import OUTLINE_STEPS, grow_outline, trim_dense_rim
+from .rim import OUTLINE_STEPS, grow_bases, grow_outline, trim_dense_rim
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +139,8 @@ class SegmentOptions:
         outline_steps: how far the outline may grow, in voxels.
         outline_hu: a voxel of the ring around the outline below this (HU) joins the lung as it grows; None:
             the lung threshold (``params.lung_threshold_hu``), above which the rim trim takes a voxel off.
+        grow_bases: with ``gan``, carry the lungs down through the aerated voxels directly beneath them, up to
+            10 mm (:func:`LungGANLib.segment.rim.grow_bases`): the thin bases a slice-wise generator misses.
         remove_airways: with ``gan``, take the trachea and the main bronchi out of the mask, as the classical
             method does (:func:`LungGANLib.segment.classical.airway_mask`): grown from the trachea, they are
             air beside the lungs that a generator can take for lung, and the outline growth would follow.
@@ -160,6 +162,7 @@ class SegmentOptions:
     grow_outline: bool = True
     outline_steps: int = OUTLINE_STEPS
     outline_hu: float | None = None
+    grow_bases: bool = True
     remove_airways: bool = True
     guard_rail: bool = True
     review: bool = False
@@ -198,7 +201,7 @@ def segment(
     if options.method not in METHODS:
         raise InputError(f"unknown method {options.method!r}: use one of {', '.join(METHODS)}")
     hu = volume.array
-    review_body = None  # the generator's body, kept on the review's grid for its second opinion
+    review_body = None  # the generator's body on the review's grid, for its second opinion
     if options.method == "classical":
         found_by_classical: dict = {}
         labels = segment_classical(
@@ -246,6 +249,8 @@ def segment(
             fill_holes=options.fill_holes, envelope=DEFAULT_ENVELOPE if options.envelope else None,
             then=generator_steps, then_reach=options.outline_steps if options.grow_outline else 0,
         )
+        if options.grow_bases:
+            grow_bases(labels, hu, volume.spacing, outline_hu, airways=airways)
         if airways is not None:
             labels[airways[0]][airways[1]] = 0  # what the outline growth took of them
     found = (remove_never_lung if options.guard_rail else never_lung)(labels, hu, volume.spacing)
@@ -287,10 +292,9 @@ def review_of(
     The generator's mask is compared with the classical method's on the same CT, run on the review's grid
     (pixels up to 1.5 mm: :func:`LungGANLib.segment.review.review_step`) with the airways found on the full
     grid (on a coarser one their growth leaks through the bronchial walls into the hilum): those taken out of
-    the mask, or grown for it when the mask keeps them. Neither the envelope nor the guard rail is run on it.
-    The envelope was half of its cost and changes a few flags (on the shared scans, the slices of a nodule at
-    the chest wall of lidc-idri-0001 that the generator's envelope took back); the guard rail removes soft
-    tissue, which a threshold mask hardly holds (0.5 mL at most on the shared scans).
+    the mask, or grown for it when the mask keeps them. Neither the envelope nor the guard rail is run on it:
+    the envelope was half of its cost and changes a few flags (a nodule at lidc-idri-0001's chest wall); the
+    guard rail removes soft tissue, which a threshold mask hardly holds (0.5 mL at most on the shared scans).
     """
     other = None
     step = review_step(volume.spacing)

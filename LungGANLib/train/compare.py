@@ -276,7 +276,7 @@ def run_lovo(config: CompareConfig, work: Path, say: Callable[[str], None]) -> l
             best = fit_or_resume(trainer, train, val, config.resume)
             model = load_model(best, trainer.device)
             options = SegmentOptions(method="gan", device=str(trainer.device), envelope=False, drop_domes=False, trim_rim=False,
-                                     grow_outline=False, guard_rail=False, remove_airways=False)
+                                     grow_outline=False, grow_bases=False, guard_rail=False, remove_airways=False)
             labels = segment(volume, options, model=model)
             row = {"patient": patient, "method": variant, **_score_volume(tested, labels, volume, reference, lesions),
                    "val_dice": trainer.best_dice, "epochs": trainer.epoch,

@@ -103,7 +103,7 @@ def test_the_post_processing_on_the_masks_box_gives_the_labels_of_the_whole_scan
     from LungGANLib.segment.inference import predict_probabilities
     from LungGANLib.segment.never_lung import remove_never_lung
     from LungGANLib.segment.postprocess import postprocess
-    from LungGANLib.segment.rim import grow_outline, trim_dense_rim
+    from LungGANLib.segment.rim import grow_bases, grow_outline, trim_dense_rim
 
     ct = load_ct(data / (case_by_name(name).ct if name != "cip-ct-64" else "fixtures/cip-ct-64/ct-64.nrrd"))
     options = SegmentOptions(method="gan", device="cpu")
@@ -117,6 +117,7 @@ def test_the_post_processing_on_the_masks_box_gives_the_labels_of_the_whole_scan
     drop_domes(whole, hu, ct.spacing, options.params.lung_threshold_hu)  # in place, as segment() runs them
     assert trim_dense_rim(whole, hu, options.params.lung_threshold_hu) > 0  # something for the crop to get right
     assert grow_outline(whole, hu) > 0
+    grow_bases(whole, hu, ct.spacing, airways=(box, airways))  # on the whole volume's labels, as segment() runs it
     whole[box][airways] = 0
     remove_never_lung(whole, hu, ct.spacing)  # on the whole volume's labels, as segment() runs it
     labels = segment(ct, options, model=(generator, info))

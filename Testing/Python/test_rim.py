@@ -64,9 +64,10 @@ def test_aerated_boundary_and_dense_interior_are_left_alone():
 
 def test_on_a_real_scan_only_dense_voxels_of_the_outline_go(data):
     ct = load_ct(data / "ct/lidc-idri-0001.nii.gz")
-    # The trim's own work: the outline growth and the guard rail, which come after it, are off in both.
-    untrimmed = segment(ct, SegmentOptions(device="cpu", trim_rim=False, grow_outline=False, guard_rail=False))
-    trimmed = segment(ct, SegmentOptions(device="cpu", grow_outline=False, guard_rail=False))
+    # The trim's own work: the outline and base growth and the guard rail, which come after it, are off in both.
+    later_off = {"grow_outline": False, "grow_bases": False, "guard_rail": False}
+    untrimmed = segment(ct, SegmentOptions(device="cpu", trim_rim=False, **later_off))
+    trimmed = segment(ct, SegmentOptions(device="cpu", **later_off))
     gone = (untrimmed > 0) & (trimmed == 0)
     assert gone.any() and not ((trimmed > 0) & (untrimmed == 0)).any()
     outline = (untrimmed > 0) & ~ndimage.binary_erosion(untrimmed > 0, structure=np.ones((1, 3, 3), dtype=bool))
@@ -106,3 +107,47 @@ def test_the_outline_grows_through_the_voxels_below_the_lung_threshold_and_no_fu
     assert (hu[changed] < DEFAULT_CLASSICAL.lung_threshold_hu).all() and not (labels[:, :, 57:] > 0).any()
     assert grow_outline(before.copy(), hu, below_hu=-400.0, steps=1) == 0  # half air: the -350 column stays out
     assert grow_outline(labels.copy(), hu, steps=20) == 2 * 8  # unbounded, the channel's other 8 voxels follow
+
+
+def test_the_bases_go_on_down_through_the_aerated_voxels_beneath_them_and_no_further_than_their_reach():
+    """Two lungs on slices 6-9 (2.5 mm apart, so 10 mm is 4 slices); beneath them, soft tissue, except under the
+    right lung's outer half, where aerated voxels go down to the scan's first slice (a recess), under one column
+    of the left lung, where dense tissue sits on slice 5 with aerated voxels below it, and at one pixel beside the
+    right lung, not under it. The trachea's lumen runs down under the left lung's inner edge."""
+    from LungGANLib.segment.rim import BASE_REACH_MM, grow_bases
+
+    spacing = (1.0, 1.0, 2.5)
+    hu = np.full((10, 30, 60), TISSUE_HU, dtype=np.int16)
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    labels[6:, 10:20, 5:25], labels[6:, 10:20, 35:55] = 1, 2
+    hu[6:][labels[6:] > 0] = LUNG_HU
+    hu[:6, 10:20, 5:12] = LUNG_HU  # the recess under the right lung
+    hu[:6, 10:20, 4] = LUNG_HU  # beside the right lung: under no lung
+    hu[:5, 15, 45] = LUNG_HU  # under the left lung, below a dense voxel on slice 5
+    hu[:6, 12:15, 35:38] = -1000  # the trachea
+    trachea = ((slice(0, 6), slice(12, 15), slice(35, 38)), np.ones((6, 3, 3), dtype=bool))
+    before = labels.copy()
+    assert BASE_REACH_MM == 10.0
+    added = grow_bases(labels, hu, spacing, airways=trachea)
+    reach = 4
+    assert added == reach * 10 * 7
+    assert (labels[6 - reach : 6, 10:20, 5:12] == 1).all() and not labels[: 6 - reach].any()
+    assert not labels[:6, :, 4].any() and not labels[:6, 15, 45].any() and not (labels[:6] == 2).any()
+    assert np.array_equal(labels[6:], before[6:])
+    free = before.copy()  # without the trachea, its lumen too: 3x3 pixels a slice
+    assert grow_bases(free, hu, spacing) == added + 9 * reach and (free[6 - reach : 6, 12:15, 35:38] == 2).all()
+    assert grow_bases(before.copy(), hu, (1.0, 1.0, 11.0)) == 0  # slices thicker than the reach
+
+
+def test_on_a_real_scan_the_bases_grow_only_through_aerated_voxels_under_the_lung(data):
+    ct = load_ct(data / "fixtures/cip-ct-64/ct-64.nrrd")
+    without = segment(ct, SegmentOptions(device="cpu", grow_bases=False))
+    grown = segment(ct, SegmentOptions(device="cpu", grow_bases=True))
+    added = (grown > 0) & (without == 0)
+    assert added.any() and not ((without > 0) & (grown == 0)).any()
+    assert (ct.array[added] < -320).all()
+    # Every added voxel is directly under lung of its own label, and within two slices (8 mm) of the mask's lung.
+    zs, ys, xs = np.nonzero(added)
+    assert (grown[zs + 1, ys, xs] == grown[zs, ys, xs]).all()
+    assert all(without[z + 1 : z + 3, y, x].any() for z, y, x in zip(zs, ys, xs))
+    assert added.sum() < 0.02 * (without > 0).sum()  # the bases' crescents, not a lobe
