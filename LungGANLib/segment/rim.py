@@ -168,22 +168,19 @@ def grow_bases(
         above = part[k + 1]
         seed = (above > 0) & (part[k] == 0) & (hu_part[k] < below_hu) & (depth < reach)
         if airways is not None:
-            seed &= ~_airways_on_slice(airways, bottom + k, box[1], box[2], part.shape[1:])
+            _clear_airways(seed, airways, bottom + k, box[1], box[2])
         depth = np.where(part[k] > 0, 0, np.where(seed, depth + 1, reach)).astype(np.int16)
         part[k][seed] = above[seed]
         added += int(np.count_nonzero(seed))
     return added
 
 
-def _airways_on_slice(airways, z: int, rows: slice, cols: slice, shape: tuple[int, int]) -> np.ndarray:
-    """The airways' mask on slice ``z`` of the box (``rows``, ``cols``) of the full grid."""
+def _clear_airways(seed: np.ndarray, airways, z: int, rows: slice, cols: slice) -> None:
+    """Clear, in place, the airways' voxels of slice ``z`` from ``seed``, that slice's box (``rows``, ``cols``) of
+    the full grid; ``airways``: their box on the full grid and the mask in it."""
     (zs, ys, xs), crop = airways
-    out = np.zeros(shape, dtype=bool)
-    if not zs.start <= z < zs.stop:
-        return out
     y0, y1 = max(ys.start, rows.start), min(ys.stop, rows.stop)
     x0, x1 = max(xs.start, cols.start), min(xs.stop, cols.stop)
-    if y0 < y1 and x0 < x1:
-        out[y0 - rows.start : y1 - rows.start, x0 - cols.start : x1 - cols.start] = \
-            crop[z - zs.start, y0 - ys.start : y1 - ys.start, x0 - xs.start : x1 - xs.start]
-    return out
+    if zs.start <= z < zs.stop and y0 < y1 and x0 < x1:
+        seed[y0 - rows.start : y1 - rows.start, x0 - cols.start : x1 - cols.start] &= \
+            ~crop[z - zs.start, y0 - ys.start : y1 - ys.start, x0 - xs.start : x1 - xs.start]
