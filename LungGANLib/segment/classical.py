@@ -24,7 +24,7 @@ from ..config import AIR_HU, DEFAULT_CLASSICAL, ClassicalParams
 from ..io.volumes import clip_air
 from .envelope import DEFAULT_ENVELOPE
 from .morphology import IN_PLANE_SQUARE, SLAB, bounding_box, component_sizes, fill_holes_per_slice, label_components
-from .postprocess import postprocess_in_box
+from .postprocess import fill_lung_holes, postprocess_in_box
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +181,40 @@ def airways_on_grid(airways: tuple[tuple[slice, ...], np.ndarray], shape: tuple[
     out = np.zeros(shape, dtype=bool)
     out[zs, y0 : y0 + part.shape[1], x0 : x0 + part.shape[2]] = part
     return out
+
+
+def remove_airways(
+    labels: np.ndarray, airways: tuple[tuple[slice, ...], np.ndarray], spacing: tuple[float, float, float],
+    refill: bool = True,
+) -> None:
+    """Take the trachea and main bronchi (their box and the mask in it, :func:`airways_in_box`) out of a
+    generator's ``labels`` (one label per lung) in place. With ``refill``, each lung gets back what of them its
+    hole filling takes (:func:`LungGANLib.segment.postprocess.fill_lung_holes`, as the classical method's): the
+    grown airways reach into the lung along the lobar and segmental bronchi, which a clinician outlines with the
+    lung (on lidc-idri-0002, 18 mL of them lie in the reference); the trachea and the main bronchi lie in the
+    mediastinum, never inside one lung, and a wide bronchus that opens downwards out of the lung stays out, as a
+    dome does."""
+    (zs, ys, xs), crop = airways
+    labels[zs, ys, xs][crop] = 0
+    if not refill:
+        return
+    below = max(zs.start - 1, 0)  # the slice under the airways: where a hole opens downwards
+    part = labels[below : zs.stop]
+    for value in np.unique(part[zs.start - below :, ys, xs])[1:]:  # the lungs in the airways' box
+        lung = part == value
+        _, rows, cols = bounding_box(lung)
+        lung = lung[:, rows, cols]
+        back = fill_lung_holes(lung, spacing) & ~lung
+        back = back[zs.start - below :]  # on the airways' slices, in the lung's rows and columns
+        # Where the lung's box and the airways' box meet, in the airways' voxels no lung has: what goes back.
+        y0, y1 = max(rows.start, ys.start), min(rows.stop, ys.stop)
+        x0, x1 = max(cols.start, xs.start), min(cols.stop, xs.stop)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        given = back[:, y0 - rows.start : y1 - rows.start, x0 - cols.start : x1 - cols.start]
+        given &= crop[:, y0 - ys.start : y1 - ys.start, x0 - xs.start : x1 - xs.start]
+        target = labels[zs, y0:y1, x0:x1]
+        target[given & (target == 0)] = value
 
 
 def lung_candidates(

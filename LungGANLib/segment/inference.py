@@ -1,10 +1,8 @@
 """Slice-by-slice lung segmentation with the generator, and the whole pipeline.
 
-:func:`segment` is the one entry point for a CT volume: it runs the chosen
-method ("gan" or "classical") and the shared post-processing and returns the
-right/left labels on the volume's canonical grid. :func:`segment_file` adds
-reading and writing with the input's geometry; the command line and the Slicer
-module both call these.
+:func:`segment` is the one entry point for a CT volume: it runs the chosen method ("gan" or "classical") and the
+shared post-processing and returns the right/left labels on the volume's canonical grid. :func:`segment_file` adds
+reading and writing with the input's geometry; the command line and the Slicer module both call these.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ from ..io.volumes import CTVolume, load_ct, mask_to_image, suffix_of
 from ..models import Generator
 from ..models.device import DEVICES, free_memory, resolve_device  # noqa: F401  (DEVICES, resolve_device: part of this module's interface)
 from ..models.weights import ModelInfo, load_model
-from .classical import airways_in_box, airways_on_grid, body_mask, segment_classical
+from .classical import airways_in_box, airways_on_grid, body_mask, remove_airways, segment_classical
 from .domes import drop_domes
 from .envelope import DEFAULT_ENVELOPE
 from .never_lung import never_lung, never_lung_figures, remove_never_lung
@@ -51,16 +49,13 @@ Progress = Callable[[int, int], None]
 #: The two ways to segment: the generator, or the classical threshold method.
 METHODS = ("gan", "classical")
 
-CPU_BATCH_SIZE = 8
-GPU_BATCH_SIZE = 64
+CPU_BATCH_SIZE, GPU_BATCH_SIZE = 8, 64
 
 
 def check_batch_fits(batch_size: int, info: ModelInfo, device: torch.device) -> None:
-    """Refuse a batch whose activations would not fit in the free memory (a crash after minutes otherwise).
-
-    A slice's activations are about 8 float32 maps of the first level's width at the input size
-    (the deeper levels add less than that); half the free memory may go to them.
-    """
+    """Refuse a batch whose activations would not fit in the free memory (a crash after minutes otherwise): a
+    slice's activations are about 8 float32 maps of the first level's width at the input size (the deeper levels
+    add less than that); half the free memory may go to them."""
     per_slice = info.input_size**2 * 4 * info.config.base_channels * 8
     free = free_memory(device)
     if free is not None and batch_size * per_slice > free // 2:
@@ -144,6 +139,8 @@ class SegmentOptions:
         remove_airways: with ``gan``, take the trachea and the main bronchi out of the mask, as the classical
             method does (:func:`LungGANLib.segment.classical.airway_mask`): grown from the trachea, they are
             air beside the lungs that a generator can take for lung, and the outline growth would follow.
+        keep_bronchi: with ``remove_airways`` and ``fill_holes``, each lung keeps what of the grown airways its hole
+            filling takes: its lobar and segmental bronchi (:func:`LungGANLib.segment.classical.remove_airways`).
         guard_rail: last, with either method, remove what the never-lung checks find: soft
             tissue outside the rib cage, below the diaphragm or in the posterior mediastinum
             (:mod:`LungGANLib.segment.never_lung`). Off, they are still found and reported.
@@ -164,6 +161,7 @@ class SegmentOptions:
     outline_hu: float | None = None
     grow_bases: bool = True
     remove_airways: bool = True
+    keep_bronchi: bool = True
     guard_rail: bool = True
     review: bool = False
     params: ClassicalParams = DEFAULT_CLASSICAL
@@ -245,14 +243,16 @@ def segment(
         only = [mask]  # handed over: the post-processing frees the whole-scan mask once it has its crop
         del mask
         labels = postprocess_in_box(
-            only, hu, volume.spacing, options.params, single_label=options.single_label,
-            fill_holes=options.fill_holes, envelope=DEFAULT_ENVELOPE if options.envelope else None,
+            only, hu, volume.spacing, options.params, fill_holes=options.fill_holes,
+            envelope=DEFAULT_ENVELOPE if options.envelope else None,
             then=generator_steps, then_reach=options.outline_steps if options.grow_outline else 0,
         )
         if options.grow_bases:
             grow_bases(labels, hu, volume.spacing, outline_hu, airways=airways)
-        if airways is not None:
-            labels[airways[0]][airways[1]] = 0  # what the outline growth took of them
+        if airways is not None:  # what the outline growth took of them; the bronchi a lung encloses go back
+            remove_airways(labels, airways, volume.spacing, options.keep_bronchi and options.fill_holes)
+        if options.single_label:  # only now: each lung's bronchi are found with its own holes
+            labels[labels > 0] = 1
     found = (remove_never_lung if options.guard_rail else never_lung)(labels, hu, volume.spacing)
     if options.review and findings is not None:
         findings["review"] = review_of(labels, volume, options, found if options.guard_rail else None, airways,
