@@ -99,7 +99,7 @@ def test_the_post_processing_on_the_masks_box_gives_the_labels_of_the_whole_scan
     cut by the scan's edge."""
     from LungGANLib.segment.classical import body_mask
     from LungGANLib.segment.domes import drop_domes
-    from LungGANLib.segment.classical import airways_in_box
+    from LungGANLib.segment.classical import airways_in_box, remove_airways
     from LungGANLib.segment.inference import predict_probabilities
     from LungGANLib.segment.never_lung import remove_never_lung
     from LungGANLib.segment.postprocess import postprocess
@@ -118,7 +118,7 @@ def test_the_post_processing_on_the_masks_box_gives_the_labels_of_the_whole_scan
     assert trim_dense_rim(whole, hu, options.params.lung_threshold_hu) > 0  # something for the crop to get right
     assert grow_outline(whole, hu) > 0
     grow_bases(whole, hu, ct.spacing, airways=(box, airways))  # on the whole volume's labels, as segment() runs it
-    whole[box][airways] = 0
+    remove_airways(whole, (box, airways), ct.spacing)  # each lung keeping the bronchi its hole filling takes
     remove_never_lung(whole, hu, ct.spacing)  # on the whole volume's labels, as segment() runs it
     labels = segment(ct, options, model=(generator, info))
     assert whole.any() and labels.dtype == np.uint8
