@@ -68,11 +68,13 @@ RUNS = REPO / "runs" / "folds"
 #: four, then also with the trachea and main bronchi taken out of the generator's mask (``remove_airways``); last,
 #: that with the growth through the voxels below the lung threshold instead (-320 HU: the edge the classical
 #: method and the references draw, and the threshold above which the rim trim takes a voxel off), and that with the
-#: lungs carried down through the aerated voxels beneath them up to 10 mm (``grow_bases``). The dome rule,
-#: the rim trim, the outline growth and the base growth act on the generator only. Every flag is spelled out, so a
+#: lungs carried down through the aerated voxels beneath them up to 10 mm (``grow_bases``), and that with each
+#: lung keeping the grown airways it encloses in-plane, its lobar and segmental bronchi, as the classical method's
+#: hole filling does (``keep_bronchi``). The dome rule, the rim trim, the outline growth, the base growth and the
+#: bronchi act on the generator only. Every flag is spelled out, so a
 #: row means the same whatever the pipeline's defaults become.
 _ALL = {"envelope": True, "drop_domes": True, "trim_rim": True, "guard_rail": True, "grow_outline": False,
-        "outline_steps": 1, "outline_hu": -400.0, "grow_bases": False, "remove_airways": False}
+        "outline_steps": 1, "outline_hu": -400.0, "grow_bases": False, "remove_airways": False, "keep_bronchi": False}
 RULES = {
     "all": _ALL,
     "no envelope": _ALL | {"envelope": False},
@@ -86,8 +88,11 @@ RULES = {
         "grow_outline": True, "outline_steps": 4, "outline_hu": -320.0, "remove_airways": True},
     "all + outline growth to 4 voxels at the lung threshold + bases grown + airways out": _ALL | {
         "grow_outline": True, "outline_steps": 4, "outline_hu": -320.0, "grow_bases": True, "remove_airways": True},
+    "all + outline growth to 4 voxels at the lung threshold + bases grown + airways out but the bronchi": _ALL | {
+        "grow_outline": True, "outline_steps": 4, "outline_hu": -320.0, "grow_bases": True, "remove_airways": True,
+        "keep_bronchi": True},
     "none": {"envelope": False, "drop_domes": False, "trim_rim": False, "guard_rail": False, "grow_outline": False,
-             "grow_bases": False, "remove_airways": False},
+             "grow_bases": False, "remove_airways": False, "keep_bronchi": False},
 }
 CLASSICAL_RULES = ("all", "no envelope", "no guard rail", "none")
 
