@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "aerated voxels beneath them (up to 10 mm)")
     seg.add_argument("--keep-airways", action="store_true",
                      help="leave the trachea and main bronchi in the generator's mask where it took them in")
+    seg.add_argument("--no-bronchi", action="store_true",
+                     help="take every airway voxel grown from the trachea out of the generator's mask, the lobar and "
+                          "segmental bronchi inside the lungs too")
     seg.add_argument("--no-guard-rail", action="store_true",
                      help="keep soft tissue found outside the rib cage, below the diaphragm or in the posterior "
                           "mediastinum (still reported)")

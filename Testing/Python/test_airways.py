@@ -89,6 +89,19 @@ def test_keep_airways_on_the_command_line_leaves_them(data, tmp_path):
     assert kept.sum() > out.sum()
 
 
+def test_no_bronchi_on_the_command_line_takes_every_grown_airway_voxel_out(data, tmp_path):
+    ct_path = data / "ct/elastix-00.nii.gz"
+    for name, flags in (("kept", []), ("out", ["--no-bronchi"])):
+        assert main(["segment", str(ct_path), "-o", str(tmp_path / f"{name}.nrrd"), "-q", *flags]) == 0
+    kept, out = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"{n}.nrrd"))) for n in ("kept", "out"))
+    ct = load_ct(ct_path)  # axial and LPS already: the file's array is the canonical one
+    airways = airway_mask(ct.array, body_mask(ct.array, DEFAULT_CLASSICAL), ct.spacing, DEFAULT_CLASSICAL)
+    assert kept.shape == airways.shape
+    assert not (out > 0)[airways].any()
+    assert (kept > 0)[airways].sum() * ct.voxel_volume_ml > 0.5  # the bronchi the lungs keep
+    np.testing.assert_array_equal(kept[~airways], out[~airways])
+
+
 def test_on_thin_slices_the_airways_are_grown_on_every_few_and_stand_for_the_slices_above(data):
     """elastix-00 (2 mm slices) made into 0.5 mm slices by repeating each slice four times: the airways are
     grown on every fourth slice (AIRWAY_SLICE_MM), which is the scan as it was, and come back four slices each."""
