@@ -69,10 +69,10 @@ RUNS = REPO / "runs" / "folds"
 #: that with the growth through the voxels below the lung threshold instead (-320 HU: the edge the classical
 #: method and the references draw, and the threshold above which the rim trim takes a voxel off), and that with the
 #: lungs carried down through the aerated voxels beneath them up to 10 mm (``grow_bases``), and that with each
-#: lung keeping the grown airways it encloses in-plane, its lobar and segmental bronchi, as the classical method's
-#: hole filling does (``keep_bronchi``). The dome rule, the rim trim, the outline growth, the base growth and the
-#: bronchi act on the generator only. Every flag is spelled out, so a
-#: row means the same whatever the pipeline's defaults become.
+#: lung keeping what of the grown airways its own hole filling takes, its lobar and segmental bronchi, as the
+#: classical method's does (``keep_bronchi``). The dome rule, the rim trim, the outline growth, the base growth and
+#: the bronchi act on the generator only. Every flag is spelled out, so a row means the same whatever the
+#: pipeline's defaults become.
 _ALL = {"envelope": True, "drop_domes": True, "trim_rim": True, "guard_rail": True, "grow_outline": False,
         "outline_steps": 1, "outline_hu": -400.0, "grow_bases": False, "remove_airways": False, "keep_bronchi": False}
 RULES = {

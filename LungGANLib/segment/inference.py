@@ -249,7 +249,7 @@ def segment(
         )
         if options.grow_bases:
             grow_bases(labels, hu, volume.spacing, outline_hu, airways=airways)
-        if airways is not None:  # what the outline growth took of them; the bronchi a lung encloses go back
+        if airways is not None:  # what the outline growth took of them; the bronchi inside a lung go back
             remove_airways(labels, airways, volume.spacing, options.keep_bronchi and options.fill_holes)
         if options.single_label:  # only now: each lung's bronchi are found with its own holes
             labels[labels > 0] = 1

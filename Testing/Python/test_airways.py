@@ -177,7 +177,7 @@ def test_the_review_s_second_opinion_takes_airways_grown_on_the_full_grid(data, 
 
 
 def test_one_label_for_both_lungs_is_the_two_lungs_voxels(data):
-    """With one label the lungs are merged only after each has got back the bronchi it encloses: the same voxels."""
+    """With one label the lungs are merged only after each has got back its bronchi: the same voxels."""
     ct = load_ct(data / "ct/elastix-00.nii.gz")
     two = segment(ct, SegmentOptions(device="cpu"))
     one = segment(ct, SegmentOptions(device="cpu", single_label=True))
