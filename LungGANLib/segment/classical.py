@@ -23,7 +23,9 @@ from scipy import ndimage
 from ..config import AIR_HU, DEFAULT_CLASSICAL, ClassicalParams
 from ..io.volumes import clip_air
 from .envelope import DEFAULT_ENVELOPE
-from .morphology import IN_PLANE_SQUARE, SLAB, bounding_box, component_sizes, fill_holes_per_slice, label_components
+from .morphology import (
+    IN_PLANE_SQUARE, SLAB, bounding_box, component_sizes, fill_holes_per_slice, label_components, overlap,
+)
 from .postprocess import fill_lung_holes, postprocess_in_box
 
 logger = logging.getLogger(__name__)
@@ -207,13 +209,12 @@ def remove_airways(
         back = fill_lung_holes(lung, spacing) & ~lung
         back = back[zs.start - below :]  # on the airways' slices, in the lung's rows and columns
         # Where the lung's box and the airways' box meet, in the airways' voxels no lung has: what goes back.
-        y0, y1 = max(rows.start, ys.start), min(rows.stop, ys.stop)
-        x0, x1 = max(cols.start, xs.start), min(cols.stop, xs.stop)
-        if y0 >= y1 or x0 >= x1:
+        meet = overlap((rows, cols), (ys, xs))
+        if meet is None:
             continue
-        given = back[:, y0 - rows.start : y1 - rows.start, x0 - cols.start : x1 - cols.start]
-        given &= crop[:, y0 - ys.start : y1 - ys.start, x0 - xs.start : x1 - xs.start]
-        target = labels[zs, y0:y1, x0:x1]
+        in_lung, in_airways = meet
+        given = back[(slice(None), *in_lung)] & crop[(slice(None), *in_airways)]
+        target = labels[zs, ys, xs][(slice(None), *in_airways)]  # a view into labels
         target[given & (target == 0)] = value
 
 

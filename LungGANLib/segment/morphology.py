@@ -37,6 +37,18 @@ def bounding_box(mask: np.ndarray, margin: int | Sequence[int] = 0) -> tuple[sli
     return grow_box(tuple(slices), margin, mask.shape)
 
 
+def overlap(a: tuple[slice, ...], b: tuple[slice, ...]) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+    """Where two boxes of one grid (slices with a start and a stop) meet, as slices into each box's own array
+    (``a``'s, then ``b``'s); None where they do not meet."""
+    starts = [max(p.start, q.start) for p, q in zip(a, b)]
+    stops = [min(p.stop, q.stop) for p, q in zip(a, b)]
+    if any(start >= stop for start, stop in zip(starts, stops)):
+        return None
+    return tuple(
+        tuple(slice(start - p.start, stop - p.start) for p, start, stop in zip(box, starts, stops)) for box in (a, b)
+    )
+
+
 def in_plane_pixels(length_mm: float, spacing: tuple[float, float, float]) -> int:
     """A length in mm as a whole number of in-plane pixels (the finer of x and y)."""
     return int(round(length_mm / min(spacing[0], spacing[1])))

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..config import DEFAULT_CLASSICAL
-from .morphology import IN_PLANE_SQUARE, SLAB, bounding_box, disk
+from .morphology import IN_PLANE_SQUARE, SLAB, bounding_box, disk, overlap
 
 #: Lung at or below this is plainly aerated. Above it, up to the lung threshold, is ground glass: the
 #: "high-attenuation area" range of quantitative lung CT, -600 to -250 HU (Podolanczuk et al., Eur Respir J
@@ -179,8 +179,7 @@ def _clear_airways(seed: np.ndarray, airways, z: int, rows: slice, cols: slice) 
     """Clear, in place, the airways' voxels of slice ``z`` from ``seed``, that slice's box (``rows``, ``cols``) of
     the full grid; ``airways``: their box on the full grid and the mask in it."""
     (zs, ys, xs), crop = airways
-    y0, y1 = max(ys.start, rows.start), min(ys.stop, rows.stop)
-    x0, x1 = max(xs.start, cols.start), min(xs.stop, cols.stop)
-    if zs.start <= z < zs.stop and y0 < y1 and x0 < x1:
-        seed[y0 - rows.start : y1 - rows.start, x0 - cols.start : x1 - cols.start] &= \
-            ~crop[z - zs.start, y0 - ys.start : y1 - ys.start, x0 - xs.start : x1 - xs.start]
+    meet = overlap((rows, cols), (ys, xs)) if zs.start <= z < zs.stop else None
+    if meet is not None:
+        in_seed, in_airways = meet
+        seed[in_seed] &= ~crop[z - zs.start][in_airways]

@@ -259,3 +259,17 @@ def test_the_opening_in_the_box_of_what_the_erosion_keeps_is_the_opening(cip):
     thin = np.zeros((3, 20, 20), dtype=bool)
     thin[:, 5, :] = True  # one pixel wide: a disk of radius 1 fits nowhere
     assert not opened(thin, disk(1)[None]).any()
+
+
+def test_where_two_boxes_meet_each_box_s_slices_address_the_same_voxels():
+    """``overlap`` gives, for two boxes of one grid, the slices into each box's own array that hold the voxels
+    both boxes hold: checked against the voxels' own coordinates, and None when the boxes only touch or miss."""
+    from LungGANLib.segment.morphology import overlap
+
+    grid = np.arange(12 * 15).reshape(12, 15)  # each voxel's own number
+    a, b = (slice(2, 10), slice(0, 6)), (slice(5, 12), slice(3, 15))
+    in_a, in_b = overlap(a, b)
+    np.testing.assert_array_equal(grid[a][in_a], grid[5:10, 3:6])
+    np.testing.assert_array_equal(grid[b][in_b], grid[5:10, 3:6])
+    assert overlap((slice(0, 3), slice(0, 4)), (slice(3, 5), slice(0, 4))) is None  # touching rows share no voxel
+    assert overlap((slice(0, 3), slice(0, 4)), (slice(1, 5), slice(6, 9))) is None
