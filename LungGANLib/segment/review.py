@@ -10,6 +10,9 @@ of the CT and the mask alone (no reference):
 - ``left_out``: partly aerated tissue (-700 to -150 HU) beside the lung, within 15 mm, and not in
   the mask, wider than the partial-volume rim: dense or ground-glass lung left out, or the
   airway or fat beside it;
+- ``between``: tissue the mask leaves out between pieces of one lung on a slice, gaps up to 1 cm
+  wide (what an in-plane closing of ``BETWEEN_MM`` radius adds): dense lung (consolidation,
+  atelectasis) with aerated lung on both sides of it, or the hilum;
 - ``guard_rail``: soft tissue the guard rail removed (:mod:`LungGANLib.segment.never_lung`),
   and ``never_lung``: what it would remove, left in the mask (checked when the guard rail did not run);
 - ``area_jump``: a lung's area on the slice against its neighbours' (two each side): a piece
@@ -56,6 +59,11 @@ DENSE_HU = -100.0
 ENCLOSED_RING_MM, ENCLOSED_SHARE, NODULE_MM = 3.0, 0.95, 30.0
 #: Partly aerated tissue, for what is left out (HU): denser than aerated lung, less dense than fat.
 PARTLY_AERATED_HU = (-700.0, -150.0)
+#: Left out between pieces of a lung: what an in-plane closing of this radius (mm) adds to the lung's slice, that
+#: is gaps up to twice as wide with lung on both sides. Consolidated or atelectatic lung keeps pockets of air (air
+#: bronchograms, aerated lobules) that a mask follows as pieces; effusion, the chest wall and the mediastinum lie
+#: beside the lung, not between its pieces. Bone (BONE_HU and denser) is never lung.
+BETWEEN_MM, BONE_HU = 5.0, 200.0
 #: The wall of the trachea and the main bronchi, beyond their lumen (mm, in-plane): partly aerated by partial volume.
 AIRWAY_WALL_MM = 3.0
 #: How far beside the lung (mm, in-plane) left-out tissue is looked for.
@@ -259,6 +267,7 @@ def review_slices(
     lungs = labels > 0
     pixel_ml = spacing[0] * spacing[1] * spacing[2] / 1000.0
     opening = disk(max(1, in_plane_pixels(OPENING_MM, spacing)))
+    closing = max(1, in_plane_pixels(BETWEEN_MM, spacing))
     reach_px = [int(np.ceil(BESIDE_MM / s)) + 1 for s in (spacing[1], spacing[0])]
     ring = max(1, in_plane_pixels(ENCLOSED_RING_MM, spacing))
     nodule_ml = np.pi * (NODULE_MM / 2) ** 2 * spacing[2] / 1000.0  # a nodule's largest cross-section, on a slice
@@ -283,7 +292,8 @@ def review_slices(
                 if ml <= nodule_ml and _enclosed(region, lung, ring):
                     continue  # a nodule or a vessel within the lung: kept, as a clinician draws it
                 found.append(Flag("dense_in", ml, f"{ml:.1f} mL of soft tissue inside {_side_text(side, region, lung)}", box))
-            near = ndimage.distance_transform_edt(~lung, sampling=(spacing[1], spacing[0])) <= BESIDE_MM
+            outside = ndimage.distance_transform_edt(~lung, sampling=(spacing[1], spacing[0]))  # mm to the lung
+            near = outside <= BESIDE_MM
             partly = near & ~any_lung & (plane > PARTLY_AERATED_HU[0]) & (plane < PARTLY_AERATED_HU[1])
             if walls is not None:
                 partly &= ~walls[z, rows, cols]  # the walls of the trachea and main bronchi, left out on purpose
@@ -291,6 +301,18 @@ def review_slices(
             for region, ml, box in _regions(partly, pixel_ml, offset):
                 found.append(Flag("left_out", ml, f"{ml:.1f} mL of partly aerated tissue left out beside "
                                   f"{_side_text(side, region, lung)}", box))
+            # The closing, by distances: grown by BETWEEN_MM, then what lies over BETWEEN_MM inside the grown lung. It
+            # adds nothing beyond the lung's box, so the second distance is taken there (and a margin, and a border).
+            inner = bounding_box(lung, margin=closing + 1)
+            grown = np.pad(outside[inner] <= BETWEEN_MM, 1)
+            between = np.zeros_like(lung)
+            between[inner] = ndimage.distance_transform_edt(grown, sampling=(spacing[1], spacing[0]))[1:-1, 1:-1] > BETWEEN_MM
+            between = opened(between & ~any_lung & ~partly & (plane < BONE_HU), disk(1))
+            if walls is not None:
+                between &= ~walls[z, rows, cols]
+            for region, ml, box in _regions(between, pixel_ml, offset):
+                found.append(Flag("between", ml, f"{ml:.1f} mL left out between pieces of {_side_text(side, region, lung)}: "
+                                  "dense lung (consolidation, atelectasis) or the hilum", box))
             neighbours = [areas[value][k] for k in range(z - 2, z + 3) if k != z and 0 <= k < len(areas[value])]
             typical = float(np.median(neighbours)) if neighbours else 0.0
             jump = abs(float(areas[value][z]) - typical)

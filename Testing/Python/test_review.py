@@ -367,6 +367,45 @@ def test_partly_aerated_tissue_at_an_airway_wall_is_not_lung_left_out(case):
     assert left_out_on_band(wide, airways)
 
 
+def test_dense_lung_between_pieces_of_aerated_lung_is_flagged_and_a_band_beside_it_is_not(case):
+    """Consolidated lung keeps pockets of air that a mask follows as pieces: the dense tissue between them, left
+    out, is flagged as ``between`` on exactly its slices. The same band without air (effusion, the chest wall's
+    tissue) lies beside the lung, not between its pieces: not ``between``."""
+    from LungGANLib.segment.review import BETWEEN_MM
+
+    ct, labels = case
+    z = int(np.median(slices_of(labels, 1)))
+    yy, xx = np.mgrid[: labels.shape[1], : labels.shape[2]]
+    pitch = int(round(1.6 * BETWEEN_MM / ct.spacing[0]))  # pockets 8 mm apart: gaps the closing bridges
+    pockets = (yy % pitch < 3) & (xx % pitch < 3)
+    consolidated, effusion = ct.array.copy(), ct.array.copy()
+    with_air, without = labels.copy(), labels.copy()
+    band_ml = 0.0
+    for k in (z - 1, z, z + 1):
+        lung = labels[k] == 1
+        ys, _ = np.nonzero(lung)
+        band = lung & (yy >= ys.max() - 25.0 / ct.spacing[1])  # the right lung's most posterior 25 mm
+        consolidated[k][band & ~pockets] = 30.0
+        consolidated[k][band & pockets] = -850.0
+        effusion[k][band] = 30.0
+        with_air[k][band & ~pockets] = 0  # the mask follows the air
+        without[k][band] = 0
+        band_ml += float((band & ~pockets).sum() * ct.voxel_volume_ml)
+
+    def between(hu, mask):
+        review = review_slices(mask, hu, ct.spacing)
+        return {s["index"]: sum(f["ml"] for f in s["flags"] if f["kind"] == "between") for s in review.slices}
+
+    clean = between(ct.array, labels)
+    found = {k: ml for k, ml in between(consolidated, with_air).items() if ml > clean.get(k, 0.0) + 0.1}
+    assert set(found) == {z - 1, z, z + 1}
+    assert sum(found.values()) > 0.5 * band_ml
+    review = review_slices(with_air, consolidated, ct.spacing)
+    texts = [f["text"] for s in review.slices if s["index"] == z for f in s["flags"] if f["kind"] == "between"]
+    assert any("the right lung, posterior" in t for t in texts)
+    assert not [k for k, ml in between(effusion, without).items() if ml > clean.get(k, 0.0) + 0.1]
+
+
 def test_a_disagreement_under_a_millilitre_across_slices_is_the_edge_s_convention(case):
     """A second opinion that differs by a patch too small to be a gross error (under MIN_APART_ML joined across
     slices) is not flagged; the same patch on enough neighbouring slices is."""
