@@ -37,8 +37,8 @@ from .never_lung import never_lung, never_lung_figures, remove_never_lung
 from .postprocess import postprocess_in_box
 from .preprocess import from_network, lung_slices, to_network
 from .report import warn_implausible
-from .review import Review, in_file_order, review_grid, review_slices, review_step
-from .review_files import review_suffix, write_review
+from .review import Review, review_grid, review_slices, review_step
+from .review_files import in_file_order, review_suffix, write_review
 from .rim import OUTLINE_STEPS, grow_bases, grow_outline, trim_dense_rim
 
 logger = logging.getLogger(__name__)

@@ -10,9 +10,9 @@ of the CT and the mask alone (no reference):
 - ``left_out``: partly aerated tissue (-700 to -150 HU) beside the lung, within 15 mm, and not in
   the mask, wider than the partial-volume rim: dense or ground-glass lung left out, or the
   airway or fat beside it;
-- ``between``: tissue the mask leaves out between pieces of one lung on a slice, gaps up to 1 cm
-  wide (what an in-plane closing of ``BETWEEN_MM`` radius adds): dense lung (consolidation,
-  atelectasis) with aerated lung on both sides of it, or the hilum;
+- ``between``: tissue the mask leaves out among small pieces of one lung on a slice (pockets of
+  air), in gaps up to 1 cm wide (what an in-plane closing of ``BETWEEN_MM`` radius adds): dense
+  lung (consolidation, atelectasis) whose aerated lobules and air bronchograms the mask follows;
 - ``guard_rail``: soft tissue the guard rail removed (:mod:`LungGANLib.segment.never_lung`),
   and ``never_lung``: what it would remove, left in the mask (checked when the guard rail did not run);
 - ``area_jump``: a lung's area on the slice against its neighbours' (two each side): a piece
@@ -28,10 +28,8 @@ wall of the trachea and main bronchi, which the mask leaves out on purpose.
 
 Whole-scan flags: a right/left volume ratio outside ``RATIO_RANGE``, and one lung missing.
 
-Slice indices count along the written mask's third voxel axis, 0-based (SimpleITK's
-``GetArrayFromImage`` first axis), when that axis runs foot to head or head to foot; for a
-file stored in another orientation they count axial slices from the feet, and say so.
-Arrays here are canonical (z, y, x) LPS: x to the patient's left, y posterior, z up.
+Arrays and slice indices here are canonical (z, y, x) LPS: x to the patient's left, y posterior, z up;
+:func:`LungGANLib.segment.review_files.in_file_order` counts them along the written mask's third voxel axis.
 """
 
 from __future__ import annotations
@@ -59,11 +57,13 @@ DENSE_HU = -100.0
 ENCLOSED_RING_MM, ENCLOSED_SHARE, NODULE_MM = 3.0, 0.95, 30.0
 #: Partly aerated tissue, for what is left out (HU): denser than aerated lung, less dense than fat.
 PARTLY_AERATED_HU = (-700.0, -150.0)
-#: Left out between pieces of a lung: what an in-plane closing of this radius (mm) adds to the lung's slice, that
-#: is gaps up to twice as wide with lung on both sides. Consolidated or atelectatic lung keeps pockets of air (air
-#: bronchograms, aerated lobules) that a mask follows as pieces; effusion, the chest wall and the mediastinum lie
-#: beside the lung, not between its pieces. Bone (BONE_HU and denser) is never lung.
-BETWEEN_MM, BONE_HU = 5.0, 200.0
+#: Left out among a lung's pockets of air: what an in-plane closing of this radius (mm) adds to the lung's slice
+#: (gaps up to twice as wide, with lung on both sides), within as far of a piece of the lung smaller than POCKET_MM2
+#: (a pocket: some 16 mm across at most). Consolidated or atelectatic lung keeps pockets of air (air bronchograms,
+#: aerated lobules) that a mask follows as small pieces; at the hilum the pieces either side of a vessel are lobes,
+#: and effusion, the chest wall and the mediastinum lie beside the lung, not among its pieces. Bone (BONE_HU and
+#: denser) is never lung.
+BETWEEN_MM, POCKET_MM2, BONE_HU = 5.0, 200.0, 200.0
 #: The wall of the trachea and the main bronchi, beyond their lumen (mm, in-plane): partly aerated by partial volume.
 AIRWAY_WALL_MM = 3.0
 #: How far beside the lung (mm, in-plane) left-out tissue is looked for.
@@ -198,6 +198,29 @@ def _airway_walls(airways, shape: tuple[int, ...], step: int, spacing: tuple[flo
     return walls
 
 
+def _among_pockets(lung: np.ndarray, outside: np.ndarray, spacing: tuple[float, float, float], closing: int) -> np.ndarray | None:
+    """What an in-plane closing of BETWEEN_MM adds to a lung's slice within BETWEEN_MM of its pockets (pieces under
+    POCKET_MM2, not its largest); None where it has none. ``outside``: each pixel's distance (mm) to the lung."""
+    pieces, count = ndimage.label(lung)
+    areas = count_values(pieces, count + 1) * spacing[0] * spacing[1]
+    small = areas < POCKET_MM2
+    small[0] = small[int(areas[1:].argmax()) + 1] = False  # the background, and the lung's largest piece
+    if not small.any():
+        return None
+    sampling = (spacing[1], spacing[0])
+    # The closing by distances: grown by BETWEEN_MM, then what lies over BETWEEN_MM inside the grown lung; it adds
+    # nothing beyond the lung's box, so the second distance is taken there (with a margin, and a border).
+    inner = bounding_box(lung, margin=closing + 1)
+    grown = np.pad(outside[inner] <= BETWEEN_MM, 1)
+    closed = np.zeros_like(lung)
+    closed[inner] = ndimage.distance_transform_edt(grown, sampling=sampling)[1:-1, 1:-1] > BETWEEN_MM
+    pockets = small[pieces]
+    near = bounding_box(pockets, margin=closing + 1)
+    among = np.zeros_like(lung)
+    among[near] = closed[near] & (ndimage.distance_transform_edt(~pockets[near], sampling=sampling) <= BETWEEN_MM)
+    return among
+
+
 def review_step(spacing: tuple[float, float, float]) -> int:
     """Every how many pixels, in-plane, the review looks: the most that keeps its pixels within GRID_MM (1 for
     pixels of over half of it)."""
@@ -301,18 +324,14 @@ def review_slices(
             for region, ml, box in _regions(partly, pixel_ml, offset):
                 found.append(Flag("left_out", ml, f"{ml:.1f} mL of partly aerated tissue left out beside "
                                   f"{_side_text(side, region, lung)}", box))
-            # The closing, by distances: grown by BETWEEN_MM, then what lies over BETWEEN_MM inside the grown lung. It
-            # adds nothing beyond the lung's box, so the second distance is taken there (and a margin, and a border).
-            inner = bounding_box(lung, margin=closing + 1)
-            grown = np.pad(outside[inner] <= BETWEEN_MM, 1)
-            between = np.zeros_like(lung)
-            between[inner] = ndimage.distance_transform_edt(grown, sampling=(spacing[1], spacing[0]))[1:-1, 1:-1] > BETWEEN_MM
-            between = opened(between & ~any_lung & ~partly & (plane < BONE_HU), disk(1))
-            if walls is not None:
-                between &= ~walls[z, rows, cols]
-            for region, ml, box in _regions(between, pixel_ml, offset):
-                found.append(Flag("between", ml, f"{ml:.1f} mL left out between pieces of {_side_text(side, region, lung)}: "
-                                  "dense lung (consolidation, atelectasis) or the hilum", box))
+            between = _among_pockets(lung, outside, spacing, closing)
+            if between is not None:
+                between = opened(between & ~any_lung & ~partly & (plane < BONE_HU), disk(1))
+                if walls is not None:
+                    between &= ~walls[z, rows, cols]
+                for region, ml, box in _regions(between, pixel_ml, offset):
+                    found.append(Flag("between", ml, f"{ml:.1f} mL left out among pockets of air in "
+                                      f"{_side_text(side, region, lung)}: dense lung (consolidation, atelectasis)?", box))
             neighbours = [areas[value][k] for k in range(z - 2, z + 3) if k != z and 0 <= k < len(areas[value])]
             typical = float(np.median(neighbours)) if neighbours else 0.0
             jump = abs(float(areas[value][z]) - typical)
@@ -378,23 +397,3 @@ def review_slices(
         review.scan.append(f"only the {SIDES[values[0]]} lung was found")
     return review
 
-
-def canonical_index(index: int, orientation: str, slices: int) -> int:
-    """A review's slice index (:func:`in_file_order`) back on the canonical grid (z up)."""
-    return slices - 1 - index if len(orientation) == 3 and orientation[2].upper() == "I" else index
-
-
-def in_file_order(review: Review, orientation: str, slices: int) -> Review:
-    """The review with its indices along the written file's third voxel axis (``orientation``: the input's
-    orientation code, e.g. ``LPS`` or ``RAI``, the direction each voxel axis runs towards)."""
-    third = orientation[2].upper() if len(orientation) == 3 else ""
-    if third == "S":
-        review.axis = "the mask's third voxel axis (0 = the first slice in the file, the lowest)"
-        return review
-    if third == "I":
-        for s in review.slices:
-            s["index"] = canonical_index(s["index"], orientation, slices)
-        review.axis = "the mask's third voxel axis (0 = the first slice in the file, the highest)"
-        return review
-    review.axis = "axial slices counted from the feet (the file's slices are not axial)"
-    return review

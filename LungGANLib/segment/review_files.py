@@ -1,12 +1,37 @@
 """The review's files: written by ``lunggan segment --review`` (JSON or CSV, by the name's ending) and read
-back by ``lunggan overlay --review`` (:mod:`LungGANLib.segment.review` makes the review)."""
+back by ``lunggan overlay --review`` (:mod:`LungGANLib.segment.review` makes the review).
+
+Slice indices in a file count along the written mask's third voxel axis, 0-based (SimpleITK's
+``GetArrayFromImage`` first axis), when that axis runs foot to head or head to foot; for a file stored in
+another orientation they count axial slices from the feet, and say so (:func:`in_file_order`)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from .review import Review, canonical_index
+from .review import Review
+
+
+def canonical_index(index: int, orientation: str, slices: int) -> int:
+    """A review's slice index (:func:`in_file_order`) back on the canonical grid (z up)."""
+    return slices - 1 - index if len(orientation) == 3 and orientation[2].upper() == "I" else index
+
+
+def in_file_order(review: Review, orientation: str, slices: int) -> Review:
+    """The review with its indices along the written file's third voxel axis (``orientation``: the input's
+    orientation code, e.g. ``LPS`` or ``RAI``, the direction each voxel axis runs towards)."""
+    third = orientation[2].upper() if len(orientation) == 3 else ""
+    if third == "S":
+        review.axis = "the mask's third voxel axis (0 = the first slice in the file, the lowest)"
+        return review
+    if third == "I":
+        for s in review.slices:
+            s["index"] = canonical_index(s["index"], orientation, slices)
+        review.axis = "the mask's third voxel axis (0 = the first slice in the file, the highest)"
+        return review
+    review.axis = "axial slices counted from the feet (the file's slices are not axial)"
+    return review
 
 
 def review_suffix(path) -> str:

@@ -74,7 +74,7 @@ def review_segmentation(scene, volume_node, segmentation_node):
     along the CT's K axis, and the segmentation's review table node, filled."""
     from ..segment.classical import airways_in_box, body_mask
     from ..segment.inference import SegmentOptions, review_of
-    from ..segment.review import in_file_order
+    from ..segment.review_files import in_file_order
     from .mrml_figures import lung_segment_ids
     from .mrml_nodes import GENERATED_TAG, ct_from_volume_node, labels_from_segmentation, source_volume
 

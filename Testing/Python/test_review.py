@@ -15,7 +15,8 @@ import SimpleITK as sitk
 
 from LungGANLib.cli import main
 from LungGANLib.io import load_ct, mask_from_image
-from LungGANLib.segment.review import Review, canonical_index, in_file_order, review_slices
+from LungGANLib.segment.review import Review, review_slices
+from LungGANLib.segment.review_files import canonical_index, in_file_order
 
 REPO = Path(__file__).resolve().parents[2]
 CT = "ct/elastix-00.nii.gz"
@@ -367,10 +368,10 @@ def test_partly_aerated_tissue_at_an_airway_wall_is_not_lung_left_out(case):
     assert left_out_on_band(wide, airways)
 
 
-def test_dense_lung_between_pieces_of_aerated_lung_is_flagged_and_a_band_beside_it_is_not(case):
-    """Consolidated lung keeps pockets of air that a mask follows as pieces: the dense tissue between them, left
+def test_dense_lung_among_pockets_of_air_is_flagged_and_a_band_beside_the_lung_is_not(case):
+    """Consolidated lung keeps pockets of air that a mask follows as small pieces: the dense tissue among them, left
     out, is flagged as ``between`` on exactly its slices. The same band without air (effusion, the chest wall's
-    tissue) lies beside the lung, not between its pieces: not ``between``."""
+    tissue) lies beside the lung, with no pockets in it: not ``between``."""
     from LungGANLib.segment.review import BETWEEN_MM
 
     ct, labels = case
@@ -404,6 +405,15 @@ def test_dense_lung_between_pieces_of_aerated_lung_is_flagged_and_a_band_beside_
     texts = [f["text"] for s in review.slices if s["index"] == z for f in s["flags"] if f["kind"] == "between"]
     assert any("the right lung, posterior" in t for t in texts)
     assert not [k for k, ml in between(effusion, without).items() if ml > clean.get(k, 0.0) + 0.1]
+    # A dense stripe 6 mm wide across the lung, left out: a gap the closing bridges, but between two lobes-sized
+    # pieces (as at the hilum, either side of a vessel), no pockets of air: not ``between``.
+    striped, split = ct.array.copy(), labels.copy()
+    for k in (z - 1, z, z + 1):
+        ys, _ = np.nonzero(labels[k] == 1)
+        middle = int(ys.mean())
+        stripe = (labels[k] == 1) & (np.abs(yy - middle) <= 3.0 / ct.spacing[1])
+        striped[k][stripe], split[k][stripe] = 30.0, 0
+    assert not [k for k, ml in between(striped, split).items() if ml > clean.get(k, 0.0) + 0.1]
 
 
 def test_a_disagreement_under_a_millilitre_across_slices_is_the_edge_s_convention(case):
