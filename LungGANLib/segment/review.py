@@ -385,7 +385,8 @@ def review_slices(
         found = flags.get(int(z), [])
         review.slices.append({"index": int(z), "score": round(sum(f.ml for f in found), 2),
                               "flags": [f.as_dict() for f in sorted(found, key=lambda f: -f.ml)]})
-    review.slices.sort(key=lambda s: (-s["score"], s["index"]))
+    area = sum(areas.values())  # equal scores (mostly no flag): the larger lung first, where errors have most room
+    review.slices.sort(key=lambda s: (-s["score"], -float(area[s["index"]]), s["index"]))
     volumes = {v: float((full_labels == v).sum() * full_ml) for v in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL)}
     if len(values) == 2 and volumes[LEFT_LUNG_LABEL] > 0:
         ratio = volumes[RIGHT_LUNG_LABEL] / volumes[LEFT_LUNG_LABEL]

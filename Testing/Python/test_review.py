@@ -89,6 +89,10 @@ def test_every_lung_slice_is_listed_most_suspicious_first_with_indices_in_the_fi
         sorted(s["index"] for s in review.slices) == np.flatnonzero(labels.any(axis=(1, 2))).tolist()
     scores = [s["score"] for s in review.slices]
     assert scores == sorted(scores, reverse=True)
+    # Equal scores (most slices have no flag) list the larger lung first (elastix-00 is judged on its own grid).
+    area = (labels > 0).sum(axis=(1, 2))
+    ties = [(a, b) for a, b in zip(review.slices, review.slices[1:]) if a["score"] == b["score"]]
+    assert len(ties) > 50 and all(area[a["index"]] >= area[b["index"]] for a, b in ties)
     assert json.loads(review.to_json()) == review.as_dict()
     assert review.to_csv().splitlines()[0] == "index,score,flags" and len(review.to_csv().splitlines()) == len(review.slices) + 1
     n = labels.shape[0]
