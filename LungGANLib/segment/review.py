@@ -58,8 +58,8 @@ ENCLOSED_RING_MM, ENCLOSED_SHARE, NODULE_MM = 3.0, 0.95, 30.0
 #: Partly aerated tissue, for what is left out (HU): denser than aerated lung, less dense than fat.
 PARTLY_AERATED_HU = (-700.0, -150.0)
 #: Left out among a lung's pockets of air: what an in-plane closing of this radius (mm) adds to the lung's slice
-#: (gaps up to twice as wide, with lung on both sides), within as far of a piece of the lung smaller than POCKET_MM2
-#: (a pocket: some 16 mm across at most). Consolidated or atelectatic lung keeps pockets of air (air bronchograms,
+#: (gaps up to twice as wide, with lung on both sides), within that radius of a piece of the lung smaller than
+#: POCKET_MM2 (a pocket: some 16 mm across at most). Consolidated or atelectatic lung keeps pockets of air (air bronchograms,
 #: aerated lobules) that a mask follows as small pieces; at the hilum the pieces either side of a vessel are lobes,
 #: and effusion, the chest wall and the mediastinum lie beside the lung, not among its pieces. Bone (BONE_HU and
 #: denser) is never lung.
