@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
 from LungGANLib.cli import main
 from LungGANLib.io import load_ct, mask_from_image
@@ -228,6 +229,39 @@ def test_the_review_benchmark_measures_what_it_says():
     mask[1, :5, :5] = True  # 25 voxels: gross at 1 mL a voxel
     mask[3, 8, 8] = True  # 1 voxel: not gross
     assert bench.gross_recall(mask, {1}, 1.0) == (1, 1) and bench.gross_recall(mask, {0, 2, 3}, 1.0) == (1, 0)
+
+
+def test_the_judge_benchmark_measures_as_the_review_benchmark_and_spoils_only_the_outline(case):
+    """benchmarks/judge.py: a judge that scores each slice by its true error ranks perfectly, its reverse does not;
+    a spoiled reference differs from it only in discs on its outline, and adds only tissue within the body."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import judge as bench
+
+    from LungGANLib.config import DEFAULT_CLASSICAL
+    from LungGANLib.segment.classical import body_mask
+
+    error = np.array([0.0, 5.0, 0.1, 3.0, 0.0, 0.0, 0.1, 0.0, 0.0, 0.0, 1.0])
+    row = {"x": torch.arange(len(error), dtype=torch.float32)[:, None], "ml": error}
+    perfect = bench.measured(lambda part: torch.from_numpy(error)[part[:, 0].long()], row)
+    assert perfect["ranking_of_perfect"] == 1.0 and perfect["auroc"] == 1.0
+    reverse = bench.measured(lambda part: -torch.from_numpy(error)[part[:, 0].long()], row)
+    assert reverse["ranking_of_perfect"] == 0.0 and reverse["auroc"] == 0.0
+    ct, labels = case
+    lungs = labels > 0
+    body = body_mask(ct.array, DEFAULT_CLASSICAL)
+    out = bench.spoiled(lungs, body, ct.spacing, np.random.default_rng(0))
+    changed = out ^ lungs
+    assert changed.any() and body[out & ~lungs].all()
+    assert (changed.any(axis=(1, 2))).sum() <= 4 * 15
+    # Every change lies within a disc of 35 mm around a pixel of the outline, on its slice.
+    outline = lungs & ~np.stack([ndimage.binary_erosion(k) for k in lungs])
+    z = np.flatnonzero(changed.any(axis=(1, 2)))
+    near = [ndimage.distance_transform_edt(~outline[k], sampling=ct.spacing[1::-1]) for k in z]
+    assert all(d[changed[k]].max() <= 2 * 35.0 for d, k in zip(near, z))
 
 
 def test_a_second_method_s_lung_on_slices_the_mask_misses_is_flagged_there(case):
