@@ -7,7 +7,8 @@ what is not lung on scans it has not seen): the review's slices are ranked by sc
 error that lies on the top 10 % of them is compared with what 10 % of the slices hold at random
 (0.10) and at best (the slices with the most error first); also the AUROC of the scores (slices
 with 2 mL of error or more against slices under 0.2 mL), the share of gross errors (connected
-error regions of 5 mL or more) with a flagged slice, and the share of slices flagged.
+error regions of 5 mL or more) with a flagged slice, and the share of slices flagged. As a yardstick,
+the slices ranked by the lung's area alone (``capture_largest_lung_first``, ``auroc_largest_lung_first``).
 
 The error is the mask's spill and missed voxels against the reference, the marked lesions (the LIDC
 readers' outlines, the A0001 tumour, LUNG1-002's GTV) left out, after a one-voxel in-plane opening:
@@ -111,6 +112,7 @@ def rows_for(case_name: str, fold: str) -> list[dict]:
             "independent_reference": case_name in folds.EXTERNAL,
             "ranking_of_perfect": round(capture(ranked, error) / perfect, 3) if perfect and perfect == perfect else None,
             "auroc": auroc({s["index"]: s["score"] for s in review.slices}, error),
+            "auroc_largest_lung_first": auroc({z: float((labels[z] > 0).sum()) for z in ranked}, error),
             "gross_errors": gross, "gross_flagged": caught,
             "good_mask": bool((error[ranked] < 1.0).all()),
         })
