@@ -45,7 +45,7 @@ from scipy import ndimage
 from ..config import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
 from .classical import airways_on_grid
 from .morphology import bounding_box, count_values, disk, in_plane_pixels, label_components, opened
-from .never_lung import NeverLung, never_lung
+from .never_lung import DEFAULT_NEVER_LUNG, NeverLung, never_lung
 
 #: Soft tissue: denser than this (HU) is not aerated or ground-glass lung.
 DENSE_HU = -100.0
@@ -61,9 +61,9 @@ PARTLY_AERATED_HU = (-700.0, -150.0)
 #: (gaps up to twice as wide, with lung on both sides), within that radius of a piece of the lung smaller than
 #: POCKET_MM2 (a pocket: some 16 mm across at most). Consolidated or atelectatic lung keeps pockets of air (air bronchograms,
 #: aerated lobules) that a mask follows as small pieces; at the hilum the pieces either side of a vessel are lobes,
-#: and effusion, the chest wall and the mediastinum lie beside the lung, not among its pieces. Bone (BONE_HU and
-#: denser) is never lung.
-BETWEEN_MM, POCKET_MM2, BONE_HU = 5.0, 200.0, 200.0
+#: and effusion, the chest wall and the mediastinum lie beside the lung, not among its pieces. Bone (the guard rail's
+#: ``bone_hu`` and denser) is never lung.
+BETWEEN_MM, POCKET_MM2 = 5.0, 200.0
 #: The wall of the trachea and the main bronchi, beyond their lumen (mm, in-plane): partly aerated by partial volume.
 AIRWAY_WALL_MM = 3.0
 #: How far beside the lung (mm, in-plane) left-out tissue is looked for.
@@ -198,7 +198,7 @@ def _airway_walls(airways, shape: tuple[int, ...], step: int, spacing: tuple[flo
     return walls
 
 
-def _among_pockets(lung: np.ndarray, outside: np.ndarray, spacing: tuple[float, float, float], closing: int) -> np.ndarray | None:
+def _among_pockets(lung: np.ndarray, outside: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray | None:
     """What an in-plane closing of BETWEEN_MM adds to a lung's slice within BETWEEN_MM of its pockets (pieces under
     POCKET_MM2, not its largest); None where it has none. ``outside``: each pixel's distance (mm) to the lung."""
     pieces, count = ndimage.label(lung)
@@ -207,15 +207,15 @@ def _among_pockets(lung: np.ndarray, outside: np.ndarray, spacing: tuple[float, 
     small[0] = small[int(areas[1:].argmax()) + 1] = False  # the background, and the lung's largest piece
     if not small.any():
         return None
-    sampling = (spacing[1], spacing[0])
+    sampling, margin = (spacing[1], spacing[0]), max(1, in_plane_pixels(BETWEEN_MM, spacing)) + 1
     # The closing by distances: grown by BETWEEN_MM, then what lies over BETWEEN_MM inside the grown lung; it adds
     # nothing beyond the lung's box, so the second distance is taken there (with a margin, and a border).
-    inner = bounding_box(lung, margin=closing + 1)
+    inner = bounding_box(lung, margin=margin)
     grown = np.pad(outside[inner] <= BETWEEN_MM, 1)
     closed = np.zeros_like(lung)
     closed[inner] = ndimage.distance_transform_edt(grown, sampling=sampling)[1:-1, 1:-1] > BETWEEN_MM
     pockets = small[pieces]
-    near = bounding_box(pockets, margin=closing + 1)
+    near = bounding_box(pockets, margin=margin)
     among = np.zeros_like(lung)
     among[near] = closed[near] & (ndimage.distance_transform_edt(~pockets[near], sampling=sampling) <= BETWEEN_MM)
     return among
@@ -290,7 +290,6 @@ def review_slices(
     lungs = labels > 0
     pixel_ml = spacing[0] * spacing[1] * spacing[2] / 1000.0
     opening = disk(max(1, in_plane_pixels(OPENING_MM, spacing)))
-    closing = max(1, in_plane_pixels(BETWEEN_MM, spacing))
     reach_px = [int(np.ceil(BESIDE_MM / s)) + 1 for s in (spacing[1], spacing[0])]
     ring = max(1, in_plane_pixels(ENCLOSED_RING_MM, spacing))
     nodule_ml = np.pi * (NODULE_MM / 2) ** 2 * spacing[2] / 1000.0  # a nodule's largest cross-section, on a slice
@@ -324,9 +323,9 @@ def review_slices(
             for region, ml, box in _regions(partly, pixel_ml, offset):
                 found.append(Flag("left_out", ml, f"{ml:.1f} mL of partly aerated tissue left out beside "
                                   f"{_side_text(side, region, lung)}", box))
-            between = _among_pockets(lung, outside, spacing, closing)
+            between = _among_pockets(lung, outside, spacing)
             if between is not None:
-                between = opened(between & ~any_lung & ~partly & (plane < BONE_HU), disk(1))
+                between = opened(between & ~any_lung & ~partly & (plane < DEFAULT_NEVER_LUNG.bone_hu), disk(1))
                 if walls is not None:
                     between &= ~walls[z, rows, cols]
                 for region, ml, box in _regions(between, pixel_ml, offset):
