@@ -41,15 +41,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import folds  # noqa: E402
-from review import auroc, capture  # noqa: E402
+from review import auroc, capture, error_voxels  # noqa: E402
 
 from LungGANLib.config import DEFAULT_CLASSICAL  # noqa: E402
 from LungGANLib.segment.classical import body_mask  # noqa: E402
 from LungGANLib.segment.inference import SegmentOptions, segment  # noqa: E402
 
 SIZE, WIDTH, EPOCHS, SPOILED = 80, 8, 12, 3
-_CROSS = np.zeros((3, 3, 3), dtype=bool)
-_CROSS[1] = ndimage.generate_binary_structure(2, 1)
 
 
 def spoiled(mask: np.ndarray, body: np.ndarray, spacing, rng: np.random.Generator) -> np.ndarray:
@@ -71,27 +69,24 @@ def spoiled(mask: np.ndarray, body: np.ndarray, spacing, rng: np.random.Generato
     return out
 
 
-def samples(name: str, masks: dict[str, np.ndarray]) -> dict:
+def samples(case, masks: dict[str, np.ndarray]) -> dict:
     """Each mask's slices (the CT and the mask over the body's box, SIZE × SIZE) and their errors (cm²)."""
-    case = folds.load_case(name)
     hu, spacing = case.ct.array, case.ct.spacing
-    ref, out = case.ref > 0, case.left_out
     box = ndimage.find_objects(body_mask(hu, DEFAULT_CLASSICAL).astype(np.uint8))[0]
     window = torch.from_numpy(hu[:, box[1], box[2]].astype(np.float32))[:, None].clamp(-1000, 400).add(1000).div(1400)
     ct = F.interpolate(window, size=(SIZE, SIZE), mode="area")
     rows = {}
     for kind, mask in masks.items():
-        error = ndimage.binary_opening((mask & ~out) ^ (ref & ~out), structure=_CROSS).sum(axis=(1, 2))
-        keep = np.flatnonzero((mask | ref).any(axis=(1, 2)))
+        error = error_voxels(mask, case).sum(axis=(1, 2))
+        keep = np.flatnonzero((mask | (case.ref > 0)).any(axis=(1, 2)))
         small = F.interpolate(torch.from_numpy(mask[keep][:, box[1], box[2]].astype(np.float32))[:, None], size=(SIZE, SIZE), mode="area")
         rows[kind] = {"x": torch.cat([ct[keep], small], 1), "cm2": error[keep] * spacing[0] * spacing[1] / 100.0,
                       "ml": error[keep] * case.ct.voxel_volume_ml}
     return rows
 
 
-def masks_of(name: str, fold: str | None, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def masks_of(case, fold: str | None, rng: np.random.Generator) -> dict[str, np.ndarray]:
     recipe = next(r for r in folds.RECIPES if r.name == "first-baseline")
-    case = folds.load_case(name)
     model = str(folds.fold_model(recipe, fold)) if fold else None
     out = {"default": segment(case.ct, SegmentOptions(model=model, device="cpu")) > 0,
            "classical": segment(case.ct, SegmentOptions(method="classical", device="cpu")) > 0}
@@ -159,14 +154,18 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     fold_of = {name: fold for fold, names in folds.FOLDS.items() for name in names}
-    data = {name: samples(name, masks_of(name, fold, rng)) for name, fold in fold_of.items()}
+    data = {}
+    for name, fold in fold_of.items():
+        case = folds.load_case(name)
+        data[name] = samples(case, masks_of(case, fold, rng))
     results = []
     for fold, names in folds.FOLDS.items():
         net = train([row for name in fold_of if name not in names for row in data[name].values()])
         results += [{"scan": name, "mask": kind, "held_out": fold, **measured(net, row)} for name in names
                     for kind, row in data[name].items() if kind in ("default", "no rule", "classical", "spoiled 0")]
     net = train([row for rows in data.values() for row in rows.values()])
-    lung1 = samples(folds.LUNG1, masks_of(folds.LUNG1, None, rng))
+    case = folds.load_case(folds.LUNG1)
+    lung1 = samples(case, masks_of(case, None, rng))
     results += [{"scan": folds.LUNG1, "mask": kind, "held_out": "all four patients", **measured(net, row)}
                 for kind, row in lung1.items()]
     for row in results:

@@ -79,6 +79,13 @@ def capture(ranking: list[int], error: np.ndarray) -> float:
     return round(float(error[top].sum()) / total, 3) if total else float("nan")
 
 
+def error_voxels(mask: np.ndarray, case) -> np.ndarray:
+    """A mask's error against the case's reference: spill and missed voxels, its marked lesions left out, after a
+    one-voxel in-plane opening (which drops the thin rim along the outline, the reference's convention)."""
+    pred, ref = (mask > 0) & ~case.left_out, (case.ref > 0) & ~case.left_out
+    return ndimage.binary_opening(pred ^ ref, structure=_CROSS)
+
+
 def rows_for(case_name: str, fold: str) -> list[dict]:
     case = folds.load_case(case_name)
     recipe = next(r for r in folds.RECIPES if r.name == "first-baseline")
@@ -91,13 +98,12 @@ def rows_for(case_name: str, fold: str) -> list[dict]:
         findings: dict = {}
         labels = segment(case.ct, options, findings=findings)
         review = findings["review"]
-        pred, ref = (labels > 0) & ~case.left_out, (case.ref > 0) & ~case.left_out
-        error = ndimage.binary_opening(pred ^ ref, structure=_CROSS).sum(axis=(1, 2)) * case.ct.voxel_volume_ml
+        error_mask = error_voxels(labels, case)
+        error = error_mask.sum(axis=(1, 2)) * case.ct.voxel_volume_ml
         ranked = [s["index"] for s in review.slices]
         anatomy = review_slices(labels, case.ct.array, case.ct.spacing, single_label=False)
         by_area = sorted(ranked, key=lambda z: -int((labels[z] > 0).sum()))
         best = sorted(ranked, key=lambda z: -error[z])
-        error_mask = ndimage.binary_opening(pred ^ ref, structure=_CROSS)
         flagged = {s["index"] for s in review.slices if s["flags"]}
         gross, caught = gross_recall(error_mask, flagged, case.ct.voxel_volume_ml)
         perfect = capture(best, error)
