@@ -24,7 +24,7 @@ from ..config import AIR_HU, DEFAULT_CLASSICAL, ClassicalParams
 from ..io.volumes import clip_air
 from .envelope import DEFAULT_ENVELOPE
 from .morphology import (
-    IN_PLANE_SQUARE, SLAB, bounding_box, component_sizes, fill_holes_per_slice, label_components, overlap,
+    IN_PLANE_SQUARE, SLAB, bounding_box, component_sizes, fill_holes_per_slice, label_components, opened, overlap,
 )
 from .postprocess import fill_lung_holes, postprocess_in_box
 
@@ -52,7 +52,7 @@ def body_mask(hu: np.ndarray, params: ClassicalParams = DEFAULT_CLASSICAL, step:
     small = hu[:, ::step, ::step]
     tissue = small > params.body_threshold_hu
     # Remove thin structures (table, blanket, cables) before picking the body.
-    tissue = ndimage.binary_opening(tissue, structure=IN_PLANE_SQUARE)
+    tissue = opened(tissue, IN_PLANE_SQUARE)
     labels, n = label_components(tissue)
     if n == 0:
         return np.zeros(hu.shape, dtype=bool)
@@ -242,7 +242,7 @@ def lung_candidates(
     # Drop specks so the component analysis sees clean shapes; in-plane, so slab by slab in the same memory.
     for start in range(0, candidates.shape[0], SLAB):
         slab = candidates[start : start + SLAB]
-        slab[...] = ndimage.binary_opening(slab, structure=IN_PLANE_SQUARE)
+        slab[...] = opened(slab, IN_PLANE_SQUARE)
     return candidates
 
 

@@ -19,6 +19,9 @@ SLAB = 32
 
 #: In-plane 8-neighbourhood (one slice, 3 x 3).
 IN_PLANE_SQUARE = np.ones((1, 3, 3), dtype=bool)
+#: In-plane 4-neighbourhood (a 3 x 3 cross on the middle slice of 3 x 3 x 3): how ``ndimage.binary_fill_holes``
+#: joins a slice's background.
+IN_PLANE_CROSS = np.pad(ndimage.generate_binary_structure(2, 1)[None], ((1, 1), (0, 0), (0, 0)))
 
 
 def grow_box(box: tuple[slice, ...], margin: int | Sequence[int], shape: Sequence[int]) -> tuple[slice, ...]:
@@ -61,23 +64,96 @@ def disk(radius_px: int) -> np.ndarray:
     return (yy * yy + xx * xx) <= r * r
 
 
+def _rectangles(footprint: np.ndarray) -> list[tuple[int, int]] | None:
+    """An in-plane footprint as centred rectangles (half height, half width) whose union it is, or None when it is
+    not such a union (a disk, a square and a cross are: each row a centred run no wider than the row nearer the
+    middle, the same above and below)."""
+    flat = footprint.reshape(footprint.shape[-2:]).astype(bool)
+    rows, cols = flat.shape
+    if rows % 2 == 0 or cols % 2 == 0 or footprint.size != flat.size:
+        return None
+    r = rows // 2
+    half = [int(flat[r + k].sum()) // 2 for k in range(r + 1)]
+    found = [(k, half[k]) for k in range(r + 1) if flat[r + k].any() and (k == r or half[k + 1] < half[k])]
+    union = np.zeros(flat.shape, dtype=bool)
+    for k, w in found:
+        union[r - k : r + k + 1, cols // 2 - w : cols // 2 + w + 1] = True
+    return found if np.array_equal(union, flat) else None
+
+
+def _step(mask: np.ndarray, axis: int, dilate: bool) -> np.ndarray:
+    """One step of a 3-pixel line along ``axis``: a dilation, or an erosion with nothing beyond the edge."""
+    n = mask.shape[axis]
+    lead = (slice(None),) * (axis % mask.ndim)
+    if dilate:
+        out = mask.copy()
+        out[lead + (slice(1, n),)] |= mask[lead + (slice(0, n - 1),)]
+        out[lead + (slice(0, n - 1),)] |= mask[lead + (slice(1, n),)]
+        return out
+    out = np.zeros_like(mask)
+    if n >= 3:
+        middle = out[lead + (slice(1, n - 1),)]
+        np.logical_and(mask[lead + (slice(0, n - 2),)], mask[lead + (slice(1, n - 1),)], out=middle)
+        middle &= mask[lead + (slice(2, n),)]
+    return out
+
+
+def in_plane(mask: np.ndarray, footprint: np.ndarray, dilate: bool) -> np.ndarray:
+    """``ndimage.binary_dilation`` (or ``binary_erosion``) of ``mask`` with an in-plane ``footprint`` of as many
+    axes (a disk, a square or a cross on the last two), the same voxels in a fraction of the time.
+
+    The footprint is a union of centred rectangles (:func:`_rectangles`); a dilation (erosion) by a union is the
+    union (intersection) of the dilations (erosions) by each, and by a rectangle it is by a vertical line after a
+    horizontal one, made of 3-pixel steps; the horizontal ones are shared between the rectangles.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    rectangles = _rectangles(footprint)
+    if rectangles is None:
+        return (ndimage.binary_dilation if dilate else ndimage.binary_erosion)(mask, structure=footprint)
+    out, across, done = None, mask, 0
+    for k, w in sorted(rectangles, key=lambda kw: kw[1]):
+        for _ in range(w - done):
+            across = _step(across, -1, dilate)
+        done = w
+        part = across
+        for _ in range(k):
+            part = _step(part, -2, dilate)
+        out = part if out is None else (out | part if dilate else out & part)
+    return out.copy() if out is mask else out
+
+
 def opened(mask: np.ndarray, footprint: np.ndarray) -> np.ndarray:
-    """``ndimage.binary_opening(mask, structure=footprint)``, the dilation run only in the box of what the erosion
-    kept: an opening that drops most of a sparse mask (vessels, a partial-volume rim) costs about its erosion."""
-    eroded = ndimage.binary_erosion(mask, structure=footprint)
+    """``ndimage.binary_opening(mask, structure=footprint)`` for an in-plane footprint (:func:`in_plane`), the
+    dilation run only in the box of what the erosion kept: an opening that drops most of a sparse mask (vessels,
+    a partial-volume rim) costs about its erosion."""
+    eroded = in_plane(mask, footprint, dilate=False)
     if not eroded.any():
         return eroded
     box = bounding_box(eroded, margin=[n // 2 for n in footprint.shape])
     out = np.zeros(mask.shape, dtype=bool)
-    out[box] = ndimage.binary_dilation(eroded[box], structure=footprint)
+    out[box] = in_plane(eroded[box], footprint, dilate=True)
     return out
 
 
 def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
-    """Fill the holes of every axial slice (vessels, nodules inside the lung)."""
-    out = np.empty_like(mask, dtype=bool)
-    for z in range(mask.shape[0]):
-        out[z] = ndimage.binary_fill_holes(mask[z]) if mask[z].any() else False
+    """Fill the holes of every axial slice (vessels, nodules inside the lung): what ``ndimage.binary_fill_holes``
+    gives on each slice, from one labelling of the background of a slab of slices, 4-connected in-plane.
+
+    A hole is background not joined to the slice's edge. Outside the mask's in-plane box all is background
+    joined to the edge, so the box's own edge stands for the slice's.
+    """
+    out = np.zeros(mask.shape, dtype=bool)
+    if not mask.any():
+        return out
+    slices, rows, cols = bounding_box(mask)
+    for start in range(slices.start, slices.stop, SLAB):
+        part = mask[start : min(start + SLAB, slices.stop), rows, cols]
+        labels, n = ndimage.label(~part, structure=IN_PLANE_CROSS)
+        edge = np.zeros(n + 1, dtype=bool)
+        for side in (labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]):
+            edge[side] = True
+        edge[0] = False  # the mask itself
+        out[start : start + part.shape[0], rows, cols] = ~edge[labels]
     return out
 
 
@@ -96,7 +172,7 @@ def close_per_slice(mask: np.ndarray, radius_px: int) -> np.ndarray:
     for start in range(slices.start, slices.stop, SLAB):
         part = mask[start : min(start + SLAB, slices.stop), rows, cols]
         crop = np.pad(part, ((0, 0), (pad, pad), (pad, pad)))
-        closed = ndimage.binary_closing(crop, structure=struct)[:, pad:-pad, pad:-pad]
+        closed = in_plane(in_plane(crop, struct, dilate=True), struct, dilate=False)[:, pad:-pad, pad:-pad]
         out[start : start + part.shape[0], rows, cols] = closed | part
     return out
 

@@ -106,22 +106,23 @@ def fill_lung_holes(lung: np.ndarray, spacing: tuple[float, float, float]) -> np
     holes = filled & ~lung
     if not holes.any():
         return filled
-    # The hole components that open downwards: seeded where a hole voxel has, just below it (z - 1 is
-    # inferior in LPS), tissue outside the lung, and grown through the holes (6-connectivity, like labelling
-    # all the holes, but without a label image of them all).
+    # The hole components (6-connected) that open downwards: those with a voxel that has, just below it (z - 1 is
+    # inferior in LPS), tissue outside the lung.
     seeds = np.zeros(lung.shape, dtype=bool)
     seeds[1:] = holes[1:] & ~filled[:-1]
     if not seeds.any():
         return filled
-    opening = ndimage.binary_propagation(seeds, mask=holes)
-    del seeds, holes
-    box = bounding_box(opening)
-    labels, _ = label_components(opening[box])
+    box = bounding_box(holes)
+    labels, _ = label_components(holes[box])
+    del holes
+    opening = np.unique(labels[seeds[box]])
+    del seeds
+    found = ndimage.find_objects(labels)
     pixel_mm2 = spacing[0] * spacing[1]
-    domes = []
-    for value, found in enumerate(ndimage.find_objects(labels), start=1):
-        if found is not None and (labels[found] == value).sum(axis=(1, 2)).max() * pixel_mm2 >= DOME_MIN_AREA_MM2:
-            domes.append(value)
+    domes = [
+        int(value) for value in opening
+        if (labels[found[value - 1]] == value).sum(axis=(1, 2)).max() * pixel_mm2 >= DOME_MIN_AREA_MM2
+    ]
     if domes:
         filled[box] &= ~labels_in(labels, domes)
     return filled

@@ -273,3 +273,44 @@ def test_where_two_boxes_meet_each_box_s_slices_address_the_same_voxels():
     np.testing.assert_array_equal(grid[b][in_b], grid[5:10, 3:6])
     assert overlap((slice(0, 3), slice(0, 4)), (slice(3, 5), slice(0, 4))) is None  # touching rows share no voxel
     assert overlap((slice(0, 3), slice(0, 4)), (slice(1, 5), slice(6, 9))) is None
+
+
+def test_in_plane_dilation_and_erosion_are_scipy_s(cip):
+    """``in_plane`` builds a disk, a square or a cross from 3-pixel steps: the same voxels as scipy's dilation and
+    erosion on the real lungs, their dense voxels and the background (disks of 0-6 pixels, 3D and one slice),
+    with the erosion empty beyond the edge; a footprint that is no union of centred rectangles goes to scipy."""
+    from scipy import ndimage
+
+    from LungGANLib.segment.morphology import _rectangles, close_per_slice, disk, in_plane
+
+    ct, ref = cip
+    lungs = ref > 0
+    square, cross = np.ones((3, 3), dtype=bool), ndimage.generate_binary_structure(2, 1)
+    corners = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 1]], dtype=bool)
+    assert _rectangles(square) == [(1, 1)] and _rectangles(cross) == [(0, 1), (1, 0)] and _rectangles(corners) is None
+    for mask in (lungs, lungs & (ct.array > -700), ~lungs):
+        for footprint in [disk(r) for r in range(7)] + [square, cross, corners]:
+            for part, shaped in ((mask, footprint[None]), (mask[mask.shape[0] // 2], footprint)):
+                for dilate, scipy_op in ((True, ndimage.binary_dilation), (False, ndimage.binary_erosion)):
+                    assert np.array_equal(in_plane(part, shaped, dilate), scipy_op(part, structure=shaped))
+    for radius in (2, 5):
+        pad = radius + 1
+        padded = np.pad(lungs, ((0, 0), (pad, pad), (pad, pad)))
+        closed = ndimage.binary_closing(padded, structure=disk(radius)[None])[:, pad:-pad, pad:-pad]
+        assert np.array_equal(close_per_slice(lungs, radius), closed | lungs)
+
+
+def test_holes_filled_from_one_labelling_are_scipy_s_slice_by_slice(cip):
+    """``fill_holes_per_slice`` labels the background once: on every slice the holes scipy fills, on the real
+    lungs, their aerated voxels (many small holes), a mask that touches the slice's edges, and empty slices."""
+    from scipy import ndimage
+
+    ct, ref = cip
+    lungs = ref > 0
+    edge = lungs.copy()
+    edge[:, :, 0] = edge[:, 0, :] = True  # the mask runs along two edges of every slice
+    edge[:2] = False
+    for mask in (lungs, lungs & (ct.array < -900), edge, np.zeros((2, 5, 5), dtype=bool)):
+        expected = np.stack([ndimage.binary_fill_holes(plane) for plane in mask])
+        assert np.array_equal(fill_holes_per_slice(mask), expected)
+    assert (fill_holes_per_slice(lungs) & ~lungs).any()
