@@ -16,7 +16,9 @@ import numpy as np
 from scipy import ndimage
 
 from ..config import DEFAULT_CLASSICAL, DOME_MIN_AREA_MM2
-from .morphology import IN_PLANE_SQUARE, SLAB, bounding_box, disk, grow_box, in_plane_pixels, label_components
+from .morphology import (
+    IN_PLANE_SQUARE, SLAB, bounding_box, disk, grow_box, in_plane, in_plane_pixels, label_components, opened,
+)
 
 #: In-plane opening radius: vessels thinner than twice this fall away from the islands.
 VESSEL_MM = 3.0
@@ -75,7 +77,7 @@ def drop_domes(
     ball = disk(radius)[None]
     islands = np.zeros(dense.shape, dtype=bool)
     for start in range(0, dense.shape[0], SLAB):  # in-plane, so slab by slab
-        islands[start : start + SLAB] = ndimage.binary_opening(dense[start : start + SLAB], structure=ball)
+        islands[start : start + SLAB] = opened(dense[start : start + SLAB], ball)
     groups, _ = label_components(islands)
     del islands
     pixel_mm2 = spacing[0] * spacing[1]
@@ -93,12 +95,12 @@ def drop_domes(
         inside = np.zeros(labels[window].shape, dtype=bool)
         offset = tuple(f.start - w.start for f, w in zip(found, window))
         inside[tuple(slice(o, o + n) for o, n in zip(offset, group.shape))] = group
-        ring = ndimage.binary_dilation(inside, structure=IN_PLANE_SQUARE) & ~inside
+        ring = in_plane(inside, IN_PLANE_SQUARE, dilate=True) & ~inside
         if found[0].stop - lowest > 1:
             ring[: lowest - window[0].start + 1] = False  # above its base, where a dome meets what lies below
         if (lungs[window][ring] & ~dense[window][ring]).mean() < MIN_ENCLOSURE:
             continue  # at the chest wall or the mediastinum: not held by lung all round
-        dome = ndimage.binary_dilation(inside, structure=ball, iterations=1) & dense[window]
+        dome = in_plane(inside, ball, dilate=True) & dense[window]
         labels[window][dome] = 0
         removed += int(dome.sum())
     return removed

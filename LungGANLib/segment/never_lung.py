@@ -35,7 +35,10 @@ import numpy as np
 from scipy import ndimage
 
 from ..config import DEFAULT_CLASSICAL, DOME_MIN_AREA_MM2
-from .morphology import IN_PLANE_SQUARE, SLAB, bounding_box, convex_hull_mask, count_values, disk, label_components, labels_in, pooled, unpooled
+from .morphology import (
+    IN_PLANE_SQUARE, SLAB, bounding_box, convex_hull_mask, count_values, disk, in_plane, label_components, labels_in,
+    opened, pooled, unpooled,
+)
 from .rim import AERATED_HU
 
 
@@ -160,7 +163,7 @@ class _Grid:
             parts["solid"].append(pooled(dense & ~part, step, 0.5))
         grids = {name: np.concatenate(arrays) for name, arrays in parts.items()}
         # The opening's cross is one work pixel: what is thinner than two of them (a vessel) falls away.
-        islands = ndimage.binary_opening(grids["dense_lung"], structure=disk(1)[None])
+        islands = opened(grids["dense_lung"], disk(1)[None])
         return cls(step=step, spacing=(spacing[0] * step, spacing[1] * step, spacing[2]), islands=islands, **grids)
 
 
@@ -359,7 +362,7 @@ def remove_never_lung(
     part, hu_part = labels[found.box], hu[found.box]
     gone = found.union()
     if gone.any():
-        rim = ndimage.binary_dilation(gone, structure=IN_PLANE_SQUARE) & (hu_part > params.dense_hu)
+        rim = in_plane(gone, IN_PLANE_SQUARE, dilate=True) & (hu_part > params.dense_hu)
         gone |= rim & (part > 0)
         part[gone] = 0
         _drop_crumbs(part, gone)

@@ -14,10 +14,9 @@ the lesion and the wall; it stays, as a reader outlining the lesion draws it.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from ..config import DEFAULT_CLASSICAL
-from .morphology import IN_PLANE_SQUARE, SLAB, bounding_box, disk, overlap
+from .morphology import IN_PLANE_SQUARE, SLAB, bounding_box, disk, in_plane, overlap
 
 #: Lung at or below this is plainly aerated. Above it, up to the lung threshold, is ground glass: the
 #: "high-attenuation area" range of quantitative lung CT, -600 to -250 HU (Podolanczuk et al., Eur Respir J
@@ -61,13 +60,13 @@ def trim_dense_rim(
         part = labels[start : start + SLAB]
         lung, slab_hu = part > 0, hu[start : start + SLAB]
         dense = slab_hu > dense_hu
-        inner = ndimage.binary_erosion(lung, structure=_CROSS)
+        inner = in_plane(lung, _CROSS, dilate=False)
         rim = lung & ~inner & dense
         if not rim.any():
             continue
         aerated = lung & (slab_hu <= aerated_hu)
-        rim &= ndimage.binary_dilation(aerated, structure=IN_PLANE_SQUARE)  # beside plainly aerated lung
-        rim &= ~ndimage.binary_dilation(inner & dense, structure=_CROSS)  # not the edge of something dense and deep
+        rim &= in_plane(aerated, IN_PLANE_SQUARE, dilate=True)  # beside plainly aerated lung
+        rim &= ~in_plane(inner & dense, _CROSS, dilate=True)  # not the edge of something dense and deep
         part[rim] = 0
         removed += int(rim.sum())
     return removed
@@ -114,12 +113,24 @@ def grow_outline(
         part = labels[start : start + SLAB]
         airy = hu[start : start + SLAB] < below_hu
         for _ in range(steps):
-            ring = ndimage.binary_dilation(part > 0, structure=_CROSS) & (part == 0) & airy
+            ring = in_plane(part > 0, _CROSS, dilate=True) & (part == 0) & airy
             if not ring.any():
                 break
-            part[ring] = ndimage.grey_dilation(part, footprint=_CROSS)[ring]  # the label beside it (the higher where both)
+            part[ring] = _highest_beside(part)[ring]  # the label beside it (the higher where both)
             added += int(ring.sum())
     return added
+
+
+def _highest_beside(labels: np.ndarray) -> np.ndarray:
+    """Each voxel's highest label among itself and its four in-plane neighbours: ``ndimage.grey_dilation`` with
+    the in-plane cross (beyond the edge it reflects, which is the voxel itself)."""
+    out = labels.copy()
+    for axis in (1, 2):
+        n = labels.shape[axis]
+        lead = (slice(None),) * axis
+        for to, of in ((slice(1, n), slice(0, n - 1)), (slice(0, n - 1), slice(1, n))):
+            np.maximum(out[lead + (to,)], labels[lead + (of,)], out=out[lead + (to,)])
+    return out
 
 
 #: How far (mm) the lungs may go on below the generator's mask (see :func:`grow_bases`).

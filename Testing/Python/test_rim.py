@@ -151,3 +151,18 @@ def test_on_a_real_scan_the_bases_grow_only_through_aerated_voxels_under_the_lun
     assert (grown[zs + 1, ys, xs] == grown[zs, ys, xs]).all()
     assert all(without[z + 1 : z + 3, y, x].any() for z, y, x in zip(zs, ys, xs))
     assert added.sum() < 0.02 * (without > 0).sum()  # the bases' crescents, not a lobe
+
+
+def test_the_label_beside_a_voxel_is_the_grey_dilation_by_the_in_plane_cross(data):
+    """The outline growth gives a new voxel the highest label among it and its four in-plane neighbours: what
+    scipy's grey dilation by the cross gives, on real right and left lungs (they meet at the front) and their edges."""
+    from LungGANLib.segment.classical import segment_classical
+    from LungGANLib.segment.rim import _CROSS, _highest_beside
+
+    ct = load_ct(data / "ct/elastix-00.nii.gz")
+    labels = segment_classical(ct.array, ct.spacing, envelope=False)
+    assert set(np.unique(labels)) == {0, 1, 2}
+    for part in (labels, labels[40:50, :, : labels.shape[2] // 2], labels[60:61]):
+        expected = ndimage.grey_dilation(part, footprint=_CROSS)
+        assert np.array_equal(_highest_beside(part), expected)
+        assert (expected != part).any()
