@@ -90,11 +90,13 @@ def _step(mask: np.ndarray, axis: int, dilate: bool) -> np.ndarray:
         out[lead + (slice(1, n),)] |= mask[lead + (slice(0, n - 1),)]
         out[lead + (slice(0, n - 1),)] |= mask[lead + (slice(1, n),)]
         return out
-    out = np.zeros_like(mask)
-    if n >= 3:
-        middle = out[lead + (slice(1, n - 1),)]
-        np.logical_and(mask[lead + (slice(0, n - 2),)], mask[lead + (slice(1, n - 1),)], out=middle)
-        middle &= mask[lead + (slice(2, n),)]
+    if n < 3:
+        return np.zeros_like(mask)
+    out = np.empty_like(mask)
+    middle = out[lead + (slice(1, n - 1),)]
+    np.logical_and(mask[lead + (slice(0, n - 2),)], mask[lead + (slice(1, n - 1),)], out=middle)
+    middle &= mask[lead + (slice(2, n),)]
+    out[lead + (0,)] = out[lead + (n - 1,)] = False
     return out
 
 
@@ -124,9 +126,13 @@ def in_plane(mask: np.ndarray, footprint: np.ndarray, dilate: bool) -> np.ndarra
 
 def opened(mask: np.ndarray, footprint: np.ndarray) -> np.ndarray:
     """``ndimage.binary_opening(mask, structure=footprint)`` for an in-plane footprint (:func:`in_plane`), the
-    dilation run only in the box of what the erosion kept: an opening that drops most of a sparse mask (vessels,
-    a partial-volume rim) costs about its erosion."""
-    eroded = in_plane(mask, footprint, dilate=False)
+    erosion run only in the mask's box and the dilation only in the box of what the erosion kept: an opening that
+    drops most of a sparse mask (vessels, a partial-volume rim) costs about its erosion in its box."""
+    eroded = np.zeros(mask.shape, dtype=bool)
+    if not mask.any():
+        return eroded
+    within = bounding_box(mask)  # nothing beyond it: its edge erodes as the array's does
+    eroded[within] = in_plane(mask[within], footprint, dilate=False)
     if not eroded.any():
         return eroded
     box = bounding_box(eroded, margin=[n // 2 for n in footprint.shape])
