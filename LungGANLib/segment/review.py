@@ -44,7 +44,7 @@ from scipy import ndimage
 
 from ..config import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
 from .classical import airways_on_grid
-from .morphology import bounding_box, count_values, disk, in_plane_pixels, label_components, opened
+from .morphology import bounding_box, count_values, disk, grow_box, in_plane_pixels, label_components, opened
 from .never_lung import DEFAULT_NEVER_LUNG, NeverLung, never_lung
 
 #: Soft tissue: denser than this (HU) is not aerated or ground-glass lung.
@@ -152,6 +152,8 @@ def _side_text(side: str, component: np.ndarray, lung: np.ndarray) -> str:
 
 def _regions(mask2d: np.ndarray, pixel_ml: float, offset: tuple[int, int] = (0, 0)) -> list[tuple[np.ndarray, float, tuple]]:
     """Connected regions of a slice's mask of at least MIN_FLAG_ML: (region, mL, box), the box moved by ``offset``."""
+    if not mask2d.any():  # most slices' checks: nothing to label
+        return []
     labels, _ = ndimage.label(mask2d)
     out = []
     for index, found in enumerate(ndimage.find_objects(labels), start=1):
@@ -304,9 +306,8 @@ def review_slices(
             if not whole.any():
                 continue
             side = "lungs" if single_label else SIDES[value]
-            ys, xs = np.nonzero(whole)
-            rows = slice(max(ys.min() - reach_px[0], 0), ys.max() + reach_px[0] + 1)
-            cols = slice(max(xs.min() - reach_px[1], 0), xs.max() + reach_px[1] + 1)
+            tight = bounding_box(whole)
+            rows, cols = grow_box(tight, reach_px, whole.shape)
             lung, plane, any_lung = whole[rows, cols], hu[z, rows, cols], lungs[z, rows, cols]
             offset = (rows.start, cols.start)
             dense = opened(lung & (plane > DENSE_HU), opening)
@@ -338,7 +339,7 @@ def review_slices(
                 gained = areas[value][z] > typical
                 found.append(Flag("area_jump", jump * spacing[2] / 1000.0, f"the {side} lung{'s' if side == 'lungs' else ''} "
                                   f"{'gain' if gained else 'lose'}{'' if side == 'lungs' else 's'} {jump / 100:.0f} cm² against "
-                                  "the neighbouring slices", (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)))
+                                  "the neighbouring slices", (tight[0].start, tight[0].stop, tight[1].start, tight[1].stop)))
     if other is not None:
         radius = max(1, in_plane_pixels(DISAGREE_OPENING_MM, spacing))
         apart = opened(lungs ^ (other > 0), disk(radius)[None])
