@@ -30,16 +30,17 @@ from ..io.volumes import CTVolume, load_ct, mask_to_image, suffix_of
 from ..models import Generator
 from ..models.device import DEVICES, free_memory, resolve_device  # noqa: F401  (DEVICES, resolve_device: part of this module's interface)
 from ..models.weights import ModelInfo, load_model
-from .classical import airways_in_box, airways_on_grid, body_mask, remove_airways, segment_classical
+from .classical import airways_in_box, body_mask, remove_airways, segment_classical
 from .domes import drop_domes
 from .envelope import DEFAULT_ENVELOPE
 from .never_lung import never_lung, never_lung_figures, remove_never_lung
 from .postprocess import postprocess_in_box
 from .preprocess import from_network, lung_slices, to_network
 from .report import warn_implausible
-from .review import Review, review_grid, review_slices, review_step
+from .review import review_step
 from .review_files import in_file_order, review_suffix, write_review
 from .rim import OUTLINE_STEPS, grow_bases, grow_outline, trim_dense_rim
+from .second_opinion import review_of, second_opinion_beside  # noqa: F401  (review_of: part of this module's interface)
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ def segment(
     if options.method not in METHODS:
         raise InputError(f"unknown method {options.method!r}: use one of {', '.join(METHODS)}")
     hu = volume.array
-    review_body = None  # the generator's body on the review's grid, for its second opinion
+    beside = None  # the review's second opinion, worked out beside the post-processing
     if options.method == "classical":
         found_by_classical: dict = {}
         labels = segment_classical(
@@ -222,9 +223,10 @@ def segment(
         check_batch_fits(batch_size, info, device)
         mask = predict_probabilities(hu, generator, info, device, batch_size, todo, progress)
         mask &= body
-        if options.review:
+        if options.review and findings is not None:  # the body on the review's grid, not found again
             step = review_step(volume.spacing)
-            review_body = body if step == 1 else np.ascontiguousarray(body[:, ::step, ::step])
+            beside = second_opinion_beside(volume, options, airways,
+                                           body if step == 1 else np.ascontiguousarray(body[:, ::step, ::step]))
         del body  # a volume's worth of memory the post-processing can use
         if airways is not None:
             mask[airways[0]] &= ~airways[1]
@@ -256,7 +258,7 @@ def segment(
     found = (remove_never_lung if options.guard_rail else never_lung)(labels, hu, volume.spacing)
     if options.review and findings is not None:
         findings["review"] = review_of(labels, volume, options, found if options.guard_rail else None, airways,
-                                       review_body)
+                                       other=beside)
     figures = never_lung_figures(found, volume.voxel_volume_ml)
     if figures["never_lung_ml"]:
         logger.info("%s: %s %s", volume.source or "the volume", "removed" if options.guard_rail else "found (kept, no guard rail)",
@@ -280,33 +282,6 @@ def segment(
                 volume.source or "the volume",
             )
     return labels
-
-
-def review_of(
-    labels: np.ndarray, volume: CTVolume, options: SegmentOptions, removed, airways=None, body=None
-) -> Review:
-    """Where to look in ``labels`` (:mod:`LungGANLib.segment.review`), indices on the canonical grid; ``removed``:
-    what the guard rail removed (None: it did not run); ``airways``: those left out of the mask (box and mask);
-    ``body``: the patient's body on the review's grid, found for the segmentation (None: found again).
-
-    The generator's mask is compared with the classical method's on the same CT, run on the review's grid
-    (pixels up to 1.5 mm: :func:`LungGANLib.segment.review.review_step`) with the airways found on the full
-    grid (on a coarser one their growth leaks through the bronchial walls into the hilum): those taken out of
-    the mask, or grown for it when the mask keeps them. Neither the envelope nor the guard rail is run on it:
-    the envelope was half of its cost and changes a few flags (a nodule at lidc-idri-0001's chest wall); the
-    guard rail removes soft tissue, which a threshold mask hardly holds (0.5 mL at most on the shared scans).
-    """
-    other = None
-    step = review_step(volume.spacing)
-    if options.method == "gan":
-        hu, spacing = review_grid(volume.array, volume.spacing, step)
-        grown = airways if airways is not None or step == 1 else \
-            airways_in_box(volume.array, body_mask(volume.array, options.params), volume.spacing, options.params)
-        known = None if grown is None else airways_on_grid(grown, hu.shape, step)  # not grown again
-        other = segment_classical(hu, spacing, options.params, single_label=options.single_label,
-                                  fill_holes=options.fill_holes, envelope=False, airways=known, body=body)
-    return review_slices(labels, volume.array, volume.spacing, removed=removed, single_label=options.single_label,
-                         other=other, step=step, airways=airways)
 
 
 @dataclass

@@ -486,12 +486,39 @@ def test_the_second_opinion_on_the_segmentation_s_body_is_the_one_found_anew(mon
 
     ct = load_ct(data / name)
     calls, seen = [], {}
-    original_body, original_review = classical.body_mask, inference.review_of
+    original_body, original_review, original_beside = classical.body_mask, inference.review_of, inference.second_opinion_beside
     monkeypatch.setattr(classical, "body_mask", lambda *a, **k: calls.append(1) or original_body(*a, **k))
     monkeypatch.setattr(inference, "body_mask", classical.body_mask)
-    monkeypatch.setattr(inference, "review_of", lambda *a: seen.setdefault("args", a) and original_review(*a))
+    monkeypatch.setattr(inference, "second_opinion_beside", lambda *a: seen.setdefault("beside", a) and original_beside(*a))
+    monkeypatch.setattr(inference, "review_of", lambda *a, **k: seen.setdefault("review", a) and original_review(*a, **k))
     findings: dict = {}
     labels = segment(ct, SegmentOptions(device="cpu", review=True), findings=findings)
-    assert len(calls) == 1 and seen["args"][-1] is not None
-    again = original_review(*seen["args"][:-1])  # no body: the second opinion finds it
+    assert len(calls) == 1 and seen["beside"][-1] is not None
+    again = original_review(*seen["review"])  # no body, no second opinion begun: it is worked out here, body and all
     assert len(calls) == 2 and again.slices == findings["review"].slices and labels.any()
+
+
+def test_the_second_opinion_runs_on_its_own_thread_and_its_failure_is_the_segmentation_s(monkeypatch, data):
+    """The classical method's second opinion is worked out on a thread of its own while the generator's mask is
+    post-processed, and what goes wrong there is raised by ``segment``, not lost with the thread."""
+    import threading
+
+    from LungGANLib.segment import second_opinion
+    from LungGANLib.segment.inference import SegmentOptions, segment
+
+    ct = load_ct(data / "fixtures/cip-ct-64/ct-64.nrrd")
+    threads, original = [], second_opinion.segment_classical
+    monkeypatch.setattr(second_opinion, "segment_classical",
+                        lambda *a, **k: threads.append(threading.current_thread()) or original(*a, **k))
+    findings: dict = {}
+    segment(ct, SegmentOptions(device="cpu", review=True), findings=findings)
+    assert len(threads) == 1 and threads[0] is not threading.main_thread()
+    assert threads[0].name.startswith("lunggan-second-opinion") and findings["review"].slices
+
+    def fails(*a, **k):
+        raise MemoryError("no room for the second opinion")
+
+    monkeypatch.setattr(second_opinion, "segment_classical", fails)
+    with pytest.raises(MemoryError, match="second opinion"):
+        segment(ct, SegmentOptions(device="cpu", review=True), findings={})
+    segment(ct, SegmentOptions(device="cpu", review=True))  # no findings to hold a review: no second opinion begun
