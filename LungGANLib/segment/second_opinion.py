@@ -11,21 +11,17 @@ third (``docs/benchmarks.md``). Its labels (a byte a voxel of the review's grid)
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from ..io.volumes import CTVolume
 from .classical import airways_in_box, airways_on_grid, body_mask, segment_classical
 from .review import Review, review_grid, review_slices, review_step
 
-if TYPE_CHECKING:
-    from .inference import SegmentOptions
 
-
-def second_opinion(volume: CTVolume, options: SegmentOptions, airways=None, body=None) -> np.ndarray | None:
+def second_opinion(volume: CTVolume, options, airways=None, body=None) -> np.ndarray | None:
     """The classical method's labels of ``volume`` on the review's grid, for a generator's mask; None for the
-    classical method's own mask (it would only agree with itself). ``airways``: those left out of the mask (box
+    classical method's own mask (it would only agree with itself). ``options``: the segmentation's
+    (:class:`LungGANLib.segment.inference.SegmentOptions`). ``airways``: those left out of the mask (box
     and mask on the full grid); ``body``: the patient's body on the review's grid (None: found again).
 
     It runs on the review's grid (pixels up to 1.5 mm: :func:`LungGANLib.segment.review.review_step`) with the
@@ -46,7 +42,7 @@ def second_opinion(volume: CTVolume, options: SegmentOptions, airways=None, body
                              fill_holes=options.fill_holes, envelope=False, airways=known, body=body)
 
 
-def second_opinion_beside(volume: CTVolume, options: SegmentOptions, airways=None, body=None) -> Future:
+def second_opinion_beside(volume: CTVolume, options, airways=None, body=None) -> Future:
     """:func:`second_opinion` started on a thread of its own; its ``result()`` is the labels (or raises what it
     raised)."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lunggan-second-opinion")
@@ -57,7 +53,7 @@ def second_opinion_beside(volume: CTVolume, options: SegmentOptions, airways=Non
 
 
 def review_of(
-    labels: np.ndarray, volume: CTVolume, options: SegmentOptions, removed, airways=None, body=None,
+    labels: np.ndarray, volume: CTVolume, options, removed, airways=None, body=None,
     other: Future | None = None,
 ) -> Review:
     """Where to look in ``labels`` (:mod:`LungGANLib.segment.review`), indices on the canonical grid; ``removed``:
