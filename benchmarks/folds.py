@@ -160,6 +160,16 @@ def fold_model(recipe: Recipe, fold: str) -> Path | None:
     return path if path.exists() else None
 
 
+def trained_model(recipe: Recipe, fold: str) -> Path:
+    """The recipe's generator for a fold, trained; stops with a message when it is not (never the shipped model in
+    its place: that one saw the held-out patient)."""
+    path = fold_model(recipe, fold)
+    if path is None:
+        raise SystemExit(f"the {recipe.name} generator of the fold that holds out {fold} is not trained "
+                         f"({recipe.model(fold)}): train it with python benchmarks/folds.py first")
+    return path
+
+
 def train(recipe: Recipe, fold: str) -> None:
     """Train the recipe's generator for a fold, step by step, each resumable (``--resume`` from its checkpoint)."""
     if recipe.steps is None or fold_model(recipe, fold):

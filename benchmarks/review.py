@@ -90,7 +90,7 @@ def rows_for(case_name: str, fold: str) -> list[dict]:
     case = folds.load_case(case_name)
     recipe = next(r for r in folds.RECIPES if r.name == "first-baseline")
     rows = []
-    candidates = [("gan", folds.fold_model(recipe, fold)), ("classical", None)]
+    candidates = [("gan", folds.trained_model(recipe, fold)), ("classical", None)]
     if case_name in folds.EXTERNAL:  # a weak mask: the lesion model takes in what is not lung on unseen scans
         candidates.append(("gan", REPO / "Resources" / "Models" / "lunggan-lesions.safetensors"))
     for method, model in candidates:
