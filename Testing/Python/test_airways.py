@@ -122,7 +122,7 @@ def test_on_thin_slices_the_airways_are_grown_on_every_few_and_stand_for_the_sli
 def test_the_classical_method_says_which_airways_it_left_out_and_the_review_hears_it(data, monkeypatch):
     """The airways the classical method leaves out are handed on (box and mask): the review needs them to tell
     an airway's wall from lung left out."""
-    from LungGANLib.segment import inference
+    from LungGANLib.segment import second_opinion
     from LungGANLib.segment.classical import segment_classical
 
     ct = load_ct(data / CIP / "ct-64.nrrd")
@@ -133,8 +133,8 @@ def test_the_classical_method_says_which_airways_it_left_out_and_the_review_hear
     assert crop.sum() == whole.sum() > 0 and np.array_equal(crop, whole[box])
     assert labels[box][crop].mean() < 0.01  # out of the mask (the slice's hole filling may give a voxel back)
     heard = {}
-    real = inference.review_slices
-    monkeypatch.setattr(inference, "review_slices", lambda *a, **k: heard.update(k) or real(*a, **k))
+    real = second_opinion.review_slices
+    monkeypatch.setattr(second_opinion, "review_slices", lambda *a, **k: heard.update(k) or real(*a, **k))
     for method in ("classical", "gan"):
         heard.clear()
         segment(ct, SegmentOptions(method=method, device="cpu", review=True), findings={})
@@ -159,7 +159,7 @@ def test_the_review_s_second_opinion_takes_airways_grown_on_the_full_grid(data, 
     """On a sub-millimetre scan the review's second opinion runs on every second pixel, where the airway growth
     leaks through the bronchial walls; it is given the airways grown on the full grid, those the mask left out
     or, with --keep-airways, grown for it."""
-    from LungGANLib.segment import inference
+    from LungGANLib.segment import second_opinion
     from LungGANLib.segment.classical import airways_in_box, airways_on_grid
     from LungGANLib.segment.review import review_step
 
@@ -169,8 +169,8 @@ def test_the_review_s_second_opinion_takes_airways_grown_on_the_full_grid(data, 
     full = airways_in_box(ct.array, body_mask(ct.array, DEFAULT_CLASSICAL), ct.spacing, DEFAULT_CLASSICAL)
     expected = airways_on_grid(full, ct.array[:, ::step, ::step].shape, step)
     given = []
-    real = inference.segment_classical
-    monkeypatch.setattr(inference, "segment_classical", lambda *a, **k: given.append(k.get("airways")) or real(*a, **k))
+    real = second_opinion.segment_classical
+    monkeypatch.setattr(second_opinion, "segment_classical", lambda *a, **k: given.append(k.get("airways")) or real(*a, **k))
     for keep in (False, True):
         segment(ct, SegmentOptions(device="cpu", review=True, remove_airways=not keep), findings={})
         assert given[-1] is not None and np.array_equal(given[-1], expected)
