@@ -252,11 +252,13 @@ def pooled(mask: np.ndarray, step: int, share: float | None = None) -> np.ndarra
     if step == 1:
         return mask.copy()
     depth, rows, cols = mask.shape
-    padded = np.pad(mask.view(np.uint8), ((0, 0), (0, -rows % step), (0, -cols % step)))
-    rows, cols = padded.shape[1] // step, padded.shape[2] // step
-    # Sum along x, then along y: each reduction runs over the array's last, contiguous axis.
-    count = padded.reshape(depth, rows * step, cols, step).sum(axis=3, dtype=np.uint8)
-    count = count.reshape(depth, rows, step, cols).transpose(0, 1, 3, 2).sum(axis=3, dtype=np.uint8)
+    # The block's pixels counted as ``step`` x ``step`` strided views added up (beyond the edge: none).
+    count = np.zeros((depth, -(-rows // step), -(-cols // step)), dtype=np.uint8)
+    pixels = mask.view(np.uint8)
+    for dy in range(step):
+        for dx in range(step):
+            part = pixels[:, dy::step, dx::step]
+            count[:, : part.shape[1], : part.shape[2]] += part
     return count > 0 if share is None else count >= share * step * step
 
 

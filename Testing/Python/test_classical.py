@@ -314,3 +314,20 @@ def test_holes_filled_from_one_labelling_are_scipy_s_slice_by_slice(cip):
         expected = np.stack([ndimage.binary_fill_holes(plane) for plane in mask])
         assert np.array_equal(fill_holes_per_slice(mask), expected)
     assert (fill_holes_per_slice(lungs) & ~lungs).any()
+
+
+def test_pooling_a_mask_counts_each_block_s_pixels(cip):
+    """``pooled`` sets a coarse pixel when any (or the given share) of its ``step`` x ``step`` block is set, the
+    blocks past the edge counted as empty: checked block by block on the real lungs and their dense voxels, on
+    slices whose size no step divides."""
+    from LungGANLib.segment.morphology import pooled
+
+    ct, ref = cip
+    for mask in ((ref > 0)[:, :61, :63], ((ref > 0) & (ct.array > -700))[:, 1:, 2:]):
+        for step in (1, 2, 3, 4):
+            for share in (None, 0.5, 1.0):
+                rows, cols = -(-mask.shape[1] // step), -(-mask.shape[2] // step)
+                count = np.array([[[mask[z, y * step : (y + 1) * step, x * step : (x + 1) * step].sum()
+                                    for x in range(cols)] for y in range(rows)] for z in range(0, mask.shape[0], 9)])
+                expected = count > 0 if share is None else count >= share * step * step
+                assert np.array_equal(pooled(mask, step, share)[::9], expected)
