@@ -49,6 +49,7 @@ from LungGANLib.io.output import atomic_write  # noqa: E402
 from LungGANLib.models.weights import load_model  # noqa: E402
 from LungGANLib.segment import inference  # noqa: E402
 from LungGANLib.segment.inference import SegmentOptions, segment  # noqa: E402
+from LungGANLib.segment.morphology import IN_PLANE_CROSS  # noqa: E402
 
 #: Held-out cases of each fold.
 FOLDS = {
@@ -250,11 +251,9 @@ def outline(mask: np.ndarray, ref: np.ndarray, hu: np.ndarray, voxel_ml: float) 
     """Where a mask's outline runs against a reference's, slice by slice (in-plane 4-neighbours): the reference
     lung in the one-voxel ring just outside the mask, the mask's own outermost voxels outside the reference, and
     the median HU of each outline's outermost voxels."""
-    cross = np.zeros((3, 3, 3), dtype=bool)
-    cross[1] = ndimage.generate_binary_structure(2, 1)
-    ring = ndimage.binary_dilation(mask, cross) & ~mask
-    mask_edge = mask & ~ndimage.binary_erosion(mask, cross)
-    ref_edge = ref & ~ndimage.binary_erosion(ref, cross)
+    ring = ndimage.binary_dilation(mask, IN_PLANE_CROSS) & ~mask
+    mask_edge = mask & ~ndimage.binary_erosion(mask, IN_PLANE_CROSS)
+    ref_edge = ref & ~ndimage.binary_erosion(ref, IN_PLANE_CROSS)
     return {"missed_in_ring_ml": round(float((ring & ref).sum() * voxel_ml), 1),
             "missed_ml": round(float((ref & ~mask).sum() * voxel_ml), 1),
             "spill_in_edge_ml": round(float((mask_edge & ~ref).sum() * voxel_ml), 1),

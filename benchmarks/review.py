@@ -41,12 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import folds  # noqa: E402
 
 from LungGANLib.segment.inference import SegmentOptions, segment  # noqa: E402
+from LungGANLib.segment.morphology import IN_PLANE_CROSS  # noqa: E402
 from LungGANLib.segment.review import review_slices  # noqa: E402
 
 #: The share of the lung's slices a reader is shown first.
 TOP_SHARE = 0.10
-_CROSS = np.zeros((3, 3, 3), dtype=bool)
-_CROSS[1] = ndimage.generate_binary_structure(2, 1)
 
 
 def auroc(scores: dict[int, float], error: np.ndarray) -> float:
@@ -83,7 +82,7 @@ def error_voxels(mask: np.ndarray, case) -> np.ndarray:
     """A mask's error against the case's reference: spill and missed voxels, its marked lesions left out, after a
     one-voxel in-plane opening (which drops the thin rim along the outline, the reference's convention)."""
     pred, ref = (mask > 0) & ~case.left_out, (case.ref > 0) & ~case.left_out
-    return ndimage.binary_opening(pred ^ ref, structure=_CROSS)
+    return ndimage.binary_opening(pred ^ ref, structure=IN_PLANE_CROSS)
 
 
 def rows_for(case_name: str, fold: str) -> list[dict]:

@@ -34,7 +34,7 @@ from scipy import ndimage
 
 from ..config import DOME_MIN_AREA_MM2, LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
 from .domes import lowest_slice, lung_under_share
-from .morphology import bounding_box, label_components, labels_in
+from .morphology import IN_PLANE_CROSS, bounding_box, label_components, labels_in
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +44,6 @@ TISSUE_HU = (-50.0, 200.0)
 MIN_GAP_MM2 = 5.0
 #: Reach (mm) of an accepted dent towards the lungs' hull, where the rolling ball dipped into it.
 CAP_MM = 5.0
-#: A 3D structure that is the in-plane 4-neighbourhood: a slice's dents and their outlines, judged slice by slice.
-_IN_PLANE_CROSS = np.zeros((3, 3, 3), dtype=bool)
-_IN_PLANE_CROSS[1] = ndimage.generate_binary_structure(2, 1)
 
 
 @dataclass(frozen=True)
@@ -204,7 +201,7 @@ def lesion_envelope(
         if accepted is None:
             continue
         # Back to full resolution, only around what was accepted (lesions: a small part of the lungs' box).
-        where, taken = _to_fine(accepted, step, fine.shape, _IN_PLANE_CROSS)
+        where, taken = _to_fine(accepted, step, fine.shape, IN_PLANE_CROSS)
         taken &= fine[where] == 0
         region = out[box][where]
         taken &= region == 0
@@ -239,7 +236,7 @@ def _accepted_dents(
         return None
     pixel_mm2 = coarse[0] * coarse[1]
     largest_mm2 = np.pi * params.radius_mm**2
-    ring_struct = _IN_PLANE_CROSS
+    ring_struct = IN_PLANE_CROSS
     gaps = _close_in_plane(lung, params.radius_mm, coarse) & ~lungs
     if not gaps.any():
         return None

@@ -19,9 +19,10 @@ SLAB = 32
 
 #: In-plane 8-neighbourhood (one slice, 3 x 3).
 IN_PLANE_SQUARE = np.ones((1, 3, 3), dtype=bool)
-#: In-plane 4-neighbourhood (a 3 x 3 cross on the middle slice of 3 x 3 x 3): how ``ndimage.binary_fill_holes``
-#: joins a slice's background.
-IN_PLANE_CROSS = np.pad(ndimage.generate_binary_structure(2, 1)[None], ((1, 1), (0, 0), (0, 0)))
+#: In-plane 4-neighbourhood as a 3D structure (a 3 x 3 cross on the middle slice of 3 x 3 x 3), for what is judged
+#: slice by slice: how ``ndimage.binary_fill_holes`` joins a slice's background, a slice's dents and outlines.
+IN_PLANE_CROSS = np.zeros((3, 3, 3), dtype=bool)
+IN_PLANE_CROSS[1] = ndimage.generate_binary_structure(2, 1)
 
 
 def grow_box(box: tuple[slice, ...], margin: int | Sequence[int], shape: Sequence[int]) -> tuple[slice, ...]:
