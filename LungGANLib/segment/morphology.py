@@ -82,14 +82,15 @@ def _rectangles(footprint: np.ndarray) -> list[tuple[int, int]] | None:
     return found if np.array_equal(union, flat) else None
 
 
-def _step(mask: np.ndarray, axis: int, dilate: bool) -> np.ndarray:
-    """One step of a 3-pixel line along ``axis``: a dilation, or an erosion with nothing beyond the edge."""
+def line_step(mask: np.ndarray, axis: int, dilate: bool) -> np.ndarray:
+    """One step of a 3-pixel line along ``axis``: a dilation (of labels too: each voxel's highest among it and its
+    two neighbours), or an erosion of a mask with nothing beyond the edge."""
     n = mask.shape[axis]
     lead = (slice(None),) * (axis % mask.ndim)
     if dilate:
         out = mask.copy()
-        out[lead + (slice(1, n),)] |= mask[lead + (slice(0, n - 1),)]
-        out[lead + (slice(0, n - 1),)] |= mask[lead + (slice(1, n),)]
+        for to, of in ((slice(1, n), slice(0, n - 1)), (slice(0, n - 1), slice(1, n))):
+            np.maximum(out[lead + (to,)], mask[lead + (of,)], out=out[lead + (to,)])
         return out
     if n < 3:
         return np.zeros_like(mask)
@@ -116,11 +117,11 @@ def in_plane(mask: np.ndarray, footprint: np.ndarray, dilate: bool) -> np.ndarra
     out, across, done = None, mask, 0
     for k, w in sorted(rectangles, key=lambda kw: kw[1]):
         for _ in range(w - done):
-            across = _step(across, -1, dilate)
+            across = line_step(across, -1, dilate)
         done = w
         part = across
         for _ in range(k):
-            part = _step(part, -2, dilate)
+            part = line_step(part, -2, dilate)
         out = part if out is None else (out | part if dilate else out & part)
     return out.copy() if out is mask else out
 

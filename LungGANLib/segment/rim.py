@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import DEFAULT_CLASSICAL
-from .morphology import IN_PLANE_SQUARE, SLAB, bounding_box, disk, in_plane, overlap
+from .morphology import IN_PLANE_SQUARE, SLAB, bounding_box, disk, in_plane, line_step, overlap
 
 #: Lung at or below this is plainly aerated. Above it, up to the lung threshold, is ground glass: the
 #: "high-attenuation area" range of quantitative lung CT, -600 to -250 HU (Podolanczuk et al., Eur Respir J
@@ -124,13 +124,7 @@ def grow_outline(
 def _highest_beside(labels: np.ndarray) -> np.ndarray:
     """Each voxel's highest label among itself and its four in-plane neighbours: ``ndimage.grey_dilation`` with
     the in-plane cross (beyond the edge it reflects, which is the voxel itself)."""
-    out = labels.copy()
-    for axis in (1, 2):
-        n = labels.shape[axis]
-        lead = (slice(None),) * axis
-        for to, of in ((slice(1, n), slice(0, n - 1)), (slice(0, n - 1), slice(1, n))):
-            np.maximum(out[lead + (to,)], labels[lead + (of,)], out=out[lead + (to,)])
-    return out
+    return np.maximum(line_step(labels, 1, dilate=True), line_step(labels, 2, dilate=True))
 
 
 #: How far (mm) the lungs may go on below the generator's mask (see :func:`grow_bases`).
