@@ -190,7 +190,10 @@ def train(recipe: Recipe, fold: str) -> None:
             if run_dir.is_dir() and any(run_dir.iterdir()):
                 command.append("--resume")
             print("training:", " ".join(command[2:]), file=sys.stderr, flush=True)
-            subprocess.run(command, cwd=REPO, check=True)
+            out.parent.mkdir(parents=True, exist_ok=True)  # the trainer writes into a folder that exists
+            if subprocess.run(command, cwd=REPO).returncode != 0:
+                raise SystemExit(f"training the {recipe.name} generator of the fold that holds out {fold} failed "
+                                 "(its message is above); run the same command again to resume it")
         previous = out
     target = recipe.model(fold)
     atomic_write(target, lambda tmp: Path(tmp).write_bytes(previous.read_bytes()))
