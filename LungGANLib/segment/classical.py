@@ -24,7 +24,8 @@ from ..config import AIR_HU, DEFAULT_CLASSICAL, ClassicalParams
 from ..io.volumes import clip_air
 from .envelope import DEFAULT_ENVELOPE
 from .morphology import (
-    IN_PLANE_SQUARE, SLAB, bounding_box, component_sizes, fill_holes_per_slice, label_components, opened, overlap,
+    IN_PLANE_SQUARE, SLAB, bounding_box, component_sizes, disk, fill_holes_per_slice, in_plane_pixels, label_components,
+    opened, overlap,
 )
 from .postprocess import fill_lung_holes, postprocess_in_box
 
@@ -183,6 +184,21 @@ def airways_on_grid(airways: tuple[tuple[slice, ...], np.ndarray], shape: tuple[
     out = np.zeros(shape, dtype=bool)
     out[zs, y0 : y0 + part.shape[1], x0 : x0 + part.shape[2]] = part
     return out
+
+
+def airway_walls(airways: tuple[tuple[slice, ...], np.ndarray], shape: tuple[int, ...], step: int,
+                 spacing: tuple[float, float, float], wall_mm: float) -> np.ndarray:
+    """The airways (:func:`airways_in_box`) on the grid of every ``step`` th pixel in-plane (``shape`` and
+    ``spacing``: that grid's) grown by ``wall_mm`` in-plane: the airways with their walls."""
+    walls = airways_on_grid(airways, shape, step)
+    radius = max(1, in_plane_pixels(wall_mm, spacing))
+    # Grown within the airways' box and a margin of the wall's width: a small part of each slice.
+    zs, ys, xs = airways[0]
+    rows = slice(max(ys.start // step - radius, 0), ys.stop // step + radius + 1)
+    cols = slice(max(xs.start // step - radius, 0), xs.stop // step + radius + 1)
+    for z in range(zs.start, zs.stop):
+        walls[z, rows, cols] = ndimage.binary_dilation(walls[z, rows, cols], structure=disk(radius))
+    return walls
 
 
 def remove_airways(

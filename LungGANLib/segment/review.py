@@ -8,8 +8,9 @@ of the CT and the mask alone (no reference):
 - ``dense_in``: soft tissue inside the mask wider than a vessel (a 3 mm in-plane opening drops
   the vessels): a mass or dense lung kept, or the hilum, the aorta, the heart or a dome taken in;
 - ``left_out``: partly aerated tissue (-700 to -150 HU) beside the lung, within 15 mm, and not in
-  the mask, wider than the partial-volume rim: dense or ground-glass lung left out, or the
-  airway or fat beside it;
+  the mask, wider than the partial-volume rim and not between aerated lung and soft tissue on the
+  slices either side (a dome's top cut by a thick slice): dense or ground-glass lung left out, or
+  the airway or fat beside it;
 - ``between``: tissue the mask leaves out among small pieces of one lung on a slice (pockets of
   air), in gaps up to 1 cm wide (what an in-plane closing of ``BETWEEN_MM`` radius adds): dense
   lung (consolidation, atelectasis) whose aerated lobules and air bronchograms the mask follows;
@@ -43,7 +44,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..config import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
-from .classical import airways_on_grid
+from .classical import airway_walls
 from .morphology import bounding_box, count_values, disk, grow_box, in_plane_pixels, label_components, opened
 from .never_lung import DEFAULT_NEVER_LUNG, NeverLung, never_lung
 
@@ -184,22 +185,6 @@ def _drop_small_pieces(mask: np.ndarray, voxel_ml: float, min_ml: float) -> None
     mask[within] = keep[pieces]
 
 
-def _airway_walls(airways, shape: tuple[int, ...], step: int, spacing: tuple[float, float, float]) -> np.ndarray | None:
-    """The airways (box and mask on the full grid) on the review's grid (``shape``, every ``step`` th pixel
-    in-plane), grown by AIRWAY_WALL_MM in-plane: their walls; None without airways."""
-    if airways is None:
-        return None
-    walls = airways_on_grid(airways, shape, step)
-    radius = max(1, in_plane_pixels(AIRWAY_WALL_MM, spacing))
-    # Grown within the airways' box and a margin of the wall's width: a small part of each slice.
-    zs, ys, xs = airways[0]
-    rows = slice(max(ys.start // step - radius, 0), ys.stop // step + radius + 1)
-    cols = slice(max(xs.start // step - radius, 0), xs.stop // step + radius + 1)
-    for z in range(zs.start, zs.stop):
-        walls[z, rows, cols] = ndimage.binary_dilation(walls[z, rows, cols], structure=disk(radius))
-    return walls
-
-
 def _among_pockets(lung: np.ndarray, outside: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray | None:
     """What an in-plane closing of BETWEEN_MM adds to a lung's slice within BETWEEN_MM of its pockets (pieces under
     POCKET_MM2, not its largest); None where it has none. ``outside``: each pixel's distance (mm) to the lung."""
@@ -221,6 +206,16 @@ def _among_pockets(lung: np.ndarray, outside: np.ndarray, spacing: tuple[float, 
     among = np.zeros_like(lung)
     among[near] = closed[near] & (ndimage.distance_transform_edt(~pockets[near], sampling=sampling) <= BETWEEN_MM)
     return among
+
+
+def _across_an_interface(hu: np.ndarray, z: int, rows: slice, cols: slice) -> np.ndarray:
+    """Pixels of slice ``z`` (within ``rows`` and ``cols``) with aerated lung on one neighbouring slice and soft
+    tissue on the other: where an interface runs along the slice (the top of a dome or of the heart, under the
+    lung), a thick slice averages the two into partly aerated tissue, which is no lung left out."""
+    if z == 0 or z == hu.shape[0] - 1:
+        return np.zeros((rows.stop - rows.start, cols.stop - cols.start), dtype=bool)
+    below, above = hu[z - 1, rows, cols], hu[z + 1, rows, cols]
+    return (np.minimum(below, above) < PARTLY_AERATED_HU[0]) & (np.maximum(below, above) > PARTLY_AERATED_HU[1])
 
 
 def review_step(spacing: tuple[float, float, float]) -> int:
@@ -295,7 +290,7 @@ def review_slices(
     reach_px = [int(np.ceil(BESIDE_MM / s)) + 1 for s in (spacing[1], spacing[0])]
     ring = max(1, in_plane_pixels(ENCLOSED_RING_MM, spacing))
     nodule_ml = np.pi * (NODULE_MM / 2) ** 2 * spacing[2] / 1000.0  # a nodule's largest cross-section, on a slice
-    walls = _airway_walls(airways, lungs.shape, step, spacing)
+    walls = None if airways is None else airway_walls(airways, lungs.shape, step, spacing, AIRWAY_WALL_MM)
     flags: dict[int, list[Flag]] = {}  # boxes on the review's grid
     fine_flags: dict[int, list[Flag]] = {}  # boxes on the full slice
     areas = {v: (labels == v).sum(axis=(1, 2)) * spacing[0] * spacing[1] for v in values}
@@ -320,6 +315,7 @@ def review_slices(
             partly = near & ~any_lung & (plane > PARTLY_AERATED_HU[0]) & (plane < PARTLY_AERATED_HU[1])
             if walls is not None:
                 partly &= ~walls[z, rows, cols]  # the walls of the trachea and main bronchi, left out on purpose
+            partly &= ~_across_an_interface(hu, z, rows, cols)  # partial volume of a dome's top or the apex
             partly = opened(partly, opening)
             for region, ml, box in _regions(partly, pixel_ml, offset):
                 found.append(Flag("left_out", ml, f"{ml:.1f} mL of partly aerated tissue left out beside "

@@ -406,6 +406,36 @@ def test_partly_aerated_tissue_at_an_airway_wall_is_not_lung_left_out(case):
     assert left_out_on_band(wide, airways)
 
 
+def test_partly_aerated_tissue_between_lung_and_soft_tissue_across_slices_is_an_interface_not_lung_left_out(case):
+    """A thick slice through the top of a dome averages the lung above and the soft tissue below into partly aerated
+    tissue: not lung left out. The same tissue with partly aerated tissue on the slices either side (ground glass
+    through three slices) is flagged."""
+    from LungGANLib.segment.review import PARTLY_AERATED_HU
+
+    ct, labels = case
+    z = int(np.median(slices_of(labels, 1)))
+    yy, xx = np.mgrid[: labels.shape[1], : labels.shape[2]]
+    ys, xs = np.nonzero(labels[z] == 1)
+    middle = int(ys.mean())
+    lateral = int(xs[ys == middle].min())  # the right lung's lateral edge on its middle row
+    patch = (labels[z] == 1) & (np.hypot((yy - middle) * ct.spacing[1], (xx - lateral) * ct.spacing[0]) <= 12.0)
+    mask = labels.copy()
+    mask[z][patch] = 0  # the mask leaves the patch out on slice z
+
+    def left_out_on_patch(below: float, above: float) -> list[dict]:
+        hu = ct.array.copy()
+        hu[z][patch], hu[z - 1][patch], hu[z + 1][patch] = -400.0, below, above
+        review = review_slices(mask, hu, ct.spacing)
+        return [f for s in review.slices if s["index"] == z for f in s["flags"] if f["kind"] == "left_out"
+                and patch[f["box"][0] : f["box"][1], f["box"][2] : f["box"][3]].any()]
+
+    assert PARTLY_AERATED_HU[0] < -400.0 < PARTLY_AERATED_HU[1]
+    assert left_out_on_patch(-400.0, -400.0)  # ground glass through three slices
+    assert left_out_on_patch(-850.0, -400.0)  # ground glass going on above
+    assert not left_out_on_patch(40.0, -850.0)  # soft tissue below, aerated lung above: an interface
+    assert not left_out_on_patch(-850.0, 40.0)  # and upside down (the underside of the lung's apex)
+
+
 def test_dense_lung_among_pockets_of_air_is_flagged_and_a_band_beside_the_lung_is_not(case):
     """Consolidated lung keeps pockets of air that a mask follows as small pieces: the dense tissue among them, left
     out, is flagged as ``between`` on exactly its slices. The same band without air (effusion, the chest wall's
