@@ -16,8 +16,8 @@ of the CT and the mask alone (no reference):
   lung (consolidation, atelectasis) whose aerated lobules and air bronchograms the mask follows;
 - ``guard_rail``: soft tissue the guard rail removed (:mod:`LungGANLib.segment.never_lung`),
   and ``never_lung``: what it would remove, left in the mask (checked when the guard rail did not run);
-- ``area_jump``: a lung's area on the slice against its neighbours' (two each side): a piece
-  gained or lost on one slice only;
+- ``area_jump``: a lung's area on the slice against its neighbours' (two each side), unless it lies
+  between theirs below and above (the lung narrowing through it): a piece gained or lost on a slice or two;
 - ``cut_off``: lung on the scan's first or last slice: the lung goes on beyond the scan;
 - ``disagree``: where a second, independent method (the classical one, for the generator's
   mask) finds lung and the mask has none, or the other way round, wider than a 2 mm disk and
@@ -35,9 +35,6 @@ Arrays and slice indices here are canonical (z, y, x) LPS: x to the patient's le
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -120,21 +117,8 @@ class Review:
         return sum(1 for s in self.slices if s["flags"])
 
     def as_dict(self) -> dict:
+        """The review as written (:mod:`LungGANLib.segment.review_files`): head and slices."""
         return {"axis": self.axis, "flagged_slices": self.flagged, "scan_flags": self.scan, "slices": self.slices}
-
-    def to_json(self) -> str:
-        """JSON with one line per slice, most suspicious first."""
-        head = {k: v for k, v in self.as_dict().items() if k != "slices"}
-        lines = ",\n".join("  " + json.dumps(s) for s in self.slices)
-        return json.dumps(head, indent=1)[:-2] + ',\n "slices": [\n' + lines + "\n ]\n}\n"
-
-    def to_csv(self) -> str:
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["index", "score", "flags"])
-        for s in self.slices:
-            writer.writerow([s["index"], s["score"], "; ".join(f["text"] for f in s["flags"])])
-        return out.getvalue()
 
 
 def _side_text(side: str, component: np.ndarray, lung: np.ndarray) -> str:
@@ -216,6 +200,16 @@ def _across_an_interface(hu: np.ndarray, z: int, rows: slice, cols: slice) -> np
         return np.zeros((rows.stop - rows.start, cols.stop - cols.start), dtype=bool)
     below, above = hu[z - 1, rows, cols], hu[z + 1, rows, cols]
     return (np.minimum(below, above) < PARTLY_AERATED_HU[0]) & (np.maximum(below, above) > PARTLY_AERATED_HU[1])
+
+
+def _tapers(areas: np.ndarray, z: int) -> bool:
+    """Whether a lung's area on slice ``z`` lies between its means on the two slices below and the two above: the
+    lung narrowing (or widening) through it, as at its apex and base, not a piece gained or lost on it."""
+    below, above = areas[max(z - 2, 0) : z], areas[z + 1 : z + 3]
+    if not len(below) or not len(above):
+        return False
+    low, high = sorted((float(below.mean()), float(above.mean())))
+    return low <= float(areas[z]) <= high
 
 
 def review_step(spacing: tuple[float, float, float]) -> int:
@@ -330,7 +324,7 @@ def review_slices(
                                       f"{_side_text(side, region, lung)}: dense lung (consolidation, atelectasis)?", box))
             neighbours = [areas[value][k] for k in range(z - 2, z + 3) if k != z and 0 <= k < len(areas[value])]
             typical = float(np.median(neighbours)) if neighbours else 0.0
-            jump = abs(float(areas[value][z]) - typical)
+            jump = 0.0 if _tapers(areas[value], int(z)) else abs(float(areas[value][z]) - typical)
             if jump >= MIN_JUMP_MM2 and jump >= JUMP_SHARE * max(typical, 1.0):
                 gained = areas[value][z] > typical
                 found.append(Flag("area_jump", jump * spacing[2] / 1000.0, f"the {side} lung{'s' if side == 'lungs' else ''} "

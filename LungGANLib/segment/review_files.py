@@ -7,6 +7,8 @@ another orientation they count axial slices from the feet, and say so (:func:`in
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -34,6 +36,23 @@ def in_file_order(review: Review, orientation: str, slices: int) -> Review:
     return review
 
 
+def review_json(review: Review) -> str:
+    """The review as JSON, one line per slice, most suspicious first."""
+    head = {k: v for k, v in review.as_dict().items() if k != "slices"}
+    lines = ",\n".join("  " + json.dumps(s) for s in review.slices)
+    return json.dumps(head, indent=1)[:-2] + ',\n "slices": [\n' + lines + "\n ]\n}\n"
+
+
+def review_csv(review: Review) -> str:
+    """The review as CSV: index, score and the flags' texts, one row per slice, most suspicious first."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["index", "score", "flags"])
+    for s in review.slices:
+        writer.writerow([s["index"], s["score"], "; ".join(f["text"] for f in s["flags"])])
+    return out.getvalue()
+
+
 def review_suffix(path) -> str:
     """``.json`` or ``.csv``: the review file's format, from its name."""
     from ..errors import InputError
@@ -49,7 +68,7 @@ def write_review(review: Review, path, overwrite: bool = False):
     from ..io.output import atomic_write, check_output_path, verify_text
 
     path = check_output_path(path, overwrite, (".json", ".csv"), what="review")
-    text = review.to_csv() if review_suffix(path) == "csv" else review.to_json()
+    text = review_csv(review) if review_suffix(path) == "csv" else review_json(review)
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=overwrite,
                         verify=verify_text(text))
 

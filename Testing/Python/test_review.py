@@ -17,7 +17,7 @@ from scipy import ndimage
 from LungGANLib.cli import main
 from LungGANLib.io import load_ct, mask_from_image
 from LungGANLib.segment.review import Review, review_slices
-from LungGANLib.segment.review_files import canonical_index, in_file_order
+from LungGANLib.segment.review_files import canonical_index, in_file_order, review_csv, review_json
 
 REPO = Path(__file__).resolve().parents[2]
 CT = "ct/elastix-00.nii.gz"
@@ -83,6 +83,35 @@ def test_a_lung_cut_on_one_slice_is_a_jump_and_the_ends_and_ratio_are_named(case
     assert any("right/left volume ratio" in text for text in review_slices(small, ct.array, ct.spacing).scan)
 
 
+def test_a_lung_narrowing_through_thick_slices_is_no_jump_and_a_piece_lost_on_two_slices_is(case):
+    """Every third slice of the reference (6 mm slices): towards the apex and the base a lung's area falls by many cm²
+    a slice, each slice's between those either side of it; none of that is a jump (the scan's first slice, with
+    nothing below to compare, is ``cut_off``'s). The posterior half of a lung lost on two neighbouring slices is a
+    jump on both."""
+    ct, labels = case
+    thick, hu = labels[::3], ct.array[::3]
+    spacing = (ct.spacing[0], ct.spacing[1], ct.spacing[2] * 3)
+
+    def jumps(mask: np.ndarray) -> set[int]:
+        return {s["index"] for s in review_slices(mask, hu, spacing).slices for f in s["flags"] if f["kind"] == "area_jump"}
+
+    for value in (1, 2):
+        areas = (thick == value).sum(axis=(1, 2)).astype(float)
+        zs = np.flatnonzero(areas)
+        falls = [z for z in zs[1:-1] if abs(areas[z + 1] - areas[z - 1]) * spacing[0] * spacing[1] >= 600]
+        assert falls, "the lung must narrow steeply somewhere for this test to mean anything"
+    assert jumps(thick) <= {0}
+    zs = slices_of(thick, 2)
+    z = int(zs[len(zs) // 2])
+    spoiled = thick.copy()
+    for k in (z, z + 1):
+        ys, _ = np.nonzero(spoiled[k] == 2)
+        back = spoiled[k] == 2
+        back[: (ys.min() + ys.max()) // 2] = False
+        spoiled[k][back] = 0
+    assert {z, z + 1} <= jumps(spoiled)
+
+
 def test_every_lung_slice_is_listed_most_suspicious_first_with_indices_in_the_files_order(case):
     ct, labels = case
     review = review_slices(labels, ct.array, ct.spacing)
@@ -94,8 +123,8 @@ def test_every_lung_slice_is_listed_most_suspicious_first_with_indices_in_the_fi
     area = (labels > 0).sum(axis=(1, 2))
     ties = [(a, b) for a, b in zip(review.slices, review.slices[1:]) if a["score"] == b["score"]]
     assert len(ties) > 50 and all(area[a["index"]] >= area[b["index"]] for a, b in ties)
-    assert json.loads(review.to_json()) == review.as_dict()
-    assert review.to_csv().splitlines()[0] == "index,score,flags" and len(review.to_csv().splitlines()) == len(review.slices) + 1
+    assert json.loads(review_json(review)) == review.as_dict()
+    assert review_csv(review).splitlines()[0] == "index,score,flags" and len(review_csv(review).splitlines()) == len(review.slices) + 1
     n = labels.shape[0]
     for orientation, first in (("LPS", 0), ("RAS", 0), ("LPI", n - 1), ("RAI", n - 1)):
         mapped = in_file_order(Review(slices=[{"index": 0, "score": 0, "flags": []}]), orientation, n)
