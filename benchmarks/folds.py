@@ -118,8 +118,8 @@ class Recipe:
     Attributes:
         name: as in the tables.
         shipped: the lidc-idri-0001 fold's generator, the one that ships (a path, or ``git:COMMIT:PATH``).
-        steps: for the other folds, the ``lunggan train`` runs in order; ``{fold}`` and ``{val}`` are filled in,
-            ``{prev}`` is the previous step's output. None: only the shipped fold exists.
+        steps: for the other folds, the ``lunggan train`` runs in order, each given the held-out cases as
+            ``--val-case`` and the previous step's output as ``--init-model``. None: only the shipped fold exists.
     """
 
     name: str

@@ -84,3 +84,22 @@ def test_the_readme_and_the_card_quote_the_default_as_the_fold_rows_give_it():
     assert folds.shipped_table(rows, chosen["candidate"], chosen["rules"]) in (REPO / "README.md").read_text()
     assert card["folds"] == [r for r in rows if r["candidate"] == chosen["candidate"] and r["rules"] == chosen["rules"]]
     assert chosen["rule"] == folds.SELECTION_RULE
+
+
+def test_a_fold_is_trained_into_a_folder_that_does_not_exist_yet_and_a_failed_step_stops_with_a_line(
+        tmp_path, monkeypatch, capfd):
+    """On a clean checkout ``runs/folds/`` does not exist: each step's folder is made before the trainer (a real
+    ``lunggan train`` child process) writes into it. The step here fails in the trainer's own checks, after the
+    output folder's: the run stops with a line saying how to resume, and no fold generator is written."""
+    import pytest
+
+    folds = load_folds()
+    monkeypatch.setattr(folds, "RUNS", tmp_path / "runs" / "folds")
+    recipe = folds.Recipe("probe", "unused", ("--epochs 1 --val-case no-such-case",))
+    with pytest.raises(SystemExit) as stopped:
+        folds.train(recipe, "elastix-00")
+    assert "training the probe generator of the fold that holds out elastix-00 failed" in str(stopped.value)
+    err = capfd.readouterr().err
+    assert "does not exist" not in err and "--val-case among" in err
+    assert (tmp_path / "runs" / "folds" / "elastix-00" / "steps").is_dir()
+    assert not recipe.model("elastix-00").exists()

@@ -462,7 +462,7 @@ def test_partly_aerated_tissue_between_lung_and_soft_tissue_across_slices_is_an_
     assert left_out_on_patch(-400.0, -400.0)  # ground glass through three slices
     assert left_out_on_patch(-850.0, -400.0)  # ground glass going on above
     assert not left_out_on_patch(40.0, -850.0)  # soft tissue below, aerated lung above: an interface
-    assert not left_out_on_patch(-850.0, 40.0)  # and upside down (the underside of the lung's apex)
+    assert not left_out_on_patch(-850.0, 40.0)  # lung below, soft tissue above: the top of an apex
 
 
 def test_dense_lung_among_pockets_of_air_is_flagged_and_a_band_beside_the_lung_is_not(case):
