@@ -202,14 +202,18 @@ def _across_an_interface(hu: np.ndarray, z: int, rows: slice, cols: slice) -> np
     return (np.minimum(below, above) < PARTLY_AERATED_HU[0]) & (np.maximum(below, above) > PARTLY_AERATED_HU[1])
 
 
-def _tapers(areas: np.ndarray, z: int) -> bool:
-    """Whether a lung's area on slice ``z`` lies between its means on the two slices below and the two above: the
-    lung narrowing (or widening) through it, as at its apex and base, not a piece gained or lost on it."""
+def _area_jump(areas: np.ndarray, z: int) -> tuple[float, float]:
+    """How far a lung's area on slice ``z`` lies from the median of its neighbours' (two each side), and that
+    median; no jump (0) where the area lies between its means on the two slices below and the two above: the lung
+    narrowing (or widening) through it, as at its apex and base, not a piece gained or lost on it."""
     below, above = areas[max(z - 2, 0) : z], areas[z + 1 : z + 3]
-    if not len(below) or not len(above):
-        return False
-    low, high = sorted((float(below.mean()), float(above.mean())))
-    return low <= float(areas[z]) <= high
+    neighbours = np.concatenate([below, above])
+    typical = float(np.median(neighbours)) if len(neighbours) else 0.0
+    if len(below) and len(above):
+        low, high = sorted((float(below.mean()), float(above.mean())))
+        if low <= float(areas[z]) <= high:
+            return 0.0, typical
+    return abs(float(areas[z]) - typical), typical
 
 
 def review_step(spacing: tuple[float, float, float]) -> int:
@@ -322,9 +326,7 @@ def review_slices(
                 for region, ml, box in _regions(between, pixel_ml, offset):
                     found.append(Flag("between", ml, f"{ml:.1f} mL left out among pockets of air in "
                                       f"{_side_text(side, region, lung)}: dense lung (consolidation, atelectasis)?", box))
-            neighbours = [areas[value][k] for k in range(z - 2, z + 3) if k != z and 0 <= k < len(areas[value])]
-            typical = float(np.median(neighbours)) if neighbours else 0.0
-            jump = 0.0 if _tapers(areas[value], int(z)) else abs(float(areas[value][z]) - typical)
+            jump, typical = _area_jump(areas[value], int(z))
             if jump >= MIN_JUMP_MM2 and jump >= JUMP_SHARE * max(typical, 1.0):
                 gained = areas[value][z] > typical
                 found.append(Flag("area_jump", jump * spacing[2] / 1000.0, f"the {side} lung{'s' if side == 'lungs' else ''} "
