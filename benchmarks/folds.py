@@ -51,6 +51,9 @@ from LungGANLib.segment import inference  # noqa: E402
 from LungGANLib.segment.inference import SegmentOptions, segment  # noqa: E402
 from LungGANLib.segment.morphology import IN_PLANE_CROSS  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from last_epoch import export_last_epoch  # noqa: E402
+
 #: Held-out cases of each fold.
 FOLDS = {
     "lidc-idri-0001": ("lidc-idri-0001",),
@@ -120,22 +123,26 @@ class Recipe:
         shipped: the lidc-idri-0001 fold's generator, the one that ships (a path, or ``git:COMMIT:PATH``).
         steps: for the other folds, the ``lunggan train`` runs in order, each given the held-out cases as
             ``--val-case`` and the previous step's output as ``--init-model``. None: only the shipped fold exists.
+        last_epoch: the last step's last epoch is the fold's generator, not its best by validation Dice (as
+            ``benchmarks/last_epoch.py`` made ``lunggan-lesions``).
     """
 
     name: str
     shipped: str
     steps: tuple[str, ...] | None = None
+    last_epoch: bool = False
 
     def model(self, fold: str) -> Path:
         return RUNS / fold / f"{self.name}.safetensors"
 
 
 BASELINE_STEP = "--epochs 24"
+CONSERVATIVE_STEPS = (BASELINE_STEP, "--lr 3e-4 --epochs 8 --lesions 0.5", "--lr 3e-4 --epochs 6 --lesions 0.5 --appearance 0.3")
 RECIPES = (
     Recipe("first-baseline", "git:c589d42:Resources/Models/lunggan.safetensors", (BASELINE_STEP,)),
-    Recipe("conservative", "Resources/Models/lunggan-conservative.safetensors", (
-        BASELINE_STEP, "--lr 3e-4 --epochs 8 --lesions 0.5", "--lr 3e-4 --epochs 6 --lesions 0.5 --appearance 0.3")),
-    Recipe("lesions", "Resources/Models/lunggan-lesions.safetensors"),
+    Recipe("conservative", "Resources/Models/lunggan-conservative.safetensors", CONSERVATIVE_STEPS),
+    Recipe("lesions", "Resources/Models/lunggan-lesions.safetensors",
+           CONSERVATIVE_STEPS + ("--lr 3e-4 --epochs 8 --lesions 0.5 --appearance 0.3",), last_epoch=True),
     Recipe("regression", "Resources/Models/lunggan-regression.safetensors"),
 )
 
@@ -195,6 +202,11 @@ def train(recipe: Recipe, fold: str) -> None:
                 raise SystemExit(f"training the {recipe.name} generator of the fold that holds out {fold} failed "
                                  "(its message is above); run the same command again to resume it")
         previous = out
+    if recipe.last_epoch:
+        last = previous.with_name(f"{previous.stem}-last.safetensors")
+        if not last.exists():
+            print("keeping the last epoch:", export_last_epoch(run_dir, last), file=sys.stderr, flush=True)
+        previous = last
     target = recipe.model(fold)
     atomic_write(target, lambda tmp: Path(tmp).write_bytes(previous.read_bytes()))
 

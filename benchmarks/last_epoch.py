@@ -25,25 +25,31 @@ from LungGANLib.models import Generator  # noqa: E402
 from LungGANLib.models.weights import load_model, save_model  # noqa: E402
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("-o", "--output", type=Path, required=True)
-    parser.add_argument("--name", help="the model's name in its card (default: the output's stem)")
-    args = parser.parse_args()
-    _, info = load_model(args.run_dir / "best.safetensors")  # the run's architecture and preprocessing
-    with safe_open(str(args.run_dir / "checkpoint.safetensors"), framework="pt") as handle:
+def export_last_epoch(run_dir: Path, output: Path, name: str | None = None) -> str:
+    """Write the generator of ``run_dir``'s last epoch (its checkpoint) to ``output``, with the run's card; never
+    over a file. Returns what was written, in a line."""
+    _, info = load_model(run_dir / "best.safetensors")  # the run's architecture and preprocessing
+    with safe_open(str(run_dir / "checkpoint.safetensors"), framework="pt") as handle:
         meta = handle.metadata()
         weights = {key[len("generator."):]: handle.get_tensor(key) for key in handle.keys() if key.startswith("generator.")}
     generator = Generator(info.config)
     generator.load_state_dict(weights)
     history = json.loads(meta["history"])
     last = history[-1]
-    card = {**info.card, "name": args.name or args.output.stem,
+    card = {**info.card, "name": name or output.stem,
             "validation": {"epoch": int(meta["epoch"]), "val_dice_network_resolution": round(last["val_dice"], 5),
                            "val_iou_network_resolution": round(last["val_iou"], 5), "kept": "last epoch"}}
-    save_model(generator, info, args.output, card, overwrite=False)
-    print(f"epoch {meta['epoch']} (val Dice {last['val_dice']:.4f}) written to {args.output}")
+    save_model(generator, info, output, card, overwrite=False)
+    return f"epoch {meta['epoch']} (val Dice {last['val_dice']:.4f}) written to {output}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    parser.add_argument("--name", help="the model's name in its card (default: the output's stem)")
+    args = parser.parse_args()
+    print(export_last_epoch(args.run_dir, args.output, args.name))
 
 
 if __name__ == "__main__":

@@ -103,3 +103,33 @@ def test_a_fold_is_trained_into_a_folder_that_does_not_exist_yet_and_a_failed_st
     assert "does not exist" not in err and "--val-case among" in err
     assert (tmp_path / "runs" / "folds" / "elastix-00" / "steps").is_dir()
     assert not recipe.model("elastix-00").exists()
+
+
+def test_a_recipe_that_keeps_the_last_epoch_gives_its_fold_the_last_steps_checkpoint(data, tmp_path, monkeypatch):
+    """lunggan-lesions is the last epoch of its last step: its fold generators are too (the run's checkpoint, not
+    its best epoch). The step is a real, tiny run, made where the recipe's steps go, so train() only keeps it."""
+    import subprocess
+
+    import torch
+    from safetensors import safe_open
+
+    from LungGANLib.models.weights import load_model
+
+    folds = load_folds()
+    monkeypatch.setattr(folds, "RUNS", tmp_path / "runs" / "folds")
+    recipe = folds.Recipe("probe", "unused", ("--epochs 2",), last_epoch=True)
+    steps = folds.RUNS / "elastix-00" / "steps"
+    steps.mkdir(parents=True)
+    ct, mask = data / "fixtures/cip-ct-64/ct-64.nrrd", data / "fixtures/cip-ct-64/wholeLung-64.nrrd"
+    command = [sys.executable, "-m", "LungGANLib.cli", "train", "--pair", ct, mask, "--epochs", "2", "--steps-per-epoch", "1",
+               "--input-size", "64", "--base-channels", "2", "--depth", "2", "--lr", "0.1", "--run-dir", steps / "_epochs2",
+               "-o", steps / "_epochs2.safetensors", "--device", "cpu", "-q"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    folds.train(recipe, "elastix-00")
+    generator, _ = load_model(recipe.model("elastix-00"))
+    with safe_open(str(steps / "_epochs2" / "checkpoint.safetensors"), framework="pt") as handle:
+        for key, value in generator.state_dict().items():
+            assert torch.equal(value, handle.get_tensor(f"generator.{key}").to(value.dtype))
+    _, kept = load_model(steps / "_epochs2-last.safetensors")  # kept beside the step, with its card
+    assert kept.card["validation"]["epoch"] == 2 and kept.card["validation"]["kept"] == "last epoch"
