@@ -1,0 +1,137 @@
+"""Where a mask and the clinicians' lungs of LUNG1-002 disagree, and whether the outline is biased.
+
+``nsclc-radiomics-lung1-002`` is the one scan here whose lungs a person drew (radiation oncologists,
+radiotherapy planning contours; validation only, never trained on or used to tune a rule). This splits a
+mask's disagreement with them, the GTV left out of both, into what a rule could still move:
+
+- missed (in the contours, not the mask) and spill (the other way), each by density (HU bands) and by
+  in-plane distance from the other outline (1 voxel: the outline's own voxels), and their largest pieces
+  beyond 1.5 voxels (a piece, not the outline's wobble);
+- the Dice after moving the whole outline: shifted one voxel along each axis, half a voxel in-plane (the
+  mask's signed distance map, shifted and cut at zero), grown by a ring of the voxels around it below
+  -100 HU or 100 HU (a partial-volume voxel a reader draws in), and smoothed in-plane (a Gaussian of the
+  mask cut at one half, as a hand-drawn polygon smooths corners). A bias of the outline (ours inside or
+  outside theirs, or shifted) would show as a gain for one of them.
+
+The mask is the default's (``lunggan segment``'s defaults) unless ``--mask`` gives one. Rows go to
+``docs/results/outline.json``; ``docs/models.md`` ("The outline") says what they showed.
+
+Usage:
+    python benchmarks/outline.py [--mask MASK] [--method gan|classical] [--json docs/results/outline.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from folds import LUNG1, load_case  # noqa: E402
+
+from LungGANLib.io import mask_from_image  # noqa: E402
+from LungGANLib.io.output import atomic_write  # noqa: E402
+from LungGANLib.segment.inference import SegmentOptions, segment  # noqa: E402
+
+HU_BANDS = (-2000, -700, -320, -100, 100, 4000)
+DISTANCES = (1, 2, 3, 5, 10)
+
+
+def in_plane_distance(mask: np.ndarray, spacing_px: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """Each voxel's in-plane distance (voxels) to ``mask`` on its slice; 99 on a slice without it."""
+    out = np.full(mask.shape, 99.0, dtype=np.float32)
+    for z in np.flatnonzero(mask.any(axis=(1, 2))):
+        out[z] = ndimage.distance_transform_edt(~mask[z], sampling=spacing_px)
+    return out
+
+
+def signed_distance(mask: np.ndarray) -> np.ndarray:
+    """In-plane signed distance (voxels): negative inside ``mask``."""
+    out = np.full(mask.shape, 99.0, dtype=np.float32)
+    for z in np.flatnonzero(mask.any(axis=(1, 2))):
+        out[z] = ndimage.distance_transform_edt(~mask[z]) - ndimage.distance_transform_edt(mask[z])
+    return out
+
+
+def breakdown(error: np.ndarray, hu: np.ndarray, distance: np.ndarray, voxel_ml: float) -> dict:
+    """An error's volume by HU band and by in-plane distance, and its largest pieces beyond 1.5 voxels."""
+    hu_e, d_e = hu[error], distance[error]
+    bands = {f"{lo}..{hi}": round(float(((hu_e >= lo) & (hu_e < hi)).sum() * voxel_ml), 1)
+             for lo, hi in zip(HU_BANDS, HU_BANDS[1:])}
+    rings, low = {}, 0
+    for d in DISTANCES:
+        rings[f"{low}-{d}"] = round(float(((d_e > low) & (d_e <= d)).sum() * voxel_ml), 1)
+        low = d
+    rings[f">{DISTANCES[-1]}"] = round(float((d_e > DISTANCES[-1]).sum() * voxel_ml), 1)
+    pieces, count = ndimage.label(error & (distance > 1.5))
+    sizes = np.bincount(pieces.ravel(), minlength=count + 1)[1:] * voxel_ml
+    largest = []
+    for index in np.argsort(-sizes)[:5]:
+        where = ndimage.find_objects((pieces == index + 1).astype(np.int8))[0]
+        largest.append({"ml": round(float(sizes[index]), 1), "slices": [where[0].start, where[0].stop - 1],
+                        "median_hu": int(np.median(hu[pieces == index + 1]))})
+    return {"ml": round(float(error.sum() * voxel_ml), 1), "by_hu": bands, "by_distance_voxels": rings, "largest_pieces": largest}
+
+
+def moved_outlines(labels: np.ndarray, hu: np.ndarray) -> dict[str, np.ndarray]:
+    """The mask with its outline moved each way tried (see the module)."""
+    lungs = labels > 0
+    out = {}
+    for axis, name in ((0, "z"), (1, "y"), (2, "x")):
+        for step in (-1, 1):
+            out[f"shift {name} {step:+d} voxel"] = np.roll(lungs, step, axis=axis)
+    distance = signed_distance(lungs)
+    for dy, dx in ((0.5, 0), (-0.5, 0), (0, 0.5), (0, -0.5)):
+        out[f"shift y {dy:+.1f} x {dx:+.1f} voxel"] = ndimage.shift(distance, (0, dy, dx), order=1, mode="nearest") < 0
+    cross = np.zeros((3, 3, 3), dtype=bool)
+    cross[1] = ndimage.generate_binary_structure(2, 1)
+    for bound in (-100, 100):
+        out[f"ring below {bound} HU"] = lungs | (ndimage.binary_dilation(lungs, cross) & (hu < bound))
+    for sigma in (1.0, 2.0):
+        smooth = np.zeros_like(lungs)
+        for value in np.unique(labels[labels > 0]):
+            smooth |= ndimage.gaussian_filter((labels == value).astype(np.float32), (0, sigma, sigma)) >= 0.5
+        out[f"smoothed, sigma {sigma:g} voxels"] = smooth
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mask", help="a mask of LUNG1-002 (default: segment it with --method)")
+    parser.add_argument("--method", default="gan", choices=("gan", "classical"))
+    parser.add_argument("--json", default=str(REPO / "docs" / "results" / "outline.json"))
+    args = parser.parse_args()
+    case = load_case(LUNG1)
+    hu, voxel_ml = case.ct.array, case.ct.voxel_volume_ml
+    if args.mask:
+        labels = mask_from_image(sitk.ReadImage(args.mask), case.ct)
+    else:
+        labels = segment(case.ct, SegmentOptions(method=args.method, device="cpu"))
+    gtv = case.left_out
+    ref = (case.ref > 0) & ~gtv
+    lungs = (labels > 0) & ~gtv
+
+    def dice(mask: np.ndarray) -> float:
+        mask = mask & ~gtv
+        return round(float(2 * (mask & ref).sum() / (mask.sum() + ref.sum())), 4)
+
+    row = {"case": LUNG1, "mask": args.mask or f"lunggan segment --method {args.method}", "dice_gtv_out": dice(lungs),
+           "missed": breakdown(ref & ~lungs, hu, in_plane_distance(lungs), voxel_ml),
+           "spill": breakdown(lungs & ~ref, hu, in_plane_distance(ref), voxel_ml),
+           "moved": {name: dice(mask) for name, mask in moved_outlines(labels, hu).items()}}
+    print(json.dumps(row, indent=1))
+    path = Path(args.json)
+    rows = [r for r in (json.loads(path.read_text()) if path.exists() else []) if r["mask"] != row["mask"]] + [row]
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1) + "\n"))
+
+
+if __name__ == "__main__":
+    main()
