@@ -7,8 +7,7 @@ mask's disagreement with them, the GTV left out of both, into what a rule could 
 - missed (in the contours, not the mask) and spill (the other way), each by density (HU bands) and by
   in-plane distance from the other outline (1 voxel: the outline's own voxels), and their largest pieces
   beyond 1.5 voxels (a piece, not the outline's wobble);
-- the Dice after moving the whole outline: shifted one voxel along each axis, half a voxel in-plane (the
-  mask's signed distance map, shifted and cut at zero), grown by a ring of the voxels around it below
+- the Dice after moving the whole outline: shifted one voxel along each axis, grown by a ring of the voxels around it below
   -100 HU or 100 HU (a partial-volume voxel a reader draws in), and smoothed in-plane (a Gaussian of the
   mask cut at one half, as a hand-drawn polygon smooths corners). A bias of the outline (ours inside or
   outside theirs, or shifted) would show as a gain for one of them.
@@ -53,14 +52,6 @@ def in_plane_distance(mask: np.ndarray, spacing_px: tuple[float, float] = (1.0, 
     return out
 
 
-def signed_distance(mask: np.ndarray) -> np.ndarray:
-    """In-plane signed distance (voxels): negative inside ``mask``."""
-    out = np.full(mask.shape, 99.0, dtype=np.float32)
-    for z in np.flatnonzero(mask.any(axis=(1, 2))):
-        out[z] = ndimage.distance_transform_edt(~mask[z]) - ndimage.distance_transform_edt(mask[z])
-    return out
-
-
 def breakdown(error: np.ndarray, hu: np.ndarray, distance: np.ndarray, voxel_ml: float) -> dict:
     """An error's volume by HU band and by in-plane distance, and its largest pieces beyond 1.5 voxels."""
     hu_e, d_e = hu[error], distance[error]
@@ -88,9 +79,6 @@ def moved_outlines(labels: np.ndarray, hu: np.ndarray) -> dict[str, np.ndarray]:
     for axis, name in ((0, "z"), (1, "y"), (2, "x")):
         for step in (-1, 1):
             out[f"shift {name} {step:+d} voxel"] = np.roll(lungs, step, axis=axis)
-    distance = signed_distance(lungs)
-    for dy, dx in ((0.5, 0), (-0.5, 0), (0, 0.5), (0, -0.5)):
-        out[f"shift y {dy:+.1f} x {dx:+.1f} voxel"] = ndimage.shift(distance, (0, dy, dx), order=1, mode="nearest") < 0
     cross = np.zeros((3, 3, 3), dtype=bool)
     cross[1] = ndimage.generate_binary_structure(2, 1)
     for bound in (-100, 100):
