@@ -7,9 +7,9 @@ mask's disagreement with them, the GTV left out of both, into what a rule could 
 - missed (in the contours, not the mask) and spill (the other way), each by density (HU bands) and by
   in-plane distance from the other outline (1 voxel: the outline's own voxels), and their largest pieces
   beyond 1.5 voxels (a piece, not the outline's wobble);
-- the Dice after moving the whole outline: shifted one voxel along each axis, grown by a ring of the voxels around it below
-  -100 HU or 100 HU (a partial-volume voxel a reader draws in), and smoothed in-plane (a Gaussian of the
-  mask cut at one half, as a hand-drawn polygon smooths corners). A bias of the outline (ours inside or
+- the Dice after moving the whole outline: shifted one voxel along each axis, grown by a ring of the
+  voxels around it below -100 HU or 100 HU (a partial-volume voxel a reader draws in), and smoothed
+  in-plane (a Gaussian of the mask cut at one half, as a hand-drawn polygon smooths corners). A bias of the outline (ours inside or
   outside theirs, or shifted) would show as a gain for one of them.
 
 The mask is the default's (``lunggan segment``'s defaults) unless ``--mask`` gives one. Rows go to
@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from folds import LUNG1, load_case  # noqa: E402
 
+from LungGANLib.errors import LungGANError  # noqa: E402
 from LungGANLib.io import mask_from_image  # noqa: E402
 from LungGANLib.io.output import atomic_write  # noqa: E402
 from LungGANLib.segment.inference import SegmentOptions, segment  # noqa: E402
@@ -44,11 +45,11 @@ HU_BANDS = (-2000, -700, -320, -100, 100, 4000)
 DISTANCES = (1, 2, 3, 5, 10)
 
 
-def in_plane_distance(mask: np.ndarray, spacing_px: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+def in_plane_distance(mask: np.ndarray) -> np.ndarray:
     """Each voxel's in-plane distance (voxels) to ``mask`` on its slice; 99 on a slice without it."""
     out = np.full(mask.shape, 99.0, dtype=np.float32)
     for z in np.flatnonzero(mask.any(axis=(1, 2))):
-        out[z] = ndimage.distance_transform_edt(~mask[z], sampling=spacing_px)
+        out[z] = ndimage.distance_transform_edt(~mask[z])
     return out
 
 
@@ -100,7 +101,15 @@ def main() -> None:
     case = load_case(LUNG1)
     hu, voxel_ml = case.ct.array, case.ct.voxel_volume_ml
     if args.mask:
-        labels = mask_from_image(sitk.ReadImage(args.mask), case.ct)
+        try:
+            labels = mask_from_image(sitk.ReadImage(args.mask), case.ct)
+        except LungGANError as error:  # a mask of another grid: the message says what to do
+            print(f"outline.py: {args.mask}: {error}", file=sys.stderr)
+            sys.exit(2)
+        except RuntimeError as error:  # SimpleITK's: no such file, or not an image
+            print(f"outline.py: {args.mask}: {str(error).strip().splitlines()[-1].rstrip('.')}; give a mask of LUNG1-002's CT",
+                  file=sys.stderr)
+            sys.exit(2)
     else:
         labels = segment(case.ct, SegmentOptions(method=args.method, device="cpu"))
     gtv = case.left_out

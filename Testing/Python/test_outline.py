@@ -52,3 +52,15 @@ def test_the_outline_is_moved_as_named():
     ring_high = moved["ring below 100 HU"] & ~(labels > 0)
     # Below -100 HU: the ring but its soft-tissue side (x = 15); below 100 HU: the whole ring (a cross, no corners).
     assert ring_high.sum() == 3 * 4 * 10 and ring_low.sum() == 3 * 3 * 10 and not ring_low[:, :, 15].any()
+
+
+def test_a_mask_of_another_scan_is_refused_in_one_line_and_nothing_is_written(data, tmp_path):
+    import subprocess
+
+    rows = tmp_path / "outline.json"
+    for mask in (data / "ct" / "lidc-idri-0001.nii.gz", tmp_path / "missing.nii.gz"):
+        done = subprocess.run([sys.executable, REPO / "benchmarks" / "outline.py", "--mask", mask, "--json", rows],
+                              capture_output=True, text=True)
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert str(mask) in done.stderr and "Traceback" not in done.stderr
+    assert not rows.exists()
