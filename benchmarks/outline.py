@@ -37,9 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from folds import LUNG1, load_case  # noqa: E402
 
 from LungGANLib.errors import LungGANError  # noqa: E402
+from LungGANLib.evaluate.metrics import dice  # noqa: E402
 from LungGANLib.io import mask_from_image  # noqa: E402
 from LungGANLib.io.output import atomic_write  # noqa: E402
 from LungGANLib.segment.inference import SegmentOptions, segment  # noqa: E402
+from LungGANLib.segment.morphology import IN_PLANE_CROSS, component_sizes, label_components  # noqa: E402
 
 HU_BANDS = (-2000, -700, -320, -100, 100, 4000)
 DISTANCES = (1, 2, 3, 5, 10)
@@ -63,13 +65,13 @@ def breakdown(error: np.ndarray, hu: np.ndarray, distance: np.ndarray, voxel_ml:
         rings[f"{low}-{d}"] = round(float(((d_e > low) & (d_e <= d)).sum() * voxel_ml), 1)
         low = d
     rings[f">{DISTANCES[-1]}"] = round(float((d_e > DISTANCES[-1]).sum() * voxel_ml), 1)
-    pieces, count = ndimage.label(error & (distance > 1.5))
-    sizes = np.bincount(pieces.ravel(), minlength=count + 1)[1:] * voxel_ml
+    pieces, count = label_components(error & (distance > 1.5))
+    sizes, boxes = component_sizes(pieces, count) * voxel_ml, ndimage.find_objects(pieces)
     largest = []
     for index in np.argsort(-sizes)[:5]:
-        where = ndimage.find_objects((pieces == index + 1).astype(np.int8))[0]
-        largest.append({"ml": round(float(sizes[index]), 1), "slices": [where[0].start, where[0].stop - 1],
-                        "median_hu": int(np.median(hu[pieces == index + 1]))})
+        box = boxes[index]
+        largest.append({"ml": round(float(sizes[index]), 1), "slices": [box[0].start, box[0].stop - 1],
+                        "median_hu": int(np.median(hu[box][pieces[box] == index + 1]))})
     return {"ml": round(float(error.sum() * voxel_ml), 1), "by_hu": bands, "by_distance_voxels": rings, "largest_pieces": largest}
 
 
@@ -80,10 +82,9 @@ def moved_outlines(labels: np.ndarray, hu: np.ndarray) -> dict[str, np.ndarray]:
     for axis, name in ((0, "z"), (1, "y"), (2, "x")):
         for step in (-1, 1):
             out[f"shift {name} {step:+d} voxel"] = np.roll(lungs, step, axis=axis)
-    cross = np.zeros((3, 3, 3), dtype=bool)
-    cross[1] = ndimage.generate_binary_structure(2, 1)
+    grown = ndimage.binary_dilation(lungs, IN_PLANE_CROSS)
     for bound in (-100, 100):
-        out[f"ring below {bound} HU"] = lungs | (ndimage.binary_dilation(lungs, cross) & (hu < bound))
+        out[f"ring below {bound} HU"] = lungs | (grown & (hu < bound))
     for sigma in (1.0, 2.0):
         smooth = np.zeros_like(lungs)
         for value in np.unique(labels[labels > 0]):
@@ -116,14 +117,13 @@ def main() -> None:
     ref = (case.ref > 0) & ~gtv
     lungs = (labels > 0) & ~gtv
 
-    def dice(mask: np.ndarray) -> float:
-        mask = mask & ~gtv
-        return round(float(2 * (mask & ref).sum() / (mask.sum() + ref.sum())), 4)
+    def gtv_out(mask: np.ndarray) -> float:
+        return round(dice(mask & ~gtv, ref), 4)
 
-    row = {"case": LUNG1, "mask": args.mask or f"lunggan segment --method {args.method}", "dice_gtv_out": dice(lungs),
+    row = {"case": LUNG1, "mask": args.mask or f"lunggan segment --method {args.method}", "dice_gtv_out": gtv_out(lungs),
            "missed": breakdown(ref & ~lungs, hu, in_plane_distance(lungs), voxel_ml),
            "spill": breakdown(lungs & ~ref, hu, in_plane_distance(ref), voxel_ml),
-           "moved": {name: dice(mask) for name, mask in moved_outlines(labels, hu).items()}}
+           "moved": {name: gtv_out(mask) for name, mask in moved_outlines(labels, hu).items()}}
     print(json.dumps(row, indent=1))
     path = Path(args.json)
     rows = [r for r in (json.loads(path.read_text()) if path.exists() else []) if r["mask"] != row["mask"]] + [row]
