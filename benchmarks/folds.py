@@ -120,15 +120,18 @@ class Recipe:
 
     Attributes:
         name: as in the tables.
-        shipped: the lidc-idri-0001 fold's generator, the one that ships (a path, or ``git:COMMIT:PATH``).
+        shipped: the lidc-idri-0001 fold's generator, the one that ships (a path, or ``git:COMMIT:PATH``); None:
+            none ships, and that fold is trained like the others (its generator is then scored on the external scans).
         steps: for the other folds, the ``lunggan train`` runs in order, each given the held-out cases as
             ``--val-case`` and the previous step's output as ``--init-model``. None: only the shipped fold exists.
+            Each run keeps its epoch with the best Dice on the ``--val-case`` slices: the held-out patient's.
         last_epoch: the last step's last epoch is the fold's generator, not its best by validation Dice (as
-            ``benchmarks/last_epoch.py`` made ``lunggan-lesions``).
+            ``benchmarks/last_epoch.py`` made ``lunggan-lesions``); with a single step, no epoch is chosen on the
+            held-out patient.
     """
 
     name: str
-    shipped: str
+    shipped: str | None
     steps: tuple[str, ...] | None = None
     last_epoch: bool = False
 
@@ -143,12 +146,19 @@ RECIPES = (
     Recipe("conservative", "Resources/Models/lunggan-conservative.safetensors", CONSERVATIVE_STEPS),
     Recipe("lesions", "Resources/Models/lunggan-lesions.safetensors",
            CONSERVATIVE_STEPS + ("--lr 3e-4 --epochs 8 --lesions 0.5 --appearance 0.3",), last_epoch=True),
-    Recipe("regression", "Resources/Models/lunggan-regression.safetensors"),
+    # The shipped lunggan-regression: the first baseline fine-tuned with the regression critic (its card's command).
+    Recipe("regression", "Resources/Models/lunggan-regression.safetensors",
+           (BASELINE_STEP, "--variant regression --lr 1e-4 --epochs 4")),
+    # The first baseline's recipe with its 24th epoch on every fold: no epoch chosen on the held-out patient.
+    Recipe("first-baseline-last", None, (BASELINE_STEP,), last_epoch=True),
 )
 
 
 def shipped_path(recipe: Recipe) -> Path:
-    """The recipe's shipped generator as a file (a committed one is taken out of git into ``runs/folds/``)."""
+    """The recipe's shipped generator as a file (a committed one is taken out of git into ``runs/folds/``); with
+    none shipped, its lidc-idri-0001 fold's."""
+    if recipe.shipped is None:
+        return recipe.model("lidc-idri-0001")
     if not recipe.shipped.startswith("git:"):
         return REPO / recipe.shipped
     _, commit, path = recipe.shipped.split(":", 2)
@@ -162,7 +172,7 @@ def shipped_path(recipe: Recipe) -> Path:
 
 def fold_model(recipe: Recipe, fold: str) -> Path | None:
     """The recipe's generator for a fold, or None when it has not been trained."""
-    if fold == "lidc-idri-0001":
+    if fold == "lidc-idri-0001" and recipe.shipped is not None:
         return shipped_path(recipe)
     path = recipe.model(fold)
     return path if path.exists() else None
@@ -303,7 +313,7 @@ def run_rows(recipes: list[Recipe], json_path: Path) -> list[dict]:
             for name in held_out:
                 if model is not None:
                     jobs.append((recipe.name, fold, name, model, "gan"))
-        for name in EXTERNAL:
+        for name in EXTERNAL if shipped_path(recipe).exists() else ():
             jobs.append((recipe.name, "external", name, shipped_path(recipe), "gan"))
     for fold, held_out in FOLDS.items():
         for name in held_out:
@@ -388,8 +398,11 @@ def report(rows: list[dict], command: str) -> str:
         "## Choosing the default: every patient held out once",
         "",
         f"Made by `{command}`; raw rows in [`results/folds.json`](results/folds.json).",
-        "Each recipe's generator for a fold was trained without that patient; the lidc-idri-0001 fold is the "
-        "generator that ships. Dice and HD95 are for both lungs with the marked lesions (LIDC readers' nodule "
+        "Each recipe's generator for a fold was trained without that patient, but each training run keeps its "
+        "epoch with the best Dice on the held-out patient's slices (`--val-case`); the `-last` recipes keep every "
+        "run's last epoch instead, so no epoch is chosen on the patient they are scored on. The lidc-idri-0001 fold "
+        "is the generator that ships (the shipped first baseline kept epoch 18 of 24 by lidc-idri-0001's Dice). "
+        "Dice and HD95 are for both lungs with the marked lesions (LIDC readers' nodule "
         "outlines, the A0001 tumour) left out of both masks; spill is mask over 5 mm outside the reference that is "
         "no lesion, as a share of the reference lung; never-lung is soft tissue outside the rib cage, below the "
         "diaphragm or in the posterior mediastinum left in the mask. The references are the classical method "

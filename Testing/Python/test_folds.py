@@ -133,3 +133,20 @@ def test_a_recipe_that_keeps_the_last_epoch_gives_its_fold_the_last_steps_checkp
             assert torch.equal(value, handle.get_tensor(f"generator.{key}").to(value.dtype))
     _, kept = load_model(steps / "_epochs2-last.safetensors")  # kept beside the step, with its card
     assert kept.card["validation"]["epoch"] == 2 and kept.card["validation"]["kept"] == "last epoch"
+
+
+def test_a_recipe_that_ships_nothing_is_trained_and_scored_on_the_shipped_fold_too(tmp_path, monkeypatch):
+    """A recipe with no shipped generator (the first baseline's last epochs) has no lidc-idri-0001 fold until it is
+    trained like the others, and that fold's generator stands for it on the external scans; a shipping recipe's
+    lidc-idri-0001 fold stays its shipped generator."""
+    folds = load_folds()
+    monkeypatch.setattr(folds, "RUNS", tmp_path / "runs" / "folds")
+    recipe = next(r for r in folds.RECIPES if r.name == "first-baseline-last")
+    assert recipe.shipped is None and recipe.last_epoch and recipe.steps == (folds.BASELINE_STEP,)
+    assert folds.fold_model(recipe, "lidc-idri-0001") is None
+    trained = recipe.model("lidc-idri-0001")
+    trained.parent.mkdir(parents=True)
+    trained.write_bytes(b"weights")
+    assert folds.fold_model(recipe, "lidc-idri-0001") == trained == folds.shipped_path(recipe)
+    regression = next(r for r in folds.RECIPES if r.name == "regression")
+    assert folds.fold_model(regression, "lidc-idri-0001") == REPO / regression.shipped
