@@ -313,8 +313,9 @@ def run_rows(recipes: list[Recipe], json_path: Path) -> list[dict]:
             for name in held_out:
                 if model is not None:
                     jobs.append((recipe.name, fold, name, model, "gan"))
-        for name in EXTERNAL if shipped_path(recipe).exists() else ():
-            jobs.append((recipe.name, "external", name, shipped_path(recipe), "gan"))
+        shipped = shipped_path(recipe)
+        for name in EXTERNAL if shipped.exists() else ():  # a recipe that ships nothing: once its fold is trained
+            jobs.append((recipe.name, "external", name, shipped, "gan"))
     for fold, held_out in FOLDS.items():
         for name in held_out:
             jobs.append(("classical", fold, name, None, "classical"))

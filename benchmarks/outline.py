@@ -9,8 +9,8 @@ mask's disagreement with them, the GTV left out of both, into what a rule could 
   beyond 1.5 voxels (a piece, not the outline's wobble);
 - the Dice after moving the whole outline: shifted one voxel along each axis, grown by a ring of the
   voxels around it below -100 HU or 100 HU (a partial-volume voxel a reader draws in), and smoothed
-  in-plane (a Gaussian of the mask cut at one half, as a hand-drawn polygon smooths corners). A bias of the outline (ours inside or
-  outside theirs, or shifted) would show as a gain for one of them.
+  in-plane (a Gaussian of the mask cut at one half, as a hand-drawn polygon smooths corners). A bias
+  of the outline (ours inside or outside theirs, or shifted) would show as a gain for one of them.
 
 The mask is the default's (``lunggan segment``'s defaults) unless ``--mask`` gives one. Rows go to
 ``docs/results/outline.json``; ``docs/models.md`` ("The outline") says what they showed.
@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +37,7 @@ from folds import LUNG1, load_case  # noqa: E402
 
 from LungGANLib.errors import LungGANError  # noqa: E402
 from LungGANLib.evaluate.metrics import dice  # noqa: E402
-from LungGANLib.io import mask_from_image  # noqa: E402
+from LungGANLib.io import mask_from_image, read_image  # noqa: E402
 from LungGANLib.io.output import atomic_write  # noqa: E402
 from LungGANLib.segment.inference import SegmentOptions, segment  # noqa: E402
 from LungGANLib.segment.morphology import IN_PLANE_CROSS, component_sizes, label_components  # noqa: E402
@@ -103,13 +102,9 @@ def main() -> None:
     hu, voxel_ml = case.ct.array, case.ct.voxel_volume_ml
     if args.mask:
         try:
-            labels = mask_from_image(sitk.ReadImage(args.mask), case.ct)
-        except LungGANError as error:  # a mask of another grid: the message says what to do
+            labels = mask_from_image(read_image(args.mask)[0], case.ct)
+        except LungGANError as error:  # missing, not an image, or of another grid: the message says what to do
             print(f"outline.py: {args.mask}: {error}", file=sys.stderr)
-            sys.exit(2)
-        except RuntimeError as error:  # SimpleITK's: no such file, or not an image
-            print(f"outline.py: {args.mask}: {str(error).strip().splitlines()[-1].rstrip('.')}; give a mask of LUNG1-002's CT",
-                  file=sys.stderr)
             sys.exit(2)
     else:
         labels = segment(case.ct, SegmentOptions(method=args.method, device="cpu"))
