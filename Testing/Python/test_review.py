@@ -600,3 +600,29 @@ def test_the_second_opinion_runs_on_its_own_thread_and_its_failure_is_the_segmen
     with pytest.raises(MemoryError, match="second opinion"):
         segment(ct, SegmentOptions(device="cpu", review=True), findings={})
     segment(ct, SegmentOptions(device="cpu", review=True))  # no findings to hold a review: no second opinion begun
+
+
+def test_the_uncertainty_benchmark_fits_its_weight_on_the_held_out_rows_and_ranks_each_signal():
+    """benchmarks/review_uncertainty.py: the band's weight is the held-out fold rows' error on their unflagged slices
+    per mL of band (the external scans and the other masks left out); a band that sits where the error is ranks
+    perfectly, and the review's own score is ranked as it is."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import review_uncertainty as bench
+
+    def row(mask, external, slices):
+        return {"mask": mask, "independent_reference": external,
+                "slices": [{"index": z, "score": s, "flags_ml": f, "band_ml": b, "error_ml": e} for z, s, f, b, e in slices]}
+
+    fold = "first baseline (fold)"
+    rows = [row(fold, False, [(0, 1.0, 0.0, 10.0, 2.0), (1, 3.0, 3.0, 50.0, 9.0), (2, 0.5, 0.0, 30.0, 1.0)]),
+            row(fold, True, [(0, 1.0, 0.0, 1.0, 50.0)]), row("lunggan-lesions (weak)", False, [(0, 1.0, 0.0, 1.0, 50.0)])]
+    assert bench.band_weight(rows) == pytest.approx((2.0 + 1.0) / (10.0 + 30.0))
+    # Twenty slices: the error on slices 5 and 12; the band sits there, the review's score points elsewhere.
+    slices = [(z, float(z == 3), 0.0, 5.0 if z in (5, 12) else 0.1, 4.0 if z == 5 else 3.0 if z == 12 else 0.0)
+              for z in range(20)]
+    ranked = bench.rankings(row(fold, False, slices), weight=0.5)
+    assert ranked["band"]["ranking_of_perfect"] == 1.0 and ranked["band"]["auroc"] == 1.0
+    assert ranked["review"]["ranking_of_perfect"] == 0.0  # its top two slices (3, then the first of the ties) hold none
+    assert ranked["flags + band"]["ranking_of_perfect"] == 1.0
