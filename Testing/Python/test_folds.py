@@ -150,3 +150,32 @@ def test_a_recipe_that_ships_nothing_is_trained_and_scored_on_the_shipped_fold_t
     assert folds.fold_model(recipe, "lidc-idri-0001") == trained == folds.shipped_path(recipe)
     regression = next(r for r in folds.RECIPES if r.name == "regression")
     assert folds.fold_model(regression, "lidc-idri-0001") == REPO / regression.shipped
+
+
+def test_only_the_rule_sets_asked_for_are_scored_and_a_second_run_adds_the_rest(tmp_path, monkeypatch):
+    """``--rules``: a new recipe can be scored with the shipped rules alone; the classical method gets the asked rule
+    sets it has; a later run with more rule sets adds only the rows that are missing."""
+    import numpy as np
+
+    folds = load_folds()
+    monkeypatch.setattr(folds, "REPO", tmp_path)
+    monkeypatch.setattr(folds, "RUNS", tmp_path / "runs" / "folds")
+    monkeypatch.setattr(folds.inference, "predict_probabilities", folds.inference.predict_probabilities)  # restored
+    recipe = next(r for r in folds.RECIPES if r.name == "fine-tuned")
+    for fold in folds.FOLDS:
+        recipe.model(fold).parent.mkdir(parents=True, exist_ok=True)
+        recipe.model(fold).write_bytes(b"weights")
+    scored = []
+    monkeypatch.setattr(folds, "load_case", lambda name: folds.Case(name, None, None, [], None))
+    monkeypatch.setattr(folds, "load_model", lambda path: None)
+    monkeypatch.setattr(folds, "segment", lambda ct, options, model=None, findings=None: scored.append(options) or np.zeros(1))
+    monkeypatch.setattr(folds, "score", lambda case, labels, findings: {"dice": 1.0})
+    shipped = list(folds.RULES)[-2]
+    rows = folds.run_rows([recipe], tmp_path / "rows.json", (shipped,))
+    cases = set(folds.HELD_OUT) | set(folds.EXTERNAL)
+    assert {(r["candidate"], r["rules"]) for r in rows} == {("fine-tuned", shipped)}  # not a classical rule set
+    assert {r["case"] for r in rows} == cases and len(rows) == len(cases) == len(scored)
+    assert all(o.grow_outline and o.keep_bronchi and o.method == "gan" for o in scored)
+    rows = folds.run_rows([recipe], tmp_path / "rows.json", (shipped, "none"))
+    assert sorted((r["candidate"], r["rules"]) for r in rows) == sorted(
+        [("fine-tuned", shipped)] * len(cases) + [("fine-tuned", "none")] * len(cases) + [("classical", "none")] * len(cases))
