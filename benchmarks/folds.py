@@ -159,6 +159,8 @@ RECIPES = (
     # first baseline's recipe scored 0.76-0.98).
     Recipe("fine-tuned", None, (BASELINE_STEP, "--lr 3e-4 --epochs 4"), last_epoch=True),
     Recipe("appearance", None, (BASELINE_STEP, "--lr 3e-4 --epochs 4 --appearance 0.3"), last_epoch=True),
+    # The first baseline's recipe with another seed: how far one run lies from another on a held-out scan.
+    Recipe("first-baseline-seed1", None, (BASELINE_STEP + " --seed 1",)),
 )
 
 
