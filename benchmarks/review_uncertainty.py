@@ -38,40 +38,36 @@ from review import auroc, capture, error_voxels  # noqa: E402
 
 from LungGANLib.io.output import atomic_write  # noqa: E402
 from LungGANLib.models.weights import load_model  # noqa: E402
-from LungGANLib.segment.inference import SegmentOptions, segment  # noqa: E402
 from LungGANLib.segment.classical import body_mask  # noqa: E402
-from LungGANLib.segment.preprocess import from_network, lung_slices, to_network  # noqa: E402
+from LungGANLib.segment.inference import SegmentOptions, probability_batches, segment  # noqa: E402
+from LungGANLib.segment.preprocess import lung_slices  # noqa: E402
 
 #: Probabilities between these are the generator being unsure.
 UNSURE = (0.1, 0.9)
 LESION_MODEL = REPO / "Resources" / "Models" / "lunggan-lesions.safetensors"
 
 
-def band_ml(hu: np.ndarray, model: Path, voxel_ml: float) -> np.ndarray:
+def band_ml(hu: np.ndarray, model: tuple, voxel_ml: float) -> np.ndarray:
     """Per slice, the mL where the generator's probability lies within UNSURE (in the body, on the slices the
-    pipeline runs it on)."""
-    generator, info = load_model(str(model))
-    generator.eval()
+    pipeline runs it on, as the pipeline runs it)."""
+    generator, info = model
     body = body_mask(hu)
     band = np.zeros(hu.shape[0])
-    todo = lung_slices(hu, body)
-    with torch.inference_mode():
-        for start in range(0, len(todo), 16):
-            index = todo[start : start + 16]
-            prob = from_network(torch.sigmoid(generator(to_network(hu[index], info.input_size, info.window))),
-                                *hu.shape[1:]).numpy()
-            band[index] = ((prob > UNSURE[0]) & (prob < UNSURE[1]) & body[index]).sum(axis=(1, 2)) * voxel_ml
+    for index, prob in probability_batches(hu, generator, info, torch.device("cpu"), 16, lung_slices(hu, body)):
+        unsure = (prob > UNSURE[0]) & (prob < UNSURE[1])
+        band[index] = (unsure.numpy() & body[index]).sum(axis=(1, 2)) * voxel_ml
     return band
 
 
-def slices_for(case_name: str, model: Path, mask: str) -> dict:
+def slices_for(case: folds.Case, model_path: Path, mask: str) -> dict:
     """Per slice of the review: its score, its flags' mL, the band and the error."""
-    case = folds.load_case(case_name)
+    model = load_model(str(model_path))
     findings: dict = {}
-    labels = segment(case.ct, SegmentOptions(method="gan", model=model, device="cpu", review=True), findings=findings)
+    labels = segment(case.ct, SegmentOptions(method="gan", model=model_path, device="cpu", review=True), model=model,
+                     findings=findings)
     error = error_voxels(labels, case).sum(axis=(1, 2)) * case.ct.voxel_volume_ml
     band = band_ml(case.ct.array, model, case.ct.voxel_volume_ml)
-    return {"case": case_name, "mask": mask, "independent_reference": case_name in folds.EXTERNAL,
+    return {"case": case.name, "mask": mask, "independent_reference": case.name in folds.EXTERNAL,
             "slices": [{"index": s["index"], "score": s["score"], "flags_ml": sum(f["ml"] for f in s["flags"]),
                         "band_ml": round(float(band[s["index"]]), 3), "error_ml": round(float(error[s["index"]]), 3)}
                        for s in findings["review"].slices]}
@@ -110,11 +106,12 @@ def main() -> None:
     parser.add_argument("--json", default=str(REPO / "docs" / "results" / "review-uncertainty.json"))
     args = parser.parse_args()
     recipe = next(r for r in folds.RECIPES if r.name == "first-baseline")
-    rows = [slices_for(name, folds.trained_model(recipe, fold), "first baseline (fold)")
+    rows = [slices_for(folds.load_case(name), folds.trained_model(recipe, fold), "first baseline (fold)")
             for fold, names in folds.FOLDS.items() for name in names]
     for name in folds.EXTERNAL:
-        rows.append(slices_for(name, folds.shipped_path(recipe), "first baseline (shipped)"))
-        rows.append(slices_for(name, LESION_MODEL, "lunggan-lesions (weak)"))
+        case = folds.load_case(name)  # read once for both masks
+        rows.append(slices_for(case, folds.shipped_path(recipe), "first baseline (shipped)"))
+        rows.append(slices_for(case, LESION_MODEL, "lunggan-lesions (weak)"))
     weight = band_weight(rows)
     for row in rows:
         row["rankings"] = rankings(row, weight)

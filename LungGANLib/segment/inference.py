@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -67,6 +67,44 @@ def check_batch_fits(batch_size: int, info: ModelInfo, device: torch.device) -> 
         )
 
 
+def probability_batches(
+    hu: np.ndarray,
+    generator: Generator,
+    info: ModelInfo,
+    device: torch.device,
+    batch_size: int = 16,
+    slices: np.ndarray | None = None,
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """Run the generator over axial slices, a batch at a time (batch norm folded in, channels last on the CPU).
+
+    Args:
+        hu: (z, y, x) HU, canonical orientation.
+        generator: the network, in eval mode, on ``device``.
+        info: its preprocessing settings.
+        device: where to compute.
+        batch_size: slices per forward pass.
+        slices: indices of slices to run (default: all).
+
+    Yields:
+        Each batch's slice indices and the generator's lung probabilities on their slice grid, (n, y, x) float32
+        on ``device``. Torch's inference mode is on while the caller holds a batch.
+    """
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    depth, height, width = hu.shape
+    todo = np.arange(depth) if slices is None else np.asarray(slices, dtype=int)
+    channels_last = device.type == "cpu"
+    generator = generator.fused()
+    if channels_last:
+        generator = generator.to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for start in range(0, len(todo), batch_size):
+            index = todo[start : start + batch_size]
+            x = to_network(hu[index], info.input_size, info.window)
+            x = x.to(device, memory_format=torch.channels_last) if channels_last else x.to(device)
+            yield index, from_network(torch.sigmoid(generator(x)).float(), height, width)
+
+
 def predict_probabilities(
     hu: np.ndarray,
     generator: Generator,
@@ -76,39 +114,24 @@ def predict_probabilities(
     slices: np.ndarray | None = None,
     progress: Progress | None = None,
 ) -> np.ndarray:
-    """Run the generator over axial slices and return binary lung masks.
+    """Run the generator over axial slices (:func:`probability_batches`) and return binary lung masks.
 
     Args:
-        hu: (z, y, x) HU, canonical orientation.
-        generator: the network, in eval mode, on ``device``.
-        info: its preprocessing settings.
-        device: where to compute.
-        batch_size: slices per forward pass.
+        hu, generator, info, device, batch_size: as :func:`probability_batches` takes them.
         slices: indices of slices to run (default: all); the rest stay empty.
         progress: called with (done, total) after each batch.
 
     Returns:
         Boolean (z, y, x) mask: probability above ``info.threshold``.
     """
-    if batch_size < 1:
-        raise InputError(f"batch size must be at least 1, got {batch_size}")
-    depth, height, width = hu.shape
     out = np.zeros(hu.shape, dtype=bool)
-    todo = np.arange(depth) if slices is None else np.asarray(slices, dtype=int)
-    channels_last = device.type == "cpu"
-    generator = generator.fused()
-    if channels_last:
-        generator = generator.to(memory_format=torch.channels_last)
-    total = len(todo)
-    with torch.inference_mode():
-        for start in range(0, total, batch_size):
-            index = todo[start : start + batch_size]
-            x = to_network(hu[index], info.input_size, info.window)
-            x = x.to(device, memory_format=torch.channels_last) if channels_last else x.to(device)
-            prob = torch.sigmoid(generator(x)).float()
-            out[index] = (from_network(prob, height, width) > info.threshold).cpu().numpy()
-            if progress:
-                progress(min(start + batch_size, total), total)
+    total = hu.shape[0] if slices is None else len(slices)
+    done = 0
+    for index, prob in probability_batches(hu, generator, info, device, batch_size, slices):
+        out[index] = (prob > info.threshold).cpu().numpy()
+        done += len(index)
+        if progress:
+            progress(done, total)
     return out
 
 
