@@ -84,9 +84,9 @@ def _training_data(args, config: TrainConfig) -> tuple[SliceData, SliceData, dic
             names["validation" if held_out else "train"].append(case.name)
     if not train_pairs:
         raise InputError("training needs --pair CT MASK (or --references, or --kaggle)")
-    train = prepare_slices(load_pairs(train_pairs), config.input_size)
+    train = prepare_slices(load_pairs(train_pairs), config.input_size, context_mm=config.context_mm)
     if val_pairs:
-        return train, prepare_slices(load_pairs(val_pairs), config.input_size), names
+        return train, prepare_slices(load_pairs(val_pairs), config.input_size, context_mm=config.context_mm), names
     fraction = args.val_fraction or VALIDATION_FRACTION
     if len(train) < 2:
         raise InputError(f"{len(train)} training slice cannot be split for validation: give a --val-pair")
@@ -135,7 +135,8 @@ def config_from_args(args) -> TrainConfig:
     return TrainConfig(
         **same,
         augment=not args.no_augment,
-        generator=GeneratorConfig(base_channels=args.base_channels, depth=args.depth, norm=args.norm),
+        generator=GeneratorConfig(in_channels=3 if args.context_mm else 1, base_channels=args.base_channels, depth=args.depth,
+                                  norm=args.norm),
         critic=CriticConfig(base_channels=args.critic_channels, depth=args.critic_depth),
     )
 

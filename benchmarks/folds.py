@@ -161,6 +161,9 @@ RECIPES = (
     Recipe("appearance", None, (BASELINE_STEP, "--lr 3e-4 --epochs 4 --appearance 0.3"), last_epoch=True),
     # The first baseline's recipe with another seed: how far one run lies from another on a held-out scan.
     Recipe("first-baseline-seed1", None, (BASELINE_STEP + " --seed 1",)),
+    # The first baseline's recipe, the generator seeing the slices 3 mm below and above as well (2.5D input):
+    # whether a vessel, which runs on through the neighbouring slices, is told from a nodule or a mass.
+    Recipe("2.5d", None, (BASELINE_STEP + " --context-mm 3",)),
 )
 
 

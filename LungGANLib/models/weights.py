@@ -48,6 +48,8 @@ class ModelInfo:
         window: the HU window the input is scaled with.
         threshold: probability above which a pixel is lung.
         card: the model card (empty when the JSON file is absent).
+        context_mm: 0, or how far the neighbouring slices a 2.5D generator sees lie from its slice, mm (its input
+            has three channels: :func:`LungGANLib.segment.preprocess.network_input`).
     """
 
     config: GeneratorConfig
@@ -55,6 +57,7 @@ class ModelInfo:
     window: HUWindow = DEFAULT_WINDOW
     threshold: float = DEFAULT_THRESHOLD
     card: dict = field(default_factory=dict)
+    context_mm: float = 0.0
 
     def metadata(self) -> dict[str, str]:
         """The safetensors header metadata (strings only)."""
@@ -65,7 +68,7 @@ class ModelInfo:
             "input_size": str(self.input_size),
             "window": json.dumps([self.window.low, self.window.high]),
             "threshold": str(self.threshold),
-        }
+        } | ({"context_mm": str(self.context_mm)} if self.context_mm else {})
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str], source: str) -> ModelInfo:
@@ -75,7 +78,8 @@ class ModelInfo:
         try:
             config = GeneratorConfig.from_dict(json.loads(meta["generator"]))
             low, high = json.loads(meta["window"])
-            return cls(config, int(meta["input_size"]), HUWindow(float(low), float(high)), float(meta["threshold"]))
+            return cls(config, int(meta["input_size"]), HUWindow(float(low), float(high)), float(meta["threshold"]),
+                       context_mm=float(meta.get("context_mm", 0)))
         except (KeyError, ValueError, TypeError) as exc:
             raise ModelError(f"{source} has unreadable LungGAN metadata ({exc}): re-export the model") from None
 
@@ -112,8 +116,12 @@ def check_model_info(info: ModelInfo, source: str) -> None:
         value = values[name]
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             raise ModelError(f"{source} describes {name} {value!r}: LungGAN models have {low} to {high}; re-export the model")
-    if (config.in_channels, config.out_channels) != (1, 1):
-        raise ModelError(f"{source} has {config.in_channels} input and {config.out_channels} output channels: LungGAN needs 1 and 1")
+    if not (math.isfinite(info.context_mm) and 0 <= info.context_mm <= 100):
+        raise ModelError(f"{source} describes neighbouring slices {info.context_mm!r} mm away: LungGAN models have 0 to 100")
+    channels = 3 if info.context_mm else 1
+    if (config.in_channels, config.out_channels) != (channels, 1):
+        raise ModelError(f"{source} has {config.in_channels} input and {config.out_channels} output channels: a LungGAN "
+                         f"generator {'with' if info.context_mm else 'without'} neighbouring slices needs {channels} and 1")
     if config.norm not in NORMS:
         raise ModelError(f"{source} describes normalisation {config.norm!r}: use one of {', '.join(NORMS)}")
     if not (isinstance(config.negative_slope, (int, float)) and math.isfinite(config.negative_slope) and 0 <= config.negative_slope < 1):
@@ -178,7 +186,7 @@ def save_model(generator: Generator, info: ModelInfo, path: str | os.PathLike, c
         "input_size": info.input_size,
         "hu_window": [info.window.low, info.window.high],
         "threshold": info.threshold,
-    }
+    } | ({"context_mm": info.context_mm} if info.context_mm else {})
     full_card = {**described, **{k: v for k, v in (card or {}).items() if k not in described}}
     text = json.dumps(full_card, indent=2) + "\n"
     atomic_write(card_path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), verify=verify_text(text))

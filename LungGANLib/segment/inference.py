@@ -18,14 +18,7 @@ import torch
 
 from ..config import DEFAULT_CLASSICAL, ClassicalParams
 from ..errors import InputError
-from ..io.output import (
-    MASK_SUFFIXES,
-    check_not_input,
-    check_output_path,
-    check_writable,
-    mask_bytes,
-    write_image,
-)
+from ..io.output import MASK_SUFFIXES, check_not_input, check_output_path, check_writable, mask_bytes, write_image
 from ..io.volumes import CTVolume, load_ct, mask_to_image, suffix_of
 from ..models import Generator
 from ..models.device import DEVICES, free_memory, resolve_device  # noqa: F401  (DEVICES, resolve_device: part of this module's interface)
@@ -35,7 +28,7 @@ from .domes import drop_domes
 from .envelope import DEFAULT_ENVELOPE
 from .never_lung import never_lung, never_lung_figures, remove_never_lung
 from .postprocess import postprocess_in_box
-from .preprocess import from_network, lung_slices, to_network
+from .preprocess import context_offset, from_network, lung_slices, network_input
 from .report import warn_implausible
 from .review import review_step
 from .review_files import in_file_order, review_suffix, write_review
@@ -74,6 +67,7 @@ def probability_batches(
     device: torch.device,
     batch_size: int = 16,
     slices: np.ndarray | None = None,
+    slice_mm: float = 0.0,
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """Run the generator over axial slices, a batch at a time (batch norm folded in, channels last on the CPU).
 
@@ -84,6 +78,7 @@ def probability_batches(
         device: where to compute.
         batch_size: slices per forward pass.
         slices: indices of slices to run (default: all).
+        slice_mm: the slice spacing, mm: where a 2.5D generator's neighbouring slices lie (``info.context_mm``).
 
     Yields:
         Each batch's slice indices and the generator's lung probabilities on their slice grid, (n, y, x) float32
@@ -93,14 +88,14 @@ def probability_batches(
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     depth, height, width = hu.shape
     todo = np.arange(depth) if slices is None else np.asarray(slices, dtype=int)
-    channels_last = device.type == "cpu"
+    channels_last, offset = device.type == "cpu", context_offset(info.context_mm, slice_mm)
     generator = generator.fused()
     if channels_last:
         generator = generator.to(memory_format=torch.channels_last)
     with torch.inference_mode():
         for start in range(0, len(todo), batch_size):
             index = todo[start : start + batch_size]
-            x = to_network(hu[index], info.input_size, info.window)
+            x = network_input(hu, index, info.input_size, info.window, offset)
             x = x.to(device, memory_format=torch.channels_last) if channels_last else x.to(device)
             yield index, from_network(torch.sigmoid(generator(x)).float(), height, width)
 
@@ -113,11 +108,12 @@ def predict_probabilities(
     batch_size: int = 16,
     slices: np.ndarray | None = None,
     progress: Progress | None = None,
+    slice_mm: float = 0.0,
 ) -> np.ndarray:
     """Run the generator over axial slices (:func:`probability_batches`) and return binary lung masks.
 
     Args:
-        hu, generator, info, device, batch_size: as :func:`probability_batches` takes them.
+        hu, generator, info, device, batch_size, slice_mm: as :func:`probability_batches` takes them.
         slices: indices of slices to run (default: all); the rest stay empty.
         progress: called with (done, total) after each batch.
 
@@ -127,7 +123,7 @@ def predict_probabilities(
     out = np.zeros(hu.shape, dtype=bool)
     total = hu.shape[0] if slices is None else len(slices)
     done = 0
-    for index, prob in probability_batches(hu, generator, info, device, batch_size, slices):
+    for index, prob in probability_batches(hu, generator, info, device, batch_size, slices, slice_mm):
         out[index] = (prob > info.threshold).cpu().numpy()
         done += len(index)
         if progress:
@@ -244,7 +240,7 @@ def segment(
         logger.info("generator on %s: %d of %d slices can hold lung", device, len(todo), hu.shape[0])
         batch_size = options.batch_size or (CPU_BATCH_SIZE if device.type == "cpu" else GPU_BATCH_SIZE)
         check_batch_fits(batch_size, info, device)
-        mask = predict_probabilities(hu, generator, info, device, batch_size, todo, progress)
+        mask = predict_probabilities(hu, generator, info, device, batch_size, todo, progress, volume.spacing[2])
         mask &= body
         if options.review and findings is not None:  # the body on the review's grid, not found again
             step = review_step(volume.spacing)

@@ -60,8 +60,29 @@ def to_network(hu: np.ndarray | torch.Tensor, size: int, window: HUWindow = DEFA
     return _square_resize(normalize(torch.as_tensor(hu), window)[:, None], size)
 
 
+def context_offset(context_mm: float, slice_mm: float) -> int:
+    """Slices between a slice and each neighbour a 2.5D generator sees: the nearest to ``context_mm`` away, at
+    least the next one; 0 for a generator that sees one slice (``context_mm`` 0)."""
+    if context_mm <= 0:
+        return 0
+    if not slice_mm > 0:
+        raise ValueError(f"a generator that sees neighbouring slices needs the slice spacing, got {slice_mm}")
+    return max(1, round(context_mm / slice_mm))
+
+
+def network_input(hu: np.ndarray, index: np.ndarray, size: int, window: HUWindow = DEFAULT_WINDOW, offset: int = 0) -> torch.Tensor:
+    """Slices ``index`` of a (z, y, x) HU volume -> network input: (n, 1, size, size), or with ``offset`` (n, 3,
+    size, size), the slice ``offset`` below, the slice itself and the one ``offset`` above as channels (the
+    volume's first or last slice standing in beyond its ends)."""
+    if not offset:
+        return to_network(hu[index], size, window)
+    index = np.asarray(index)
+    return torch.cat([to_network(hu[np.clip(index + step, 0, hu.shape[0] - 1)], size, window)
+                      for step in (-offset, 0, offset)], dim=1)
+
+
 def _square_resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Zero-pad (n, 1, h, w) to a centred square, then resize to (n, 1, size, size)."""
+    """Zero-pad (n, c, h, w) to a centred square, then resize to (n, c, size, size)."""
     geo = SliceGeometry.of(x.shape[2], x.shape[3])
     if geo.side != geo.height or geo.side != geo.width:
         x = F.pad(x, (geo.left, geo.side - geo.width - geo.left, geo.top, geo.side - geo.height - geo.top))

@@ -254,7 +254,7 @@ class LungGANLogic:
         init = str(DEFAULT_MODEL) if fineTune else None
         if init:
             info = load_model(init)[1]
-            settings.update(generator=info.config, input_size=info.input_size, lr=1e-4)
+            settings.update(generator=info.config, input_size=info.input_size, context_mm=info.context_mm, lr=1e-4)
         try:
             config = TrainConfig(**settings)
             config.validate()
@@ -319,7 +319,7 @@ class LungGANLogic:
         for volume_node, mask_node in pairs:
             volume = ct_from_volume_node(volume_node)
             loaded.append((volume, labels_from_segmentation(mask_node, volume_node, volume)))
-        train, val = split_validation(prepare_slices(loaded, config.input_size), VALIDATION_FRACTION, config.seed)
+        train, val = split_validation(prepare_slices(loaded, config.input_size, context_mm=config.context_mm), VALIDATION_FRACTION, config.seed)
         run_dir = Path(tempfile.mkdtemp(prefix="LungGAN-train-"))
         trainer = Trainer(config, run_dir, device, init)
         trainingPlot = TrainingPlot.create(self.scene, output.stem) if plot else None

@@ -22,14 +22,15 @@ from ..config import DEFAULT_INPUT_SIZE, DEFAULT_WINDOW, HUWindow
 from ..errors import InputError
 from ..io.volumes import CTVolume, clip_air
 from ..segment.classical import body_mask
-from ..segment.preprocess import lung_slices, mask_to_network, to_network
+from ..segment.preprocess import context_offset, lung_slices, mask_to_network, network_input
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class SliceData:
-    """Network-ready slices: inputs (n, 1, s, s) in [0, 1], targets (n, 1, s, s) lung fractions.
+    """Network-ready slices: inputs (n, 1, s, s) in [0, 1] (n, 3, s, s for a 2.5D generator), targets (n, 1, s, s)
+    lung fractions.
 
     ``pixel_mm`` (n,) is each slice's pixel size at network resolution, in mm
     (NaN where unknown, as for the Kaggle slices); synthetic lesions are sized by it.
@@ -49,7 +50,8 @@ class SliceData:
 
 
 def prepare_slices(
-    pairs: Sequence[tuple[CTVolume, np.ndarray]], size: int = DEFAULT_INPUT_SIZE, window: HUWindow = DEFAULT_WINDOW
+    pairs: Sequence[tuple[CTVolume, np.ndarray]], size: int = DEFAULT_INPUT_SIZE, window: HUWindow = DEFAULT_WINDOW,
+    context_mm: float = 0.0,
 ) -> SliceData:
     """Bring the lung-bearing slices of (volume, labels) pairs to the network's size.
 
@@ -58,6 +60,8 @@ def prepare_slices(
             (any label > 0 is lung).
         size: network input side.
         window: HU window.
+        context_mm: 0, or for a 2.5D generator how far its neighbouring slices lie (three input channels:
+            :func:`~LungGANLib.segment.preprocess.network_input`).
 
     Raises:
         InputError: a mask does not have its volume's shape.
@@ -71,9 +75,10 @@ def prepare_slices(
             )
         hu = clip_air(volume.array)
         keep = np.union1d(lung_slices(hu, body_mask(hu)), np.flatnonzero(labels.any(axis=(1, 2))))
+        offset = context_offset(context_mm, volume.spacing[2])
         for start in range(0, len(keep), 32):
             index = keep[start : start + 32]
-            images.append(to_network(hu[index], size, window))
+            images.append(network_input(hu, index, size, window, offset))
             targets.append(mask_to_network(labels[index] > 0, size))
         # The slice is padded to a square of its longer side, then resized to ``size``.
         side_mm = max(hu.shape[1] * volume.spacing[1], hu.shape[2] * volume.spacing[0])

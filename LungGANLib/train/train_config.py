@@ -55,6 +55,8 @@ class TrainConfig:
         patience: stop once validation Dice has not improved for this many
             epochs (None: run all ``epochs``). ``epochs`` stays the length of the
             learning-rate schedule and the most epochs run.
+        context_mm: 0, or 2.5D: the generator also sees the slices nearest this far below and above
+            (``generator.in_channels`` 3; :func:`LungGANLib.segment.preprocess.network_input`).
     """
 
     variant: str = "baseline"
@@ -81,6 +83,7 @@ class TrainConfig:
     lesion_weight: float = 1.0
     patience: int | None = None
     appearance: float = 0.0
+    context_mm: float = 0.0
 
     @property
     def lesion_options(self) -> LesionOptions:
@@ -126,6 +129,14 @@ class TrainConfig:
             raise ValueError(f"lipschitz must be one of {LIPSCHITZ}, got {self.lipschitz!r}")
         if not 0.0 <= self.appearance <= 1.0:
             raise ValueError(f"appearance must be a probability between 0 and 1, got {self.appearance}")
+        if not 0.0 <= self.context_mm <= 100.0:
+            raise ValueError(f"context_mm must be 0 (one slice) to 100, got {self.context_mm}")
+        if self.generator.in_channels != (3 if self.context_mm else 1):
+            raise ValueError(f"a generator {'with' if self.context_mm else 'without'} neighbouring slices (context_mm "
+                             f"{self.context_mm}) has {3 if self.context_mm else 1} input channels, not {self.generator.in_channels}")
+        if self.context_mm and (self.variant != "baseline" or self.lesions or self.dense_lung or self.masking):
+            raise ValueError("neighbouring slices (context_mm) train the baseline without drawn lesions only: the critics "
+                             "and the lesion drawing see one slice")
         self.critic.validate()
         self.lesion_options.validate()
         if self.input_size < 2**self.critic.depth:

@@ -113,8 +113,9 @@ class Trainer:
         self.rng = torch.Generator().manual_seed(config.seed)
         if init_model:
             self.generator, info = load_model(init_model, self.device)
-            if info.config != config.generator:
-                raise InputError(f"{init_model} has generator shape {info.config}, the run asks for {config.generator}")
+            if (info.config, info.context_mm) != (config.generator, config.context_mm):
+                raise InputError(f"{init_model} has generator shape {info.config} with neighbouring slices {info.context_mm} mm "
+                                 f"away, the run asks for {config.generator} with {config.context_mm}: pass its --context-mm")
         else:
             self.generator = Generator(config.generator).to(self.device)
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -320,7 +321,7 @@ class Trainer:
         return self.config.patience is not None and self.epochs_without_improvement >= self.config.patience
 
     def info(self) -> ModelInfo:
-        return ModelInfo(self.config.generator, self.config.input_size, DEFAULT_WINDOW)
+        return ModelInfo(self.config.generator, self.config.input_size, DEFAULT_WINDOW, context_mm=self.config.context_mm)
 
     def checkpoint(self, record: EpochRecord, card: dict | None) -> None:
         """Keep the generator if it is the best so far, then checkpoint and log (first process only)."""
