@@ -95,7 +95,7 @@ def augment_appearance(
     probability one half (see the module's text).
 
     Args:
-        x: (n, 1, s, s) inputs in [0, 1].
+        x: (n, 1, s, s) inputs in [0, 1] (a 2.5D generator's: (n, 3, s, s), each slice changed alike).
         y: (n, 1, s, s) lung fractions.
         probability: share of slices changed.
         generator: random numbers.
@@ -121,7 +121,8 @@ def augment_appearance(
         lung = y[i : i + 1] > 0.5
         if parts[i, 3] and lung.any():
             patches = None
-            aerated = lung[0, 0] & (image[0, 0] < window.scale(AERATED_HU))
+            # The slice's own channel (a 2.5D input's middle one) says where its aerated lung is.
+            aerated = lung[0, 0] & (image[0, image.shape[1] // 2] < window.scale(AERATED_HU))
             if patchy[i]:
                 field = smooth_field(side, int(torch.randint(6, 20, (1,), generator=generator)), generator)
                 share = float(_uniform(1, (0.05, 0.3), generator))

@@ -17,6 +17,7 @@ from LungGANLib.models import Generator, GeneratorConfig
 from LungGANLib.models.weights import ModelInfo, card_path, load_model, save_model
 from LungGANLib.segment.inference import probability_batches, segment, SegmentOptions
 from LungGANLib.segment.preprocess import context_offset, from_network, network_input, to_network
+from LungGANLib.train.appearance import augment_appearance
 from LungGANLib.train.datasets import prepare_slices
 from LungGANLib.train.train_config import TrainConfig
 
@@ -93,6 +94,9 @@ def test_training_slices_carry_the_neighbours_and_the_settings_stay_consistent()
     data = prepare_slices([(volume, labels)], 32, context_mm=3.0)
     assert data.images.shape[1:] == (3, 32, 32) and data.targets.shape[1] == 1
     assert torch.equal(data.images[:, 1:2], prepare_slices([(volume, labels)], 32).images)
+    changed = augment_appearance(data.images, data.targets, 1.0, torch.Generator().manual_seed(0))
+    assert changed.shape == data.images.shape and 0 <= changed.min() and changed.max() <= 1
+    assert not torch.equal(changed, data.images)
     TrainConfig(input_size=32, generator=GeneratorConfig(in_channels=3, depth=2), context_mm=3.0).validate()
     with pytest.raises(ValueError, match="3 input channels, not 1"):
         TrainConfig(context_mm=3.0).validate()
