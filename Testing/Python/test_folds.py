@@ -179,3 +179,30 @@ def test_only_the_rule_sets_asked_for_are_scored_and_a_second_run_adds_the_rest(
     rows = folds.run_rows([recipe], tmp_path / "rows.json", (shipped, "none"))
     assert sorted((r["candidate"], r["rules"]) for r in rows) == sorted(
         [("fine-tuned", shipped)] * len(cases) + [("fine-tuned", "none")] * len(cases) + [("classical", "none")] * len(cases))
+
+
+def test_the_ensemble_benchmark_averages_the_passes_and_mirrors_back():
+    import numpy as np
+    import torch
+
+    from LungGANLib.models.weights import load_model
+    from LungGANLib.segment.inference import predict_probabilities
+
+    load_folds()
+    spec = importlib.util.spec_from_file_location("ensemble", REPO / "benchmarks" / "ensemble.py")
+    ensemble = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ensemble)
+    generator, info = load_model()
+    hu = np.full((3, 96, 128), -1000.0, dtype=np.float32)
+    hu[:, 10:86, 8:120] = 40.0
+    hu[:, 20:76, 16:56] = -850.0  # one lung only: its mirror is another slice
+    hu[1, 30:50, 24:40] = 20.0
+    cpu = torch.device("cpu")
+    one = predict_probabilities(hu, generator, info, cpu, 2)
+    assert one.any()
+    assert np.array_equal(ensemble.averaged([((generator, info), False)] * 2)(hu, generator, info, cpu, 2), one)
+    mirrored = predict_probabilities(np.ascontiguousarray(hu[:, :, ::-1]), generator, info, cpu, 2)[:, :, ::-1]
+    assert np.array_equal(ensemble.averaged([((generator, info), True)])(hu, generator, info, cpu, 2), mirrored)
+    both = ensemble.averaged([((generator, info), False), ((generator, info), True)])(hu, generator, info, cpu, 2)
+    assert np.array_equal(both & ~(one | mirrored), np.zeros_like(both))  # the mean lies between the two passes
+    assert np.array_equal((one & mirrored) & ~both, np.zeros_like(both))
