@@ -319,7 +319,8 @@ class LungGANLogic:
         for volume_node, mask_node in pairs:
             volume = ct_from_volume_node(volume_node)
             loaded.append((volume, labels_from_segmentation(mask_node, volume_node, volume)))
-        train, val = split_validation(prepare_slices(loaded, config.input_size, context_mm=config.context_mm), VALIDATION_FRACTION, config.seed)
+        slices = prepare_slices(loaded, config.input_size, context_mm=config.context_mm)
+        train, val = split_validation(slices, VALIDATION_FRACTION, config.seed)
         run_dir = Path(tempfile.mkdtemp(prefix="LungGAN-train-"))
         trainer = Trainer(config, run_dir, device, init)
         trainingPlot = TrainingPlot.create(self.scene, output.stem) if plot else None
