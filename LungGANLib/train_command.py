@@ -65,6 +65,8 @@ def _training_data(args, config: TrainConfig) -> tuple[SliceData, SliceData, dic
     from .evaluate.references import CASES, reference_path
 
     if args.kaggle:
+        if config.context_mm:
+            raise InputError("the Kaggle slices are single 2D slices, with no neighbours to show: leave out --context-mm")
         fraction = args.val_fraction or KAGGLE_VAL_FRACTION
         train, val = split_validation(kaggle_slices("train", args.kaggle if args.kaggle != "shared" else None), fraction, config.seed)
         if train.images.shape[-1] != config.input_size:

@@ -104,11 +104,12 @@ def test_training_slices_carry_the_neighbours_and_the_settings_stay_consistent()
         TrainConfig(variant="product", generator=GeneratorConfig(in_channels=3), context_mm=3.0).validate()
 
 
-def test_the_command_line_refuses_neighbours_for_a_critic_in_one_line(tmp_path):
-    ct = tmp_path / "x.nii.gz"
-    result = subprocess.run([sys.executable, "-m", "LungGANLib.cli", "train", "--pair", str(ct), str(ct), "--variant", "product",
-                             "--context-mm", "3", "-o", str(tmp_path / "m.safetensors"), "--run-dir", str(tmp_path / "run")],
-                            capture_output=True, text=True)
+@pytest.mark.parametrize("data,message", [(["--variant", "product", "--pair", "x.nii.gz", "x.nii.gz"], "baseline without drawn lesions"),
+                                          (["--kaggle"], "single 2D slices")])
+def test_the_command_line_refuses_neighbours_it_cannot_train_in_one_line(tmp_path, data, message):
+    result = subprocess.run([sys.executable, "-m", "LungGANLib.cli", "train", *data, "--context-mm", "3", "--input-size", "64",
+                             "-o", str(tmp_path / "m.safetensors"), "--run-dir", str(tmp_path / "run")],
+                            capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
-    assert "baseline without drawn lesions" in result.stderr and "Traceback" not in result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "m.safetensors").exists() and not (tmp_path / "run").exists()
