@@ -79,7 +79,9 @@ def synthetic_drawn(model, kind: str = "lesions") -> tuple[np.ndarray, np.ndarra
     ct = load_ct(data_dir() / case.ct)
     ref = mask_from_image(sitk.ReadImage(str(reference_path(case))), ct)
     generator, info = model
-    data = prepare_slices([(ct, ref)], info.input_size, info.window, info.context_mm)
+    if info.context_mm:  # a lesion drawn on the slice and not on its neighbours is no lesion a 2.5D network would see
+        raise SystemExit("the synthetic lesions are drawn on one slice: --synthetic does not judge a 2.5D model (--context-mm)")
+    data = prepare_slices([(ct, ref)], info.input_size, info.window)
     rng = np.random.default_rng(SYNTHETIC_SEED)
     images = data.images.clone()
     lung = (data.targets[:, 0] > 0.5).numpy()
