@@ -24,6 +24,7 @@ from .errors import InputError
 from .io.output import atomic_write, check_writable
 from .models import GeneratorConfig
 from .models.critics import CriticConfig
+from .models.weights import input_channels
 from .progress import emit_json
 from .train.datasets import KAGGLE_VAL_FRACTION, VALIDATION_FRACTION, SliceData, kaggle_slices, load_pairs, prepare_slices, split_validation
 from .train.train_config import EpochRecord, StepLosses, TrainConfig
@@ -137,7 +138,7 @@ def config_from_args(args) -> TrainConfig:
     return TrainConfig(
         **same,
         augment=not args.no_augment,
-        generator=GeneratorConfig(in_channels=3 if args.context_mm else 1, base_channels=args.base_channels, depth=args.depth,
+        generator=GeneratorConfig(in_channels=input_channels(args.context_mm), base_channels=args.base_channels, depth=args.depth,
                                   norm=args.norm),
         critic=CriticConfig(base_channels=args.critic_channels, depth=args.critic_depth),
     )

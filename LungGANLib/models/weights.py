@@ -84,6 +84,12 @@ class ModelInfo:
             raise ModelError(f"{source} has unreadable LungGAN metadata ({exc}): re-export the model") from None
 
 
+def input_channels(context_mm: float) -> int:
+    """The generator's input channels: the slice, and with ``context_mm`` its two neighbours
+    (:func:`LungGANLib.segment.preprocess.network_input`)."""
+    return 3 if context_mm else 1
+
+
 #: What a model file may describe: anything outside is refused before a network is built.
 LIMITS = {"depth": (1, 8), "base_channels": (1, 256), "input_size": (32, 1024)}
 #: The most parameters a model's metadata may imply (the shipped generator has about 0.5 million).
@@ -118,7 +124,7 @@ def check_model_info(info: ModelInfo, source: str) -> None:
             raise ModelError(f"{source} describes {name} {value!r}: LungGAN models have {low} to {high}; re-export the model")
     if not (math.isfinite(info.context_mm) and 0 <= info.context_mm <= 100):
         raise ModelError(f"{source} describes neighbouring slices {info.context_mm!r} mm away: LungGAN models have 0 to 100")
-    channels = 3 if info.context_mm else 1
+    channels = input_channels(info.context_mm)
     if (config.in_channels, config.out_channels) != (channels, 1):
         raise ModelError(f"{source} has {config.in_channels} input and {config.out_channels} output channels: a LungGAN "
                          f"generator {'with' if info.context_mm else 'without'} neighbouring slices needs {channels} and 1")

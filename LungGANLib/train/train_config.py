@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from ..config import DEFAULT_INPUT_SIZE
 from ..models import GeneratorConfig
 from ..models.critics import CriticConfig
+from ..models.weights import input_channels
 from .lesion_synthesis import LesionOptions
 from .losses import LIPSCHITZ
 from .variants import get_variant
@@ -131,9 +132,10 @@ class TrainConfig:
             raise ValueError(f"appearance must be a probability between 0 and 1, got {self.appearance}")
         if not 0.0 <= self.context_mm <= 100.0:
             raise ValueError(f"context_mm must be 0 (one slice) to 100, got {self.context_mm}")
-        if self.generator.in_channels != (3 if self.context_mm else 1):
+        channels = input_channels(self.context_mm)
+        if self.generator.in_channels != channels:
             raise ValueError(f"a generator {'with' if self.context_mm else 'without'} neighbouring slices (context_mm "
-                             f"{self.context_mm}) has {3 if self.context_mm else 1} input channels, not {self.generator.in_channels}")
+                             f"{self.context_mm}) has {channels} input channels, not {self.generator.in_channels}")
         if self.context_mm and (self.variant != "baseline" or self.lesions or self.dense_lung or self.masking):
             raise ValueError("neighbouring slices (context_mm) train the baseline without drawn lesions only: the critics "
                              "and the lesion drawing see one slice")
