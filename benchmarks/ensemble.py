@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import folds  # noqa: E402
 from folds import EXTERNAL, FOLDS, RECIPES, REPO, RULES, fold_model, load_case, score, shipped_path  # noqa: E402
 
 from LungGANLib.io.output import atomic_write  # noqa: E402
@@ -95,5 +94,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    folds.RUNS.mkdir(parents=True, exist_ok=True)
     main()

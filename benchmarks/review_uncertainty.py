@@ -47,13 +47,15 @@ UNSURE = (0.1, 0.9)
 LESION_MODEL = REPO / "Resources" / "Models" / "lunggan-lesions.safetensors"
 
 
-def band_ml(hu: np.ndarray, model: tuple, voxel_ml: float) -> np.ndarray:
-    """Per slice, the mL where the generator's probability lies within UNSURE (in the body, on the slices the
-    pipeline runs it on, as the pipeline runs it)."""
+def band_ml(ct, model: tuple) -> np.ndarray:
+    """Per slice of the CT volume, the mL where the generator's probability lies within UNSURE (in the body, on the
+    slices the pipeline runs it on, as the pipeline runs it)."""
     generator, info = model
+    hu, voxel_ml = ct.array, ct.voxel_volume_ml
     body = body_mask(hu)
     band = np.zeros(hu.shape[0])
-    for index, prob in probability_batches(hu, generator, info, torch.device("cpu"), 16, lung_slices(hu, body)):
+    todo = lung_slices(hu, body)
+    for index, prob in probability_batches(hu, generator, info, torch.device("cpu"), 16, todo, ct.spacing[2]):
         unsure = (prob > UNSURE[0]) & (prob < UNSURE[1])
         band[index] = (unsure.numpy() & body[index]).sum(axis=(1, 2)) * voxel_ml
     return band
@@ -66,7 +68,7 @@ def slices_for(case: folds.Case, model_path: Path, mask: str) -> dict:
     labels = segment(case.ct, SegmentOptions(method="gan", model=model_path, device="cpu", review=True), model=model,
                      findings=findings)
     error = error_voxels(labels, case).sum(axis=(1, 2)) * case.ct.voxel_volume_ml
-    band = band_ml(case.ct.array, model, case.ct.voxel_volume_ml)
+    band = band_ml(case.ct, model)
     return {"case": case.name, "mask": mask, "independent_reference": case.name in folds.EXTERNAL,
             "slices": [{"index": s["index"], "score": s["score"], "flags_ml": sum(f["ml"] for f in s["flags"]),
                         "band_ml": round(float(band[s["index"]]), 3), "error_ml": round(float(error[s["index"]]), 3)}
