@@ -34,19 +34,22 @@ class SliceData:
 
     ``pixel_mm`` (n,) is each slice's pixel size at network resolution, in mm
     (NaN where unknown, as for the Kaggle slices); synthetic lesions are sized by it.
+    ``neighbour_mm`` (n, 2), for 2.5D inputs: how far the slices below and above that a slice's channels hold lie
+    from it, in mm (0 where the scan's end slice stands in); synthetic lesions are cut to it.
     """
 
     images: torch.Tensor
     targets: torch.Tensor
     pixel_mm: torch.Tensor | None = None
+    neighbour_mm: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> SliceData:
         index = torch.as_tensor(np.asarray(index), dtype=torch.long)
-        pixel_mm = None if self.pixel_mm is None else self.pixel_mm[index]
-        return SliceData(self.images[index], self.targets[index], pixel_mm)
+        pick = lambda values: None if values is None else values[index]
+        return SliceData(self.images[index], self.targets[index], pick(self.pixel_mm), pick(self.neighbour_mm))
 
 
 def prepare_slices(
@@ -66,7 +69,7 @@ def prepare_slices(
     Raises:
         InputError: a mask does not have its volume's shape.
     """
-    images, targets, pixel_mm = [], [], []
+    images, targets, pixel_mm, neighbour_mm = [], [], [], []
     for volume, labels in pairs:
         if labels.shape != volume.array.shape:
             raise InputError(
@@ -83,9 +86,13 @@ def prepare_slices(
         # The slice is padded to a square of its longer side, then resized to ``size``.
         side_mm = max(hu.shape[1] * volume.spacing[1], hu.shape[2] * volume.spacing[0])
         pixel_mm.append(torch.full((len(keep),), side_mm / size))
+        if offset:
+            below, above = np.minimum(keep, offset), np.minimum(hu.shape[0] - 1 - keep, offset)
+            neighbour_mm.append(torch.from_numpy(np.stack([below, above], axis=1) * float(volume.spacing[2])).float())
     if not images:
         raise InputError("no training slices: the volumes hold no slice with lung")
-    return SliceData(torch.cat(images), torch.cat(targets), torch.cat(pixel_mm))
+    return SliceData(torch.cat(images), torch.cat(targets), torch.cat(pixel_mm),
+                     torch.cat(neighbour_mm) if neighbour_mm else None)
 
 
 def load_pairs(pairs: Sequence[Sequence[str]]) -> list[tuple[CTVolume, np.ndarray]]:

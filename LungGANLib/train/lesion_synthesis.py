@@ -18,8 +18,8 @@ stays lung whatever is drawn into it.
   share of the input's patches so that the network must use shape, not only
   intensity.
 
-Slices are network inputs (n, 1, s, s) in [0, 1] (the HU window), targets the
-lung fraction of each pixel; rows run anterior to posterior (canonical LPS).
+Slices are network inputs (n, 1, s, s) in [0, 1] (the HU window; lesions also
+take a 2.5D generator's (n, 3, s, s)), targets the lung fraction of each pixel; rows run anterior to posterior (canonical LPS).
 Every function takes a :class:`numpy.random.Generator`, so runs are seeded.
 """
 
@@ -102,8 +102,10 @@ def soft_tissue_stats(image: np.ndarray, lung: np.ndarray, window: HUWindow = DE
     return float(np.median(tissue)), min(max(spread, 5.0 / window.width), 40.0 / window.width)
 
 
-def lesion_shape(radius_px: float, style: str, rng: np.random.Generator) -> np.ndarray:
-    """A lesion's footprint (boolean, square) of mean radius ``radius_px``.
+def lesion_field(radius_px: float, style: str, rng: np.random.Generator) -> np.ndarray:
+    """A lesion's outline as a field on a square (float): each pixel's distance from the centre over the
+    outline's radius in its direction, so ``field <= r`` is the footprint of mean radius ``r`` (up to
+    ``radius_px``; a smaller ``r`` is the same lesion cut nearer its top or bottom).
 
     Args:
         style: ``round`` (an ellipse), ``lobulated`` (low-frequency bumps) or
@@ -123,7 +125,12 @@ def lesion_shape(radius_px: float, style: str, rng: np.random.Generator) -> np.n
     if style == "spiculated":
         for spike in rng.uniform(0, 2 * np.pi, size=rng.integers(4, 10)):
             edge += rng.uniform(0.3, 0.8) * np.maximum(np.cos(theta - spike), 0.0) ** 300
-    return r <= radius_px * edge
+    return r / edge
+
+
+def lesion_shape(radius_px: float, style: str, rng: np.random.Generator) -> np.ndarray:
+    """A lesion's footprint (boolean, square) of mean radius ``radius_px`` (see :func:`lesion_field`)."""
+    return lesion_field(radius_px, style, rng) <= radius_px
 
 
 def _paint_tissue(
@@ -135,23 +142,33 @@ def _paint_tissue(
 
 
 def insert_lesions(
-    image: np.ndarray, lung: np.ndarray, pixel_mm: float, rng: np.random.Generator, window: HUWindow = DEFAULT_WINDOW
+    image: np.ndarray, lung: np.ndarray, pixel_mm: float, rng: np.random.Generator, window: HUWindow = DEFAULT_WINDOW,
+    neighbour_mm: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Draw one or two synthetic lesions into the lung of one slice; the label does not change.
 
     Args:
-        image: (s, s) network input in [0, 1].
-        lung: (s, s) boolean lung label.
+        image: (s, s) network input in [0, 1], or (3, s, s) a 2.5D input: the slice below, the slice, the
+            slice above.
+        lung: (s, s) boolean lung label of the slice.
         pixel_mm: the slice's pixel size at network resolution.
         rng: random numbers.
+        neighbour_mm: with a 2.5D input, how far the slices below and above lie from the slice (mm; 0 where the
+            scan's end slice stands in for one beyond it). Each lesion is then a body: the slice cuts it at a
+            random height within half its radius of its middle, and a neighbour shows the cut that far away,
+            smaller or none (a small nodule ends where a vessel runs on). The neighbours are painted inside the
+            slice's lung, whose label is the one known.
 
     Returns:
         The new image (the input is not changed).
     """
-    out = image.copy()
+    stack = list(image) if image.ndim == 3 else [image]  # each channel is replaced as it is painted
+    middle = len(stack) // 2
+    if len(stack) != 1 and (len(stack) != 3 or neighbour_mm is None):
+        raise ValueError(f"a (3, s, s) 2.5D input needs neighbour_mm; got an image of shape {image.shape}")
     if lung.sum() < MIN_LUNG_PIXELS:
-        return out
-    mean, spread = soft_tissue_stats(image, lung, window)
+        return image.copy()
+    mean, spread = soft_tissue_stats(stack[middle], lung, window)
     inside = ndimage.distance_transform_edt(lung)
     midline = lung_midline(lung)
     for _ in range(int(rng.integers(1, 3))):
@@ -174,16 +191,28 @@ def insert_lesions(
             continue
         pick = int(rng.integers(ys.size))
         cy, cx = int(ys[pick]), int(xs[pick])
-        shape = lesion_shape(radius, str(style), rng)
-        half = shape.shape[0] // 2
+        field = lesion_field(radius, str(style), rng)
+        radii = [radius]
+        if len(stack) == 3:
+            # The slice lies ``height`` mm above the lesion's middle; its radius there is ``radius``.
+            r_mm = radius * pixel_mm
+            height = rng.uniform(-0.5, 0.5) * r_mm
+            full = np.hypot(r_mm, height)
+            below, above = (height - neighbour_mm[0]), (height + neighbour_mm[1])
+            radii = [np.sqrt(max(full**2 - t**2, 0.0)) / pixel_mm for t in (below, height, above)]
+            radii[1] = radius
+        half = field.shape[0] // 2
         top, left = cy - half, cx - half
-        footprint = np.zeros(lung.shape, dtype=bool)
         ys0, xs0 = max(top, 0), max(left, 0)
-        ys1, xs1 = min(top + shape.shape[0], lung.shape[0]), min(left + shape.shape[1], lung.shape[1])
-        footprint[ys0:ys1, xs0:xs1] = shape[ys0 - top : ys1 - top, xs0 - left : xs1 - left]
-        alpha = ndimage.gaussian_filter(footprint.astype(np.float32), 0.6) * lung
-        out = _paint_tissue(out, alpha, mean, spread, rng)
-    return out.astype(image.dtype)
+        ys1, xs1 = min(top + field.shape[0], lung.shape[0]), min(left + field.shape[1], lung.shape[1])
+        for channel, r in enumerate(radii):
+            if r < 0.5:
+                continue  # the lesion ends before this neighbour
+            footprint = np.zeros(lung.shape, dtype=bool)
+            footprint[ys0:ys1, xs0:xs1] = field[ys0 - top : ys1 - top, xs0 - left : xs1 - left] <= r
+            alpha = ndimage.gaussian_filter(footprint.astype(np.float32), 0.6) * lung
+            stack[channel] = _paint_tissue(stack[channel], alpha, mean, spread, rng)
+    return np.stack(stack).reshape(image.shape).astype(image.dtype)
 
 
 def dense_lung(image: np.ndarray, lung: np.ndarray, rng: np.random.Generator, window: HUWindow = DEFAULT_WINDOW) -> np.ndarray:
@@ -226,40 +255,47 @@ def random_masking(image: np.ndarray, rng: np.random.Generator, ratio: float = M
 
 
 def augment_lesions(
-    x: torch.Tensor, y: torch.Tensor, pixel_mm: torch.Tensor | None, options: LesionOptions, rng: np.random.Generator
+    x: torch.Tensor, y: torch.Tensor, pixel_mm: torch.Tensor | None, options: LesionOptions, rng: np.random.Generator,
+    neighbour_mm: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply the augmentations to a batch of inputs; the targets ``y`` are not changed.
 
     Args:
-        x: (n, 1, s, s) inputs in [0, 1].
+        x: (n, 1, s, s) inputs in [0, 1], or (n, 3, s, s) 2.5D inputs (lesions only: see :func:`insert_lesions`).
         y: (n, 1, s, s) lung fractions.
         pixel_mm: (n,) pixel size of each slice at network resolution (NaN or None: unknown).
         options: the probabilities.
         rng: random numbers.
+        neighbour_mm: with 2.5D inputs, (n, 2): how far each slice's neighbours below and above lie, mm.
 
     Returns:
         The new inputs, and (n, 1, s, s) floats that are 1 on the lung pixels
         the lesions and the dense lung made denser (the label still says lung).
     """
-    drawn = torch.zeros_like(x)
+    drawn = torch.zeros_like(y)
     if not options.active:
         return x, drawn
-    images = x[:, 0].numpy().copy()
+    stacked = x.shape[1] == 3
+    if stacked and (neighbour_mm is None or options.dense_lung > 0 or options.masking > 0):
+        raise ValueError("2.5D inputs take drawn lesions only, and need each slice's distance to its neighbours")
+    images = (x if stacked else x[:, 0]).numpy().copy()
     lungs = (y[:, 0] > 0.5).numpy()
     side = images.shape[-1]
     for i in range(images.shape[0]):
         size = float(pixel_mm[i]) if pixel_mm is not None else float("nan")
         if not np.isfinite(size) or size <= 0:
             size = DEFAULT_FOV_MM / side
-        before = images[i].copy()
+        before = (images[i][1] if stacked else images[i]).copy()
         if rng.random() < options.dense_lung:
             images[i] = dense_lung(images[i], lungs[i], rng)
         if rng.random() < options.lesions:
-            images[i] = insert_lesions(images[i], lungs[i], size, rng)
-        drawn[i, 0] = torch.from_numpy((images[i] - before > DRAWN_MIN) & lungs[i])
+            distances = None if not stacked else (float(neighbour_mm[i, 0]), float(neighbour_mm[i, 1]))
+            images[i] = insert_lesions(images[i], lungs[i], size, rng, neighbour_mm=distances)
+        drawn[i, 0] = torch.from_numpy(((images[i][1] if stacked else images[i]) - before > DRAWN_MIN) & lungs[i])
         if rng.random() < options.masking:
             images[i] = random_masking(images[i], rng)
-    return torch.from_numpy(images).unsqueeze(1).to(x.dtype), drawn
+    out = torch.from_numpy(images)
+    return (out if stacked else out.unsqueeze(1)).to(x.dtype), drawn
 
 
 def with_lesions(val: SliceData, options: LesionOptions, seed: int) -> tuple[SliceData, torch.Tensor] | None:
@@ -269,5 +305,6 @@ def with_lesions(val: SliceData, options: LesionOptions, seed: int) -> tuple[Sli
     if options.lesions <= 0 and options.dense_lung <= 0:
         return None
     drawing = LesionOptions(lesions=1.0 if options.lesions > 0 else 0.0, dense_lung=options.dense_lung)
-    images, drawn = augment_lesions(val.images, val.targets, val.pixel_mm, drawing, np.random.default_rng(seed))
-    return SliceData(images, val.targets, val.pixel_mm), drawn
+    images, drawn = augment_lesions(val.images, val.targets, val.pixel_mm, drawing, np.random.default_rng(seed),
+                                    val.neighbour_mm)
+    return SliceData(images, val.targets, val.pixel_mm, val.neighbour_mm), drawn

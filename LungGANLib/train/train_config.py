@@ -136,9 +136,9 @@ class TrainConfig:
         if self.generator.in_channels != channels:
             raise ValueError(f"a generator {'with' if self.context_mm else 'without'} neighbouring slices (context_mm "
                              f"{self.context_mm}) has {channels} input channels, not {self.generator.in_channels}")
-        if self.context_mm and (self.variant != "baseline" or self.lesions or self.dense_lung or self.masking):
-            raise ValueError("neighbouring slices (context_mm) train the baseline without drawn lesions only: the critics "
-                             "and the lesion drawing see one slice")
+        if self.context_mm and (self.variant != "baseline" or self.dense_lung or self.masking):
+            raise ValueError("neighbouring slices (context_mm) train the baseline, with or without drawn lesions, only: "
+                             "the critics, the dense lung and the masking see one slice")
         self.critic.validate()
         self.lesion_options.validate()
         if self.input_size < 2**self.critic.depth:

@@ -170,6 +170,8 @@ class Trainer:
         dense_w, lesion_w = self.config.dense_weight, self.config.lesion_weight
         if dense_w == 1.0 and (lesion_w == 1.0 or drawn is None):
             return None
+        middle = x.shape[1] // 2
+        x = x[:, middle : middle + 1]  # the slice itself (a 2.5D input's middle channel), as the label is
         weights = torch.ones_like(x)
         if dense_w != 1.0:
             dense = (y > 0.5) & (x > DEFAULT_WINDOW.scale(DENSE_LUNG_HU))
@@ -222,8 +224,9 @@ class Trainer:
         if self.config.lesion_options.active:
             # Drawn before the affine augmentation, on the slice's own pixel grid (its size in mm is known).
             seed = int(torch.randint(2**31 - 1, (1,), generator=self.rng))
-            pixel_mm = None if data.pixel_mm is None else data.pixel_mm[index]
-            x, drawn = augment_lesions(x, y, pixel_mm, self.config.lesion_options, np.random.default_rng(seed))
+            part = data.subset(index)
+            x, drawn = augment_lesions(x, y, part.pixel_mm, self.config.lesion_options, np.random.default_rng(seed),
+                                       part.neighbour_mm)
         if self.config.augment:
             # The drawn pixels move with the label: warp them as a second target channel.
             x, targets = augment(x, y if drawn is None else torch.cat([y, drawn], dim=1), self.rng)

@@ -100,11 +100,13 @@ def test_training_slices_carry_the_neighbours_and_the_settings_stay_consistent()
     TrainConfig(input_size=32, generator=GeneratorConfig(in_channels=3, depth=2), context_mm=3.0).validate()
     with pytest.raises(ValueError, match="3 input channels, not 1"):
         TrainConfig(context_mm=3.0).validate()
-    with pytest.raises(ValueError, match="baseline without drawn lesions"):
-        TrainConfig(variant="product", generator=GeneratorConfig(in_channels=3), context_mm=3.0).validate()
+    TrainConfig(generator=GeneratorConfig(in_channels=3), context_mm=3.0, lesions=0.5).validate()
+    for one_slice in ({"variant": "product"}, {"dense_lung": 0.3}, {"masking": 0.2}):
+        with pytest.raises(ValueError, match="the critics, the dense lung and the masking see one slice"):
+            TrainConfig(generator=GeneratorConfig(in_channels=3), context_mm=3.0, **one_slice).validate()
 
 
-@pytest.mark.parametrize("data,message", [(["--variant", "product", "--pair", "x.nii.gz", "x.nii.gz"], "baseline without drawn lesions"),
+@pytest.mark.parametrize("data,message", [(["--variant", "product", "--pair", "x.nii.gz", "x.nii.gz"], "see one slice"),
                                           (["--kaggle"], "single 2D slices")])
 def test_the_command_line_refuses_neighbours_it_cannot_train_in_one_line(tmp_path, data, message):
     result = subprocess.run([sys.executable, "-m", "LungGANLib.cli", "train", *data, "--context-mm", "3", "--input-size", "64",
