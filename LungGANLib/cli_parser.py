@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="probability that a slice is made to look like another scan: coarse, noisy, recalibrated, "
                     "emphysematous (label kept)")
     tr.add_argument("--context-mm", type=_number(0.0, 100.0), default=0.0, metavar="MM",
-                    help="2.5D: the generator also sees the slices nearest MM below and above (0: one slice; baseline only)")
+                    help="2.5D: the generator also sees the slices nearest MM below and above (0: one slice; the baseline, "
+                         "with or without --lesions)")
     tr.add_argument("--lesion-weight", type=POSITIVE, default=1.0, metavar="W",
                     help="BCE weight of the lung pixels that --lesions and --dense-lung drew; 1: like the others")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -141,6 +141,14 @@ def _paint_tissue(
     return image * (1 - alpha) + np.clip(texture, 0.0, 1.0) * alpha
 
 
+def neighbour_radii(radius_mm: float, height_mm: float, neighbour_mm: tuple[float, float]) -> tuple[float, float]:
+    """A round lesion's radius on the slices below and above (mm; 0 where it does not reach them), when the
+    slice cuts it ``height_mm`` above its middle with radius ``radius_mm``: a sphere of radius
+    sqrt(radius² + height²), cut ``neighbour_mm`` below and above."""
+    full = radius_mm**2 + height_mm**2
+    return tuple(float(np.sqrt(max(full - t**2, 0.0))) for t in (height_mm - neighbour_mm[0], height_mm + neighbour_mm[1]))
+
+
 def insert_lesions(
     image: np.ndarray, lung: np.ndarray, pixel_mm: float, rng: np.random.Generator, window: HUWindow = DEFAULT_WINDOW,
     neighbour_mm: tuple[float, float] | None = None,
@@ -194,13 +202,8 @@ def insert_lesions(
         field = lesion_field(radius, str(style), rng)
         radii = [radius]
         if len(stack) == 3:
-            # The slice lies ``height`` mm above the lesion's middle; its radius there is ``radius``.
-            r_mm = radius * pixel_mm
-            height = rng.uniform(-0.5, 0.5) * r_mm
-            full = np.hypot(r_mm, height)
-            below, above = (height - neighbour_mm[0]), (height + neighbour_mm[1])
-            radii = [np.sqrt(max(full**2 - t**2, 0.0)) / pixel_mm for t in (below, height, above)]
-            radii[1] = radius
+            below, above = neighbour_radii(radius * pixel_mm, rng.uniform(-0.5, 0.5) * radius * pixel_mm, neighbour_mm)
+            radii = [below / pixel_mm, radius, above / pixel_mm]
         half = field.shape[0] // 2
         top, left = cy - half, cx - half
         ys0, xs0 = max(top, 0), max(left, 0)

@@ -8,6 +8,7 @@ import SimpleITK as sitk
 import torch
 
 from LungGANLib.config import DEFAULT_WINDOW
+from LungGANLib.segment.preprocess import context_offset
 from LungGANLib.train.datasets import prepare_slices
 from LungGANLib.io import load_ct, mask_from_image
 from LungGANLib.train.lesion_synthesis import (
@@ -18,6 +19,7 @@ from LungGANLib.train.lesion_synthesis import (
     dense_lung,
     insert_lesions,
     lesion_shape,
+    neighbour_radii,
     random_masking,
     soft_tissue_stats,
     with_lesions,
@@ -174,3 +176,72 @@ def test_the_training_log_names_what_the_validation_slices_have_drawn_in(slices,
     assert options.drawn == words
     _, drawn = with_lesions(slices, LesionOptions(lesions=lesions, dense_lung=1.0 if dense else 0.0), seed=5)
     assert drawn.any()
+
+
+@pytest.mark.parametrize("radius,height,apart", [(10.0, 0.0, (3.0, 3.0)), (10.0, 4.0, (2.5, 5.0)), (3.0, -1.0, (0.0, 3.0))])
+def test_a_lesion_is_a_sphere_cut_by_the_neighbouring_slices(radius, height, apart):
+    """The slice cuts a sphere of radius sqrt(r² + h²) at h; a neighbour d away sees sqrt(R² - (h ∓ d)²), or nothing."""
+    below, above = neighbour_radii(radius, height, apart)
+    full = radius**2 + height**2
+    assert below == pytest.approx(np.sqrt(max(full - (height - apart[0]) ** 2, 0.0)))
+    assert above == pytest.approx(np.sqrt(max(full - (height + apart[1]) ** 2, 0.0)))
+    assert neighbour_radii(radius, height, (0.0, 0.0)) == pytest.approx((radius, radius))
+    assert neighbour_radii(radius, height, (2 * radius + abs(height) + 1,) * 2) == (0.0, 0.0)
+
+
+@pytest.fixture(scope="module")
+def stacked(data):
+    """elastix-00's slices (2 mm apart) with the slices nearest 3 mm below and above (4 mm) as channels."""
+    case = case_by_name("elastix-00")
+    ct = load_ct(data / case.ct)
+    ref = mask_from_image(sitk.ReadImage(str(reference_path(case))), ct)
+    prepared = prepare_slices([(ct, ref)], size=256, context_mm=3.0)
+    middle = torch.argsort((prepared.targets > 0.5).sum(dim=(1, 2, 3)), descending=True)[:6]
+    return prepared.subset(middle), ct.spacing[2]
+
+
+def test_2_5d_lesions_are_drawn_into_the_neighbours_as_far_as_they_reach(stacked):
+    part, slice_mm = stacked
+    apart = context_offset(3.0, slice_mm) * slice_mm
+    assert part.neighbour_mm.tolist() == [[apart, apart]] * 6  # lung-bearing middles: the whole offset each way
+    image, lung, pixel_mm = part.images[0].numpy(), (part.targets[0, 0] > 0.5).numpy(), float(part.pixel_mm[0])
+    # Touching slices: the neighbours are cut where the slice is, nearly as wide.
+    near = insert_lesions(image, lung, pixel_mm, np.random.default_rng(3), neighbour_mm=(0.01, 0.01))
+    changed = np.abs(near - image) > 0.05
+    assert changed[1].sum() > 0 and not changed[:, ~lung].any()  # all three painted inside the slice's lung only
+    assert abs(int(changed[0].sum()) - int(changed[1].sum())) < 0.1 * changed[1].sum()
+    # Slices 100 mm away: no lesion (70 mm across at most, cut within half its radius of its middle) reaches them.
+    far = insert_lesions(image, lung, pixel_mm, np.random.default_rng(3), neighbour_mm=(100.0, 100.0))
+    assert np.array_equal(far[[0, 2]], image[[0, 2]]) and (np.abs(far[1] - image[1]) > 0.05).any()
+    with pytest.raises(ValueError, match="neighbour_mm"):
+        insert_lesions(image, lung, pixel_mm, np.random.default_rng(3))
+
+
+def test_a_2_5d_batch_marks_what_was_drawn_on_the_slice_itself(stacked):
+    part, _ = stacked
+    x, y = part.images, part.targets
+    out, drawn = augment_lesions(x, y, part.pixel_mm, LesionOptions(lesions=1.0), np.random.default_rng(0), part.neighbour_mm)
+    assert out.shape == x.shape and drawn.shape == y.shape
+    assert torch.equal(drawn > 0.5, (out[:, 1:2] - x[:, 1:2] > 0.05) & (y > 0.5))
+    assert (out[:, [0, 2]] != x[:, [0, 2]]).any()  # lesions of 3-70 mm reach a neighbour 4 mm away
+    for options in (LesionOptions(lesions=1.0, dense_lung=0.5), LesionOptions(lesions=1.0, masking=0.5)):
+        with pytest.raises(ValueError, match="2.5D inputs take drawn lesions only"):
+            augment_lesions(x, y, part.pixel_mm, options, np.random.default_rng(0), part.neighbour_mm)
+    with pytest.raises(ValueError, match="distance to its neighbours"):
+        augment_lesions(x, y, part.pixel_mm, LesionOptions(lesions=1.0), np.random.default_rng(0))
+
+
+def test_a_2_5d_run_with_lesions_weighs_the_slice_itself(stacked, tmp_path):
+    part, _ = stacked
+    config = TrainConfig(epochs=1, batch_size=3, steps_per_epoch=1, input_size=256, context_mm=3.0, lesions=1.0,
+                         lesion_weight=4.0, dense_weight=2.0, generator=GeneratorConfig(in_channels=3, base_channels=4, depth=2))
+    trainer = Trainer(config, tmp_path, device="cpu")
+    x, y, drawn = trainer.batch(part, torch.arange(3))
+    assert x.shape[1] == 3 and drawn.shape == y.shape and drawn.any()
+    weights = trainer.pixel_weights(x, y, drawn)
+    assert weights.shape == y.shape
+    dense = (y > 0.5) & (x[:, 1:2] > window(DENSE_LUNG_HU))
+    expected = torch.where(drawn > 0.5, 4.0, torch.where(dense, 2.0, 1.0))
+    assert torch.equal(weights, expected)
+    trainer.fit(part, part.subset(range(2)))
+    assert len(trainer.history) == 1
