@@ -141,11 +141,11 @@ class Recipe:
 
 BASELINE_STEP = "--epochs 24"
 CONSERVATIVE_STEPS = (BASELINE_STEP, "--lr 3e-4 --epochs 8 --lesions 0.5", "--lr 3e-4 --epochs 6 --lesions 0.5 --appearance 0.3")
+LESION_STEPS = CONSERVATIVE_STEPS + ("--lr 3e-4 --epochs 8 --lesions 0.5 --appearance 0.3",)
 RECIPES = (
     Recipe("first-baseline", "git:c589d42:Resources/Models/lunggan.safetensors", (BASELINE_STEP,)),
     Recipe("conservative", "Resources/Models/lunggan-conservative.safetensors", CONSERVATIVE_STEPS),
-    Recipe("lesions", "Resources/Models/lunggan-lesions.safetensors",
-           CONSERVATIVE_STEPS + ("--lr 3e-4 --epochs 8 --lesions 0.5 --appearance 0.3",), last_epoch=True),
+    Recipe("lesions", "Resources/Models/lunggan-lesions.safetensors", LESION_STEPS, last_epoch=True),
     # The shipped lunggan-regression: the first baseline fine-tuned with the regression critic (its card's command).
     Recipe("regression", "Resources/Models/lunggan-regression.safetensors",
            (BASELINE_STEP, "--variant regression --lr 1e-4 --epochs 4")),
@@ -167,6 +167,8 @@ RECIPES = (
     # The conservative recipe with the 2.5D generator: its lesions drawn as bodies through the neighbouring slices,
     # so that a mass, which ends, can be told from a vessel, which runs on (after 2.5d's fold generator).
     Recipe("2.5d-conservative", None, tuple(f"{step} --context-mm 3" for step in CONSERVATIVE_STEPS)),
+    # And the lesion recipe's: 8 epochs more of the same, the last epoch kept.
+    Recipe("2.5d-lesions", None, tuple(f"{step} --context-mm 3" for step in LESION_STEPS), last_epoch=True),
 )
 
 
