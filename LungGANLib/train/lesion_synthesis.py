@@ -18,8 +18,9 @@ stays lung whatever is drawn into it.
   share of the input's patches so that the network must use shape, not only
   intensity.
 
-Slices are network inputs (n, 1, s, s) in [0, 1] (the HU window; lesions also
-take a 2.5D generator's (n, 3, s, s)), targets the lung fraction of each pixel; rows run anterior to posterior (canonical LPS).
+Slices are network inputs (n, 1, s, s) in [0, 1] (the HU window; the lesions
+also take a 2.5D generator's (n, 3, s, s)), targets the lung fraction of each
+pixel; rows run anterior to posterior (canonical LPS).
 Every function takes a :class:`numpy.random.Generator`, so runs are seeded.
 """
 

@@ -224,9 +224,9 @@ class Trainer:
         if self.config.lesion_options.active:
             # Drawn before the affine augmentation, on the slice's own pixel grid (its size in mm is known).
             seed = int(torch.randint(2**31 - 1, (1,), generator=self.rng))
-            part = data.subset(index)
-            x, drawn = augment_lesions(x, y, part.pixel_mm, self.config.lesion_options, np.random.default_rng(seed),
-                                       part.neighbour_mm)
+            pick = lambda values: None if values is None else values[index]
+            x, drawn = augment_lesions(x, y, pick(data.pixel_mm), self.config.lesion_options, np.random.default_rng(seed),
+                                       pick(data.neighbour_mm))
         if self.config.augment:
             # The drawn pixels move with the label: warp them as a second target channel.
             x, targets = augment(x, y if drawn is None else torch.cat([y, drawn], dim=1), self.rng)
