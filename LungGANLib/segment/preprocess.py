@@ -81,6 +81,13 @@ def network_input(hu: np.ndarray, index: np.ndarray, size: int, window: HUWindow
                       for step in (-offset, 0, offset)], dim=1)
 
 
+def own_slice(x):
+    """The slice itself of network inputs (n, c, size, size), as (n, 1, size, size): a 2.5D input's middle
+    channel (:func:`network_input`'s order), a one-slice input as it is. Tensor or array, a view."""
+    middle = x.shape[1] // 2
+    return x[:, middle : middle + 1]
+
+
 def _square_resize(x: torch.Tensor, size: int) -> torch.Tensor:
     """Zero-pad (n, c, h, w) to a centred square, then resize to (n, c, size, size)."""
     geo = SliceGeometry.of(x.shape[2], x.shape[3])

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import DEFAULT_WINDOW, HUWindow
+from ..segment.preprocess import own_slice
 
 #: How much coarser a slice may look (factor of the pixel size).
 COARSE_FACTOR = (1.5, 4.0)
@@ -121,8 +122,8 @@ def augment_appearance(
         lung = y[i : i + 1] > 0.5
         if parts[i, 3] and lung.any():
             patches = None
-            # The slice's own channel (a 2.5D input's middle one) says where its aerated lung is.
-            aerated = lung[0, 0] & (image[0, image.shape[1] // 2] < window.scale(AERATED_HU))
+            # The slice itself (a 2.5D input's middle channel) says where its aerated lung is.
+            aerated = lung[0, 0] & (own_slice(image)[0, 0] < window.scale(AERATED_HU))
             if patchy[i]:
                 field = smooth_field(side, int(torch.randint(6, 20, (1,), generator=generator)), generator)
                 share = float(_uniform(1, (0.05, 0.3), generator))

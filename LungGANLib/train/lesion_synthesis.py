@@ -33,6 +33,7 @@ import torch
 from scipy import ndimage
 
 from ..config import DEFAULT_WINDOW, HUWindow
+from ..segment.preprocess import own_slice
 from .datasets import SliceData
 
 #: In-plane field of view assumed when a slice's pixel size is unknown (the Kaggle slices), mm.
@@ -157,8 +158,8 @@ def insert_lesions(
     """Draw one or two synthetic lesions into the lung of one slice; the label does not change.
 
     Args:
-        image: (s, s) network input in [0, 1], or (3, s, s) a 2.5D input: the slice below, the slice, the
-            slice above.
+        image: (s, s) or (1, s, s) network input in [0, 1], or (3, s, s) a 2.5D input: the slice below, the
+            slice, the slice above.
         lung: (s, s) boolean lung label of the slice.
         pixel_mm: the slice's pixel size at network resolution.
         rng: random numbers.
@@ -279,27 +280,25 @@ def augment_lesions(
     drawn = torch.zeros_like(y)
     if not options.active:
         return x, drawn
-    stacked = x.shape[1] == 3
-    if stacked and (neighbour_mm is None or options.dense_lung > 0 or options.masking > 0):
+    if x.shape[1] == 3 and (neighbour_mm is None or options.dense_lung > 0 or options.masking > 0):
         raise ValueError("2.5D inputs take drawn lesions only, and need each slice's distance to its neighbours")
-    images = (x if stacked else x[:, 0]).numpy().copy()
+    images = x.numpy().copy()  # (n, c, s, s); dense lung and masking only ever see one channel
     lungs = (y[:, 0] > 0.5).numpy()
     side = images.shape[-1]
     for i in range(images.shape[0]):
         size = float(pixel_mm[i]) if pixel_mm is not None else float("nan")
         if not np.isfinite(size) or size <= 0:
             size = DEFAULT_FOV_MM / side
-        before = (images[i][1] if stacked else images[i]).copy()
+        before = own_slice(images)[i, 0].copy()
         if rng.random() < options.dense_lung:
-            images[i] = dense_lung(images[i], lungs[i], rng)
+            images[i, 0] = dense_lung(images[i, 0], lungs[i], rng)
         if rng.random() < options.lesions:
-            distances = None if not stacked else (float(neighbour_mm[i, 0]), float(neighbour_mm[i, 1]))
+            distances = None if neighbour_mm is None else (float(neighbour_mm[i, 0]), float(neighbour_mm[i, 1]))
             images[i] = insert_lesions(images[i], lungs[i], size, rng, neighbour_mm=distances)
-        drawn[i, 0] = torch.from_numpy(((images[i][1] if stacked else images[i]) - before > DRAWN_MIN) & lungs[i])
+        drawn[i, 0] = torch.from_numpy((own_slice(images)[i, 0] - before > DRAWN_MIN) & lungs[i])
         if rng.random() < options.masking:
-            images[i] = random_masking(images[i], rng)
-    out = torch.from_numpy(images)
-    return (out if stacked else out.unsqueeze(1)).to(x.dtype), drawn
+            images[i, 0] = random_masking(images[i, 0], rng)
+    return torch.from_numpy(images).to(x.dtype), drawn
 
 
 def with_lesions(val: SliceData, options: LesionOptions, seed: int) -> tuple[SliceData, torch.Tensor] | None:

@@ -40,6 +40,7 @@ from ..evaluate import metrics
 from ..models import Generator
 from ..models.device import resolve_device
 from ..models.weights import ModelInfo, load_model, save_model
+from ..segment.preprocess import own_slice
 from . import checkpoints
 from .appearance import augment_appearance
 from .datasets import SliceData, augment, prepare_slices
@@ -170,8 +171,7 @@ class Trainer:
         dense_w, lesion_w = self.config.dense_weight, self.config.lesion_weight
         if dense_w == 1.0 and (lesion_w == 1.0 or drawn is None):
             return None
-        middle = x.shape[1] // 2
-        x = x[:, middle : middle + 1]  # the slice itself (a 2.5D input's middle channel), as the label is
+        x = own_slice(x)  # the slice the label is of
         weights = torch.ones_like(x)
         if dense_w != 1.0:
             dense = (y > 0.5) & (x > DEFAULT_WINDOW.scale(DENSE_LUNG_HU))
@@ -220,13 +220,13 @@ class Trainer:
         Returns:
             Inputs, targets, and the pixels the lesion augmentations drew (None when they are off).
         """
-        x, y, drawn = data.images[index], data.targets[index], None
+        part = data.subset(index)
+        x, y, drawn = part.images, part.targets, None
         if self.config.lesion_options.active:
             # Drawn before the affine augmentation, on the slice's own pixel grid (its size in mm is known).
             seed = int(torch.randint(2**31 - 1, (1,), generator=self.rng))
-            pick = lambda values: None if values is None else values[index]
-            x, drawn = augment_lesions(x, y, pick(data.pixel_mm), self.config.lesion_options, np.random.default_rng(seed),
-                                       pick(data.neighbour_mm))
+            x, drawn = augment_lesions(x, y, part.pixel_mm, self.config.lesion_options, np.random.default_rng(seed),
+                                       part.neighbour_mm)
         if self.config.augment:
             # The drawn pixels move with the label: warp them as a second target channel.
             x, targets = augment(x, y if drawn is None else torch.cat([y, drawn], dim=1), self.rng)
