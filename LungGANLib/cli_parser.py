@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="probability of a dependent density gradient or patchy consolidation (label kept)")
     tr.add_argument("--masking", type=PROBABILITY, default=0.0, metavar="P",
                     help="probability that 70%% of a slice's patches are hidden (maskedSeg)")
+    tr.add_argument("--hard-negatives", type=PROBABILITY, default=0.0, metavar="P",
+                    help="probability that a slice gets a mediastinal vessel or node bulging into its lung, the label "
+                         "cut around it (one slice only)")
     tr.add_argument("--dense-weight", type=POSITIVE, default=1.0, metavar="W",
                     help="BCE weight of lung pixels denser than -320 HU (lesions, dense lung, vessels); 1: all pixels alike")
     tr.add_argument("--appearance", type=PROBABILITY, default=0.0, metavar="P",

@@ -169,6 +169,9 @@ RECIPES = (
     Recipe("2.5d-conservative", None, tuple(f"{step} --context-mm 3" for step in CONSERVATIVE_STEPS)),
     # And the lesion recipe's: 8 epochs more of the same, the last epoch kept.
     Recipe("2.5d-lesions", None, tuple(f"{step} --context-mm 3" for step in LESION_STEPS), last_epoch=True),
+    # The lesion recipe whose last step also draws hard negatives: mediastinal and hilar structures bulging into the
+    # lung, the label cut around them, against its lesions drawn at the mediastinum and kept as lung.
+    Recipe("lesions-negatives", None, LESION_STEPS[:-1] + (LESION_STEPS[-1] + " --hard-negatives 0.3",), last_epoch=True),
 )
 
 

@@ -12,6 +12,11 @@ stays lung whatever is drawn into it.
   parenchyma. Only the part inside the lung is painted, so a lesion at the
   border merges with the chest wall or mediastinum beside it, as a
   juxtapleural nodule does.
+- :func:`mediastinal_bulge`: the hard negative. Soft tissue of the mediastinum
+  or hilum (a vessel, a node) bulging into the lung's medial side, as the aorta
+  and the hilar vessels indent it; here the label *does* change, the lung goes
+  around it. Its centre lies outside the lung, so less than half of it shows
+  inside: a shallow cap, where a lesion touching the border shows more than half.
 - :func:`dense_lung`: a dependent (posterior) density gradient, as in
   dependent atelectasis, and patchy consolidation, inside the lung.
 - :func:`random_masking`: maskedSeg's idea (Zhuang et al., ISBI 2025): hide a
@@ -43,6 +48,12 @@ SOFT_TISSUE_HU = (-20.0, 120.0)
 #: Lesion diameters (mm).
 NODULE_MM = (3.0, 30.0)
 MASS_MM = (30.0, 70.0)
+#: Hard negatives: diameters (mm) of the mediastinal and hilar structures that bulge into the lung (hilar vessels,
+#: nodes, the aorta), and how far outside the lung their centre lies, in radii (so 0.3-0.8 of it shows inside).
+BULGE_MM = (15.0, 50.0)
+BULGE_DEPTH = (0.2, 0.7)
+#: What a bulge's centre may be: the mediastinum's fat and soft tissue (HU), not air outside the body or bone.
+MEDIASTINUM_HU = (-200.0, 200.0)
 #: maskedSeg's share of hidden patches, and the patch side in pixels at 256.
 MASK_RATIO = 0.7
 MASK_PATCH = 16
@@ -68,21 +79,23 @@ class LesionOptions:
         lesions: a slice gets one or two synthetic lesions.
         dense_lung: a slice gets a dependent density gradient or patchy consolidation.
         masking: a slice gets ``MASK_RATIO`` of its patches hidden.
+        hard_negatives: a slice gets a mediastinal bulge (:func:`mediastinal_bulge`), its label cut around it.
     """
 
     lesions: float = 0.0
     dense_lung: float = 0.0
     masking: float = 0.0
+    hard_negatives: float = 0.0
 
     def validate(self) -> None:
-        for name in ("lesions", "dense_lung", "masking"):
+        for name in ("lesions", "dense_lung", "masking", "hard_negatives"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability between 0 and 1, got {value}")
 
     @property
     def active(self) -> bool:
-        return self.lesions > 0 or self.dense_lung > 0 or self.masking > 0
+        return self.lesions > 0 or self.dense_lung > 0 or self.masking > 0 or self.hard_negatives > 0
 
     @property
     def drawn(self) -> str:
@@ -220,6 +233,56 @@ def insert_lesions(
     return np.stack(stack).reshape(image.shape).astype(image.dtype)
 
 
+def mediastinal_bulge(
+    image: np.ndarray, lung: np.ndarray, pixel_mm: float, rng: np.random.Generator, window: HUWindow = DEFAULT_WINDOW
+) -> tuple[np.ndarray, np.ndarray]:
+    """A hard negative: a round or lobulated structure of the mediastinum or hilum (``BULGE_MM`` across) that
+    bulges into the lung's medial side, drawn with the slice's soft tissue; the lung's label goes around it.
+
+    Its centre is a pixel outside the lung (and its holes), between the lungs (``MEDIAL_PERCENTILE``), of fat or soft tissue
+    (``MEDIASTINUM_HU``), ``BULGE_DEPTH`` radii from the lung: a cap of at most 0.8 of its radius shows inside.
+    A lesion touching the border (:func:`insert_lesions`) has its centre inside the lung and shows more than
+    its radius, so the two differ in shape, not in density: what bulges in from the mediastinum with a wide
+    base is not lung, what sits in the lung is.
+
+    Args:
+        image: (s, s) network input in [0, 1]; lung: (s, s) boolean lung label of the slice.
+
+    Returns:
+        The new image and the new lung label (the inputs are not changed); both as given where no centre fits.
+    """
+    out, label = image.copy(), lung.copy()
+    if lung.sum() < MIN_LUNG_PIXELS:
+        return out, label
+    radius = max(rng.uniform(*BULGE_MM) / 2.0 / pixel_mm, 1.0)
+    outside = ndimage.distance_transform_edt(~lung)
+    filled = ndimage.binary_fill_holes(lung)  # a vessel the label leaves out inside the lung is no centre
+    _, cols = np.nonzero(lung)
+    midline = lung_midline(lung)
+    rows = np.flatnonzero(lung.any(axis=1))
+    low, high = (window.scale(v) for v in MEDIASTINUM_HU)
+    depth = (outside >= BULGE_DEPTH[0] * radius) & (outside <= BULGE_DEPTH[1] * radius)
+    medial = np.abs(np.arange(lung.shape[1]) - midline) <= np.percentile(np.abs(cols - midline), MEDIAL_PERCENTILE)
+    between = np.zeros_like(lung)
+    between[rows[0] : rows[-1] + 1] = medial[None, :]
+    ys, xs = np.nonzero(depth & between & ~filled & (image > low) & (image < high))
+    if ys.size == 0:
+        return out, label
+    pick = int(rng.integers(ys.size))
+    field = lesion_field(radius, str(rng.choice(("round", "lobulated"))), rng)
+    half = field.shape[0] // 2
+    top, left = int(ys[pick]) - half, int(xs[pick]) - half
+    ys0, xs0 = max(top, 0), max(left, 0)
+    ys1, xs1 = min(top + field.shape[0], lung.shape[0]), min(left + field.shape[1], lung.shape[1])
+    footprint = np.zeros(lung.shape, dtype=bool)
+    footprint[ys0:ys1, xs0:xs1] = field[ys0 - top : ys1 - top, xs0 - left : xs1 - left] <= radius
+    mean, spread = soft_tissue_stats(image, lung, window)
+    alpha = ndimage.gaussian_filter(footprint.astype(np.float32), 0.6) * lung
+    out = _paint_tissue(image, alpha, mean, spread, rng).astype(image.dtype)
+    label[footprint] = False
+    return out, label
+
+
 def dense_lung(image: np.ndarray, lung: np.ndarray, rng: np.random.Generator, window: HUWindow = DEFAULT_WINDOW) -> np.ndarray:
     """Denser lung, label unchanged: a dependent (posterior) gradient, or patchy consolidation.
 
@@ -262,8 +325,8 @@ def random_masking(image: np.ndarray, rng: np.random.Generator, ratio: float = M
 def augment_lesions(
     x: torch.Tensor, y: torch.Tensor, pixel_mm: torch.Tensor | None, options: LesionOptions, rng: np.random.Generator,
     neighbour_mm: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply the augmentations to a batch of inputs; the targets ``y`` are not changed.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Apply the augmentations to a batch of inputs.
 
     Args:
         x: (n, 1, s, s) inputs in [0, 1], or (n, 3, s, s) 2.5D inputs (lesions only: see :func:`insert_lesions`).
@@ -274,21 +337,31 @@ def augment_lesions(
         neighbour_mm: with 2.5D inputs, (n, 2): how far each slice's neighbours below and above lie, mm.
 
     Returns:
-        The new inputs, and (n, 1, s, s) floats that are 1 on the lung pixels
-        the lesions and the dense lung made denser (the label still says lung).
+        The new inputs; the targets, ``y`` itself unless a hard negative cut the lung around a bulge; and
+        (n, 1, s, s) floats that are 1 on the lung pixels the lesions and the dense lung made denser (the
+        label still says lung).
     """
     drawn = torch.zeros_like(y)
     if not options.active:
-        return x, drawn
-    if x.shape[1] == 3 and (neighbour_mm is None or options.dense_lung > 0 or options.masking > 0):
+        return x, y, drawn
+    if x.shape[1] == 3 and (neighbour_mm is None or options.dense_lung > 0 or options.masking > 0
+                            or options.hard_negatives > 0):
         raise ValueError("2.5D inputs take drawn lesions only, and need each slice's distance to its neighbours")
-    images = x.numpy().copy()  # (n, c, s, s); dense lung and masking only ever see one channel
+    images = x.numpy().copy()  # (n, c, s, s); the dense lung, the bulges and the masking only ever see one channel
     lungs = (y[:, 0] > 0.5).numpy()
+    targets = y
     side = images.shape[-1]
     for i in range(images.shape[0]):
         size = float(pixel_mm[i]) if pixel_mm is not None else float("nan")
         if not np.isfinite(size) or size <= 0:
             size = DEFAULT_FOV_MM / side
+        if options.hard_negatives > 0 and rng.random() < options.hard_negatives:
+            # First, so that the lesions are drawn into the lung that is left.
+            images[i, 0], lung = mediastinal_bulge(images[i, 0], lungs[i], size, rng)
+            if targets is y:
+                targets = y.clone()
+            targets[i, 0][torch.from_numpy(lungs[i] & ~lung)] = 0.0
+            lungs[i] = lung
         before = own_slice(images)[i, 0].copy()
         if rng.random() < options.dense_lung:
             images[i, 0] = dense_lung(images[i, 0], lungs[i], rng)
@@ -298,16 +371,16 @@ def augment_lesions(
         drawn[i, 0] = torch.from_numpy((own_slice(images)[i, 0] - before > DRAWN_MIN) & lungs[i])
         if rng.random() < options.masking:
             images[i, 0] = random_masking(images[i, 0], rng)
-    return torch.from_numpy(images).to(x.dtype), drawn
+    return torch.from_numpy(images).to(x.dtype), targets, drawn
 
 
 def with_lesions(val: SliceData, options: LesionOptions, seed: int) -> tuple[SliceData, torch.Tensor] | None:
     """Validation slices with synthetic lesions (and dense lung, when ``options`` draw it) drawn in, the same
     for a given ``seed``, and the pixels drawn; None when ``options`` draw neither. The label is unchanged:
-    lesions are lung."""
+    lesions are lung. No hard negative is drawn: it changes the label, and the held-out label is the reference's."""
     if options.lesions <= 0 and options.dense_lung <= 0:
         return None
     drawing = LesionOptions(lesions=1.0 if options.lesions > 0 else 0.0, dense_lung=options.dense_lung)
-    images, drawn = augment_lesions(val.images, val.targets, val.pixel_mm, drawing, np.random.default_rng(seed),
-                                    val.neighbour_mm)
+    images, _, drawn = augment_lesions(val.images, val.targets, val.pixel_mm, drawing, np.random.default_rng(seed),
+                                       val.neighbour_mm)
     return SliceData(images, val.targets, val.pixel_mm, val.neighbour_mm), drawn

@@ -46,6 +46,8 @@ class TrainConfig:
             :mod:`LungGANLib.train.lesion_synthesis`).
         dense_lung: probability of a dependent density gradient or patchy consolidation.
         masking: probability that a slice has most of its patches hidden (maskedSeg).
+        hard_negatives: probability that a slice gets a mediastinal or hilar structure bulging into its lung,
+            the label cut around it (:func:`~.lesion_synthesis.mediastinal_bulge`).
         dense_weight: BCE weight of *dense lung* pixels (label lung, input denser
             than ``DENSE_LUNG_HU``: nodules, masses, consolidation) against 1
             for the others; 1 weighs all pixels alike.
@@ -80,6 +82,7 @@ class TrainConfig:
     lesions: float = 0.0
     dense_lung: float = 0.0
     masking: float = 0.0
+    hard_negatives: float = 0.0
     dense_weight: float = 1.0
     lesion_weight: float = 1.0
     patience: int | None = None
@@ -88,7 +91,7 @@ class TrainConfig:
 
     @property
     def lesion_options(self) -> LesionOptions:
-        return LesionOptions(self.lesions, self.dense_lung, self.masking)
+        return LesionOptions(self.lesions, self.dense_lung, self.masking, self.hard_negatives)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -136,9 +139,9 @@ class TrainConfig:
         if self.generator.in_channels != channels:
             raise ValueError(f"a generator {'with' if self.context_mm else 'without'} neighbouring slices (context_mm "
                              f"{self.context_mm}) has {channels} input channels, not {self.generator.in_channels}")
-        if self.context_mm and (self.variant != "baseline" or self.dense_lung or self.masking):
+        if self.context_mm and (self.variant != "baseline" or self.dense_lung or self.masking or self.hard_negatives):
             raise ValueError("neighbouring slices (context_mm) train the baseline, with or without drawn lesions, only: "
-                             "the critics, the dense lung and the masking see one slice")
+                             "the critics, the dense lung, the hard negatives and the masking see one slice")
         self.critic.validate()
         self.lesion_options.validate()
         if self.input_size < 2**self.critic.depth:

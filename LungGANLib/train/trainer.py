@@ -214,8 +214,8 @@ class Trainer:
         return losses
 
     def batch(self, data: SliceData, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The slices ``index`` as a training batch: lesions drawn in, the random affine, then the scan's
-        appearance, each when configured.
+        """The slices ``index`` as a training batch: lesions and hard negatives drawn in, the random affine,
+        then the scan's appearance, each when configured.
 
         Returns:
             Inputs, targets, and the pixels the lesion augmentations drew (None when they are off).
@@ -225,8 +225,8 @@ class Trainer:
         if self.config.lesion_options.active:
             # Drawn before the affine augmentation, on the slice's own pixel grid (its size in mm is known).
             seed = int(torch.randint(2**31 - 1, (1,), generator=self.rng))
-            x, drawn = augment_lesions(x, y, part.pixel_mm, self.config.lesion_options, np.random.default_rng(seed),
-                                       part.neighbour_mm)
+            x, y, drawn = augment_lesions(x, y, part.pixel_mm, self.config.lesion_options, np.random.default_rng(seed),
+                                          part.neighbour_mm)
         if self.config.augment:
             # The drawn pixels move with the label: warp them as a second target channel.
             x, targets = augment(x, y if drawn is None else torch.cat([y, drawn], dim=1), self.rng)

@@ -101,8 +101,8 @@ def test_training_slices_carry_the_neighbours_and_the_settings_stay_consistent()
     with pytest.raises(ValueError, match="3 input channels, not 1"):
         TrainConfig(context_mm=3.0).validate()
     TrainConfig(generator=GeneratorConfig(in_channels=3), context_mm=3.0, lesions=0.5).validate()
-    for one_slice in ({"variant": "product"}, {"dense_lung": 0.3}, {"masking": 0.2}):
-        with pytest.raises(ValueError, match="the critics, the dense lung and the masking see one slice"):
+    for one_slice in ({"variant": "product"}, {"dense_lung": 0.3}, {"masking": 0.2}, {"hard_negatives": 0.3}):
+        with pytest.raises(ValueError, match="the critics, the dense lung, the hard negatives and the masking see one slice"):
             TrainConfig(generator=GeneratorConfig(in_channels=3), context_mm=3.0, **one_slice).validate()
 
 

@@ -11,7 +11,10 @@ from LungGANLib.config import DEFAULT_WINDOW
 from LungGANLib.segment.preprocess import context_offset
 from LungGANLib.train.datasets import prepare_slices
 from LungGANLib.io import load_ct, mask_from_image
+from scipy import ndimage
+
 from LungGANLib.train.lesion_synthesis import (
+    BULGE_MM,
     MASK_RATIO,
     SOFT_TISSUE_HU,
     LesionOptions,
@@ -19,6 +22,8 @@ from LungGANLib.train.lesion_synthesis import (
     dense_lung,
     insert_lesions,
     lesion_shape,
+    lung_midline,
+    mediastinal_bulge,
     neighbour_radii,
     random_masking,
     soft_tissue_stats,
@@ -83,6 +88,50 @@ def test_lesion_shapes_have_their_size(style):
     assert 0.5 * np.pi * radius**2 < area < 1.6 * np.pi * radius**2
 
 
+def test_a_hard_negative_cuts_the_lung_around_a_shallow_medial_bulge(slices):
+    """A mediastinal structure bulging into the lung: drawn as soft tissue over lung pixels, which leave the label;
+    its centre lies outside the lung, between the lungs, so it shows as a cap no deeper than 0.8 of its radius."""
+    image, lung, pixel_mm = mid_slice(slices)
+    cols = np.nonzero(lung)[1]
+    midline = lung_midline(lung)
+    mean, _ = soft_tissue_stats(image, lung)
+    cut_any = 0
+    for seed in range(10):
+        out, label = mediastinal_bulge(image, lung, pixel_mm, np.random.default_rng(seed))
+        assert not (label & ~lung).any()  # nothing becomes lung
+        changed = np.abs(out - image) > 1e-6
+        assert not changed[~lung].any()  # the mediastinum itself is as it was
+        cut = lung & ~label
+        if not cut.any():
+            continue
+        cut_any += 1
+        # Soft tissue where the lung was: most of the way there (a thin cap is mostly its blurred edge).
+        assert float(np.median((out - image)[cut] / (mean - image)[cut])) > 0.6
+        # On the medial side: nearer the midline than most of the lung.
+        assert np.abs(np.nonzero(cut)[1] - midline).mean() < np.percentile(np.abs(cols - midline), 50)
+        # A cap: no cut pixel lies deeper in the lung than 0.8 of the largest radius drawn (BULGE_MM).
+        depth = ndimage.distance_transform_edt(lung)[cut].max()
+        assert depth <= 0.8 * BULGE_MM[1] / 2 / pixel_mm * 1.12 + 1  # lobulated: bumps of up to 12 %
+        assert ndimage.label(cut)[1] <= 2  # one structure (a lung's edge may part it in two)
+    assert cut_any >= 8
+
+
+def test_a_batch_with_hard_negatives_gets_new_labels_and_keeps_the_old(slices):
+    middle = torch.argsort((slices.targets > 0.5).sum(dim=(1, 2, 3)), descending=True)[:4]
+    x, y, pixel_mm = slices.images[middle], slices.targets[middle], slices.pixel_mm[middle]
+    before = y.clone()
+    options = LesionOptions(lesions=1.0, hard_negatives=1.0)
+    out, labels, drawn = augment_lesions(x, y, pixel_mm, options, np.random.default_rng(0))
+    assert torch.equal(y, before)  # the caller's label is not changed in place
+    cut = (y > 0.5) & (labels < 0.5)
+    assert cut.any() and torch.equal(labels[~cut], y[~cut])  # the bulges leave the label, nothing else does
+    assert not (drawn > 0.5)[cut].any()  # a bulge is no drawn lung: it weighs as a lesion does not
+    assert (out - x > 0.05)[cut].float().mean() > 0.9
+    # The same random numbers give the same batch.
+    again = augment_lesions(x, y, pixel_mm, options, np.random.default_rng(0))
+    assert all(torch.equal(a, b) for a, b in zip((out, labels, drawn), again))
+
+
 def test_dense_lung_raises_lung_density_only(slices):
     image, lung, _ = mid_slice(slices)
     for seed in range(4):  # both kinds: the dependent gradient and patchy consolidation
@@ -115,16 +164,17 @@ def test_random_masking_hides_about_70_percent_of_patches():
 def test_no_augmentation_returns_the_batch_unchanged(slices):
     middle = torch.argsort((slices.targets > 0.5).sum(dim=(1, 2, 3)), descending=True)[:4]
     x, y, pixel_mm = slices.images[middle], slices.targets[middle], slices.pixel_mm[middle]
-    same, drawn = augment_lesions(x, y, pixel_mm, LesionOptions(), np.random.default_rng(0))
-    assert same is x and not drawn.any()
-    out, drawn = augment_lesions(x, y, pixel_mm, LesionOptions(lesions=1.0), np.random.default_rng(0))
-    assert out.shape == x.shape and out.dtype == x.dtype
+    same, labels, drawn = augment_lesions(x, y, pixel_mm, LesionOptions(), np.random.default_rng(0))
+    assert same is x and labels is y and not drawn.any()
+    out, labels, drawn = augment_lesions(x, y, pixel_mm, LesionOptions(lesions=1.0), np.random.default_rng(0))
+    assert out.shape == x.shape and out.dtype == x.dtype and labels is y  # lesions are lung: the label is kept
     # The drawn pixels are the lung pixels the lesions raised, and only those.
     raised = (out - x > 0.05) & (y > 0.5)
     assert drawn.any() and torch.equal(drawn > 0.5, raised)
 
 
-@pytest.mark.parametrize("field,value", [("lesions", 1.5), ("dense_lung", -0.1), ("masking", 2.0), ("dense_weight", 0.5), ("lesion_weight", 0.0)])
+@pytest.mark.parametrize("field,value", [("lesions", 1.5), ("dense_lung", -0.1), ("masking", 2.0), ("hard_negatives", 1.1),
+                                         ("dense_weight", 0.5), ("lesion_weight", 0.0)])
 def test_training_refuses_impossible_settings(field, value, tmp_path):
     with pytest.raises(ValueError, match=field):
         Trainer(TrainConfig(**{field: value}), tmp_path, device="cpu")
@@ -220,11 +270,13 @@ def test_2_5d_lesions_are_drawn_into_the_neighbours_as_far_as_they_reach(stacked
 def test_a_2_5d_batch_marks_what_was_drawn_on_the_slice_itself(stacked):
     part, _ = stacked
     x, y = part.images, part.targets
-    out, drawn = augment_lesions(x, y, part.pixel_mm, LesionOptions(lesions=1.0), np.random.default_rng(0), part.neighbour_mm)
+    out, _, drawn = augment_lesions(x, y, part.pixel_mm, LesionOptions(lesions=1.0), np.random.default_rng(0),
+                                    part.neighbour_mm)
     assert out.shape == x.shape and drawn.shape == y.shape
     assert torch.equal(drawn > 0.5, (out[:, 1:2] - x[:, 1:2] > 0.05) & (y > 0.5))
     assert (out[:, [0, 2]] != x[:, [0, 2]]).any()  # lesions of 3-70 mm reach a neighbour 4 mm away
-    for options in (LesionOptions(lesions=1.0, dense_lung=0.5), LesionOptions(lesions=1.0, masking=0.5)):
+    for options in (LesionOptions(lesions=1.0, dense_lung=0.5), LesionOptions(lesions=1.0, masking=0.5),
+                    LesionOptions(lesions=1.0, hard_negatives=0.5)):
         with pytest.raises(ValueError, match="2.5D inputs take drawn lesions only"):
             augment_lesions(x, y, part.pixel_mm, options, np.random.default_rng(0), part.neighbour_mm)
     with pytest.raises(ValueError, match="distance to its neighbours"):
