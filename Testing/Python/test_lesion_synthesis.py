@@ -132,6 +132,15 @@ def test_a_batch_with_hard_negatives_gets_new_labels_and_keeps_the_old(slices):
     assert all(torch.equal(a, b) for a, b in zip((out, labels, drawn), again))
 
 
+def test_a_training_batch_learns_the_cut_label(slices, tmp_path):
+    """--hard-negatives reaches the trainer's batches: the targets it trains on lose the bulges' pixels."""
+    config = TrainConfig(hard_negatives=1.0, augment=False, input_size=256, generator=GeneratorConfig(base_channels=4, depth=2))
+    index = torch.argsort((slices.targets > 0.5).sum(dim=(1, 2, 3)), descending=True)[:4]
+    x, y, _ = Trainer(config, tmp_path, device="cpu").batch(slices, index)
+    given = slices.targets[index]
+    assert (y <= given).all() and (y < given).any()
+
+
 def test_dense_lung_raises_lung_density_only(slices):
     image, lung, _ = mid_slice(slices)
     for seed in range(4):  # both kinds: the dependent gradient and patchy consolidation
