@@ -239,8 +239,9 @@ def mediastinal_bulge(
     """A hard negative: a round or lobulated structure of the mediastinum or hilum (``BULGE_MM`` across) that
     bulges into the lung's medial side, drawn with the slice's soft tissue; the lung's label goes around it.
 
-    Its centre is a pixel outside the lung (and its holes), between the lungs (``MEDIAL_PERCENTILE``), of fat or soft tissue
-    (``MEDIASTINUM_HU``), ``BULGE_DEPTH`` radii from the lung: a cap of at most 0.8 of its radius shows inside.
+    Its centre is a pixel outside the lung (and its holes), between the lungs (``MEDIAL_PERCENTILE``), of fat or
+    soft tissue (``MEDIASTINUM_HU``), ``BULGE_DEPTH`` radii from the lung: a cap of at most 0.8 of its radius
+    shows inside.
     A lesion touching the border (:func:`insert_lesions`) has its centre inside the lung and shows more than
     its radius, so the two differ in shape, not in density: what bulges in from the mediastinum with a wide
     base is not lung, what sits in the lung is.
