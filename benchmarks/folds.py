@@ -139,13 +139,16 @@ class Recipe:
         return RUNS / fold / f"{self.name}.safetensors"
 
 
+#: The lesion model shipped until 2026-12-06 (commit 675e7ee): the lesions recipe's, and the review benchmarks' weak mask.
+OLD_LESION_MODEL = "Testing/Data/Models/lunggan-lesions-675e7ee.safetensors"
 BASELINE_STEP = "--epochs 24"
 CONSERVATIVE_STEPS = (BASELINE_STEP, "--lr 3e-4 --epochs 8 --lesions 0.5", "--lr 3e-4 --epochs 6 --lesions 0.5 --appearance 0.3")
 LESION_STEPS = CONSERVATIVE_STEPS + ("--lr 3e-4 --epochs 8 --lesions 0.5 --appearance 0.3",)
 RECIPES = (
     Recipe("first-baseline", "git:c589d42:Resources/Models/lunggan.safetensors", (BASELINE_STEP,)),
     Recipe("conservative", "Resources/Models/lunggan-conservative.safetensors", CONSERVATIVE_STEPS),
-    Recipe("lesions", "Resources/Models/lunggan-lesions.safetensors", LESION_STEPS, last_epoch=True),
+    # The lesion model shipped until 2026-12-06 (lunggan-lesions since is lesions-negatives').
+    Recipe("lesions", OLD_LESION_MODEL, LESION_STEPS, last_epoch=True),
     # The shipped lunggan-regression: the first baseline fine-tuned with the regression critic (its card's command).
     Recipe("regression", "Resources/Models/lunggan-regression.safetensors",
            (BASELINE_STEP, "--variant regression --lr 1e-4 --epochs 4")),
@@ -170,8 +173,13 @@ RECIPES = (
     # And the lesion recipe's: 8 epochs more of the same, the last epoch kept.
     Recipe("2.5d-lesions", None, tuple(f"{step} --context-mm 3" for step in LESION_STEPS), last_epoch=True),
     # The lesion recipe whose last step also draws hard negatives: mediastinal and hilar structures bulging into the
-    # lung, the label cut around them, against its lesions drawn at the mediastinum and kept as lung.
-    Recipe("lesions-negatives", None, LESION_STEPS[:-1] + (LESION_STEPS[-1] + " --hard-negatives 0.3",), last_epoch=True),
+    # lung, the label cut around them, against its lesions drawn at the mediastinum and kept as lung. Its
+    # lidc-idri-0001 fold's generator ships as lunggan-lesions.
+    Recipe("lesions-negatives", "Resources/Models/lunggan-lesions.safetensors", LESION_STEPS[:-1] + (LESION_STEPS[-1] + " --hard-negatives 0.3",), last_epoch=True),
+    # Its control: the lesion recipe with its lidc-idri-0001 fold trained here too, from the same steps before the
+    # last (lesions' own fold there is the shipped model, whose earlier steps were trained apart); the other folds'
+    # generators are lesions' own.
+    Recipe("lesions-control", None, LESION_STEPS, last_epoch=True),
 )
 
 
@@ -189,6 +197,12 @@ def shipped_path(recipe: Recipe) -> Path:
         blob = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=REPO, check=True, capture_output=True).stdout
         atomic_write(out, lambda tmp: Path(tmp).write_bytes(blob))
     return out
+
+
+def weak_model() -> Path:
+    """The review benchmarks' weak mask on the external scans: the old lesion model (``OLD_LESION_MODEL``), which
+    takes in what is not lung on scans it has not seen."""
+    return shipped_path(next(r for r in RECIPES if r.name == "lesions"))
 
 
 def fold_model(recipe: Recipe, fold: str) -> Path | None:

@@ -17,7 +17,7 @@ error or more against those under 0.2 mL). It is not shipped; ``docs/review.md``
   last, and two linear layers; AdamW, 12 epochs, batches of 64, left/right flips.
 - Leave one patient out over the four training patients (A0001's two series together); then trained on all
   four and scored on LUNG1-002 (radiation oncologists' lungs) with the shipped default, the classical method
-  and the lesion model.
+  and the lesion model shipped until 2026-12-06 (`folds.weak_model`).
 
 Usage:
     python benchmarks/judge.py [--json docs/results/judge.json]
@@ -97,7 +97,7 @@ def masks_of(case, fold: str | None, rng: np.random.Generator) -> dict[str, np.n
         for k in range(SPOILED):
             out[f"spoiled {k}"] = spoiled(truth, body, case.ct.spacing, rng)
     else:
-        out["lesion model"] = segment(case.ct, SegmentOptions(model=REPO / "Resources" / "Models" / "lunggan-lesions.safetensors", device="cpu")) > 0
+        out["lesion model"] = segment(case.ct, SegmentOptions(model=folds.weak_model(), device="cpu")) > 0
     return out
 
 

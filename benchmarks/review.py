@@ -2,8 +2,8 @@
 
 For each scan with a reference, a mask from a model that never saw it (the first baseline's
 generator of the fold that held the patient out; the shipped one for the external scans), the
-classical method's mask, and on the external scans a weak one (``lunggan-lesions``, which takes in
-what is not lung on scans it has not seen): the review's slices are ranked by score, and the share of the mask's
+classical method's mask, and on the external scans a weak one (the lesion model shipped until 2026-12-06,
+``folds.weak_model``, which takes in what is not lung on scans it has not seen): the review's slices are ranked by score, and the share of the mask's
 error that lies on the top 10 % of them is compared with what 10 % of the slices hold at random
 (0.10) and at best (the slices with the most error first); also the AUROC of the scores (slices
 with 2 mL of error or more against slices under 0.2 mL), the share of gross errors (connected
@@ -94,7 +94,7 @@ def rows_for(case_name: str, fold: str) -> list[dict]:
     rows = []
     candidates = [("gan", folds.trained_model(recipe, fold)), ("classical", None)]
     if case_name in folds.EXTERNAL:  # a weak mask: the lesion model takes in what is not lung on unseen scans
-        candidates.append(("gan", REPO / "Resources" / "Models" / "lunggan-lesions.safetensors"))
+        candidates.append(("gan", folds.weak_model()))
     for method, model in candidates:
         options = SegmentOptions(method=method, model=model, device="cpu", review=True)
         findings: dict = {}
@@ -167,7 +167,8 @@ def report(rows: list[dict]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        mask = "classical" if r["method"] == "classical" else Path(r["model"]).stem.replace("first-baseline", "first baseline (fold)")
+        mask = "classical" if r["method"] == "classical" else Path(r["model"]).stem.replace(
+            "first-baseline", "first baseline (fold)").replace("lunggan-lesions-675e7ee", "old lesion model (weak)")
         lines.append(f"| {r['case']} | {mask} | {r['error_ml']:.1f} | {_cell(r['ranking_of_perfect'])} | {_cell(r['auroc'])} | "
                      f"{_cell(r['auroc_flags_only'])} | "
                      f"{r['gross_flagged']} / {r['gross_errors']} | {100 * r['flagged_share']:.0f} % | "

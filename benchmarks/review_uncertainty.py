@@ -4,7 +4,7 @@ The review (``lunggan segment --review``) ranks slices by its flags' mL and a ba
 that costs nothing more: the generator's probabilities, which the pipeline thresholds and throws away. Per slice,
 the *band* is the mL where the generator is unsure (probability between 0.1 and 0.9). Ranked here, on the masks
 ``benchmarks/review.py`` measures from a generator (the first baseline's fold generator on the patient its fold held
-out, the shipped one on the external scans, and the lesion model as a weak mask there):
+out, the shipped one on the external scans, and the lesion model shipped until 2026-12-06 as a weak mask there):
 
 - ``review``: the review's score, as shipped;
 - ``flags + band``: the flags' mL and ``band_weight`` x the band, in place of the outline term;
@@ -44,7 +44,6 @@ from LungGANLib.segment.preprocess import lung_slices  # noqa: E402
 
 #: Probabilities between these are the generator being unsure.
 UNSURE = (0.1, 0.9)
-LESION_MODEL = REPO / "Resources" / "Models" / "lunggan-lesions.safetensors"
 
 
 def band_ml(ct, model: tuple) -> np.ndarray:
@@ -113,7 +112,7 @@ def main() -> None:
     for name in folds.EXTERNAL:
         case = folds.load_case(name)  # read once for both masks
         rows.append(slices_for(case, folds.shipped_path(recipe), "first baseline (shipped)"))
-        rows.append(slices_for(case, LESION_MODEL, "lunggan-lesions (weak)"))
+        rows.append(slices_for(case, folds.weak_model(), "lunggan-lesions (weak)"))
     weight = band_weight(rows)
     for row in rows:
         row["rankings"] = rankings(row, weight)

@@ -15,6 +15,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
+def old_lesion_model() -> Path:
+    """The lesion model shipped until 2026-12-06, which takes in what is not lung on scans it has not seen
+    (Testing/Data/Models/README.md): a real mask for the rules that take such tissue out."""
+    return REPO / "Testing" / "Data" / "Models" / "lunggan-lesions-675e7ee.safetensors"
+
+
+@pytest.fixture(scope="session")
 def data() -> Path:
     """The shared data folder; the suite needs it (CI lays it beside the clone)."""
     path = data_dir()

@@ -163,14 +163,12 @@ def test_never_lung_figures_name_each_kind():
     assert KINDS == ("outside_cage", "below_diaphragm", "mediastinum")
 
 
-def test_a_tall_mass_on_the_diaphragm_is_no_dome(data):
-    """LUNG1-002's 358 mL tumour sits on the right hemidiaphragm with no lung under it; the lesion model keeps most
+def test_a_tall_mass_on_the_diaphragm_is_no_dome(data, old_lesion_model):
+    """LUNG1-002's 358 mL tumour sits on the right hemidiaphragm with no lung under it; the old lesion model keeps most
     of it. It is 75 mm tall, no dome's top held in the lung: the guard rail must leave it (it removed 281 mL of it)."""
-    from LungGANLib.models.weights import DEFAULT_MODEL
-
     ct = load_ct(data / LUNG1)
     gtv = mask_from_image(sitk.ReadImage(str(data / "masks/nsclc-radiomics-lung1-002-gtv.nii.gz")), ct) > 0
-    labels = segment(ct, SegmentOptions(model=DEFAULT_MODEL.with_name("lunggan-lesions.safetensors"), device="cpu",
+    labels = segment(ct, SegmentOptions(model=old_lesion_model, device="cpu",
                                         guard_rail=False))
     assert (labels[gtv] > 0).mean() > 0.5  # the premise: the model keeps the tumour
     found = never_lung(labels, ct.array, ct.spacing)
