@@ -175,7 +175,8 @@ RECIPES = (
     # The lesion recipe whose last step also draws hard negatives: mediastinal and hilar structures bulging into the
     # lung, the label cut around them, against its lesions drawn at the mediastinum and kept as lung. Its
     # lidc-idri-0001 fold's generator ships as lunggan-lesions.
-    Recipe("lesions-negatives", "Resources/Models/lunggan-lesions.safetensors", LESION_STEPS[:-1] + (LESION_STEPS[-1] + " --hard-negatives 0.3",), last_epoch=True),
+    Recipe("lesions-negatives", "Resources/Models/lunggan-lesions.safetensors",
+           LESION_STEPS[:-1] + (LESION_STEPS[-1] + " --hard-negatives 0.3",), last_epoch=True),
     # Its control: the lesion recipe with its lidc-idri-0001 fold trained here too, from the same steps before the
     # last (lesions' own fold there is the shipped model, whose earlier steps were trained apart); the other folds'
     # generators are lesions' own.

@@ -2,10 +2,10 @@
 
 For each scan with a reference, a mask from a model that never saw it (the first baseline's
 generator of the fold that held the patient out; the shipped one for the external scans), the
-classical method's mask, and on the external scans a weak one (the lesion model shipped until 2026-12-06,
-``folds.weak_model``, which takes in what is not lung on scans it has not seen): the review's slices are ranked by score, and the share of the mask's
-error that lies on the top 10 % of them is compared with what 10 % of the slices hold at random
-(0.10) and at best (the slices with the most error first); also the AUROC of the scores (slices
+classical method's mask, and on the external scans a weak one (the lesion model shipped until
+2026-12-06, ``folds.weak_model``, which takes in what is not lung on scans it has not seen): the
+review's slices are ranked by score, and the share of the mask's error that lies on the top 10 % of
+them is compared with what 10 % of the slices hold at random (0.10) and at best (the slices with the most error first); also the AUROC of the scores (slices
 with 2 mL of error or more against slices under 0.2 mL), the share of gross errors (connected
 error regions of 5 mL or more) with a flagged slice, and the share of slices flagged. As a yardstick,
 the slices ranked by the lung's area alone (``capture_largest_lung_first``, ``auroc_largest_lung_first``), and
