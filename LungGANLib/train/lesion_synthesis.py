@@ -148,6 +148,18 @@ def lesion_shape(radius_px: float, style: str, rng: np.random.Generator) -> np.n
     return lesion_field(radius_px, style, rng) <= radius_px
 
 
+def _placed(field: np.ndarray, cy: int, cx: int, shape: tuple[int, ...]) -> np.ndarray:
+    """A lesion's field (:func:`lesion_field`) centred on pixel (cy, cx) of a slice of ``shape``, cut at the slice's
+    edges; infinite where the field does not reach, so ``_placed(...) <= r`` is the footprint on the slice."""
+    out = np.full(shape, np.inf)
+    half = field.shape[0] // 2
+    top, left = cy - half, cx - half
+    ys0, xs0 = max(top, 0), max(left, 0)
+    ys1, xs1 = min(top + field.shape[0], shape[0]), min(left + field.shape[1], shape[1])
+    out[ys0:ys1, xs0:xs1] = field[ys0 - top : ys1 - top, xs0 - left : xs1 - left]
+    return out
+
+
 def _paint_tissue(
     image: np.ndarray, alpha: np.ndarray, mean: float, spread: float, rng: np.random.Generator
 ) -> np.ndarray:
@@ -219,15 +231,11 @@ def insert_lesions(
         if len(stack) == 3:
             below, above = neighbour_radii(radius * pixel_mm, rng.uniform(-0.5, 0.5) * radius * pixel_mm, neighbour_mm)
             radii = [below / pixel_mm, radius, above / pixel_mm]
-        half = field.shape[0] // 2
-        top, left = cy - half, cx - half
-        ys0, xs0 = max(top, 0), max(left, 0)
-        ys1, xs1 = min(top + field.shape[0], lung.shape[0]), min(left + field.shape[1], lung.shape[1])
+        placed = _placed(field, cy, cx, lung.shape)
         for channel, r in enumerate(radii):
             if r < 0.5:
                 continue  # the lesion ends before this neighbour
-            footprint = np.zeros(lung.shape, dtype=bool)
-            footprint[ys0:ys1, xs0:xs1] = field[ys0 - top : ys1 - top, xs0 - left : xs1 - left] <= r
+            footprint = placed <= r
             alpha = ndimage.gaussian_filter(footprint.astype(np.float32), 0.6) * lung
             stack[channel] = _paint_tissue(stack[channel], alpha, mean, spread, rng)
     return np.stack(stack).reshape(image.shape).astype(image.dtype)
@@ -271,12 +279,7 @@ def mediastinal_bulge(
         return out, label
     pick = int(rng.integers(ys.size))
     field = lesion_field(radius, str(rng.choice(("round", "lobulated"))), rng)
-    half = field.shape[0] // 2
-    top, left = int(ys[pick]) - half, int(xs[pick]) - half
-    ys0, xs0 = max(top, 0), max(left, 0)
-    ys1, xs1 = min(top + field.shape[0], lung.shape[0]), min(left + field.shape[1], lung.shape[1])
-    footprint = np.zeros(lung.shape, dtype=bool)
-    footprint[ys0:ys1, xs0:xs1] = field[ys0 - top : ys1 - top, xs0 - left : xs1 - left] <= radius
+    footprint = _placed(field, int(ys[pick]), int(xs[pick]), lung.shape) <= radius
     mean, spread = soft_tissue_stats(image, lung, window)
     alpha = ndimage.gaussian_filter(footprint.astype(np.float32), 0.6) * lung
     out = _paint_tissue(image, alpha, mean, spread, rng).astype(image.dtype)
