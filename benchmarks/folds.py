@@ -203,7 +203,7 @@ def shipped_path(recipe: Recipe) -> Path:
 def weak_model() -> Path:
     """The review benchmarks' weak mask on the external scans: the old lesion model (``OLD_LESION_MODEL``), which
     takes in what is not lung on scans it has not seen."""
-    return shipped_path(next(r for r in RECIPES if r.name == "lesions"))
+    return REPO / OLD_LESION_MODEL
 
 
 def fold_model(recipe: Recipe, fold: str) -> Path | None:

@@ -5,8 +5,9 @@ generator of the fold that held the patient out; the shipped one for the externa
 classical method's mask, and on the external scans a weak one (the lesion model shipped until
 2026-12-06, ``folds.weak_model``, which takes in what is not lung on scans it has not seen): the
 review's slices are ranked by score, and the share of the mask's error that lies on the top 10 % of
-them is compared with what 10 % of the slices hold at random (0.10) and at best (the slices with the most error first); also the AUROC of the scores (slices
-with 2 mL of error or more against slices under 0.2 mL), the share of gross errors (connected
+them is compared with what 10 % of the slices hold at random (0.10) and at best (the slices with the
+most error first); also the AUROC of the scores (slices with 2 mL of error or more against slices
+under 0.2 mL), the share of gross errors (connected
 error regions of 5 mL or more) with a flagged slice, and the share of slices flagged. As a yardstick,
 the slices ranked by the lung's area alone (``capture_largest_lung_first``, ``auroc_largest_lung_first``), and
 the AUROC of the flags' mL alone, without the score's outline term (``auroc_flags_only``). That term's width,
@@ -168,7 +169,7 @@ def report(rows: list[dict]) -> str:
     ]
     for r in rows:
         mask = "classical" if r["method"] == "classical" else Path(r["model"]).stem.replace(
-            "first-baseline", "first baseline (fold)").replace("lunggan-lesions-675e7ee", "old lesion model (weak)")
+            "first-baseline", "first baseline (fold)").replace(folds.weak_model().stem, "old lesion model (weak)")
         lines.append(f"| {r['case']} | {mask} | {r['error_ml']:.1f} | {_cell(r['ranking_of_perfect'])} | {_cell(r['auroc'])} | "
                      f"{_cell(r['auroc_flags_only'])} | "
                      f"{r['gross_flagged']} / {r['gross_errors']} | {100 * r['flagged_share']:.0f} % | "

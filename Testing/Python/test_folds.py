@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -75,8 +76,6 @@ def test_the_fold_section_is_kept_when_the_rest_of_the_report_is_rewritten():
 def test_the_readme_and_the_card_quote_the_default_as_the_fold_rows_give_it():
     """The README's table of the default is generated from docs/results/folds.json (folds.shipped_table) for the
     candidate and rules the default's card names; the card's rows are those rows."""
-    import json
-
     folds = load_folds()
     card = json.loads((REPO / "Resources" / "Models" / "lunggan.json").read_text())
     rows = json.loads((REPO / "docs" / "results" / "folds.json").read_text())
@@ -84,6 +83,19 @@ def test_the_readme_and_the_card_quote_the_default_as_the_fold_rows_give_it():
     assert folds.shipped_table(rows, chosen["candidate"], chosen["rules"]) in (REPO / "README.md").read_text()
     assert card["folds"] == [r for r in rows if r["candidate"] == chosen["candidate"] and r["rules"] == chosen["rules"]]
     assert chosen["rule"] == folds.SELECTION_RULE
+
+
+def test_the_old_lesion_model_is_one_file_for_the_tests_the_recipe_and_the_review(old_lesion_model):
+    """The tests' spilling mask (conftest), the lesions recipe's shipped fold and the review benchmarks' weak mask are
+    the same file: the lesion model of 675e7ee, not the lunggan-lesions that ships now."""
+    from LungGANLib.models.weights import sha256
+
+    folds = load_folds()
+    recipe = next(r for r in folds.RECIPES if r.name == "lesions")
+    assert folds.weak_model() == folds.shipped_path(recipe) == old_lesion_model
+    card = json.loads((REPO / "Resources" / "Models" / "lunggan-lesions.json").read_text())
+    assert card["training_note"].count(sha256(old_lesion_model)) == 1  # the card of today's names the one it replaced
+    assert sha256(old_lesion_model) != card["sha256"]
 
 
 def test_a_fold_is_trained_into_a_folder_that_does_not_exist_yet_and_a_failed_step_stops_with_a_line(

@@ -1,4 +1,5 @@
-"""Synthetic lesions, dense lung and random masking: the image changes inside the lung, the label never."""
+"""Synthetic lesions, dense lung and random masking: the image changes inside the lung, the label never; hard
+negatives: a bulge from the mediastinum, cut out of the label."""
 
 from __future__ import annotations
 
@@ -6,13 +7,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from scipy import ndimage
 
 from LungGANLib.config import DEFAULT_WINDOW
 from LungGANLib.segment.preprocess import context_offset
 from LungGANLib.train.datasets import prepare_slices
 from LungGANLib.io import load_ct, mask_from_image
-from scipy import ndimage
-
 from LungGANLib.train.lesion_synthesis import (
     BULGE_MM,
     MASK_RATIO,
@@ -68,8 +68,6 @@ def test_lesions_change_only_lung_pixels_towards_soft_tissue(slices):
 
 def test_border_lesions_touch_the_lung_edge(slices):
     """Most lesions are drawn at the lung's border, where a threshold would cut them out."""
-    from scipy import ndimage
-
     image, lung, pixel_mm = mid_slice(slices)
     edge = lung & ~ndimage.binary_erosion(lung)
     touching = 0
