@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a generator on CTs with lung masks")
     tr.add_argument("--variant", default="baseline", choices=tuple(VARIANTS), help="baseline (BCE only) or the critic to train against")
     tr.add_argument("--kaggle", nargs="?", const="shared", metavar="FOLDER", help="train on the Kaggle 2D slices (x_train, part held out for validation)")
+    tr.add_argument("--add-kaggle", nargs="?", const="shared", metavar="FOLDER",
+                    help="add the Kaggle 2D slices (all of x_train, their intensities calibrated to HU) to the 3D scans' "
+                    "training slices; the epoch is still chosen on the scans")
     tr.add_argument("--val-fraction", type=_number(0.0, 1.0, low_open=True, high_open=True), default=None,
                     help="share of the training slices held out for validation when no validation data is named "
                     "(default 0.15; 0.2 of x_train with --kaggle)")

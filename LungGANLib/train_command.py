@@ -26,7 +26,10 @@ from .models import GeneratorConfig
 from .models.critics import CriticConfig
 from .models.weights import input_channels
 from .progress import emit_json
-from .train.datasets import KAGGLE_VAL_FRACTION, VALIDATION_FRACTION, SliceData, kaggle_slices, load_pairs, prepare_slices, split_validation
+from .train.datasets import (
+    KAGGLE_VAL_FRACTION, VALIDATION_FRACTION, SliceData, kaggle_slices, kaggle_training_slices, load_pairs, prepare_slices,
+    split_validation,
+)
 from .train.train_config import EpochRecord, StepLosses, TrainConfig
 from .train.trainer import Trainer, export_model
 
@@ -60,12 +63,12 @@ def _training_data(args, config: TrainConfig) -> tuple[SliceData, SliceData, dic
 
     Without validation data (``--val-pair``, ``--val-case``), a fixed share of the training slices
     (``--val-fraction``, by default :data:`~LungGANLib.train.datasets.VALIDATION_FRACTION`; Kaggle's own
-    :data:`~LungGANLib.train.datasets.KAGGLE_VAL_FRACTION`) is held out, seeded by the run's seed.
+    :data:`~LungGANLib.train.datasets.KAGGLE_VAL_FRACTION`) is held out, seeded by the run's seed. ``--add-kaggle``
+    adds the Kaggle slices to the scans' training slices after that split.
     """
-    from .config import data_dir
-    from .evaluate.references import CASES, reference_path
-
     if args.kaggle:
+        if args.add_kaggle:
+            raise InputError("--kaggle trains on the Kaggle slices alone and --add-kaggle adds them to 3D scans: give one of them")
         if config.context_mm:
             raise InputError("the Kaggle slices are single 2D slices, with no neighbours to show: leave out --context-mm")
         fraction = args.val_fraction or KAGGLE_VAL_FRACTION
@@ -74,6 +77,22 @@ def _training_data(args, config: TrainConfig) -> tuple[SliceData, SliceData, dic
             raise InputError(f"the Kaggle slices are {train.images.shape[-1]} pixels wide: pass --input-size {train.images.shape[-1]}")
         names = {"train": ["kaggle-finding-lungs x_train"], "validation": [f"{fraction:.0%} of x_train held out (seed {config.seed})"]}
         return train, val, names
+    if args.add_kaggle and config.context_mm:
+        raise InputError("the Kaggle slices are single 2D slices, with no neighbours to show: leave out --add-kaggle or --context-mm")
+    train, val, names = _scan_data(args, config)
+    if args.add_kaggle:
+        # After the split: the epoch is still chosen on the scans' slices alone.
+        extra = kaggle_training_slices(config.input_size, data=None if args.add_kaggle == "shared" else args.add_kaggle)
+        train = SliceData.joined(train, extra)
+        names["train"].append(f"kaggle-finding-lungs x_train ({len(extra)} slices, intensities calibrated to HU)")
+    return train, val, names
+
+
+def _scan_data(args, config: TrainConfig) -> tuple[SliceData, SliceData, dict[str, list[str]]]:
+    """The training and validation slices of the command line's 3D scans (``--pair``, ``--references``)."""
+    from .config import data_dir
+    from .evaluate.references import CASES, reference_path
+
     train_pairs, val_pairs = [list(p) for p in args.pair], [list(p) for p in args.val_pair]
     names: dict[str, list[str]] = {"train": [p[0] for p in train_pairs], "validation": [p[0] for p in val_pairs]}
     if args.references:

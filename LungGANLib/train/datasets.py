@@ -22,7 +22,7 @@ from ..config import DEFAULT_INPUT_SIZE, DEFAULT_WINDOW, HUWindow
 from ..errors import InputError
 from ..io.volumes import CTVolume, clip_air
 from ..segment.classical import body_mask
-from ..segment.preprocess import context_offset, lung_slices, mask_to_network, network_input
+from ..segment.preprocess import context_offset, lung_slices, mask_to_network, network_input, to_network
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,14 @@ class SliceData:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    @staticmethod
+    def joined(*parts: SliceData) -> SliceData:
+        """The slices of several sets, one after another (a pixel size unknown where a set has none)."""
+        sizes = [torch.full((len(p),), float("nan")) if p.pixel_mm is None else p.pixel_mm for p in parts]
+        if any(p.neighbour_mm is not None for p in parts):
+            raise ValueError("2.5D slices cannot be joined: their neighbours' distances differ in kind")
+        return SliceData(torch.cat([p.images for p in parts]), torch.cat([p.targets for p in parts]), torch.cat(sizes))
 
     def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> SliceData:
         index = torch.as_tensor(np.asarray(index), dtype=torch.long)
@@ -147,6 +155,62 @@ def kaggle_slices(split: str, data: str | os.PathLike | None = None, suffix: str
         raise InputError(f"{x_path} and {y_path} must both be (N, H, W, 1); got {x.shape} and {y.shape}")
     to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a[..., 0], dtype=np.float32)).unsqueeze(1)
     return SliceData(to_tensor(x), (to_tensor(y) > 0.5).float())
+
+
+#: Where :func:`kaggle_hu` puts a Kaggle slice's two figures (:func:`_anchors`): the lung's median and the body's
+#: soft tissue. Measured the same way on the shared references' lung slices brought to 64 pixels: the lung
+#: -800 to -863 HU per scan (medians of its slices), -851 over all; the body -57 to 2 HU, -10.
+KAGGLE_LUNG_HU = -851.0
+KAGGLE_BODY_HU = -10.0
+
+
+def _anchors(image: np.ndarray, lung: np.ndarray) -> tuple[float, float]:
+    """One slice's two calibration figures: its lung's median, and the median of its body's soft tissue (the
+    pixels outside the lung more than 40 % of the way from the lung's median to their own 99th percentile, that
+    top 1 % of bone, metal or a window's clipped end left out). Only pixels brighter than the lung count, so the
+    air around the body and the padding outside the field of view do not; a linear scaling moves both figures
+    with the slice."""
+    inside = float(np.median(image[lung]))
+    rest = image[~lung]
+    rest = rest[rest > inside]
+    if not rest.size:
+        return inside, inside
+    top = float(np.percentile(rest, 99))
+    body = rest[(rest > inside + 0.4 * (top - inside)) & (rest < top)]
+    return inside, float(np.median(body)) if body.size else inside
+
+
+def kaggle_hu(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """The Kaggle slices' intensities (n, h, w) in [0, 1] brought back to HU, slice by slice.
+
+    Each slice was windowed on its own: some across the scanner's padding outside the field of view (the lung
+    mid-grey), some by a lung window. Each slice is scaled so that its lung's median and its body's soft tissue
+    (:func:`_anchors`) land where the shared references' lie (:data:`KAGGLE_LUNG_HU`, :data:`KAGGLE_BODY_HU`);
+    what is left is the scans' own differences (the lung's median spans about 60 HU among the shared scans).
+    The padding falls below -1024 HU, into the window's floor.
+
+    Raises:
+        InputError: a slice with no lung in its mask, or whose two figures coincide.
+    """
+    out = np.empty(images.shape, dtype=np.float32)
+    for i, (image, lung) in enumerate(zip(images, masks > 0.5)):
+        if not lung.any():
+            raise InputError(f"Kaggle slice {i} has no lung in its mask: its intensities cannot be calibrated")
+        inside, body = _anchors(image, lung)
+        if not body > inside:
+            raise InputError(f"Kaggle slice {i} shows no soft tissue brighter than its lung: its intensities cannot be calibrated")
+        out[i] = KAGGLE_LUNG_HU + (image - inside) * ((KAGGLE_BODY_HU - KAGGLE_LUNG_HU) / (body - inside))
+    return out
+
+
+def kaggle_training_slices(size: int = DEFAULT_INPUT_SIZE, window: HUWindow = DEFAULT_WINDOW,
+                           data: str | os.PathLike | None = None) -> SliceData:
+    """Every Kaggle ``x_train`` slice, with its human mask, as 3D training slices are: in HU (:func:`kaggle_hu`),
+    windowed and brought to the network's size (the 64-pixel slices scaled up). Their pixel size is unknown."""
+    slices = kaggle_slices("train", data)
+    hu = kaggle_hu(slices.images[:, 0].numpy(), slices.targets[:, 0].numpy())
+    return SliceData(to_network(hu, size, window), mask_to_network(slices.targets[:, 0] > 0.5, size),
+                     torch.full((len(slices),), float("nan")))
 
 
 #: Share of the training slices held out for choosing the epoch when no validation data is named:

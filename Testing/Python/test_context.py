@@ -108,7 +108,8 @@ def test_training_slices_carry_the_neighbours_and_the_settings_stay_consistent()
 
 @pytest.mark.parametrize("data,message", [(["--variant", "product", "--pair", "x.nii.gz", "x.nii.gz"], "see one slice"),
                                           (["--hard-negatives", "0.3", "--pair", "x.nii.gz", "x.nii.gz"], "see one slice"),
-                                          (["--kaggle"], "single 2D slices")])
+                                          (["--kaggle"], "single 2D slices"),
+                                          (["--add-kaggle", "--pair", "x.nii.gz", "x.nii.gz"], "single 2D slices")])
 def test_the_command_line_refuses_neighbours_it_cannot_train_in_one_line(tmp_path, data, message):
     result = subprocess.run([sys.executable, "-m", "LungGANLib.cli", "train", *data, "--context-mm", "3", "--input-size", "64",
                              "-o", str(tmp_path / "m.safetensors"), "--run-dir", str(tmp_path / "run")],
