@@ -218,3 +218,41 @@ def test_the_ensemble_benchmark_averages_the_passes_and_mirrors_back():
     both = ensemble.averaged([((generator, info), False), ((generator, info), True)])(hu, generator, info, cpu, 2)
     assert np.array_equal(both & ~(one | mirrored), np.zeros_like(both))  # the mean lies between the two passes
     assert np.array_equal((one & mirrored) & ~both, np.zeros_like(both))
+
+
+def test_a_recipe_from_the_shipped_first_baseline_starts_there_on_lidc_idri_0001_only(tmp_path, monkeypatch):
+    """kaggle and kaggle-control fine-tune the shipped first baseline on lidc-idri-0001 (the first-baseline recipe's
+    fold there), in step files of their own, and the first baseline's retrained step on the other folds, sharing
+    the fine-tuned recipe's files there. The trainer is a stand-in that writes the model it is asked for."""
+    import subprocess
+
+    folds = load_folds()
+    runs = tmp_path / "runs" / "folds"
+    monkeypatch.setattr(folds, "RUNS", runs)
+    (runs / "lidc-idri-0001").mkdir(parents=True)
+    (runs / "lidc-idri-0001" / "first-baseline.safetensors").write_bytes(b"shipped")  # what shipped_path takes out of git
+    commands = []
+
+    def trainer(command, cwd):
+        commands.append(command)
+        Path(command[command.index("-o") + 1]).write_bytes(b"step")
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(folds.subprocess, "run", trainer)
+    monkeypatch.setattr(folds, "export_last_epoch", lambda run_dir, out: Path(out).write_bytes(b"last") and out)
+    recipes = {r.name: r for r in folds.RECIPES}
+    option = lambda command, name: command[command.index(name) + 1]
+    for name, last_step in (("kaggle", "--add-kaggle"), ("kaggle-control", None)):
+        commands.clear()
+        folds.train(recipes[name], "lidc-idri-0001")
+        assert len(commands) == 1  # no run of the first step
+        assert option(commands[0], "--init-model") == str(runs / "lidc-idri-0001" / "first-baseline.safetensors")
+        assert Path(option(commands[0], "-o")).name.startswith("first-baseline-shipped-_epochs24-_lr3e-4_epochs4")
+        assert (last_step in commands[0]) == (last_step is not None)
+        assert recipes[name].model("lidc-idri-0001").read_bytes() == b"last"
+    commands.clear()
+    folds.train(recipes["kaggle-control"], "elastix-00")
+    assert [Path(option(c, "-o")).name for c in commands] == ["_epochs24.safetensors", "_epochs24-_lr3e-4_epochs4.safetensors"]
+    commands.clear()
+    folds.train(recipes["fine-tuned"], "elastix-00")  # the same steps: its files are there already
+    assert commands == [] and recipes["fine-tuned"].model("elastix-00").read_bytes() == b"last"
