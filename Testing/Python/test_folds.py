@@ -256,3 +256,16 @@ def test_a_recipe_from_the_shipped_first_baseline_starts_there_on_lidc_idri_0001
     commands.clear()
     folds.train(recipes["fine-tuned"], "elastix-00")  # the same steps: its files are there already
     assert commands == [] and recipes["fine-tuned"].model("elastix-00").read_bytes() == b"last"
+
+
+def test_the_report_names_the_recipes_without_rows_on_every_fold_from_the_rows_alone(tmp_path, monkeypatch):
+    """Rewritten with --report-only on a clone with no fold generators, the report says the same: a recipe is
+    unranked when a held-out scan has no row of it, whatever generators the machine holds."""
+    folds = load_folds()
+    monkeypatch.setattr(folds, "RUNS", tmp_path / "no-runs")
+    half = [r for r in rows(folds, "fine-tuned", {}) if r["case"] != folds.HELD_OUT[-1]]
+    text = folds.report(rows(folds, "first-baseline", {}) + rows(folds, "conservative", {}) + half, "cmd")
+    unranked = next(line for line in text.splitlines() if line.startswith("Not ranked"))
+    names = unranked.split(": ", 1)[1].rstrip(".").split(", ")
+    assert "fine-tuned" in names and "first-baseline" not in names and "conservative" not in names
+    assert set(names) == {r.name for r in folds.RECIPES} - {"first-baseline", "conservative"}
