@@ -171,7 +171,8 @@ RECIPES = (
     # lungs drawn by people, at 64 pixels, their intensities calibrated to HU (what the issue asks of them: whether
     # other scans' lungs move the outline and the mediastinum where ours are four patients).
     # Both start from the shipped first baseline on lidc-idri-0001, as the first-baseline recipe's fold there is;
-    # kaggle-control is the same fine-tuning without the slices (fine-tuned's own generator on the other folds).
+    # kaggle-control is the same fine-tuning without the slices. On the other folds it shares fine-tuned's step
+    # files; its rows there are a second run of them (one thread, not two: docs/models.md).
     Recipe("kaggle", None, (BASELINE_STEP, "--lr 3e-4 --epochs 4 --add-kaggle"), last_epoch=True,
            from_shipped="first-baseline"),
     Recipe("kaggle-control", None, (BASELINE_STEP, "--lr 3e-4 --epochs 4"), last_epoch=True, from_shipped="first-baseline"),
