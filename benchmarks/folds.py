@@ -146,6 +146,8 @@ class Recipe:
 
 #: The lesion model shipped until 2026-12-06 (commit 675e7ee): the lesions recipe's, and the review benchmarks' weak mask.
 OLD_LESION_MODEL = "Testing/Data/Models/lunggan-lesions-675e7ee.safetensors"
+#: What the review benchmarks' tables call that weak mask (not lunggan-lesions: that name ships another model now).
+WEAK_LABEL = "old lesion model (weak)"
 BASELINE_STEP = "--epochs 24"
 CONSERVATIVE_STEPS = (BASELINE_STEP, "--lr 3e-4 --epochs 8 --lesions 0.5", "--lr 3e-4 --epochs 6 --lesions 0.5 --appearance 0.3")
 LESION_STEPS = CONSERVATIVE_STEPS + ("--lr 3e-4 --epochs 8 --lesions 0.5 --appearance 0.3",)
@@ -214,6 +216,11 @@ def shipped_path(recipe: Recipe) -> Path:
     return out
 
 
+def recipe_named(name: str) -> Recipe:
+    """The recipe of that name in :data:`RECIPES`."""
+    return next(r for r in RECIPES if r.name == name)
+
+
 def weak_model() -> Path:
     """The review benchmarks' weak mask on the external scans: the old lesion model (``OLD_LESION_MODEL``), which
     takes in what is not lung on scans it has not seen."""
@@ -243,7 +250,7 @@ def train(recipe: Recipe, fold: str) -> None:
     if recipe.steps is None or fold_model(recipe, fold):
         return
     previous = None
-    parent = next((r for r in RECIPES if r.name == recipe.from_shipped), None) if fold == "lidc-idri-0001" else None
+    parent = recipe_named(recipe.from_shipped) if recipe.from_shipped and fold == "lidc-idri-0001" else None
     for index, step in enumerate(recipe.steps):
         if index == 0 and parent is not None:
             previous = shipped_path(parent)

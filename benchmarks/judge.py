@@ -86,7 +86,7 @@ def samples(case, masks: dict[str, np.ndarray]) -> dict:
 
 
 def masks_of(case, fold: str | None, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    recipe = next(r for r in folds.RECIPES if r.name == "first-baseline")
+    recipe = folds.recipe_named("first-baseline")
     model = str(folds.trained_model(recipe, fold)) if fold else None
     out = {"default": segment(case.ct, SegmentOptions(model=model, device="cpu")) > 0,
            "classical": segment(case.ct, SegmentOptions(method="classical", device="cpu")) > 0}

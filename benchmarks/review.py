@@ -91,7 +91,7 @@ def error_voxels(mask: np.ndarray, case) -> np.ndarray:
 
 def rows_for(case_name: str, fold: str) -> list[dict]:
     case = folds.load_case(case_name)
-    recipe = next(r for r in folds.RECIPES if r.name == "first-baseline")
+    recipe = folds.recipe_named("first-baseline")
     rows = []
     candidates = [("gan", folds.trained_model(recipe, fold)), ("classical", None)]
     if case_name in folds.EXTERNAL:  # a weak mask: the lesion model takes in what is not lung on unseen scans
@@ -169,7 +169,7 @@ def report(rows: list[dict]) -> str:
     ]
     for r in rows:
         mask = "classical" if r["method"] == "classical" else Path(r["model"]).stem.replace(
-            "first-baseline", "first baseline (fold)").replace(folds.weak_model().stem, "old lesion model (weak)")
+            "first-baseline", "first baseline (fold)").replace(folds.weak_model().stem, folds.WEAK_LABEL)
         lines.append(f"| {r['case']} | {mask} | {r['error_ml']:.1f} | {_cell(r['ranking_of_perfect'])} | {_cell(r['auroc'])} | "
                      f"{_cell(r['auroc_flags_only'])} | "
                      f"{r['gross_flagged']} / {r['gross_errors']} | {100 * r['flagged_share']:.0f} % | "

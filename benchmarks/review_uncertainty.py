@@ -106,13 +106,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", default=str(REPO / "docs" / "results" / "review-uncertainty.json"))
     args = parser.parse_args()
-    recipe = next(r for r in folds.RECIPES if r.name == "first-baseline")
+    recipe = folds.recipe_named("first-baseline")
     rows = [slices_for(folds.load_case(name), folds.trained_model(recipe, fold), "first baseline (fold)")
             for fold, names in folds.FOLDS.items() for name in names]
     for name in folds.EXTERNAL:
         case = folds.load_case(name)  # read once for both masks
         rows.append(slices_for(case, folds.shipped_path(recipe), "first baseline (shipped)"))
-        rows.append(slices_for(case, folds.weak_model(), "lunggan-lesions (weak)"))
+        rows.append(slices_for(case, folds.weak_model(), folds.WEAK_LABEL))
     weight = band_weight(rows)
     for row in rows:
         row["rankings"] = rankings(row, weight)

@@ -91,7 +91,7 @@ def test_the_old_lesion_model_is_one_file_for_the_tests_the_recipe_and_the_revie
     from LungGANLib.models.weights import sha256
 
     folds = load_folds()
-    recipe = next(r for r in folds.RECIPES if r.name == "lesions")
+    recipe = folds.recipe_named("lesions")
     assert folds.weak_model() == folds.shipped_path(recipe) == old_lesion_model
     card = json.loads((REPO / "Resources" / "Models" / "lunggan-lesions.json").read_text())
     assert card["training_note"].count(sha256(old_lesion_model)) == 1  # the card of today's names the one it replaced
@@ -153,14 +153,14 @@ def test_a_recipe_that_ships_nothing_is_trained_and_scored_on_the_shipped_fold_t
     lidc-idri-0001 fold stays its shipped generator."""
     folds = load_folds()
     monkeypatch.setattr(folds, "RUNS", tmp_path / "runs" / "folds")
-    recipe = next(r for r in folds.RECIPES if r.name == "first-baseline-last")
+    recipe = folds.recipe_named("first-baseline-last")
     assert recipe.shipped is None and recipe.last_epoch and recipe.steps == (folds.BASELINE_STEP,)
     assert folds.fold_model(recipe, "lidc-idri-0001") is None
     trained = recipe.model("lidc-idri-0001")
     trained.parent.mkdir(parents=True)
     trained.write_bytes(b"weights")
     assert folds.fold_model(recipe, "lidc-idri-0001") == trained == folds.shipped_path(recipe)
-    regression = next(r for r in folds.RECIPES if r.name == "regression")
+    regression = folds.recipe_named("regression")
     assert folds.fold_model(regression, "lidc-idri-0001") == REPO / regression.shipped
 
 
@@ -173,7 +173,7 @@ def test_only_the_rule_sets_asked_for_are_scored_and_a_second_run_adds_the_rest(
     monkeypatch.setattr(folds, "REPO", tmp_path)
     monkeypatch.setattr(folds, "RUNS", tmp_path / "runs" / "folds")
     monkeypatch.setattr(folds.inference, "predict_probabilities", folds.inference.predict_probabilities)  # restored
-    recipe = next(r for r in folds.RECIPES if r.name == "fine-tuned")
+    recipe = folds.recipe_named("fine-tuned")
     for fold in folds.FOLDS:
         recipe.model(fold).parent.mkdir(parents=True, exist_ok=True)
         recipe.model(fold).write_bytes(b"weights")

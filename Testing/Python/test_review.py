@@ -617,7 +617,7 @@ def test_the_uncertainty_benchmark_fits_its_weight_on_the_held_out_rows_and_rank
 
     fold = "first baseline (fold)"
     rows = [row(fold, False, [(0, 1.0, 0.0, 10.0, 2.0), (1, 3.0, 3.0, 50.0, 9.0), (2, 0.5, 0.0, 30.0, 1.0)]),
-            row(fold, True, [(0, 1.0, 0.0, 1.0, 50.0)]), row("lunggan-lesions (weak)", False, [(0, 1.0, 0.0, 1.0, 50.0)])]
+            row(fold, True, [(0, 1.0, 0.0, 1.0, 50.0)]), row("old lesion model (weak)", False, [(0, 1.0, 0.0, 1.0, 50.0)])]
     assert bench.band_weight(rows) == pytest.approx((2.0 + 1.0) / (10.0 + 30.0))
     # Twenty slices: the error on slices 5 and 12; the band sits there, the review's score points elsewhere.
     slices = [(z, float(z == 3), 0.0, 5.0 if z in (5, 12) else 0.1, 4.0 if z == 5 else 3.0 if z == 12 else 0.0)
