@@ -24,12 +24,15 @@ from ..config import AIR_HU, DEFAULT_CLASSICAL, ClassicalParams
 from ..io.volumes import clip_air
 from .envelope import DEFAULT_ENVELOPE
 from .morphology import (
-    IN_PLANE_SQUARE, SLAB, bounding_box, component_sizes, disk, fill_holes_per_slice, in_plane_pixels, label_components,
-    opened, overlap,
+    IN_PLANE_SQUARE, SLAB, bounding_box, component_sizes, disk, fill_holes_per_slice, holes_cut_by_the_edge,
+    in_plane_pixels, label_components, opened, overlap,
 )
 from .postprocess import fill_lung_holes, postprocess_in_box
 
 logger = logging.getLogger(__name__)
+
+#: Below this (HU) is a scanner's padding outside its field of view (-2048, -3024...), not air (-1000).
+PADDING_HU = -1500.0
 
 
 def body_mask(hu: np.ndarray, params: ClassicalParams = DEFAULT_CLASSICAL, step: int | None = None) -> np.ndarray:
@@ -58,7 +61,9 @@ def body_mask(hu: np.ndarray, params: ClassicalParams = DEFAULT_CLASSICAL, step:
     if n == 0:
         return np.zeros(hu.shape, dtype=bool)
     largest = int(np.argmax(component_sizes(labels, n))) + 1
-    body = fill_holes_per_slice(labels == largest)
+    tissue = labels == largest
+    # A lung the field of view cuts stays inside; scanner padding (far below air) parts it from the air around.
+    body = holes_cut_by_the_edge(tissue, fill_holes_per_slice(tissue), walls=small < PADDING_HU)
     if step > 1:
         body = body.repeat(step, axis=1).repeat(step, axis=2)[:, : hu.shape[1], : hu.shape[2]]
     return body

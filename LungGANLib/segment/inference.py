@@ -28,7 +28,7 @@ from .domes import drop_domes
 from .envelope import DEFAULT_ENVELOPE
 from .never_lung import never_lung, never_lung_figures, remove_never_lung
 from .postprocess import postprocess_in_box
-from .preprocess import context_offset, from_network, lung_slices, network_input
+from .preprocess import context_offset, from_network, lung_slices, network_input, wall_beside_a_cut_lung
 from .report import warn_implausible
 from .review import review_step
 from .review_files import in_file_order, review_suffix, write_review
@@ -240,7 +240,10 @@ def segment(
         logger.info("generator on %s: %d of %d slices can hold lung", device, len(todo), hu.shape[0])
         batch_size = options.batch_size or (CPU_BATCH_SIZE if device.type == "cpu" else GPU_BATCH_SIZE)
         check_batch_fits(batch_size, info, device)
-        mask = predict_probabilities(hu, generator, info, device, batch_size, todo, progress, volume.spacing[2])
+        shown, (top, left) = wall_beside_a_cut_lung(hu, body, volume.spacing)  # a lung the field of view cuts
+        mask = predict_probabilities(shown, generator, info, device, batch_size, todo, progress, volume.spacing[2])
+        mask = np.ascontiguousarray(mask[:, top : top + hu.shape[1], left : left + hu.shape[2]])
+        del shown
         mask &= body
         if options.review and findings is not None:  # the body on the review's grid, not found again
             step = review_step(volume.spacing)

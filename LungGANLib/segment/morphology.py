@@ -165,6 +165,54 @@ def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+#: A piece cut by a slice's edge joins the filled mask when at least this share of it lies on the mask's holes
+#: on a neighbouring slice.
+EDGE_CUT_SHARE = 0.5
+
+
+def holes_cut_by_the_edge(mask: np.ndarray, filled: np.ndarray, walls: np.ndarray | None = None) -> np.ndarray:
+    """What :func:`fill_holes_per_slice` left out because the slice's edge cuts it: ``filled`` (the holes of
+    ``mask`` filled) with each piece of the background joined to a slice's edge added where at least
+    ``EDGE_CUT_SHARE`` of it lies on a hole, or on a piece so added, of the slice below or above. ``walls``:
+    background that parts the pieces and is never added (a scanner's padding outside a round field of view, which
+    joins a lung it cuts to the air around the body).
+
+    A field of view cut at the ribs opens the lung to the image's edge on the slices where it is widest, and hole
+    filling then takes it for the air around the body; on the slices above and below, where the field of view
+    holds the chest wall, it is a hole, and the lung moves little from one slice to the next. The air around the
+    body overlaps the holes of its neighbouring slices only along the skin, a sliver of itself.
+    """
+    inside = filled & ~mask  # the holes, and then the pieces that join them
+    # Only a slice whose background touches a neighbour's holes can gain a piece (on most scans none does); a
+    # slice that gains one may make its neighbours' pieces join in turn.
+    touching = np.zeros(mask.shape[0], dtype=bool)
+    touching[1:] |= (~filled[1:] & inside[:-1]).any(axis=(1, 2))
+    touching[:-1] |= (~filled[:-1] & inside[1:]).any(axis=(1, 2))
+    todo = set(np.flatnonzero(touching).tolist())
+    if not todo:
+        return filled
+    out, pieces = filled.copy(), {}
+    while todo:
+        z = todo.pop()
+        if z not in pieces:
+            pieces[z] = ndimage.label(~out[z] if walls is None else ~(out[z] | walls[z]), structure=IN_PLANE_CROSS[1])
+        labels, n = pieces[z]
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        on_holes = np.zeros(n + 1)
+        for k in (z - 1, z + 1):
+            if 0 <= k < mask.shape[0]:
+                on_holes = np.maximum(on_holes, np.bincount(labels.ravel(), weights=inside[k].ravel(), minlength=n + 1))
+        join = on_holes >= EDGE_CUT_SHARE * np.maximum(sizes, 1)
+        join[0] = False
+        if join.any():
+            added = join[labels]
+            inside[z] |= added
+            out[z] |= added
+            labels[added] = 0  # joined: not looked at again
+            todo.update(k for k in (z - 1, z + 1) if 0 <= k < mask.shape[0])
+    return out
+
+
 def close_per_slice(mask: np.ndarray, radius_px: int) -> np.ndarray:
     """In-plane morphological closing of every axial slice with a disk.
 

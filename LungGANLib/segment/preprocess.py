@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
-from ..config import DEFAULT_WINDOW, HUWindow
-from .classical import body_mask
+from ..config import AIR_HU, DEFAULT_WINDOW, HUWindow
+from .classical import PADDING_HU, body_mask
 
 
 def normalize(hu: torch.Tensor, window: HUWindow = DEFAULT_WINDOW) -> torch.Tensor:
@@ -123,3 +124,47 @@ def lung_slices(hu: np.ndarray, body: np.ndarray | None = None, min_air_px: int 
         body = body_mask(hu)
     air_inside = ((hu < -500) & body).sum(axis=(1, 2))
     return np.flatnonzero(air_inside >= min_air_px)
+
+
+#: What the generator is shown beside a lung its field of view cuts: soft tissue (HU), as a chest wall there would
+#: look, within this distance (mm) of the cut lung. It was trained on lungs the chest wall holds, and it takes a
+#: lung that runs straight into the padding outside a round field of view, or into the image's edge (beyond which
+#: it pads with air), for the air around the body. A cut is aerated lung along the padding or the edge for
+#: CUT_MIN_MM on a slice; less, or denser, is the partial volume of the skin at the field of view's edge (10 mm of
+#: it on one slice of lidc-idri-0002, at -750 to -500 HU).
+CHEST_WALL_HU, CUT_BAND_MM, CUT_MIN_MM = 40.0, 10.0, 10.0
+#: Aerated lung (HU): the skin's partial volume at the field of view's edge lies above it.
+AERATED_HU = -700.0
+
+
+def wall_beside_a_cut_lung(hu: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float]) -> tuple[np.ndarray, tuple[int, int]]:
+    """``hu`` for the generator, and where the CT lies in it (rows and columns added before it): where a field of
+    view cuts a lung, CHEST_WALL_HU within CUT_BAND_MM of it, in the padding outside a round field of view (below
+    ``PADDING_HU``) and, where the lung runs into the image's edge, in a band of that width added beyond the edge
+    (air elsewhere); ``hu`` itself, at (0, 0), when no lung is cut (the field of view holds the chest wall, as on
+    most scans). Cuts are looked for on every second pixel in-plane."""
+    step = 2 if min(hu.shape[1:]) >= 256 else 1
+    grid = hu[:, ::step, ::step]
+    padding = grid < PADDING_HU
+    aerated = body[:, ::step, ::step] & (grid < AERATED_HU) & ~padding
+    pixel = step * min(spacing[0], spacing[1])
+    beside = np.zeros_like(padding)  # padding beside a pixel, in-plane
+    beside[:, 1:] |= padding[:, :-1]
+    beside[:, :-1] |= padding[:, 1:]
+    beside[:, :, 1:] |= padding[:, :, :-1]
+    beside[:, :, :-1] |= padding[:, :, 1:]
+    cut = (aerated & beside).sum(axis=(1, 2)) * pixel >= CUT_MIN_MM
+    edges = [aerated[:, 0, :], aerated[:, -1, :], aerated[:, :, 0], aerated[:, :, -1]]  # top, bottom, left, right
+    at_edge = [edge.sum(axis=1) * pixel >= CUT_MIN_MM for edge in edges]
+    if not cut.any() and not any(e.any() for e in at_edge):
+        return hu, (0, 0)
+    band_y, band_x = (int(np.ceil(CUT_BAND_MM / s)) for s in (spacing[1], spacing[0]))
+    pads = ((0, 0), (band_y * at_edge[0].any(), band_y * at_edge[1].any()), (band_x * at_edge[2].any(), band_x * at_edge[3].any()))
+    out = np.pad(hu, pads, constant_values=AIR_HU)
+    added = np.pad(np.zeros(hu.shape[1:], dtype=bool), pads[1:], constant_values=True)
+    sampling = (spacing[1], spacing[0])
+    for z in np.flatnonzero(cut | np.logical_or.reduce(at_edge)):
+        lung = np.pad(body[z] & (hu[z] < AERATED_HU) & (hu[z] >= PADDING_HU), pads[1:])
+        near = ndimage.distance_transform_edt(~lung, sampling=sampling) <= CUT_BAND_MM
+        out[z][(added | (out[z] < PADDING_HU)) & near] = CHEST_WALL_HU
+    return out, (pads[1][0], pads[2][0])

@@ -1,0 +1,113 @@
+"""A lung the field of view cuts stays a lung: the body keeps it (classical.body_mask, morphology.holes_cut_by_the_edge)
+and the generator is shown a wall beside it (preprocess.wall_beside_a_cut_lung), on a real scan cut two ways."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from LungGANLib.evaluate.metrics import dice
+from LungGANLib.evaluate.references import case_by_name, reference_path
+from LungGANLib.io import load_ct, mask_from_image
+from LungGANLib.segment.classical import PADDING_HU, body_mask
+from LungGANLib.segment.inference import SegmentOptions, segment
+from LungGANLib.segment.morphology import fill_holes_per_slice, holes_cut_by_the_edge
+from LungGANLib.config import AIR_HU
+from LungGANLib.segment.preprocess import AERATED_HU, CHEST_WALL_HU, CUT_BAND_MM, wall_beside_a_cut_lung
+
+
+def test_a_piece_the_edge_cuts_joins_where_the_neighbouring_slices_hold_it_as_a_hole():
+    """Five slices of a body (rows 2-17, out to the right edge) round a lung (rows 5-14, columns 5-14); on slices
+    1-3 the lung runs out to the right edge, as a field of view cut at the lungs shows it. The air around the body
+    never joins, and padding walls a piece off from the air it would otherwise be one piece with."""
+    mask = np.zeros((5, 20, 20), dtype=bool)
+    mask[:, 2:18, 2:] = True
+    mask[:, 5:15, 5:15] = False  # the lung
+    mask[1:4, 5:15, 15:] = False  # cut: the lung runs to the right edge
+    filled = fill_holes_per_slice(mask)
+    assert filled[0, 10, 10] and not filled[2, 10, 10]  # hole filling alone loses the lung where it is cut
+    out = holes_cut_by_the_edge(mask, filled)
+    assert out[1:4, 5:15, 5:].all()  # the cut lung, out to the edge, on all three slices (2 through 1 and 3)
+    assert not out[:, :2].any() and not out[:, :, :2].any() and not out[:, 18:].any()  # the air around the body
+    assert np.array_equal(out[[0, 4]], filled[[0, 4]])
+    # The body's top right corner gone on slices 1-3: the cut lung opens onto the air above the body, one piece
+    # with it, and does not join; padding there (outside a round field of view), given as walls, parts them.
+    joined = mask.copy()
+    joined[1:4, 2:5, 15:] = False
+    walls = np.zeros_like(mask)
+    walls[1:4, :5, 15:] = True
+    filled = fill_holes_per_slice(joined)
+    assert not holes_cut_by_the_edge(joined, filled)[2, 10, 17]
+    parted = holes_cut_by_the_edge(joined, filled, walls=walls)
+    assert parted[1:4, 5:15, 5:].all() and not parted[walls].any() and not parted[:, :2, :15].any()
+
+
+@pytest.fixture(scope="module")
+def lidc(data):
+    ct = load_ct(data / "ct" / "lidc-idri-0001.nii.gz")
+    ref = mask_from_image(sitk.ReadImage(str(reference_path(case_by_name("lidc-idri-0001")))), ct) > 0
+    return ct, ref
+
+
+def _cut(ct, ref, round_view: bool):
+    """lidc-idri-0001 cut 5 mm inside its lungs' width: as a square (the lungs run into the edge) or a round field
+    of view with LIDC's padding outside; the reference is what is still shown."""
+    _, ys, xs = np.nonzero(ref)
+    s = ct.spacing[0]
+    if not round_view:
+        m = int(np.ceil(5.0 / s))
+        cut = (slice(None), slice(ys.min() + m, ys.max() - m + 1), slice(xs.min() + m, xs.max() - m + 1))
+        return replace(ct, array=np.ascontiguousarray(ct.array[cut])), ref[cut]
+    cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+    radius = (xs.max() - xs.min() + 1) / 2 - 5.0 / s
+    yy, xx = np.ogrid[: ct.array.shape[1], : ct.array.shape[2]]
+    outside = (yy - cy) ** 2 + (xx - cx) ** 2 > radius**2
+    hu = ct.array.copy()
+    hu[:, outside] = -2048
+    return replace(ct, array=hu), ref & ~outside[None]
+
+
+@pytest.mark.parametrize("round_view", [False, True], ids=["square", "round"])
+def test_the_body_keeps_a_lung_the_field_of_view_cuts_and_the_classical_method_finds_it(lidc, round_view):
+    ct, ref = lidc
+    cut, shown = _cut(ct, ref, round_view)
+    assert (shown & ~fill_holes_per_slice(cut.array > -500)).sum() > 0.05 * shown.sum()  # the cut opens the lung
+    body = body_mask(cut.array)
+    assert (shown & ~body).sum() <= 0.005 * shown.sum()
+    whole = segment(ct, SegmentOptions(method="classical", device="cpu")) > 0
+    labels = segment(cut, SegmentOptions(method="classical", device="cpu")) > 0
+    assert dice(labels, shown) >= dice(whole, ref) - 0.002
+
+
+def test_the_generator_is_shown_a_wall_where_a_field_of_view_cuts_a_lung(lidc):
+    ct, ref = lidc
+    shown, at = wall_beside_a_cut_lung(ct.array, body_mask(ct.array), ct.spacing)
+    assert shown is ct.array and at == (0, 0)  # the scan as it is: its field of view holds the chest wall
+    # A round field of view: the padding within CUT_BAND_MM of the cut lung becomes chest wall, nothing else changes.
+    cut, visible = _cut(ct, ref, round_view=True)
+    body = body_mask(cut.array)
+    seen, at = wall_beside_a_cut_lung(cut.array, body, cut.spacing)
+    assert at == (0, 0) and seen.shape == cut.array.shape
+    changed = seen != cut.array
+    assert changed.any() and (cut.array[changed] < PADDING_HU).all() and (seen[changed] == CHEST_WALL_HU).all()
+    for z in np.flatnonzero(changed.any(axis=(1, 2)))[::10]:
+        lung = body[z] & (cut.array[z] < AERATED_HU) & (cut.array[z] >= PADDING_HU)
+        reach = ndimage.distance_transform_edt(~lung, sampling=cut.spacing[:2][::-1])
+        assert reach[changed[z]].max() <= CUT_BAND_MM
+    # A square one: a band CUT_BAND_MM wide is added beyond each edge the lungs run into (all four here), chest
+    # wall beside the lung, air elsewhere; the CT itself is not changed.
+    square, visible_square = _cut(ct, ref, round_view=False)
+    seen, (top, left) = wall_beside_a_cut_lung(square.array, body_mask(square.array), square.spacing)
+    band = int(np.ceil(CUT_BAND_MM / square.spacing[0]))
+    assert (top, left) == (band, band) and seen.shape == (square.array.shape[0], square.array.shape[1] + 2 * band,
+                                                          square.array.shape[2] + 2 * band)
+    assert np.array_equal(seen[:, band:-band, band:-band], square.array)
+    assert set(np.unique(seen[:, :band])) <= {AIR_HU, CHEST_WALL_HU} and (seen[:, :band] == CHEST_WALL_HU).any()
+    # The generator keeps the lung either field of view cuts, within 0.01 of its Dice on the whole scan.
+    whole = dice(segment(ct, SegmentOptions(device="cpu")) > 0, ref)
+    for scan, shown_ref in ((cut, visible), (square, visible_square)):
+        assert dice(segment(scan, SegmentOptions(device="cpu")) > 0, shown_ref) >= whole - 0.01
