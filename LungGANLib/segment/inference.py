@@ -26,6 +26,7 @@ from ..models.weights import ModelInfo, load_model
 from .classical import airways_in_box, body_mask, remove_airways, segment_classical
 from .domes import drop_domes
 from .envelope import DEFAULT_ENVELOPE
+from .fallback import aerated_inside_ml, unless_lung_is_lost, warn_if_empty
 from .never_lung import never_lung, never_lung_figures, remove_never_lung
 from .postprocess import postprocess_in_box
 from .preprocess import context_offset, from_network, lung_slices, network_input, wall_beside_a_cut_lung
@@ -235,6 +236,7 @@ def segment(
         generator = generator.to(device)
         body = body_mask(hu, options.params)  # a threshold above air: scanner padding needs no clipping
         todo = lung_slices(hu, body)
+        aerated_ml = aerated_inside_ml(hu, body, volume.voxel_volume_ml)  # to tell when the generator lost lung
         # Before the generator's mask exists: the airway search's temporaries and the mask are never held together.
         airways = airways_in_box(hu, body, volume.spacing, options.params) if options.remove_airways else None
         logger.info("generator on %s: %d of %d slices can hold lung", device, len(todo), hu.shape[0])
@@ -277,6 +279,7 @@ def segment(
             remove_airways(labels, airways, volume.spacing, options.keep_bronchi and options.fill_holes)
         if options.single_label:  # only now: each lung's bronchi are found with its own holes
             labels[labels > 0] = 1
+        labels = unless_lung_is_lost(labels, volume, options, aerated_ml)
     found = (remove_never_lung if options.guard_rail else never_lung)(labels, hu, volume.spacing)
     if options.review and findings is not None:
         findings["review"] = review_of(labels, volume, options, found if options.guard_rail else None, airways,
@@ -288,21 +291,7 @@ def segment(
     if findings is not None:
         findings.update(figures)
     warn_implausible(labels, volume)
-    if not labels.any():
-        from ..models.weights import DEFAULT_MODEL
-
-        own_model = options.method == "gan" and options.model is not None and Path(options.model).resolve() != DEFAULT_MODEL.resolve()
-        if own_model and lung_slices(hu).size:  # air inside a body: a chest, and the model found nothing in it
-            logger.warning(
-                "no lungs found in %s with the model %s, though the CT has air inside the body: the model may be at "
-                "fault; try the shipped model (leave out --model) or --method classical", volume.source or "the volume",
-                options.model,
-            )
-        else:
-            logger.warning(
-                "no lungs found in %s: the mask is empty. Is it a chest CT (lungs in the field of view)?",
-                volume.source or "the volume",
-            )
+    warn_if_empty(labels, volume, options)
     return labels
 
 

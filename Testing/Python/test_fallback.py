@@ -1,0 +1,77 @@
+"""segment.fallback: where the generator loses lung the classical method finds, the classical mask is written with a
+warning; where it does not, nothing changes. On cip-ct-64, a coarse emphysematous scan (64 pixels of 4.2 mm)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from LungGANLib.evaluate.metrics import dice
+from LungGANLib.io import load_ct, mask_from_image
+from LungGANLib.segment import fallback, inference
+from LungGANLib.segment.classical import body_mask
+from LungGANLib.segment.inference import SegmentOptions, segment
+
+
+@pytest.fixture(scope="module")
+def cip(data):
+    folder = data / "fixtures" / "cip-ct-64"
+    ct = load_ct(folder / "ct-64.nrrd")
+    return ct, mask_from_image(sitk.ReadImage(str(folder / "wholeLung-64.nrrd")), ct) > 0
+
+
+def test_the_default_holds_about_as_much_lung_as_there_is_aerated_tissue_in_the_body(cip):
+    ct, _ = cip
+    labels = segment(ct, SegmentOptions(device="cpu"))
+    aerated = fallback.aerated_inside_ml(ct.array, body_mask(ct.array), ct.voxel_volume_ml)
+    found = float((labels > 0).sum()) * ct.voxel_volume_ml
+    assert 0.95 * aerated <= found <= 1.1 * aerated  # far above LOST_SHARE: the fallback stays out of the way
+
+
+def test_a_generator_that_loses_the_lung_is_replaced_by_the_classical_method_with_a_warning(cip, caplog, monkeypatch):
+    ct, ref = cip
+    classical = segment(ct, SegmentOptions(method="classical", device="cpu"))
+    own = segment(ct, SegmentOptions(device="cpu"))
+    assert not np.array_equal(own, classical)  # the generator's mask is its own
+    # A generator that loses the left lung (the patient's left: the larger x).
+    real = inference.predict_probabilities
+
+    def half(hu, *args, **kwargs):
+        out = real(hu, *args, **kwargs)
+        out[:, :, hu.shape[2] // 2 :] = False
+        return out
+
+    monkeypatch.setattr(inference, "predict_probabilities", half)
+    with caplog.at_level(logging.WARNING):
+        labels = segment(ct, SegmentOptions(device="cpu"))
+    assert np.array_equal(labels, classical)
+    assert "the classical method's mask is written instead" in caplog.text
+    assert dice(labels > 0, ref) > 0.97
+    # The apices' three top slices lost are not lung lost: the generator's mask stays, without a word.
+    caplog.clear()
+
+    def a_little(hu, *args, **kwargs):
+        out = real(hu, *args, **kwargs)
+        out[np.flatnonzero(out.any(axis=(1, 2)))[-3:]] = False
+        return out
+
+    monkeypatch.setattr(inference, "predict_probabilities", a_little)
+    with caplog.at_level(logging.WARNING):
+        labels = segment(ct, SegmentOptions(device="cpu"))
+    assert not np.array_equal(labels, classical) and "classical method's mask" not in caplog.text
+
+
+def test_the_classical_mask_replaces_the_generators_on_an_emphysematous_scan_darker_than_any_it_saw(cip, caplog):
+    """cip-ct-64's lung moved 60 % of the way to air (benchmarks/shifts.py's emphysema): the generator finds none."""
+    ct, ref = cip
+    hu = ct.array.astype(np.float32)
+    lung = ref & (hu < -500)
+    hu[lung] = -1000 + (hu[lung] + 1000) * 0.4
+    darker = replace(ct, array=hu)
+    labels = segment(darker, SegmentOptions(device="cpu"))
+    assert dice(labels > 0, ref) > 0.97
+    assert np.array_equal(labels, segment(darker, SegmentOptions(method="classical", device="cpu")))
