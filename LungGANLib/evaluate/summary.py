@@ -65,6 +65,11 @@ FOLDS_END = "<!-- folds: end -->"
 #: The markers of the review's section (``benchmarks/review.py --report`` writes it, after the folds' section).
 REVIEW_BEGIN = "<!-- review: begin (benchmarks/review.py writes this section) -->"
 REVIEW_END = "<!-- review: end -->"
+#: The markers of the section on scans acquired unlike ours (``benchmarks/shifts.py --report`` writes it).
+SHIFTS_BEGIN = "<!-- shifts: begin (benchmarks/shifts.py writes this section) -->"
+SHIFTS_END = "<!-- shifts: end -->"
+#: The benchmarks' sections that ``lunggan compare`` keeps when it rewrites ``docs/results.md``.
+KEPT_SECTIONS = ((FOLDS_BEGIN, FOLDS_END), (REVIEW_BEGIN, REVIEW_END), (SHIFTS_BEGIN, SHIFTS_END))
 
 
 def folds_section(text: str, begin: str = FOLDS_BEGIN, end: str = FOLDS_END) -> str | None:
@@ -87,3 +92,11 @@ def with_folds_section(text: str, section: str | None, begin: str = FOLDS_BEGIN,
         return f"{text[:at]}\n\n{section}{text[at:]}"
     title, _, rest = text.partition("\n")
     return f"{title}\n\n{section}\n{rest}"
+
+
+def with_kept_sections(text: str, before: str) -> str:
+    """``text`` (a results report written anew) with the benchmarks' sections (``KEPT_SECTIONS``) that ``before``
+    (the report it replaces) had: the folds' after the title, each other one right after the folds'."""
+    for begin, end in KEPT_SECTIONS:
+        text = with_folds_section(text, folds_section(before, begin, end), begin, end)
+    return text

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..evaluate.summary import REVIEW_BEGIN, REVIEW_END, folds_section, with_folds_section
+from ..evaluate.summary import with_kept_sections
 from ..io.output import atomic_write
 from .compare import (
     KAGGLE_VAL_FRACTION,
@@ -215,9 +215,7 @@ def write_report(config: CompareConfig, runs: list[dict], rows: list[dict], seco
             "",
         ]
     before = output.read_text() if output.exists() else ""
-    # benchmarks/folds.py's and benchmarks/review.py's sections stay.
-    text = with_folds_section("\n".join(parts), folds_section(before))
-    text = with_folds_section(text, folds_section(before, REVIEW_BEGIN, REVIEW_END), REVIEW_BEGIN, REVIEW_END)
+    text = with_kept_sections("\n".join(parts), before)  # the sections benchmarks/folds.py, review.py, shifts.py write
     atomic_write(output, lambda tmp: Path(tmp).write_text(text))
     return output
 

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 from LungGANLib.evaluate.summary import FOLDS_BEGIN, FOLDS_END, folds_section, with_folds_section
 
+from benchmark_modules import load_benchmark
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def load_folds():
-    spec = importlib.util.spec_from_file_location("folds", REPO / "benchmarks" / "folds.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["folds"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("folds")
 
 
 def rows(folds, candidate: str, dice: dict[str, float], rules: str = "all", spill: float = 0.1, never: float = 0.0) -> list[dict]:
@@ -201,9 +198,7 @@ def test_the_ensemble_benchmark_averages_the_passes_and_mirrors_back():
     from LungGANLib.segment.inference import predict_probabilities
 
     load_folds()
-    spec = importlib.util.spec_from_file_location("ensemble", REPO / "benchmarks" / "ensemble.py")
-    ensemble = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ensemble)
+    ensemble = load_benchmark("ensemble")
     generator, info = load_model()
     hu = np.full((3, 96, 128), -1000.0, dtype=np.float32)
     hu[:, 10:86, 8:120] = 40.0

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from benchmark_modules import load_benchmark
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def load_outline():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("outline", REPO / "benchmarks" / "outline.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("outline")
 
 
 def square(shape=(3, 20, 20), lo=5, hi=15) -> np.ndarray:

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
+from benchmark_modules import load_benchmark
 
 
 def load_validate():
-    spec = importlib.util.spec_from_file_location("validate", REPO / "benchmarks" / "validate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("validate")
 
 
 def rows(model: str, held_out: float, outside: float, lesion: float, spill: float = 0.1, synthetic: float = 0.2) -> list[dict]:
