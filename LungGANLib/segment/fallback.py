@@ -7,7 +7,8 @@ classical method, a threshold, found the lungs in both (Dice 0.974 and 0.977). O
 nearly all the aerated tissue inside the body: the default's masks of the shared scans hold 1.01-1.06 times the
 tissue below -500 HU inside it. A generator's mask that holds under ``LOST_SHARE`` of it has lost lung; the
 classical method is then run, and where the generator's mask holds under ``LOST_SHARE`` of the classical method's
-lung too, the classical mask takes its place and a warning says so.
+lung too, the classical mask takes its place and a warning says so. Only for the shipped models: a model of
+your own keeps its mask, as an evaluation of it needs.
 
 What it cannot tell from lung: air inside the chest that is no lung. A pneumothorax of more than about 40 % of the
 air in the chest would set it off, and the classical method takes the pneumothorax in.
@@ -42,8 +43,12 @@ def _lung_ml(labels: np.ndarray, voxel_ml: float) -> float:
 
 
 def unless_lung_is_lost(labels: np.ndarray, volume, options, aerated_ml: float) -> np.ndarray:
-    """The generator's ``labels``, or the classical method's where the generator lost lung (see the module):
+    """The generator's ``labels``, or the classical method's where a shipped generator lost lung (see the module):
     ``options`` are the segmentation's, ``aerated_ml`` from :func:`aerated_inside_ml`."""
+    from ..models.weights import DEFAULT_MODEL
+
+    if options.model is not None and Path(options.model).resolve().parent != DEFAULT_MODEL.resolve().parent:
+        return labels  # your own model's mask stays yours (and its empty mask blames the model)
     found = _lung_ml(labels, volume.voxel_volume_ml)
     if found >= LOST_SHARE * aerated_ml:
         return labels

@@ -32,7 +32,8 @@ def test_the_default_holds_about_as_much_lung_as_there_is_aerated_tissue_in_the_
     assert 0.95 * aerated <= found <= 1.1 * aerated  # far above LOST_SHARE: the fallback stays out of the way
 
 
-def test_a_generator_that_loses_the_lung_is_replaced_by_the_classical_method_with_a_warning(cip, caplog, monkeypatch):
+def test_a_generator_that_loses_the_lung_is_replaced_by_the_classical_method_with_a_warning(cip, caplog, monkeypatch,
+                                                                                            tmp_path):
     ct, ref = cip
     classical = segment(ct, SegmentOptions(method="classical", device="cpu"))
     own = segment(ct, SegmentOptions(device="cpu"))
@@ -51,6 +52,17 @@ def test_a_generator_that_loses_the_lung_is_replaced_by_the_classical_method_wit
     assert np.array_equal(labels, classical)
     assert "the classical method's mask is written instead" in caplog.text
     assert dice(labels > 0, ref) > 0.97
+    # A model of your own (the shipped weights, copied elsewhere) keeps its mask: an evaluation of it needs it.
+    from LungGANLib.models.weights import DEFAULT_MODEL
+
+    mine = tmp_path / "mine.safetensors"
+    mine.write_bytes(DEFAULT_MODEL.read_bytes())
+    if DEFAULT_MODEL.with_suffix(".json").exists():  # its card beside it
+        mine.with_suffix(".json").write_bytes(DEFAULT_MODEL.with_suffix(".json").read_bytes())
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        labels = segment(ct, SegmentOptions(device="cpu", model=str(mine)))
+    assert not np.array_equal(labels, classical) and "classical method's mask" not in caplog.text
     # The apices' three top slices lost are not lung lost: the generator's mask stays, without a word.
     caplog.clear()
 
