@@ -32,6 +32,10 @@ CANONICAL_ORIENTATION = "LPS"
 #: everything below this value is treated as air.
 AIR_HU = -1024.0
 
+#: Below this (HU) is a scanner's padding outside its field of view (-2048, -3024...), not air (-1000): no
+#: tissue, so never lung.
+PADDING_HU = -1500.0
+
 #: Label values written in the output mask.
 RIGHT_LUNG_LABEL = 1
 LEFT_LUNG_LABEL = 2

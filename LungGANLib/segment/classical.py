@@ -20,7 +20,7 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from ..config import AIR_HU, DEFAULT_CLASSICAL, ClassicalParams
+from ..config import AIR_HU, DEFAULT_CLASSICAL, PADDING_HU, ClassicalParams
 from ..io.volumes import clip_air
 from .envelope import DEFAULT_ENVELOPE
 from .morphology import (
@@ -30,9 +30,6 @@ from .morphology import (
 from .postprocess import fill_lung_holes, postprocess_in_box
 
 logger = logging.getLogger(__name__)
-
-#: Below this (HU) is a scanner's padding outside its field of view (-2048, -3024...), not air (-1000).
-PADDING_HU = -1500.0
 
 
 def body_mask(hu: np.ndarray, params: ClassicalParams = DEFAULT_CLASSICAL, step: int | None = None) -> np.ndarray:
@@ -49,7 +46,8 @@ def body_mask(hu: np.ndarray, params: ClassicalParams = DEFAULT_CLASSICAL, step:
             1 (full resolution) below 512.
 
     Returns:
-        Boolean mask of the largest 3D component of tissue, with its holes filled.
+        Boolean mask of the largest 3D component of tissue, with its holes filled; never the padding
+        outside a field of view (below ``PADDING_HU``).
     """
     if step is None:
         step = max(1, min(hu.shape[1], hu.shape[2]) // 256)
@@ -63,9 +61,12 @@ def body_mask(hu: np.ndarray, params: ClassicalParams = DEFAULT_CLASSICAL, step:
     largest = int(np.argmax(component_sizes(labels, n))) + 1
     tissue = labels == largest
     # A lung the field of view cuts stays inside; scanner padding (far below air) parts it from the air around.
-    body = holes_cut_by_the_edge(tissue, fill_holes_per_slice(tissue), walls=small < PADDING_HU)
+    padding = small < PADDING_HU
+    body = holes_cut_by_the_edge(tissue, fill_holes_per_slice(tissue), walls=padding)
     if step > 1:
         body = body.repeat(step, axis=1).repeat(step, axis=2)[:, : hu.shape[1], : hu.shape[2]]
+        if padding.any():  # the coarse grid's staircase along a round field of view's edge: no tissue
+            body &= hu >= PADDING_HU
     return body
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import DEFAULT_CLASSICAL
+from ..config import DEFAULT_CLASSICAL, PADDING_HU
 from .morphology import IN_PLANE_SQUARE, SLAB, bounding_box, disk, in_plane, line_step, overlap
 
 #: Lung at or below this is plainly aerated. Above it, up to the lung threshold, is ground glass: the
@@ -111,7 +111,7 @@ def grow_outline(
     added = 0
     for start in range(0, labels.shape[0], SLAB):
         part = labels[start : start + SLAB]
-        airy = hu[start : start + SLAB] < below_hu
+        airy = _aerated(hu[start : start + SLAB], below_hu)
         for _ in range(steps):
             ring = in_plane(part > 0, _CROSS, dilate=True) & (part == 0) & airy
             if not ring.any():
@@ -119,6 +119,12 @@ def grow_outline(
             part[ring] = _highest_beside(part)[ring]  # the label beside it (the higher where both)
             added += int(ring.sum())
     return added
+
+
+def _aerated(hu: np.ndarray, below_hu: float) -> np.ndarray:
+    """Where a growing lung may go: below ``below_hu``, and not a scanner's padding outside its field of view (below
+    ``PADDING_HU``), which is no tissue (a lung the field of view cuts ends at its edge)."""
+    return (hu < below_hu) & (hu >= PADDING_HU)
 
 
 def _highest_beside(labels: np.ndarray) -> np.ndarray:
@@ -171,7 +177,7 @@ def grow_bases(
     added = 0
     for k in range(part.shape[0] - 2, -1, -1):
         above = part[k + 1]
-        seed = (above > 0) & (part[k] == 0) & (hu_part[k] < below_hu) & (depth < reach)
+        seed = (above > 0) & (part[k] == 0) & _aerated(hu_part[k], below_hu) & (depth < reach)
         if airways is not None:
             _clear_airways(seed, airways, bottom + k, box[1], box[2])
         depth = np.where(part[k] > 0, 0, np.where(seed, depth + 1, reach)).astype(np.int16)

@@ -139,6 +139,30 @@ def test_the_bases_go_on_down_through_the_aerated_voxels_beneath_them_and_no_fur
     assert grow_bases(before.copy(), hu, (1.0, 1.0, 11.0)) == 0  # slices thicker than the reach
 
 
+def test_neither_growth_enters_a_scanners_padding():
+    """A lung (rows 5-14, columns 5-14 of slices 4-7) beside the padding outside a round field of view (columns 15
+    on, -2048 HU), with air (-1000 HU) along its other three sides and beneath it: the outline grows into the air,
+    up to its steps, and the bases down through it, never into the padding, which is below every threshold."""
+    from LungGANLib.config import PADDING_HU
+    from LungGANLib.segment.rim import OUTLINE_STEPS, grow_bases, grow_outline
+
+    hu = np.full((8, 20, 20), -1000, dtype=np.int16)
+    hu[:, :, 15:] = -2048
+    assert (hu[:, :, 15:] < PADDING_HU).all()
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    labels[4:, 5:15, 5:15] = 1
+    grown = labels.copy()
+    added = grow_outline(grown, hu)
+    assert not grown[:, :, 15:].any() and added > 0
+    assert (grown[4:, 5:15, 5 - OUTLINE_STEPS : 5] == 1).all()  # into the air, on the side away from the padding
+    deeper = labels.copy()
+    assert grow_bases(deeper, hu, (1.0, 1.0, 2.5)) == 4 * 10 * 10 and not deeper[:, :, 15:].any()
+    beside = labels.copy()
+    beside[4:, 5:15, 15:18] = 1  # a mask that already runs into the padding grows no further into it
+    grow_outline(beside, hu)
+    assert (beside[4:, 5:15, 15:18] == 1).all() and not beside[:, :, 18:].any()
+
+
 def test_on_a_real_scan_the_bases_grow_only_through_aerated_voxels_under_the_lung(data):
     ct = load_ct(data / "fixtures/cip-ct-64/ct-64.nrrd")
     without = segment(ct, SegmentOptions(device="cpu", grow_bases=False))
