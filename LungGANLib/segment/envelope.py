@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..config import DOME_MIN_AREA_MM2, LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
+from ..config import DOME_MIN_AREA_MM2, LEFT_LUNG_LABEL, PADDING_HU, RIGHT_LUNG_LABEL
 from .domes import lowest_slice, lung_under_share
 from .morphology import IN_PLANE_CROSS, bounding_box, label_components, labels_in
 
@@ -202,7 +202,7 @@ def lesion_envelope(
             continue
         # Back to full resolution, only around what was accepted (lesions: a small part of the lungs' box).
         where, taken = _to_fine(accepted, step, fine.shape, IN_PLANE_CROSS)
-        taken &= fine[where] == 0
+        taken &= (fine[where] == 0) & (hu[box][where] >= PADDING_HU)  # the fine ring's edge: never the padding
         region = out[box][where]
         taken &= region == 0
         region[taken] = value

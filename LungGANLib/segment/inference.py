@@ -26,7 +26,7 @@ from ..models.weights import ModelInfo, load_model
 from .classical import airways_in_box, body_mask, remove_airways, segment_classical
 from .domes import drop_domes
 from .envelope import DEFAULT_ENVELOPE
-from .fallback import aerated_inside_ml, unless_lung_is_lost, warn_if_empty
+from .fallback import aerated_inside_ml, unless_lung_is_lost, warn_if_empty, where_the_view_cuts
 from .never_lung import never_lung, never_lung_figures, remove_never_lung
 from .postprocess import postprocess_in_box
 from .preprocess import context_offset, from_network, lung_slices, network_input, wall_beside_a_cut_lung
@@ -242,7 +242,7 @@ def segment(
         logger.info("generator on %s: %d of %d slices can hold lung", device, len(todo), hu.shape[0])
         batch_size = options.batch_size or (CPU_BATCH_SIZE if device.type == "cpu" else GPU_BATCH_SIZE)
         check_batch_fits(batch_size, info, device)
-        shown, (top, left) = wall_beside_a_cut_lung(hu, body, volume.spacing)  # a lung the field of view cuts
+        shown, (top, left), cut = wall_beside_a_cut_lung(hu, body, volume.spacing)  # a lung the field of view cuts
         mask = predict_probabilities(shown, generator, info, device, batch_size, todo, progress, volume.spacing[2])
         mask = np.ascontiguousarray(mask[:, top : top + hu.shape[1], left : left + hu.shape[2]])
         del shown
@@ -279,7 +279,9 @@ def segment(
             remove_airways(labels, airways, volume.spacing, options.keep_bronchi and options.fill_holes)
         if options.single_label:  # only now: each lung's bronchi are found with its own holes
             labels[labels > 0] = 1
-        labels = unless_lung_is_lost(labels, volume, options, aerated_ml)
+        held: dict = {}  # the classical method's mask, where a fallback needs it
+        labels = where_the_view_cuts(labels, volume, options, cut, held)
+        labels = unless_lung_is_lost(labels, volume, options, aerated_ml, held)
     found = (remove_never_lung if options.guard_rail else never_lung)(labels, hu, volume.spacing)
     if options.review and findings is not None:
         findings["review"] = review_of(labels, volume, options, found if options.guard_rail else None, airways,

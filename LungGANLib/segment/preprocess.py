@@ -137,12 +137,14 @@ CHEST_WALL_HU, CUT_BAND_MM, CUT_MIN_MM = 40.0, 10.0, 10.0
 AERATED_HU = -700.0
 
 
-def wall_beside_a_cut_lung(hu: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float]) -> tuple[np.ndarray, tuple[int, int]]:
-    """``hu`` for the generator, and where the CT lies in it (rows and columns added before it): where a field of
-    view cuts a lung, CHEST_WALL_HU within CUT_BAND_MM of it, in the padding outside a round field of view (below
-    ``PADDING_HU``) and, where the lung runs into the image's edge, in a band of that width added beyond the edge
-    (air elsewhere); ``hu`` itself, at (0, 0), when no lung is cut (the field of view holds the chest wall, as on
-    most scans). Cuts are looked for on every second pixel in-plane."""
+def wall_beside_a_cut_lung(
+    hu: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float]
+) -> tuple[np.ndarray, tuple[int, int], np.ndarray]:
+    """``hu`` for the generator, where the CT lies in it (rows and columns added before it), and the slices whose
+    lung the field of view cuts (indices): where it cuts a lung, CHEST_WALL_HU within CUT_BAND_MM of it, in the
+    padding outside a round field of view (below ``PADDING_HU``) and, where the lung runs into the image's edge, in
+    a band of that width added beyond the edge (air elsewhere); ``hu`` itself, at (0, 0), when no lung is cut (the
+    field of view holds the chest wall, as on most scans). Cuts are looked for on every second pixel in-plane."""
     step = 2 if min(hu.shape[1:]) >= 256 else 1
     grid = hu[:, ::step, ::step]
     padding = grid < PADDING_HU
@@ -156,15 +158,16 @@ def wall_beside_a_cut_lung(hu: np.ndarray, body: np.ndarray, spacing: tuple[floa
     cut = (aerated & beside).sum(axis=(1, 2)) * pixel >= CUT_MIN_MM
     edges = [aerated[:, 0, :], aerated[:, -1, :], aerated[:, :, 0], aerated[:, :, -1]]  # top, bottom, left, right
     at_edge = [edge.sum(axis=1) * pixel >= CUT_MIN_MM for edge in edges]
-    if not cut.any() and not any(e.any() for e in at_edge):
-        return hu, (0, 0)
+    cut_slices = np.flatnonzero(cut | np.logical_or.reduce(at_edge))
+    if not cut_slices.size:
+        return hu, (0, 0), cut_slices
     band_y, band_x = (int(np.ceil(CUT_BAND_MM / s)) for s in (spacing[1], spacing[0]))
     pads = ((0, 0), (band_y * at_edge[0].any(), band_y * at_edge[1].any()), (band_x * at_edge[2].any(), band_x * at_edge[3].any()))
     out = np.pad(hu, pads, constant_values=AIR_HU)
     added = np.pad(np.zeros(hu.shape[1:], dtype=bool), pads[1:], constant_values=True)
     sampling = (spacing[1], spacing[0])
-    for z in np.flatnonzero(cut | np.logical_or.reduce(at_edge)):
+    for z in cut_slices:
         lung = np.pad(body[z] & (hu[z] < AERATED_HU) & (hu[z] >= PADDING_HU), pads[1:])
         near = ndimage.distance_transform_edt(~lung, sampling=sampling) <= CUT_BAND_MM
         out[z][(added | (out[z] < PADDING_HU)) & near] = CHEST_WALL_HU
-    return out, (pads[1][0], pads[2][0])
+    return out, (pads[1][0], pads[2][0]), cut_slices

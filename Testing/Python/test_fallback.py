@@ -1,5 +1,6 @@
 """segment.fallback: where the generator loses lung the classical method finds, the classical mask is written with a
-warning; where it does not, nothing changes. On cip-ct-64, a coarse emphysematous scan (64 pixels of 4.2 mm)."""
+warning; where it does not, nothing changes; where the field of view cuts the lungs, the classical method's lung joins
+the mask on those slices. On cip-ct-64, a coarse emphysematous scan (64 pixels of 4.2 mm)."""
 
 from __future__ import annotations
 
@@ -24,12 +25,43 @@ def cip(data):
     return ct, mask_from_image(sitk.ReadImage(str(folder / "wholeLung-64.nrrd")), ct) > 0
 
 
-def test_the_default_holds_about_as_much_lung_as_there_is_aerated_tissue_in_the_body(cip):
+def test_the_default_holds_about_as_much_lung_as_there_is_aerated_tissue_in_the_body(cip, caplog):
     ct, _ = cip
-    labels = segment(ct, SegmentOptions(device="cpu"))
+    with caplog.at_level(logging.WARNING):
+        labels = segment(ct, SegmentOptions(device="cpu"))
+    assert "field of view" not in caplog.text  # it holds the chest wall
     aerated = fallback.aerated_inside_ml(ct.array, body_mask(ct.array), ct.voxel_volume_ml)
     found = float((labels > 0).sum()) * ct.voxel_volume_ml
     assert 0.95 * aerated <= found <= 1.1 * aerated  # far above LOST_SHARE: the fallback stays out of the way
+
+
+def _own_copy_of_the_default(folder):
+    from LungGANLib.models.weights import DEFAULT_MODEL
+
+    mine = folder / "mine.safetensors"
+    mine.write_bytes(DEFAULT_MODEL.read_bytes())
+    if DEFAULT_MODEL.with_suffix(".json").exists():  # its card beside it
+        mine.with_suffix(".json").write_bytes(DEFAULT_MODEL.with_suffix(".json").read_bytes())
+    return mine
+
+
+def test_where_the_field_of_view_cuts_the_lungs_the_classical_methods_lung_joins_the_mask(cip, caplog, tmp_path):
+    """cip-ct-64 cut 5 mm inside its lungs on every side (benchmarks/shifts.py's "field of view through the lungs")."""
+    ct, ref = cip
+    _, ys, xs = np.nonzero(ref)
+    m = int(np.ceil(5.0 / ct.spacing[0]))
+    box = (slice(None), slice(ys.min() + m, ys.max() - m + 1), slice(xs.min() + m, xs.max() - m + 1))
+    cut, shown = replace(ct, array=np.ascontiguousarray(ct.array[box])), ref[box]
+    with caplog.at_level(logging.WARNING):
+        labels = segment(cut, SegmentOptions(device="cpu"))
+    assert "the field of view cuts the lungs on" in caplog.text
+    classical = segment(cut, SegmentOptions(method="classical", device="cpu"))
+    mine = segment(cut, SegmentOptions(device="cpu", model=str(_own_copy_of_the_default(tmp_path))))  # no union
+    joined = np.flatnonzero((labels != mine).any(axis=(1, 2)))
+    assert joined.size and ((labels[joined] > 0) >= (classical[joined] > 0)).all()  # every classical lung voxel
+    assert ((labels > 0) >= (mine > 0)).all()  # and nothing of the generator's taken away
+    assert dice(labels > 0, shown) > dice(mine > 0, shown) + 0.005
+    assert dice(labels > 0, shown) >= dice(classical > 0, shown) - 0.002
 
 
 def test_a_generator_that_loses_the_lung_is_replaced_by_the_classical_method_with_a_warning(cip, caplog, monkeypatch,
@@ -53,12 +85,7 @@ def test_a_generator_that_loses_the_lung_is_replaced_by_the_classical_method_wit
     assert "the classical method's mask is written instead" in caplog.text
     assert dice(labels > 0, ref) > 0.97
     # A model of your own (the shipped weights, copied elsewhere) keeps its mask: an evaluation of it needs it.
-    from LungGANLib.models.weights import DEFAULT_MODEL
-
-    mine = tmp_path / "mine.safetensors"
-    mine.write_bytes(DEFAULT_MODEL.read_bytes())
-    if DEFAULT_MODEL.with_suffix(".json").exists():  # its card beside it
-        mine.with_suffix(".json").write_bytes(DEFAULT_MODEL.with_suffix(".json").read_bytes())
+    mine = _own_copy_of_the_default(tmp_path)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         labels = segment(ct, SegmentOptions(device="cpu", model=str(mine)))

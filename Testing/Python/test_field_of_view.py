@@ -85,13 +85,14 @@ def test_the_body_keeps_a_lung_the_field_of_view_cuts_and_the_classical_method_f
 
 def test_the_generator_is_shown_a_wall_where_a_field_of_view_cuts_a_lung(lidc):
     ct, ref = lidc
-    shown, at = wall_beside_a_cut_lung(ct.array, body_mask(ct.array), ct.spacing)
-    assert shown is ct.array and at == (0, 0)  # the scan as it is: its field of view holds the chest wall
+    shown, at, cut_slices = wall_beside_a_cut_lung(ct.array, body_mask(ct.array), ct.spacing)
+    assert shown is ct.array and at == (0, 0) and not cut_slices.size  # the scan as it is: its field of view holds the chest wall
     # A round field of view: the padding within CUT_BAND_MM of the cut lung becomes chest wall, nothing else changes.
     cut, visible = _cut(ct, ref, round_view=True)
     body = body_mask(cut.array)
-    seen, at = wall_beside_a_cut_lung(cut.array, body, cut.spacing)
+    seen, at, cut_slices = wall_beside_a_cut_lung(cut.array, body, cut.spacing)
     assert at == (0, 0) and seen.shape == cut.array.shape
+    assert np.array_equal(cut_slices, np.flatnonzero((seen != cut.array).any(axis=(1, 2))))  # a wall on each
     changed = seen != cut.array
     assert changed.any() and (cut.array[changed] < PADDING_HU).all() and (seen[changed] == CHEST_WALL_HU).all()
     for z in np.flatnonzero(changed.any(axis=(1, 2)))[::10]:
@@ -101,7 +102,7 @@ def test_the_generator_is_shown_a_wall_where_a_field_of_view_cuts_a_lung(lidc):
     # A square one: a band CUT_BAND_MM wide is added beyond each edge the lungs run into (all four here), chest
     # wall beside the lung, air elsewhere; the CT itself is not changed.
     square, visible_square = _cut(ct, ref, round_view=False)
-    seen, (top, left) = wall_beside_a_cut_lung(square.array, body_mask(square.array), square.spacing)
+    seen, (top, left), cut_slices = wall_beside_a_cut_lung(square.array, body_mask(square.array), square.spacing)
     band = int(np.ceil(CUT_BAND_MM / square.spacing[0]))
     assert (top, left) == (band, band) and seen.shape == (square.array.shape[0], square.array.shape[1] + 2 * band,
                                                           square.array.shape[2] + 2 * band)
