@@ -211,8 +211,9 @@ def report(rows: list[dict]) -> str:
         "",
         "Made by `python benchmarks/shifts.py --report docs/results.md`; rows in [`results/shifts.json`](results/shifts.json). "
         "Each scan no shipped model trained on is changed (the script's docstring says how: noise, a sharp kernel, "
-        "thick slices, coarse pixels, a calibration offset, a small field of view), segmented by each shipped model and "
-        "the classical method with their defaults, and scored against its reference changed alike. Cells: Dice outside "
+        "thick slices, coarse pixels, a calibration offset, emphysema, a small field of view), segmented by each "
+        "shipped model and the classical method with their defaults, and scored against its reference changed alike. "
+        "Cells: Dice outside "
         "the marked lesions (LUNG1-002: the GTV), then HD95 in mm; *change*: the Dice against the unchanged scan's. "
         "`–`: the change does not apply (the slices or pixels are already that coarse).",
         "",

@@ -30,7 +30,7 @@ import numpy as np
 
 from .classical import segment_classical
 from .morphology import count_values
-from .preprocess import lung_slices
+from .preprocess import air_inside_per_slice, lung_slices
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ LOST_SHARE = 0.6
 
 def aerated_inside_ml(hu: np.ndarray, body: np.ndarray, voxel_ml: float) -> float:
     """The volume (mL) of the tissue below -500 HU inside the body: on a chest CT, the lungs and airways."""
-    return float(np.count_nonzero((hu < -500) & body)) * voxel_ml
+    return float(air_inside_per_slice(hu, body).sum()) * voxel_ml
 
 
 def _lung_ml(labels: np.ndarray, voxel_ml: float) -> float:
@@ -63,6 +63,12 @@ def _classical(volume, options, held: dict) -> np.ndarray:
     return held["classical"]
 
 
+def view_cut_text(slices: int, of: int) -> str:
+    """What the warning and the review say of a field of view that cuts the lungs on ``slices`` of ``of`` slices."""
+    return (f"the field of view cuts the lungs on {slices} of {of} slices: the lungs go on beyond it, so their volume "
+            "and the report's figures are short")
+
+
 def where_the_view_cuts(labels: np.ndarray, volume, options, cut: np.ndarray, held: dict) -> np.ndarray:
     """``labels`` with, on the slices ``cut`` (whose lung the field of view cuts), the classical method's lung where
     a shipped generator's mask has none (see the module); a warning names the slices. ``held``: as
@@ -73,9 +79,7 @@ def where_the_view_cuts(labels: np.ndarray, volume, options, cut: np.ndarray, he
         classical = _classical(volume, options, held)
         gain = (labels[cut] == 0) & (classical[cut] > 0)
         labels[cut] = np.where(gain, classical[cut], labels[cut])
-    logger.warning("%s: the field of view cuts the lungs on %d slices (%d-%d along the scan): the lungs go on beyond "
-                   "it, so their volume and the report's figures are short", volume.source or "the volume", cut.size,
-                   cut.min(), cut.max())
+    logger.warning("%s: %s", volume.source or "the volume", view_cut_text(cut.size, labels.shape[0]))
     return labels
 
 

@@ -26,10 +26,12 @@ from ..models.weights import ModelInfo, load_model
 from .classical import airways_in_box, body_mask, remove_airways, segment_classical
 from .domes import drop_domes
 from .envelope import DEFAULT_ENVELOPE
-from .fallback import aerated_inside_ml, unless_lung_is_lost, warn_if_empty, where_the_view_cuts
+from .fallback import unless_lung_is_lost, warn_if_empty, where_the_view_cuts
 from .never_lung import never_lung, never_lung_figures, remove_never_lung
 from .postprocess import postprocess_in_box
-from .preprocess import context_offset, from_network, lung_slices, network_input, wall_beside_a_cut_lung
+from .preprocess import (
+    air_inside_per_slice, context_offset, from_network, lung_slices, network_input, wall_beside_a_cut_lung,
+)
 from .report import warn_implausible
 from .review import review_step
 from .review_files import in_file_order, review_suffix, write_review
@@ -220,7 +222,7 @@ def segment(
     if options.method not in METHODS:
         raise InputError(f"unknown method {options.method!r}: use one of {', '.join(METHODS)}")
     hu = volume.array
-    beside = None  # the review's second opinion, worked out beside the post-processing
+    beside = cut = None  # the review's second opinion, worked out beside the post-processing; the slices cut
     if options.method == "classical":
         found_by_classical: dict = {}
         labels = segment_classical(
@@ -235,8 +237,9 @@ def segment(
         generator, info = model if model is not None else load_model(options.model, device)
         generator = generator.to(device)
         body = body_mask(hu, options.params)  # a threshold above air: scanner padding needs no clipping
-        todo = lung_slices(hu, body)
-        aerated_ml = aerated_inside_ml(hu, body, volume.voxel_volume_ml)  # to tell when the generator lost lung
+        air_inside = air_inside_per_slice(hu, body)
+        todo = lung_slices(hu, body, air_inside=air_inside)
+        aerated_ml = float(air_inside.sum()) * volume.voxel_volume_ml  # to tell when the generator lost lung
         # Before the generator's mask exists: the airway search's temporaries and the mask are never held together.
         airways = airways_in_box(hu, body, volume.spacing, options.params) if options.remove_airways else None
         logger.info("generator on %s: %d of %d slices can hold lung", device, len(todo), hu.shape[0])
@@ -285,7 +288,7 @@ def segment(
     found = (remove_never_lung if options.guard_rail else never_lung)(labels, hu, volume.spacing)
     if options.review and findings is not None:
         findings["review"] = review_of(labels, volume, options, found if options.guard_rail else None, airways,
-                                       other=beside)
+                                       other=beside, cut=cut)
     figures = never_lung_figures(found, volume.voxel_volume_ml)
     if figures["never_lung_ml"]:
         logger.info("%s: %s %s", volume.source or "the volume", "removed" if options.guard_rail else "found (kept, no guard rail)",

@@ -114,15 +114,21 @@ def mask_to_network(mask: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     return _square_resize(torch.as_tensor(mask).to(torch.float32)[:, None], size)
 
 
-def lung_slices(hu: np.ndarray, body: np.ndarray | None = None, min_air_px: int = 16) -> np.ndarray:
-    """Indices of slices that can hold lung: some low-density voxels inside the body.
+def air_inside_per_slice(hu: np.ndarray, body: np.ndarray) -> np.ndarray:
+    """How many voxels below -500 HU lie inside the body, per slice: on a chest CT, the lungs and airways."""
+    return np.count_nonzero((hu < -500) & body, axis=(1, 2))
+
+
+def lung_slices(hu: np.ndarray, body: np.ndarray | None = None, min_air_px: int = 16,
+                air_inside: np.ndarray | None = None) -> np.ndarray:
+    """Indices of slices that can hold lung: some low-density voxels inside the body (``air_inside``, from
+    :func:`air_inside_per_slice`, where it is already counted).
 
     Slices without such voxels (the neck above the apices, the abdomen below
     the bases) are skipped by the network: their mask is empty anyway.
     """
-    if body is None:
-        body = body_mask(hu)
-    air_inside = ((hu < -500) & body).sum(axis=(1, 2))
+    if air_inside is None:
+        air_inside = air_inside_per_slice(hu, body_mask(hu) if body is None else body)
     return np.flatnonzero(air_inside >= min_air_px)
 
 

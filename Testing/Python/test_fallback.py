@@ -16,6 +16,7 @@ from LungGANLib.io import load_ct, mask_from_image
 from LungGANLib.segment import fallback, inference
 from LungGANLib.segment.classical import body_mask
 from LungGANLib.segment.inference import SegmentOptions, segment
+from LungGANLib.segment.preprocess import wall_beside_a_cut_lung
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +53,18 @@ def test_where_the_field_of_view_cuts_the_lungs_the_classical_methods_lung_joins
     m = int(np.ceil(5.0 / ct.spacing[0]))
     box = (slice(None), slice(ys.min() + m, ys.max() - m + 1), slice(xs.min() + m, xs.max() - m + 1))
     cut, shown = replace(ct, array=np.ascontiguousarray(ct.array[box])), ref[box]
+    findings: dict = {}
     with caplog.at_level(logging.WARNING):
-        labels = segment(cut, SegmentOptions(device="cpu"))
-    assert "the field of view cuts the lungs on" in caplog.text
+        labels = segment(cut, SegmentOptions(device="cpu", review=True), findings=findings)
+    cut_slices = wall_beside_a_cut_lung(cut.array, body_mask(cut.array), cut.spacing)[2]
+    assert 0 < cut_slices.size < np.count_nonzero(labels.any(axis=(1, 2)))  # the widest slices, not the apices
+    said = fallback.view_cut_text(cut_slices.size, cut.array.shape[0])
+    assert said in caplog.text and findings["review"].as_dict()["scan_flags"] == [said]
     classical = segment(cut, SegmentOptions(method="classical", device="cpu"))
     mine = segment(cut, SegmentOptions(device="cpu", model=str(_own_copy_of_the_default(tmp_path))))  # no union
     joined = np.flatnonzero((labels != mine).any(axis=(1, 2)))
-    assert joined.size and ((labels[joined] > 0) >= (classical[joined] > 0)).all()  # every classical lung voxel
+    assert joined.size and set(joined) <= set(cut_slices)  # only the slices cut
+    assert ((labels[joined] > 0) >= (classical[joined] > 0)).all()  # every classical lung voxel
     assert ((labels > 0) >= (mine > 0)).all()  # and nothing of the generator's taken away
     assert dice(labels > 0, shown) > dice(mine > 0, shown) + 0.005
     assert dice(labels > 0, shown) >= dice(classical > 0, shown) - 0.002
