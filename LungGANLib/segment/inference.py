@@ -30,7 +30,8 @@ from .fallback import unless_lung_is_lost, warn_if_empty, where_the_view_cuts
 from .never_lung import never_lung, never_lung_figures, remove_never_lung
 from .postprocess import postprocess_in_box
 from .preprocess import (
-    air_inside_per_slice, context_offset, from_network, lung_slices, network_input, wall_beside_a_cut_lung,
+    air_inside_per_slice, context_offset, from_network, lung_slices, network_input, padding_told_from_air,
+    wall_beside_a_cut_lung,
 )
 from .report import warn_implausible
 from .review import review_step
@@ -221,6 +222,12 @@ def segment(
     options = options or SegmentOptions()
     if options.method not in METHODS:
         raise InputError(f"unknown method {options.method!r}: use one of {', '.join(METHODS)}")
+    with padding_told_from_air(volume.array):  # put back before it returns
+        return _segment(volume, options, progress, model, findings)
+
+
+def _segment(volume: CTVolume, options: SegmentOptions, progress, model, findings) -> np.ndarray:
+    """:func:`segment`, with the padding told from air."""
     hu = volume.array
     beside = cut = None  # the review's second opinion, worked out beside the post-processing; the slices cut
     if options.method == "classical":

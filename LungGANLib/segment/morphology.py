@@ -213,6 +213,13 @@ def holes_cut_by_the_edge(mask: np.ndarray, filled: np.ndarray, walls: np.ndarra
     return out
 
 
+def touching_the_edge(mask: np.ndarray) -> np.ndarray:
+    """The pieces of a 2D ``mask`` (4-connected) that reach the image's edge."""
+    labels, _ = ndimage.label(mask, structure=IN_PLANE_CROSS[1])
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return np.isin(labels, edge[edge > 0])
+
+
 def close_per_slice(mask: np.ndarray, radius_px: int) -> np.ndarray:
     """In-plane morphological closing of every axial slice with a disk.
 

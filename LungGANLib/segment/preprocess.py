@@ -9,6 +9,8 @@ then cropped to the slice.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +20,7 @@ from scipy import ndimage
 
 from ..config import AIR_HU, DEFAULT_WINDOW, HUWindow
 from .classical import PADDING_HU, body_mask
+from .morphology import touching_the_edge
 
 
 def normalize(hu: torch.Tensor, window: HUWindow = DEFAULT_WINDOW) -> torch.Tensor:
@@ -177,3 +180,43 @@ def wall_beside_a_cut_lung(
         near = ndimage.distance_transform_edt(~lung, sampling=sampling) <= CUT_BAND_MM
         out[z][(added | (out[z] < PADDING_HU)) & near] = CHEST_WALL_HU
     return out, (pads[1][0], pads[2][0]), cut_slices
+
+
+#: What a field of view's exterior stored as air is set to while a scan is segmented (see :func:`padding_told_from_air`).
+TOLD_PADDING_HU = -2048
+#: Fewer slices than this, and a pixel at the lowest value on all of them may be air: nothing is told.
+TOLD_MIN_SLICES = 5
+
+
+@contextmanager
+def padding_told_from_air(hu: np.ndarray) -> Iterator[np.ndarray]:
+    """While in the block, ``hu``'s exterior of a field of view stored at air's value is set to TOLD_PADDING_HU, in
+    place, then put back exactly.
+
+    Many scans store the outside of a round field of view not as padding far below air (-2048, -3024) but at the
+    lowest value the file holds, often -1024, where a clip at -1024 HU met the padding (elastix-00, LUNG1-002 and
+    Lung-PET-CT-Dx A0001 here). That cannot be told from the air around the body by its value, and a lung the field
+    of view cuts then opens onto it and is lost (lidc-idri-0001 cut 5.6 mm inside its lungs by a round field of
+    view padded at -1024: Dice 0.69). It is told by where it is: pixels at the scan's lowest value (from -1500 to
+    -1000 HU) on every slice, in pieces that reach the image's edge. Air around a body is noise about -1000 HU and
+    is not at the lowest value on every slice, nor is a bulla, which does not reach the edge.
+
+    Yields ``hu``; nothing changes where its lowest value is already padding (below ``PADDING_HU``), above -1000 HU,
+    or where the scan has fewer than TOLD_MIN_SLICES slices.
+    """
+    exterior = None
+    if hu.ndim == 3 and hu.shape[0] >= TOLD_MIN_SLICES and hu.size:
+        low = hu.min()
+        if PADDING_HU <= low <= -1000:
+            fixed = np.ones(hu.shape[1:], dtype=bool)
+            for plane in hu:  # slice by slice: no volume-sized temporary
+                fixed &= plane == low
+            exterior = touching_the_edge(fixed) if fixed.any() else None
+    if exterior is None or not exterior.any():
+        yield hu
+        return
+    hu[:, exterior] = TOLD_PADDING_HU
+    try:
+        yield hu
+    finally:
+        hu[:, exterior] = low

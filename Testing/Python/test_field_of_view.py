@@ -1,5 +1,6 @@
-"""A lung the field of view cuts stays a lung: the body keeps it (classical.body_mask, morphology.holes_cut_by_the_edge)
-and the generator is shown a wall beside it (preprocess.wall_beside_a_cut_lung), on a real scan cut two ways."""
+"""A lung the field of view cuts stays a lung: the body keeps it (classical.body_mask, morphology.holes_cut_by_the_edge),
+the generator is shown a wall beside it (preprocess.wall_beside_a_cut_lung), and a field of view's exterior stored as
+air is told from air (preprocess.padding_told_from_air), on a real scan cut three ways."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from LungGANLib.segment.classical import PADDING_HU, body_mask
 from LungGANLib.segment.inference import SegmentOptions, segment
 from LungGANLib.segment.morphology import fill_holes_per_slice, holes_cut_by_the_edge
 from LungGANLib.config import AIR_HU
-from LungGANLib.segment.preprocess import AERATED_HU, CHEST_WALL_HU, CUT_BAND_MM, wall_beside_a_cut_lung
+from LungGANLib.segment.preprocess import (
+    AERATED_HU, CHEST_WALL_HU, CUT_BAND_MM, TOLD_PADDING_HU, padding_told_from_air, wall_beside_a_cut_lung,
+)
 
 
 def test_a_piece_the_edge_cuts_joins_where_the_neighbouring_slices_hold_it_as_a_hole():
@@ -114,3 +117,56 @@ def test_the_generator_is_shown_a_wall_where_a_field_of_view_cuts_a_lung(lidc):
         labels = segment(scan, SegmentOptions(device="cpu")) > 0
         assert dice(labels, shown_ref) >= whole - 0.01
         assert not labels[scan.array < PADDING_HU].any()  # the outline and the bases never grow into the padding
+
+
+def test_a_field_of_views_exterior_stored_as_air_is_told_from_air_and_put_back():
+    """Six slices: a round field of view stored at -1024 outside, the air around the body inside it noise about -1000
+    HU (at -1024 on some slices, as a clip at -1024 leaves it), and a bulla at -1024 on every slice that does not reach
+    the edge. Only the exterior is told, and the array is put back exactly."""
+    rng = np.random.default_rng(0)
+    hu = np.clip(rng.normal(-1000, 15, (6, 40, 40)), -1024, None).astype(np.int16)
+    yy, xx = np.ogrid[:40, :40]
+    exterior = (yy - 19.5) ** 2 + (xx - 19.5) ** 2 > 19**2
+    hu[:, exterior] = -1024
+    hu[:, 10:30, 10:30] = 40  # the body
+    hu[:, 15:18, 15:18] = -1024  # a bulla: at the lowest value on every slice, away from the edge
+    assert ((hu == -1024).all(axis=0) & ~exterior).sum() == 9  # the air itself is not
+    before = hu.copy()
+    with padding_told_from_air(hu) as seen:
+        assert seen is hu
+        assert (hu[:, exterior] == TOLD_PADDING_HU).all() and np.array_equal(hu[:, ~exterior], before[:, ~exterior])
+    assert np.array_equal(hu, before)
+    for untold in (before[:4].copy(), np.where(before == -1024, -2048, before).astype(np.int16), before + 30):
+        kept = untold.copy()  # too few slices; padding already below air; lowest value above -1000
+        with padding_told_from_air(untold):
+            assert np.array_equal(untold, kept)
+
+
+def test_a_lung_cut_by_a_field_of_view_padded_as_air_is_kept_and_the_ct_is_left_as_it_was(lidc):
+    """lidc-idri-0001 cut 5 mm inside its lungs by a round field of view whose outside is stored at -1024 HU, as a
+    clip at -1024 leaves a scanner's padding (hole filling took the cut lung for the air around the body)."""
+    ct, ref = lidc
+    cut, visible = _cut(ct, ref, round_view=True)
+    cut = replace(cut, array=np.where(cut.array < -1024, -1024, cut.array).astype(cut.array.dtype))
+    before = cut.array.copy()
+    whole = dice(segment(ct, SegmentOptions(device="cpu")) > 0, ref)
+    assert dice(segment(cut, SegmentOptions(device="cpu")) > 0, visible) >= whole - 0.01
+    assert np.array_equal(cut.array, before)
+
+
+def test_on_real_scans_only_the_field_of_views_exterior_is_told(data):
+    """elastix-00 stores the outside of its field of view at -1024 HU: what is told lies outside the body, at -1024 on
+    every slice, in the image's four corners; lidc-idri-0001 stores it at -2048 and nothing changes."""
+    ct = load_ct(data / "ct" / "elastix-00.nii.gz")
+    before = ct.array.copy()
+    body = body_mask(before)
+    with padding_told_from_air(ct.array) as hu:
+        told = (hu == TOLD_PADDING_HU).all(axis=0)
+        assert told[0, 0] and told[0, -1] and told[-1, 0] and told[-1, -1] and not told[told.shape[0] // 2].any()
+        assert (before[:, told] == -1024).all() and not body[:, told].any()
+        assert np.array_equal(hu[:, ~told], before[:, ~told])
+    assert np.array_equal(ct.array, before)
+    lidc = load_ct(data / "ct" / "lidc-idri-0001.nii.gz")
+    kept = lidc.array.copy()
+    with padding_told_from_air(lidc.array):
+        assert np.array_equal(lidc.array, kept)
