@@ -21,7 +21,9 @@ segment`` does), and scored against its reference changed alike:
 - ``field of view through the lungs``: cut 5 mm inside them, so that the lungs run into the image's edge (a large
   patient in a small field of view);
 - ``round field of view through the lungs``: the same with a round field of view and the scanner's padding
-  (-2048 HU) outside it, as LIDC-IDRI's scans are stored.
+  (-2048 HU) outside it, as LIDC-IDRI's scans are stored;
+- ``the same, padded as air``: with -1024 HU outside it instead, where a clip at -1024 met the padding (as
+  elastix-00, LUNG1-002 and Lung-PET-CT-Dx A0001 are stored).
 
 The reference of a cut scan is what the scan still shows.
 
@@ -65,6 +67,8 @@ MODELS = {"default": None, "lunggan-conservative": "Resources/Models/lunggan-con
 THICK_MM, FOV_MARGIN_MM, SEED = 5.0, 5.0, 0
 #: A scanner's padding outside its round field of view (LIDC-IDRI's: -2048 and -3024).
 PADDING_VALUE = -2048.0
+#: The same padding where a clip at -1024 HU met it, as elastix-00, LUNG1-002 and Lung-PET-CT-Dx A0001 store it.
+AIR_PADDING_VALUE = -1024.0
 #: How far the emphysema shift moves the lung towards air.
 EMPHYSEMA_SHARE = 0.6
 
@@ -131,10 +135,11 @@ def field_of_view(case: folds.Case, margin_mm: float = FOV_MARGIN_MM) -> folds.C
                    left_out=case.left_out[cut], lesions=[])
 
 
-def round_field_of_view(case: folds.Case, margin_mm: float = -FOV_MARGIN_MM) -> folds.Case:
+def round_field_of_view(case: folds.Case, margin_mm: float = -FOV_MARGIN_MM,
+                        padding: float | None = None) -> folds.Case:
     """A round field of view centred on the lungs, its radius half their width plus ``margin_mm`` (negative: it
-    cuts them), with the scanner's padding (PADDING_VALUE) outside it, as LIDC-IDRI's scans have; the reference is
-    what it still shows."""
+    cuts them), with ``padding`` outside it (None: the scanner's, PADDING_VALUE, as LIDC-IDRI's scans have); the
+    reference is what it still shows."""
     _, ys, xs = np.nonzero(case.ref)
     sy, sx = case.ct.spacing[1], case.ct.spacing[0]
     cy, cx = (ys.min() + ys.max()) / 2 * sy, (xs.min() + xs.max()) / 2 * sx
@@ -142,7 +147,7 @@ def round_field_of_view(case: folds.Case, margin_mm: float = -FOV_MARGIN_MM) -> 
     yy, xx = np.ogrid[: case.ct.array.shape[1], : case.ct.array.shape[2]]
     outside = (yy * sy - cy) ** 2 + (xx * sx - cx) ** 2 > radius**2
     hu = case.ct.array.astype(np.float32)
-    hu[:, outside] = PADDING_VALUE
+    hu[:, outside] = PADDING_VALUE if padding is None else padding
     return replace(case, ct=replace(case.ct, array=hu), ref=np.where(outside[None], 0, case.ref).astype(case.ref.dtype),
                    left_out=case.left_out & ~outside[None], lesions=[])
 
@@ -174,6 +179,7 @@ SHIFTS = {
     "field of view at the ribs": field_of_view,
     "field of view through the lungs": lambda c: field_of_view(c, -FOV_MARGIN_MM),
     "round field of view through the lungs": round_field_of_view,
+    "the same, padded as air": lambda c: round_field_of_view(c, padding=AIR_PADDING_VALUE),
 }
 
 

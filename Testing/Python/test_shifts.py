@@ -79,6 +79,20 @@ def test_the_field_of_view_is_cut_five_mm_outside_the_reference(shifts, case):
     assert np.array_equal(cut.ct.array, case.ct.array[:, max(0, 10 - margin) : 50 + margin, 0 : 75 + margin])
 
 
+def test_a_round_field_of_view_pads_its_outside_as_the_scanner_or_as_air(shifts, case):
+    """A circle as wide as the lungs less 5 mm: outside it the scanner's padding, or -1024 HU; the reference and the
+    lesion are what it still shows, and inside it nothing changes."""
+    scanner = shifts.SHIFTS["round field of view through the lungs"](case)
+    air = shifts.SHIFTS["the same, padded as air"](case)
+    outside = scanner.ct.array == shifts.PADDING_VALUE
+    assert outside.any() and (air.ct.array[outside] == shifts.AIR_PADDING_VALUE).all()
+    assert np.array_equal(air.ct.array[~outside], case.ct.array[~outside])
+    assert (outside == outside[:1]).all() and outside[0, 0, 0] and not outside[0, 30, 40]  # the same on every slice
+    assert np.array_equal(scanner.ct.array[~outside], case.ct.array[~outside])
+    assert np.array_equal(air.ref, scanner.ref) and not scanner.ref[outside].any()
+    assert np.array_equal(scanner.ref[~outside], case.ref[~outside]) and scanner.left_out.sum() == 1
+
+
 def test_the_report_gives_each_change_against_the_unchanged_scan(shifts):
     rows = [{"case": "a", "shift": s, "model": m, "dice": d, "hd95_mm": 1.0}
             for s, m, d in (("none", "default", 0.99), ("none", "classical", 0.98), ("+40 HU", "default", 0.97),
