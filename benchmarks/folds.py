@@ -543,11 +543,19 @@ def shipped_table(rows: list[dict], candidate: str, rules: str) -> str:
     ])
 
 
-def write_section(path: Path, section: str) -> None:
-    """Put the fold section into ``path`` between its markers (after the title, the first time)."""
+def write_section(path: Path, section: str, begin: str = FOLDS_BEGIN, end: str = FOLDS_END) -> None:
+    """Put a benchmark's section (the folds' unless ``begin`` and ``end`` say another's) into ``path`` between its
+    markers (after the title, the first time)."""
     text = path.read_text() if path.exists() else "# Results\n"
-    text = with_folds_section(text, f"{FOLDS_BEGIN}\n{section}{FOLDS_END}")
+    text = with_folds_section(text, f"{begin}\n{section}{end}", begin, end)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def results_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    """The options of a benchmark that writes ``docs/results/NAME.json`` and a section of ``docs/results.md``."""
+    parser.add_argument("--json", default=str(REPO / "docs" / "results" / f"{name}.json"))
+    parser.add_argument("--report", help="also write the section of this results page (docs/results.md)")
+    parser.add_argument("--report-only", action="store_true", help="write the section from the JSON, without running")
 
 
 def update_card(card: Path, rows: list[dict], candidate: str, rules: str, note: str) -> None:

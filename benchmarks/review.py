@@ -179,11 +179,9 @@ def report(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", default=str(REPO / "docs" / "results" / "review.json"))
-    parser.add_argument("--report", help="also write the section of this results page (docs/results.md)")
-    parser.add_argument("--report-only", action="store_true", help="write the section from the JSON, without running")
+    folds.results_arguments(parser, "review")
     args = parser.parse_args()
-    from LungGANLib.evaluate.summary import REVIEW_BEGIN, REVIEW_END, with_folds_section
+    from LungGANLib.evaluate.summary import REVIEW_BEGIN, REVIEW_END
     from LungGANLib.io.output import atomic_write
 
     if args.report_only:
@@ -198,9 +196,7 @@ def main() -> None:
         text = json.dumps(rows, indent=1) + "\n"
         atomic_write(Path(args.json), lambda tmp: Path(tmp).write_text(text))
     if args.report:
-        page = Path(args.report)
-        new = with_folds_section(page.read_text(), f"{REVIEW_BEGIN}\n{report(rows)}{REVIEW_END}", REVIEW_BEGIN, REVIEW_END)
-        atomic_write(page, lambda tmp: Path(tmp).write_text(new))
+        folds.write_section(Path(args.report), report(rows), REVIEW_BEGIN, REVIEW_END)
 
 
 if __name__ == "__main__":

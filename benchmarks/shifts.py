@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import folds  # noqa: E402
 
-from LungGANLib.evaluate.summary import SHIFTS_BEGIN, SHIFTS_END, with_folds_section  # noqa: E402
+from LungGANLib.evaluate.summary import SHIFTS_BEGIN, SHIFTS_END  # noqa: E402
 from LungGANLib.io.output import atomic_write  # noqa: E402
 from LungGANLib.segment.inference import SegmentOptions, segment  # noqa: E402
 
@@ -251,9 +251,7 @@ def report(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", default=str(REPO / "docs" / "results" / "shifts.json"))
-    parser.add_argument("--report", help="also write the section of this results page (docs/results.md)")
-    parser.add_argument("--report-only", action="store_true", help="write the section from the JSON, without running")
+    folds.results_arguments(parser, "shifts")
     parser.add_argument("--shifts", nargs="+", choices=list(SHIFTS), default=list(SHIFTS), metavar="SHIFT",
                         help="only these shifts (default: all)")
     args = parser.parse_args()
@@ -268,9 +266,7 @@ def main() -> None:
                 text = json.dumps(rows, indent=1) + "\n"
                 atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     if args.report:
-        page = Path(args.report)
-        new = with_folds_section(page.read_text(), f"{SHIFTS_BEGIN}\n{report(rows)}{SHIFTS_END}", SHIFTS_BEGIN, SHIFTS_END)
-        atomic_write(page, lambda tmp: Path(tmp).write_text(new))
+        folds.write_section(Path(args.report), report(rows), SHIFTS_BEGIN, SHIFTS_END)
 
 
 if __name__ == "__main__":
