@@ -71,7 +71,7 @@ def view_cut_text(slices: int, of: int) -> str:
 
 def where_the_view_cuts(labels: np.ndarray, volume, options, cut: np.ndarray, held: dict) -> np.ndarray:
     """``labels`` with, on the slices ``cut`` (whose lung the field of view cuts), the classical method's lung where
-    a shipped generator's mask has none (see the module); a warning names the slices. ``held``: as
+    a shipped generator's mask has none (see the module); a warning says on how many slices. ``held``: as
     :func:`_classical` keeps it."""
     if not cut.size:
         return labels

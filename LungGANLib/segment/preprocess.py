@@ -202,10 +202,10 @@ def padding_told_from_air(hu: np.ndarray) -> Iterator[np.ndarray]:
     is not at the lowest value on every slice, nor is a bulla, which does not reach the edge.
 
     Yields ``hu``; nothing changes where its lowest value is already padding (below ``PADDING_HU``), above -1000 HU,
-    or where the scan has fewer than TOLD_MIN_SLICES slices.
+    where the scan has fewer than TOLD_MIN_SLICES slices, or where the array is read-only.
     """
     exterior = None
-    if hu.ndim == 3 and hu.shape[0] >= TOLD_MIN_SLICES and hu.size:
+    if hu.ndim == 3 and hu.shape[0] >= TOLD_MIN_SLICES and hu.size and hu.flags.writeable:
         low = hu.min()
         if PADDING_HU <= low <= -1000:
             fixed = np.ones(hu.shape[1:], dtype=bool)

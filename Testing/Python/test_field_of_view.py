@@ -136,8 +136,10 @@ def test_a_field_of_views_exterior_stored_as_air_is_told_from_air_and_put_back()
         assert seen is hu
         assert (hu[:, exterior] == TOLD_PADDING_HU).all() and np.array_equal(hu[:, ~exterior], before[:, ~exterior])
     assert np.array_equal(hu, before)
-    for untold in (before[:4].copy(), np.where(before == -1024, -2048, before).astype(np.int16), before + 30):
-        kept = untold.copy()  # too few slices; padding already below air; lowest value above -1000
+    frozen = before.copy()
+    frozen.setflags(write=False)
+    for untold in (before[:4].copy(), np.where(before == -1024, -2048, before).astype(np.int16), before + 30, frozen):
+        kept = untold.copy()  # too few slices; padding already below air; lowest value above -1000; read-only
         with padding_told_from_air(untold):
             assert np.array_equal(untold, kept)
 
