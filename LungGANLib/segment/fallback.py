@@ -58,8 +58,9 @@ def _shipped(options) -> bool:
 def _classical(volume, options, held: dict) -> np.ndarray:
     """The classical method's labels of ``volume`` with the segmentation's ``options``, worked out once (``held``)."""
     if "classical" not in held:
-        held["classical"] = segment_classical(volume.array, volume.spacing, options.params, fill_holes=options.fill_holes,
-                                              single_label=options.single_label, envelope=options.envelope)
+        held["classical"] = segment_classical(volume.array, volume.spacing, options.params,
+                                              fill_holes=options.fill_holes, single_label=options.single_label,
+                                              envelope=options.envelope)
     return held["classical"]
 
 

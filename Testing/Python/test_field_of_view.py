@@ -1,6 +1,7 @@
-"""A lung the field of view cuts stays a lung: the body keeps it (classical.body_mask, morphology.holes_cut_by_the_edge),
-the generator is shown a wall beside it (preprocess.wall_beside_a_cut_lung), and a field of view's exterior stored as
-air is told from air (preprocess.padding_told_from_air), on a real scan cut three ways."""
+"""A lung the field of view cuts stays a lung: the body keeps it (classical.body_mask,
+morphology.holes_cut_by_the_edge), the generator is shown a wall beside it (preprocess.wall_beside_a_cut_lung), a
+field of view's exterior stored as air is told from air (preprocess.padding_told_from_air), on a real scan cut three
+ways."""
 
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ def test_the_body_keeps_a_lung_the_field_of_view_cuts_and_the_classical_method_f
 def test_the_generator_is_shown_a_wall_where_a_field_of_view_cuts_a_lung(lidc):
     ct, ref = lidc
     shown, at, cut_slices = wall_beside_a_cut_lung(ct.array, body_mask(ct.array), ct.spacing)
-    assert shown is ct.array and at == (0, 0) and not cut_slices.size  # the scan as it is: its field of view holds the chest wall
+    assert shown is ct.array and at == (0, 0) and not cut_slices.size  # its field of view holds the chest wall
     # A round field of view: the padding within CUT_BAND_MM of the cut lung becomes chest wall, nothing else changes.
     cut, visible = _cut(ct, ref, round_view=True)
     body = body_mask(cut.array)
@@ -111,11 +112,12 @@ def test_the_generator_is_shown_a_wall_where_a_field_of_view_cuts_a_lung(lidc):
                                                           square.array.shape[2] + 2 * band)
     assert np.array_equal(seen[:, band:-band, band:-band], square.array)
     assert set(np.unique(seen[:, :band])) <= {AIR_HU, CHEST_WALL_HU} and (seen[:, :band] == CHEST_WALL_HU).any()
-    # The generator keeps the lung either field of view cuts, within 0.01 of its Dice on the whole scan.
+    # The default keeps the lung either field of view cuts, within 0.002 of its Dice on the whole scan (with the
+    # classical method's lung on the slices cut).
     whole = dice(segment(ct, SegmentOptions(device="cpu")) > 0, ref)
     for scan, shown_ref in ((cut, visible), (square, visible_square)):
         labels = segment(scan, SegmentOptions(device="cpu")) > 0
-        assert dice(labels, shown_ref) >= whole - 0.01
+        assert dice(labels, shown_ref) >= whole - 0.002
         assert not labels[scan.array < PADDING_HU].any()  # the outline and the bases never grow into the padding
 
 
