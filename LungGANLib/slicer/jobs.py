@@ -179,11 +179,11 @@ class SegmentationJob(Job):
         if self.reviewPath is not None and Path(self.reviewPath).is_file():
             import json
 
-            from .mrml_review import review_table
+            from .mrml_review import review_status, review_table
 
             self.review = json.loads(Path(self.reviewPath).read_text(encoding="utf-8"))
             self.reviewTable = review_table(self.scene, self.segmentation, self.review)
-            flagged = f" {self.review['flagged_slices']} slices flagged for review."
+            flagged = review_status(self.review)
         self.progress = 1.0
         self.status = f"Done: {', '.join(segment_names(self.segmentation))}.{flagged}"
         return self.segmentation

@@ -40,6 +40,13 @@ def review_table(scene, segmentation_node, review: dict):
     return table
 
 
+def review_status(review: dict) -> str:
+    """What a finished segmentation's status line says of its review: how many slices are flagged, then the whole
+    scan's flags (a lung missing, a field of view that cuts the lungs...), each a sentence."""
+    scan = "".join(f" {flag[:1].upper()}{flag[1:]}." for flag in review.get("scan_flags", []))
+    return f" {review['flagged_slices']} slices flagged for review.{scan}"
+
+
 def flagged_slices(table) -> list[int]:
     """The slice indices of a review table, in its order (most suspicious first)."""
     column = table.GetTable().GetColumnByName(REVIEW_COLUMNS[0]) if table is not None else None

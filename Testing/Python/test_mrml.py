@@ -712,6 +712,16 @@ def test_a_pytorch_older_than_lunggan_needs_is_named(version, old):
         assert version in message and TORCH_REQUIREMENT in message
 
 
+def test_the_status_line_gives_the_flagged_slices_and_the_whole_scans_flags():
+    from LungGANLib.segment.fallback import view_cut_text
+    from LungGANLib.slicer.mrml_review import review_status
+
+    assert review_status({"flagged_slices": 7, "scan_flags": []}) == " 7 slices flagged for review."
+    cut = view_cut_text(40, 120)
+    said = review_status({"flagged_slices": 3, "scan_flags": ["only the left lung was found", cut]})
+    assert said == f" 3 slices flagged for review. Only the left lung was found. T{cut[1:]}."
+
+
 def test_a_background_segmentation_brings_its_review_as_a_table_kept_with_the_segmentation(scene, data):
     from LungGANLib.slicer.fields import REVIEW_COLUMNS, REVIEW_TABLE_REFERENCE
     from LungGANLib.slicer.mrml_review import flagged_slices, jump_to_slice, slice_center
