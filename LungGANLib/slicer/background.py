@@ -229,6 +229,12 @@ class BackgroundProcess:
             threading.Thread(target=end, daemon=True).start()
 
     @property
+    def warnings(self) -> list[str]:
+        """The process's warnings so far (its ``lunggan: warning:`` lines, without that prefix), in order."""
+        prefix = "lunggan: warning:"
+        return [line[len(prefix) :].strip() for line in self._stderr if line.startswith(prefix)]
+
+    @property
     def error(self) -> str:
         """The process's own error message (its ``lunggan: error:`` line), or its last output."""
         for line in reversed(self._stderr):

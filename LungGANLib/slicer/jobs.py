@@ -184,9 +184,19 @@ class SegmentationJob(Job):
             self.review = json.loads(Path(self.reviewPath).read_text(encoding="utf-8"))
             self.reviewTable = review_table(self.scene, self.segmentation, self.review)
             flagged = review_status(self.review)
+        said = set((self.review or {}).get("scan_flags", []))
+        warned = "".join(f" {w[:1].upper()}{w[1:]}{'' if w.endswith('.') else '.'}"
+                         for w in self.warnings if w not in said)
         self.progress = 1.0
-        self.status = f"Done: {', '.join(segment_names(self.segmentation))}.{flagged}"
+        self.status = f"Done: {', '.join(segment_names(self.segmentation))}.{flagged}{warned}"
         return self.segmentation
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the segmentation warned of (a lung lost and the classical method's mask written, a field of view
+        that cuts the lungs, an implausible spacing or volume...), without the temporary copy's name before it."""
+        copy = str(self.work)
+        return [w.split(": ", 1)[1] if w.startswith(copy) and ": " in w else w for w in self.process.warnings]
 
 
 class TrainingJob(Job):

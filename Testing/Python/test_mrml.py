@@ -722,6 +722,31 @@ def test_the_status_line_gives_the_flagged_slices_and_the_whole_scans_flags():
     assert said == f" 3 slices flagged for review. Only the left lung was found. T{cut[1:]}."
 
 
+def test_a_background_segmentations_warnings_reach_its_status_line(scene, data, tmp_path):
+    """cip-ct-64 cut 5 mm inside its lungs on every side: the field of view cuts the lungs. The warning (also a
+    whole-scan flag of the review) is said once, without the temporary copy's name."""
+    from LungGANLib.segment.fallback import view_cut_text
+
+    image, ref = sitk.ReadImage(str(data / CIP)), sitk.GetArrayFromImage(sitk.ReadImage(str(data / CIP_MASK)))
+    _, ys, xs = np.nonzero(ref)
+    m = int(np.ceil(5.0 / image.GetSpacing()[0]))
+    path = tmp_path / "cut.nrrd"
+    cut_image = image[int(xs.min()) + m : int(xs.max()) - m + 1, int(ys.min()) + m : int(ys.max()) - m + 1, :]
+    sitk.WriteImage(cut_image, str(path))
+    logic = mrml.LungGANLogic(scene)
+    node = logic.loadCT(path)
+    plain = logic.startSegmentation(node, device="cpu", review=False)
+    run_job(plain, 300)
+    cut = next(w for w in plain.warnings if w.startswith("the field of view cuts the lungs on"))
+    assert str(plain.work) not in " ".join(plain.warnings)
+    slices = int(cut.split(" on ")[1].split(" of ")[0])
+    assert cut == view_cut_text(slices, image.GetSize()[2]) and 0 < slices < image.GetSize()[2]
+    assert plain.review is None and f"T{cut[1:]}." in plain.status  # from the warning alone
+    reviewed = logic.startSegmentation(node, device="cpu")
+    run_job(reviewed, 300)
+    assert cut in reviewed.review["scan_flags"] and reviewed.status.count(f"T{cut[1:]}.") == 1  # said once
+
+
 def test_a_background_segmentation_brings_its_review_as_a_table_kept_with_the_segmentation(scene, data):
     from LungGANLib.slicer.fields import REVIEW_COLUMNS, REVIEW_TABLE_REFERENCE
     from LungGANLib.slicer.mrml_review import flagged_slices, jump_to_slice, slice_center
