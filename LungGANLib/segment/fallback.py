@@ -77,14 +77,13 @@ def where_the_view_cuts(labels: np.ndarray, volume, options, cut: np.ndarray, he
     if not cut.size:
         return labels
     if _shipped(options):
-        classical = _classical(volume, options, held)
-        gain = (labels[cut] == 0) & (classical[cut] > 0)
-        labels[cut] = np.where(gain, classical[cut], labels[cut])
+        ours, theirs = labels[cut], _classical(volume, options, held)[cut]
+        labels[cut] = np.where((ours == 0) & (theirs > 0), theirs, ours)
     logger.warning("%s: %s", volume.source or "the volume", view_cut_text(cut.size, labels.shape[0]))
     return labels
 
 
-def unless_lung_is_lost(labels: np.ndarray, volume, options, aerated_ml: float, held: dict | None = None) -> np.ndarray:
+def unless_lung_is_lost(labels: np.ndarray, volume, options, aerated_ml: float, held: dict) -> np.ndarray:
     """The generator's ``labels``, or the classical method's where a shipped generator lost lung (see the module):
     ``options`` are the segmentation's, ``aerated_ml`` from :func:`aerated_inside_ml`, ``held`` as :func:`_classical`
     keeps it."""
@@ -93,7 +92,7 @@ def unless_lung_is_lost(labels: np.ndarray, volume, options, aerated_ml: float, 
     found = _lung_ml(labels, volume.voxel_volume_ml)
     if found >= LOST_SHARE * aerated_ml:
         return labels
-    classical = _classical(volume, options, {} if held is None else held)
+    classical = _classical(volume, options, held)
     by_threshold = _lung_ml(classical, volume.voxel_volume_ml)
     if found >= LOST_SHARE * by_threshold:
         return labels

@@ -167,6 +167,7 @@ class SegmentationJob(Job):
 
     def _apply(self):
         from .mrml_figures import segmentation_figures
+        from .mrml_review import as_sentence
 
         volume = ct_from_volume_node(self.volumeNode, force=True)
         labels = mask_from_image(sitk.ReadImage(str(self.output)), volume)
@@ -185,8 +186,7 @@ class SegmentationJob(Job):
             self.reviewTable = review_table(self.scene, self.segmentation, self.review)
             flagged = review_status(self.review)
         said = set((self.review or {}).get("scan_flags", []))
-        warned = "".join(f" {w[:1].upper()}{w[1:]}{'' if w.endswith('.') else '.'}"
-                         for w in self.warnings if w not in said)
+        warned = "".join(f" {as_sentence(w)}" for w in self.warnings if w not in said)
         self.progress = 1.0
         self.status = f"Done: {', '.join(segment_names(self.segmentation))}.{flagged}{warned}"
         return self.segmentation

@@ -40,10 +40,15 @@ def review_table(scene, segmentation_node, review: dict):
     return table
 
 
+def as_sentence(text: str) -> str:
+    """``text`` as a sentence of a status line: its first letter capitalised, a full stop at its end."""
+    return f"{text[:1].upper()}{text[1:]}{'' if text.endswith('.') else '.'}"
+
+
 def review_status(review: dict) -> str:
     """What a finished segmentation's status line says of its review: how many slices are flagged, then the whole
     scan's flags (a lung missing, a field of view that cuts the lungs...), each a sentence."""
-    scan = "".join(f" {flag[:1].upper()}{flag[1:]}." for flag in review.get("scan_flags", []))
+    scan = "".join(f" {as_sentence(flag)}" for flag in review.get("scan_flags", []))
     return f" {review['flagged_slices']} slices flagged for review.{scan}"
 
 
