@@ -252,7 +252,7 @@ def _segment(volume: CTVolume, options: SegmentOptions, progress, model, finding
         logger.info("generator on %s: %d of %d slices can hold lung", device, len(todo), hu.shape[0])
         batch_size = options.batch_size or (CPU_BATCH_SIZE if device.type == "cpu" else GPU_BATCH_SIZE)
         check_batch_fits(batch_size, info, device)
-        shown, (top, left), cut = wall_beside_a_cut_lung(hu, body, volume.spacing)  # a lung the field of view cuts
+        shown, (top, left), cut, near = wall_beside_a_cut_lung(hu, body, volume.spacing)  # a lung the view cuts, nears
         mask = predict_probabilities(shown, generator, info, device, batch_size, todo, progress, volume.spacing[2])
         mask = np.ascontiguousarray(mask[:, top : top + hu.shape[1], left : left + hu.shape[2]])
         del shown
@@ -290,7 +290,7 @@ def _segment(volume: CTVolume, options: SegmentOptions, progress, model, finding
         if options.single_label:  # only now: each lung's bronchi are found with its own holes
             labels[labels > 0] = 1
         held: dict = {}  # the classical method's mask, where a fallback needs it
-        labels = where_the_view_cuts(labels, volume, options, cut, held)
+        labels = where_the_view_cuts(labels, volume, options, cut, near, held)
         labels = unless_lung_is_lost(labels, volume, options, aerated_ml, held)
     found = (remove_never_lung if options.guard_rail else never_lung)(labels, hu, volume.spacing)
     if options.review and findings is not None:

@@ -142,22 +142,47 @@ def lung_slices(hu: np.ndarray, body: np.ndarray | None = None, min_air_px: int 
 #: CUT_MIN_MM on a slice; less, or denser, is the partial volume of the skin at the field of view's edge (10 mm of
 #: it on one slice of lidc-idri-0002, at -750 to -500 HU).
 CHEST_WALL_HU, CUT_BAND_MM, CUT_MIN_MM = 40.0, 10.0, 10.0
+#: A lung the field of view comes near: this much of it (mm², a patch 10 mm across) within CUT_BAND_MM of the
+#: padding or the image's edge on a slice; less is the skin's partial volume (one pixel of lidc-idri-0001's neck).
+NEAR_MIN_MM2 = CUT_MIN_MM**2
 #: Aerated lung (HU): the skin's partial volume at the field of view's edge lies above it.
 AERATED_HU = -700.0
 
 
+def _near_the_view_edge(aerated: np.ndarray, padding: np.ndarray, pixel: float) -> tuple[np.ndarray, list[bool]]:
+    """The slices with NEAR_MIN_MM2 or more of ``aerated`` within CUT_BAND_MM (in-plane) of ``padding`` or of the
+    image's edge, and for each edge (top, bottom, left, right) whether it lies within CUT_BAND_MM of that edge on one
+    of them. ``pixel``: the grid's (mm)."""
+    def within(outside: np.ndarray) -> np.ndarray:  # within the band of ``outside`` or of the image's edge
+        distance = ndimage.distance_transform_edt(~np.pad(outside, 1, constant_values=True))[1:-1, 1:-1]
+        return distance * pixel <= CUT_BAND_MM
+
+    near = []  # candidates by the padding of every slice together, then each by its own
+    for z in np.flatnonzero((aerated & within(padding.any(axis=0))).any(axis=(1, 2))):
+        if (aerated[z] & within(padding[z])).sum() * pixel**2 >= NEAR_MIN_MM2:
+            near.append(z)
+    reach = max(1, int(CUT_BAND_MM // pixel))
+    lung = aerated[np.asarray(near, dtype=int)]
+    return np.asarray(near, dtype=int), [bool(part.any()) for part in (
+        lung[:, :reach], lung[:, -reach:], lung[:, :, :reach], lung[:, :, -reach:])]
+
+
 def wall_beside_a_cut_lung(
     hu: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float]
-) -> tuple[np.ndarray, tuple[int, int], np.ndarray]:
-    """``hu`` for the generator, where the CT lies in it (rows and columns added before it), and the slices whose
-    lung the field of view cuts (indices): where it cuts a lung, CHEST_WALL_HU within CUT_BAND_MM of it, in the
-    padding outside a round field of view (below ``PADDING_HU``) and, where the lung runs into the image's edge, in
-    a band of that width added beyond the edge (air elsewhere); ``hu`` itself, at (0, 0), when no lung is cut (the
-    field of view holds the chest wall, as on most scans). Cuts are looked for on every second pixel in-plane."""
+) -> tuple[np.ndarray, tuple[int, int], np.ndarray, np.ndarray]:
+    """``hu`` for the generator, where the CT lies in it (rows and columns added before it), the slices whose lung
+    the field of view cuts and those whose lung it comes within CUT_BAND_MM of (indices; the second holds the
+    first). On the second, CHEST_WALL_HU within CUT_BAND_MM of the lung, in the padding outside a round field of
+    view (below ``PADDING_HU``) and, where the lung comes near the image's edge, in a band of that width added
+    beyond the edge (air elsewhere). A field of view that leaves a thin chest wall costs the generator lung too
+    (the anterior lungs of LUNG1-002 under a round field of view 5 mm inside them, where the wall runs 1-10 mm
+    from the lung). ``hu`` itself, at (0, 0), when no lung comes that near (the field of view holds the chest wall,
+    as on most scans). Lungs are looked for on every second pixel in-plane."""
     step = 2 if min(hu.shape[1:]) >= 256 else 1
     grid = hu[:, ::step, ::step]
     padding = grid < PADDING_HU
     aerated = body[:, ::step, ::step] & (grid < AERATED_HU) & ~padding
+    padding &= touching_the_edge(padding.any(axis=0))  # not a sharp kernel's undershoot within the lung
     pixel = step * min(spacing[0], spacing[1])
     beside = np.zeros_like(padding)  # padding beside a pixel, in-plane
     beside[:, 1:] |= padding[:, :-1]
@@ -168,18 +193,21 @@ def wall_beside_a_cut_lung(
     edges = [aerated[:, 0, :], aerated[:, -1, :], aerated[:, :, 0], aerated[:, :, -1]]  # top, bottom, left, right
     at_edge = [edge.sum(axis=1) * pixel >= CUT_MIN_MM for edge in edges]
     cut_slices = np.flatnonzero(cut | np.logical_or.reduce(at_edge))
-    if not cut_slices.size:
-        return hu, (0, 0), cut_slices
+    near_slices, near_edge = _near_the_view_edge(aerated, padding, pixel)
+    near_slices = np.union1d(near_slices, cut_slices)
+    if not near_slices.size:
+        return hu, (0, 0), cut_slices, near_slices
     band_y, band_x = (int(np.ceil(CUT_BAND_MM / s)) for s in (spacing[1], spacing[0]))
-    pads = ((0, 0), (band_y * at_edge[0].any(), band_y * at_edge[1].any()), (band_x * at_edge[2].any(), band_x * at_edge[3].any()))
+    by_edge = [near_it or bool(cut_it.any()) for near_it, cut_it in zip(near_edge, at_edge)]
+    pads = ((0, 0), (band_y * by_edge[0], band_y * by_edge[1]), (band_x * by_edge[2], band_x * by_edge[3]))
     out = np.pad(hu, pads, constant_values=AIR_HU)
     added = np.pad(np.zeros(hu.shape[1:], dtype=bool), pads[1:], constant_values=True)
     sampling = (spacing[1], spacing[0])
-    for z in cut_slices:
+    for z in near_slices:
         lung = np.pad(body[z] & (hu[z] < AERATED_HU) & (hu[z] >= PADDING_HU), pads[1:])
         near = ndimage.distance_transform_edt(~lung, sampling=sampling) <= CUT_BAND_MM
         out[z][(added | (out[z] < PADDING_HU)) & near] = CHEST_WALL_HU
-    return out, (pads[1][0], pads[2][0]), cut_slices
+    return out, (pads[1][0], pads[2][0]), cut_slices, near_slices
 
 
 #: What a field of view's exterior stored as air is set to while a scan is segmented (see :func:`padding_told_from_air`).
