@@ -17,7 +17,7 @@ from slicer.util import VTKObservationMixin
 from ..dependencies import TORCH_REQUIREMENT, torch_too_old
 from .background import RUNNING
 from .fields import FIGURES_TABLE_REFERENCE, PATH_FIELDS, REVIEW_TABLE_REFERENCE, path_or_none, sync_path
-from .mrml_review import flagged_slices, jump_to_slice
+from .mrml_review import as_sentence, flagged_slices, jump_to_slice
 from .mrml_nodes import Cancelled, source_volume
 
 pathOrNone = path_or_none  # the name this module used before
@@ -224,7 +224,7 @@ class LungGANPanel(VTKObservationMixin):
         try:
             job.finish()
         except Cancelled as exc:
-            self._stop(f"{str(exc)[:1].upper()}{str(exc)[1:]}.")
+            self._stop(as_sentence(str(exc)))
             return
         except Exception as exc:  # the process's own message, or a failure putting the result into the scene
             self._stop(f"Failed: {exc}")

@@ -720,6 +720,11 @@ def test_the_status_line_gives_the_flagged_slices_and_the_whole_scans_flags():
     cut = view_cut_text(40, 120)
     said = review_status({"flagged_slices": 3, "scan_flags": ["only the left lung was found", cut]})
     assert said == f" 3 slices flagged for review. Only the left lung was found. T{cut[1:]}."
+    # A cancelled job's message, as the panel shows it: one full stop, whether the message ends with one or not.
+    from LungGANLib.slicer.mrml_review import as_sentence
+
+    assert as_sentence("segmentation cancelled; nothing was changed") == "Segmentation cancelled; nothing was changed."
+    assert as_sentence("Model written to x.safetensors.") == "Model written to x.safetensors."
 
 
 def test_a_background_segmentations_warnings_reach_its_status_line(scene, data, tmp_path):
