@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from field_of_view_cuts import box_inside_the_lungs
 
 from LungGANLib.evaluate.metrics import dice
 from LungGANLib.io import load_ct, mask_from_image
@@ -49,9 +50,7 @@ def _own_copy_of_the_default(folder):
 def test_where_the_field_of_view_cuts_the_lungs_the_classical_methods_lung_joins_the_mask(cip, caplog, tmp_path):
     """cip-ct-64 cut 5 mm inside its lungs on every side (benchmarks/shifts.py's "field of view through the lungs")."""
     ct, ref = cip
-    _, ys, xs = np.nonzero(ref)
-    m = int(np.ceil(5.0 / ct.spacing[0]))
-    box = (slice(None), slice(ys.min() + m, ys.max() - m + 1), slice(xs.min() + m, xs.max() - m + 1))
+    box = (slice(None), *box_inside_the_lungs(ref, ct.spacing[0]))
     cut, shown = replace(ct, array=np.ascontiguousarray(ct.array[box])), ref[box]
     findings: dict = {}
     with caplog.at_level(logging.WARNING):

@@ -12,6 +12,8 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+from field_of_view_cuts import INSIDE_MM, box_inside_the_lungs
+
 from LungGANLib.evaluate.metrics import dice, hausdorff
 from LungGANLib.evaluate.references import case_by_name, reference_path
 from LungGANLib.io import load_ct, mask_from_image
@@ -60,14 +62,13 @@ def lidc(data):
 def _cut(ct, ref, round_view: bool):
     """A scan cut 5 mm inside its lungs' width: as a square (the lungs run into the edge) or a round field of view
     with LIDC's padding outside; the reference is what is still shown."""
-    _, ys, xs = np.nonzero(ref)
     s = ct.spacing[0]
     if not round_view:
-        m = int(np.ceil(5.0 / s))
-        cut = (slice(None), slice(ys.min() + m, ys.max() - m + 1), slice(xs.min() + m, xs.max() - m + 1))
+        cut = (slice(None), *box_inside_the_lungs(ref, s))
         return replace(ct, array=np.ascontiguousarray(ct.array[cut])), ref[cut]
+    _, ys, xs = np.nonzero(ref)
     cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
-    radius = (xs.max() - xs.min() + 1) / 2 - 5.0 / s
+    radius = (xs.max() - xs.min() + 1) / 2 - INSIDE_MM / s
     yy, xx = np.ogrid[: ct.array.shape[1], : ct.array.shape[2]]
     outside = (yy - cy) ** 2 + (xx - cx) ** 2 > radius**2
     hu = ct.array.copy()

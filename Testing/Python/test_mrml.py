@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from field_of_view_cuts import box_inside_the_lungs
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is part of the test requirements")
 import vtk  # noqa: E402  (installed with slicer-core)
@@ -733,10 +734,9 @@ def test_a_background_segmentations_warnings_reach_its_status_line(scene, data, 
     from LungGANLib.segment.fallback import view_cut_text
 
     image, ref = sitk.ReadImage(str(data / CIP)), sitk.GetArrayFromImage(sitk.ReadImage(str(data / CIP_MASK)))
-    _, ys, xs = np.nonzero(ref)
-    m = int(np.ceil(5.0 / image.GetSpacing()[0]))
+    rows, cols = box_inside_the_lungs(ref, image.GetSpacing()[0])
     path = tmp_path / "cut.nrrd"
-    cut_image = image[int(xs.min()) + m : int(xs.max()) - m + 1, int(ys.min()) + m : int(ys.max()) - m + 1, :]
+    cut_image = image[cols, rows, :]  # SimpleITK indexes (x, y, z)
     sitk.WriteImage(cut_image, str(path))
     logic = mrml.LungGANLogic(scene)
     node = logic.loadCT(path)
