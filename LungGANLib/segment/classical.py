@@ -128,6 +128,8 @@ def airway_mask(
     Returns:
         Boolean mask, empty when no trachea was found or every threshold leaked.
     """
+    from skimage.morphology import flood
+
     voxel_ml = float(np.prod(spacing)) / 1000.0
     for threshold in sorted(params.airway_threshold_hu, reverse=True):
         air = (hu < threshold) & body
@@ -135,12 +137,13 @@ def airway_mask(
         if seed is None:
             continue
         z, seed2d = seed
-        # The air components that hold the seed (6-connected, as labelling every air component would give),
-        # grown from it: no label image of all the body's air (int32 over a long scan: 1.3 GB).
-        start = np.zeros(air.shape, dtype=bool)
-        start[z] = seed2d
-        grown = ndimage.binary_propagation(start, mask=air)
-        del start, air
+        # The air component that holds the seed (6-connected, as labelling every air component would give), flooded
+        # from one of its pixels (the seed is one 4-connected piece of its slice): no label image of all the body's
+        # air (int32 over a long scan: 1.3 GB), and a queue through the airways alone, not a propagation over the
+        # whole volume until nothing changes (lidc-idri-0001: 0.16 s against 1.0 s, the same voxels).
+        ys, xs = np.nonzero(seed2d)
+        grown = flood(air, (z, int(ys[0]), int(xs[0])), connectivity=1)
+        del air
         volume_ml = grown.sum() * voxel_ml
         if volume_ml <= params.max_airway_ml:
             logger.debug("airway grown at %.0f HU: %.1f mL", threshold, volume_ml)
