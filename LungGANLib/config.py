@@ -47,6 +47,9 @@ LABEL_NAMES = {RIGHT_LUNG_LABEL: "right lung", LEFT_LUNG_LABEL: "left lung"}
 #: A hole (or a dent) whose cross-section reaches this area (mm²) and that opens
 #: downwards out of the lung is a dome of the diaphragm (liver, spleen), not a nodule or a vessel.
 DOME_MIN_AREA_MM2 = 300.0
+#: A lung this large (mm²) on a scan's lowest or highest slice goes on beyond the scan: the review flags the slice,
+#: and a lung's volume under a whole lung's gets no "check the mask" warning (only part of it is in the scan).
+RUNS_OFF_MM2 = 300.0
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import RUNS_OFF_MM2
 from ..errors import InputError, OutputError
 from ..io.output import atomic_write, check_output_path
 from .morphology import bounding_box, count_values, labels_in, percentile_of_counts
@@ -155,6 +156,12 @@ LUNG_LITRES = (0.2, 10.0)
 SPACING_MM = (0.2, 10.0)
 
 
+def _where_it_runs_off(lung_on_ends: tuple[int, int], pixel_mm2: float) -> str | None:
+    """Which end of the scan a lung runs off, from its pixels on the lowest and the highest slice; None for neither."""
+    ends = [name for name, pixels in zip(("lowest", "highest"), lung_on_ends) if pixels * pixel_mm2 >= RUNS_OFF_MM2]
+    return " and ".join(ends) or None
+
+
 def warn_implausible(labels: np.ndarray, volume) -> None:
     """Warn, naming the figure, when a lung's volume or the voxel spacing is outside what a chest CT has."""
     low, high = SPACING_MM
@@ -166,8 +173,14 @@ def warn_implausible(labels: np.ndarray, volume) -> None:
         return  # said separately
     low, high = LUNG_LITRES
     counts = count_values(labels, 3)  # in chunks: no mask of the whole scan per lung
+    pixel_mm2 = volume.spacing[0] * volume.spacing[1]
     for value, name in ((1, "right lung"), (2, "left lung")):
         litres = float(counts[value]) * volume.voxel_volume_ml / 1000
-        if litres and not low <= litres <= high:
+        ends = _where_it_runs_off((int((labels[0] == value).sum()), int((labels[-1] == value).sum())), pixel_mm2)
+        if litres and litres < low and ends:  # a scan that holds part of the lungs (a base, an apex)
+            logger.warning("%s: the %s measures %.2f L, less than a whole lung: it goes on beyond the scan's %s "
+                           "slice, so its figures are of the part the scan holds", volume.source or "the volume", name,
+                           litres, ends)
+        elif litres and not low <= litres <= high:
             logger.warning("%s: the %s measures %.2f L, outside %g-%g L; check the mask (and the CT's spacing)",
                            volume.source or "the volume", name, litres, low, high)

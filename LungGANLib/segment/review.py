@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from ..config import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
+from ..config import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL, RUNS_OFF_MM2
 from .classical import airway_walls
 from .morphology import bounding_box, count_values, disk, grow_box, in_plane_pixels, label_components, opened
 from .never_lung import DEFAULT_NEVER_LUNG, NeverLung, never_lung
@@ -354,7 +354,7 @@ def review_slices(
                                                          f"({_side_text(side, region, lung)})", box))
     for z, name in ((0, "first (lowest)"), (lungs.shape[0] - 1, "last (highest)")):
         area = float(lungs[z].sum() * spacing[0] * spacing[1])
-        if area >= MIN_JUMP_MM2:
+        if area >= RUNS_OFF_MM2:
             ys, xs = np.nonzero(lungs[z])
             flags.setdefault(z, []).append(Flag("cut_off", area * spacing[2] / 1000.0, f"lung on the scan's {name} slice "
                                                 f"({area / 100:.0f} cm²): the lung goes on beyond the scan", (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)))

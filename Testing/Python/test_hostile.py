@@ -510,6 +510,32 @@ def test_implausible_spacing_and_lung_volumes_are_named(capsys, caplog, data, tm
     assert "the right lung measures" in caplog.text and "outside 0.2-10 L" in caplog.text
 
 
+def test_a_lung_the_scan_holds_part_of_is_said_to_go_on_beyond_it_not_to_be_checked(caplog):
+    """A right lung of 0.16 L (1 x 1 x 10 mm voxels): in the middle of the scan, too small for a lung; running off the
+    scan's lowest slice (a scan of the apices, or an abdomen's CT with the bases), part of a lung. The left lung,
+    0.40 L, through every slice, gets no warning."""
+    import logging
+    from types import SimpleNamespace
+
+    from LungGANLib.segment.report import warn_implausible
+
+    volume = SimpleNamespace(spacing=(1.0, 1.0, 10.0), voxel_volume_ml=0.01, source="scan")
+    labels = np.zeros((40, 60, 60), dtype=np.uint8)
+    labels[10:26, 10:30, 10:60] = 1  # 16 slices of 20 x 50 mm: 0.16 L
+    labels[:, 35:55, 5:55] = 2  # 40 slices of 20 x 50 mm: 0.40 L
+    with caplog.at_level(logging.WARNING):
+        warn_implausible(labels, volume)
+    assert "the right lung measures 0.16 L, outside 0.2-10 L; check the mask" in caplog.text
+    assert "left lung" not in caplog.text
+    caplog.clear()
+    labels[labels == 1] = 0
+    labels[:16, 10:30, 10:60] = 1  # now on the lowest slice: 1000 mm² of it
+    with caplog.at_level(logging.WARNING):
+        warn_implausible(labels, volume)
+    assert ("the right lung measures 0.16 L, less than a whole lung: it goes on beyond the scan's lowest slice"
+            in caplog.text) and "check the mask" not in caplog.text
+
+
 # -- overlay and masks in physical space ----------------------------------------------------------
 
 
