@@ -157,8 +157,8 @@ def _near_the_view_edge(aerated: np.ndarray, padding: np.ndarray, pixel: float) 
         distance = ndimage.distance_transform_edt(~np.pad(outside, 1, constant_values=True))[1:-1, 1:-1]
         return distance * pixel <= CUT_BAND_MM
 
-    near = []  # candidates by the padding of every slice together, then each by its own
-    for z in np.flatnonzero((aerated & within(padding.any(axis=0))).any(axis=(1, 2))):
+    near = []  # candidates by the padding of every slice together (the pixels in its band), then each by its own
+    for z in np.flatnonzero(aerated[:, within(padding.any(axis=0))].any(axis=1)):
         if (aerated[z] & within(padding[z])).sum() * pixel**2 >= NEAR_MIN_MM2:
             near.append(z)
     reach = max(1, int(CUT_BAND_MM // pixel))
