@@ -23,7 +23,10 @@ segment`` does), and scored against its reference changed alike:
 - ``round field of view through the lungs``: the same with a round field of view and the scanner's padding
   (-2048 HU) outside it, as LIDC-IDRI's scans are stored;
 - ``the same, padded as air``: with -1024 HU outside it instead, where a clip at -1024 met the padding (as
-  elastix-00, LUNG1-002 and Lung-PET-CT-Dx A0001 are stored).
+  elastix-00, LUNG1-002 and Lung-PET-CT-Dx A0001 are stored);
+- ``a small chest``: the scan scaled to 0.6 in-plane about its centre, the same pixel size, the scan's lowest value
+  around it: a small patient, or a chest in a large field of view (PET/CT's 600-700 mm), whose lungs span little
+  of the image (under 1 mm pixels only: cip-ct-64's body already runs into its image's edges).
 
 The reference of a cut scan is what the scan still shows.
 
@@ -74,6 +77,8 @@ PADDING_VALUE = -2048.0
 AIR_PADDING_VALUE = -1024.0
 #: How far the emphysema shift moves the lung towards air.
 EMPHYSEMA_SHARE = 0.6
+#: The small chest's scale, in-plane.
+SMALL_CHEST = 0.6
 
 
 def noisy(hu: np.ndarray, spacing, sigma: float, correlation_mm: float, seed: int = SEED) -> np.ndarray:
@@ -155,6 +160,24 @@ def round_field_of_view(case: folds.Case, margin_mm: float = -FOV_MARGIN_MM,
                    left_out=case.left_out & ~outside[None], lesions=[])
 
 
+def small_chest(case: folds.Case, scale: float = SMALL_CHEST) -> folds.Case | None:
+    """The scan and its reference scaled by ``scale`` in-plane about the image's centre, at the same pixel size,
+    the scan's lowest value around them; None for pixels of 1 mm or more."""
+    if max(case.ct.spacing[:2]) >= 1.0:
+        return None
+
+    def scaled(a: np.ndarray, order: int, fill: float) -> np.ndarray:
+        small = ndimage.zoom(a, (1, scale, scale), order=order)
+        out = np.full(a.shape, fill, dtype=small.dtype)
+        y0, x0 = ((n - m) // 2 for n, m in zip(a.shape[1:], small.shape[1:]))
+        out[:, y0 : y0 + small.shape[1], x0 : x0 + small.shape[2]] = small
+        return out
+
+    hu = case.ct.array.astype(np.float32)
+    return replace(case, ct=replace(case.ct, array=scaled(hu, 1, float(hu.min()))), ref=scaled(case.ref, 0, 0),
+                   left_out=scaled(case.left_out.astype(np.uint8), 0, 0) > 0, lesions=[])
+
+
 def emphysema(case: folds.Case) -> folds.Case:
     """The reference lung's voxels below -500 HU moved 60 % of the way to air (-1000 HU): emphysema (lung1-002's
     median -799 HU goes to about -920, lidc-idri-0001's -873 to about -950)."""
@@ -183,6 +206,7 @@ SHIFTS = {
     "field of view through the lungs": lambda c: field_of_view(c, -FOV_MARGIN_MM),
     "round field of view through the lungs": round_field_of_view,
     "the same, padded as air": lambda c: round_field_of_view(c, padding=AIR_PADDING_VALUE),
+    "a small chest": small_chest,
 }
 
 
@@ -220,8 +244,9 @@ def report(rows: list[dict]) -> str:
         "",
         "Made by `python benchmarks/shifts.py --report docs/results.md`; rows in [`results/shifts.json`](results/shifts.json). "
         "Each scan no shipped model trained on is changed (the script's docstring says how: noise, a sharp kernel, "
-        "thick slices, coarse pixels, a calibration offset, emphysema, a small field of view), segmented by each "
-        "shipped model and the classical method with their defaults, and scored against its reference changed alike. "
+        "thick slices, coarse pixels, a calibration offset, emphysema, a small field of view, a small chest), "
+        "segmented by each shipped model and the classical method with their defaults, and scored against its "
+        "reference changed alike. "
         "Cells: Dice outside "
         "the marked lesions (LUNG1-002: the GTV), then HD95 in mm; *change*: the Dice against the unchanged scan's. "
         "`–`: the change does not apply (the slices or pixels are already that coarse).",

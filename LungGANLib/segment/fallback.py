@@ -51,7 +51,8 @@ def _lung_ml(labels: np.ndarray, voxel_ml: float) -> float:
     return float(counts[1:].sum()) * voxel_ml
 
 
-def _shipped(options) -> bool:
+def shipped_model(options) -> bool:
+    """Whether ``options`` segment with a shipped model (the default, or one beside it), trained on our four patients."""
     from ..models.weights import DEFAULT_MODEL
 
     return options.model is None or Path(options.model).resolve().parent == DEFAULT_MODEL.resolve().parent
@@ -78,7 +79,7 @@ def where_the_view_cuts(
     """``labels`` with, on the slices ``near`` (whose lung the field of view cuts or comes near, holding ``cut``), the
     classical method's lung where a shipped generator's mask has none (see the module); a warning says on how many
     slices the field of view cuts the lungs. ``held``: as :func:`_classical` keeps it."""
-    if near.size and _shipped(options):
+    if near.size and shipped_model(options):
         ours, theirs = labels[near], _classical(volume, options, held)[near]
         labels[near] = np.where((ours == 0) & (theirs > 0), theirs, ours)
     if cut.size:
@@ -90,7 +91,7 @@ def unless_lung_is_lost(labels: np.ndarray, volume, options, aerated_ml: float, 
     """The generator's ``labels``, or the classical method's where a shipped generator lost lung (see the module):
     ``options`` are the segmentation's, ``aerated_ml`` from :func:`aerated_inside_ml`, ``held`` as :func:`_classical`
     keeps it."""
-    if not _shipped(options):
+    if not shipped_model(options):
         return labels  # your own model's mask stays yours (and its empty mask blames the model)
     found = _lung_ml(labels, volume.voxel_volume_ml)
     if found >= LOST_SHARE * aerated_ml:

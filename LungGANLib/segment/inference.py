@@ -26,12 +26,12 @@ from ..models.weights import ModelInfo, load_model
 from .classical import airways_in_box, body_mask, remove_airways, segment_classical
 from .domes import drop_domes
 from .envelope import DEFAULT_ENVELOPE
-from .fallback import unless_lung_is_lost, warn_if_empty, where_the_view_cuts
+from .fallback import shipped_model, unless_lung_is_lost, warn_if_empty, where_the_view_cuts
 from .never_lung import never_lung, never_lung_figures, remove_never_lung
 from .postprocess import postprocess_in_box
 from .preprocess import (
-    air_inside_per_slice, context_offset, from_network, lung_slices, network_input, padding_told_from_air,
-    wall_beside_a_cut_lung,
+    air_inside_per_slice, context_offset, from_network, lung_frame, lung_slices, network_input,
+    padding_told_from_air, wall_beside_a_cut_lung,
 )
 from .report import warn_implausible
 from .review import review_step
@@ -77,10 +77,8 @@ def probability_batches(
 
     Args:
         hu: (z, y, x) HU, canonical orientation.
-        generator: the network, in eval mode, on ``device``.
-        info: its preprocessing settings.
-        device: where to compute.
-        batch_size: slices per forward pass.
+        generator, info: the network, in eval mode, on ``device``, and its preprocessing settings.
+        device, batch_size: where to compute, and slices per forward pass.
         slices: indices of slices to run (default: all).
         slice_mm: the slice spacing, mm: where a 2.5D generator's neighbouring slices lie (``info.context_mm``).
 
@@ -113,6 +111,7 @@ def predict_probabilities(
     slices: np.ndarray | None = None,
     progress: Progress | None = None,
     slice_mm: float = 0.0,
+    frame: tuple[slice, slice] | None = None,
 ) -> np.ndarray:
     """Run the generator over axial slices (:func:`probability_batches`) and return binary lung masks.
 
@@ -120,15 +119,16 @@ def predict_probabilities(
         hu, generator, info, device, batch_size, slice_mm: as :func:`probability_batches` takes them.
         slices: indices of slices to run (default: all); the rest stay empty.
         progress: called with (done, total) after each batch.
+        frame: the rows and columns shown to the generator (:func:`~.preprocess.lung_frame`); None: all.
 
     Returns:
         Boolean (z, y, x) mask: probability above ``info.threshold``.
     """
     out = np.zeros(hu.shape, dtype=bool)
     total = hu.shape[0] if slices is None else len(slices)
-    done = 0
-    for index, prob in probability_batches(hu, generator, info, device, batch_size, slices, slice_mm):
-        out[index] = (prob > info.threshold).cpu().numpy()
+    done, (rows, cols) = 0, frame or (slice(None), slice(None))
+    for index, prob in probability_batches(hu[:, rows, cols], generator, info, device, batch_size, slices, slice_mm):
+        out[index, rows, cols] = (prob > info.threshold).cpu().numpy()
         done += len(index)
         if progress:
             progress(done, total)
@@ -253,7 +253,9 @@ def _segment(volume: CTVolume, options: SegmentOptions, progress, model, finding
         batch_size = options.batch_size or (CPU_BATCH_SIZE if device.type == "cpu" else GPU_BATCH_SIZE)
         check_batch_fits(batch_size, info, device)
         shown, (top, left), cut, near = wall_beside_a_cut_lung(hu, body, volume.spacing)  # a lung the view cuts, nears
-        mask = predict_probabilities(shown, generator, info, device, batch_size, todo, progress, volume.spacing[2])
+        frame = lung_frame(hu, body, todo, shown.shape[1:], (top, left)) if shipped_model(options) else None
+        mask = predict_probabilities(shown, generator, info, device, batch_size, todo, progress, volume.spacing[2],
+                                     frame)
         mask = np.ascontiguousarray(mask[:, top : top + hu.shape[1], left : left + hu.shape[2]])
         del shown
         mask &= body

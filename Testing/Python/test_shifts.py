@@ -137,3 +137,20 @@ def test_emphysema_moves_only_the_reference_lungs_aerated_voxels_towards_air(shi
     assert moved.any() and (~moved).any()
     assert np.allclose(darker[moved], -1000 + (hu[moved] + 1000) * (1 - shifts.EMPHYSEMA_SHARE))
     assert np.array_equal(darker[~moved], hu[~moved])
+
+
+def test_a_small_chest_is_the_scan_scaled_about_its_centre_with_its_lowest_value_around(shifts, case):
+    small = shifts.small_chest(case)
+    hu, ref = small.ct.array, small.ref
+    assert hu.shape == case.ct.array.shape and small.ct.spacing == case.ct.spacing
+    # 64 x 80 pixels at 0.6: 38 x 48 in the middle (rows 13-50, columns 16-63), the lowest value around them.
+    inner = np.zeros(hu.shape[1:], bool)
+    inner[13:51, 16:64] = True
+    assert (hu[:, ~inner] == case.ct.array.min()).all()
+    # Each lung's area scales by 0.36 (to a pixel's rounding along its edges), and the lungs stay apart.
+    for value in (1, 2):
+        before, after = (case.ref == value).sum(), (ref == value).sum()
+        assert abs(after / before - 0.36) < 0.05
+    assert not ref[:, ~inner].any()
+    coarse = replace(case, ct=replace(case.ct, spacing=(1.0, 1.0, case.ct.spacing[2])))
+    assert shifts.small_chest(coarse) is None
