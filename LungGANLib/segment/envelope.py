@@ -149,8 +149,7 @@ def _fill_depth_in_hull(
                 both[ys[inside], mirrored[inside]] = True
             # On the lungs' box: the hull lies within it, and a ring of one pixel around it holds the nearest
             # pixel outside the hull of every pixel inside (the same depths as on the whole slice, a third the time).
-            ys, xs = np.nonzero(both)
-            box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+            box = bounding_box(both)
             hull = np.pad(convex_hull_image(both[box]), 1)
             depth[z][box] = ndimage.distance_transform_edt(hull, sampling=(spacing[1], spacing[0]))[1:-1, 1:-1]
 

@@ -21,6 +21,19 @@ def old_lesion_model() -> Path:
     return REPO / "Testing" / "Data" / "Models" / "lunggan-lesions-675e7ee.safetensors"
 
 
+@pytest.fixture
+def own_copy_of_the_default(tmp_path) -> Path:
+    """The shipped default's weights and card copied to a folder of the test's own: to LungGAN, a model of your own
+    (no fallback, no framing: what is only for the shipped models)."""
+    from LungGANLib.models.weights import DEFAULT_MODEL, card_path
+
+    mine = tmp_path / "mine.safetensors"
+    mine.write_bytes(DEFAULT_MODEL.read_bytes())
+    if card_path(DEFAULT_MODEL).exists():
+        card_path(mine).write_bytes(card_path(DEFAULT_MODEL).read_bytes())
+    return mine
+
+
 @pytest.fixture(scope="session")
 def data() -> Path:
     """The shared data folder; the suite needs it (CI lays it beside the clone)."""

@@ -37,17 +37,9 @@ def test_the_default_holds_about_as_much_lung_as_there_is_aerated_tissue_in_the_
     assert 0.95 * aerated <= found <= 1.1 * aerated  # far above LOST_SHARE: the fallback stays out of the way
 
 
-def _own_copy_of_the_default(folder):
-    from LungGANLib.models.weights import DEFAULT_MODEL
-
-    mine = folder / "mine.safetensors"
-    mine.write_bytes(DEFAULT_MODEL.read_bytes())
-    if DEFAULT_MODEL.with_suffix(".json").exists():  # its card beside it
-        mine.with_suffix(".json").write_bytes(DEFAULT_MODEL.with_suffix(".json").read_bytes())
-    return mine
-
-
-def test_where_the_field_of_view_cuts_the_lungs_the_classical_methods_lung_joins_the_mask(cip, caplog, tmp_path):
+def test_where_the_field_of_view_cuts_the_lungs_the_classical_methods_lung_joins_the_mask(
+    cip, caplog, own_copy_of_the_default
+):
     """cip-ct-64 cut 5 mm inside its lungs on every side (benchmarks/shifts.py's "field of view through the lungs")."""
     ct, ref = cip
     box = (slice(None), *box_inside_the_lungs(ref, ct.spacing[0]))
@@ -61,7 +53,7 @@ def test_where_the_field_of_view_cuts_the_lungs_the_classical_methods_lung_joins
     said = fallback.view_cut_text(cut_slices.size, cut.array.shape[0])
     assert said in caplog.text and findings["review"].as_dict()["scan_flags"] == [said]
     classical = segment(cut, SegmentOptions(method="classical", device="cpu"))
-    mine = segment(cut, SegmentOptions(device="cpu", model=str(_own_copy_of_the_default(tmp_path))))  # no union
+    mine = segment(cut, SegmentOptions(device="cpu", model=str(own_copy_of_the_default)))  # no union
     joined = np.flatnonzero((labels != mine).any(axis=(1, 2)))
     assert joined.size and set(joined) <= set(near_slices)  # only the slices the field of view cuts or comes near
     assert ((labels[joined] > 0) >= (classical[joined] > 0)).all()  # every classical lung voxel
@@ -71,7 +63,7 @@ def test_where_the_field_of_view_cuts_the_lungs_the_classical_methods_lung_joins
 
 
 def test_a_generator_that_loses_the_lung_is_replaced_by_the_classical_method_with_a_warning(cip, caplog, monkeypatch,
-                                                                                            tmp_path):
+                                                                                            own_copy_of_the_default):
     ct, ref = cip
     classical = segment(ct, SegmentOptions(method="classical", device="cpu"))
     own = segment(ct, SegmentOptions(device="cpu"))
@@ -91,7 +83,7 @@ def test_a_generator_that_loses_the_lung_is_replaced_by_the_classical_method_wit
     assert "the classical method's mask is written instead" in caplog.text
     assert dice(labels > 0, ref) > 0.97
     # A model of your own (the shipped weights, copied elsewhere) keeps its mask: an evaluation of it needs it.
-    mine = _own_copy_of_the_default(tmp_path)
+    mine = own_copy_of_the_default
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         labels = segment(ct, SegmentOptions(device="cpu", model=str(mine)))

@@ -125,14 +125,12 @@ def test_the_post_processing_on_the_masks_box_gives_the_labels_of_the_whole_scan
     np.testing.assert_array_equal(labels, whole)
 
 
-def test_narrow_lungs_are_shown_to_a_shipped_generator_framed_closer(held_out, tmp_path):
-    """lidc-idri-0001 scaled to half its size in-plane, in the middle of its grid (a small chest in a large field of
-    view): its lungs span 0.34 of the image, under the narrowest the shipped generator was trained on. Framed, it
-    scores as the classical method does; a model of your own (the same weights, copied elsewhere) sees the image as
-    it is and loses lung. The scan itself spans 0.67: not framed."""
-    from dataclasses import replace
-
-    from scipy import ndimage
+def test_narrow_lungs_are_shown_to_a_shipped_generator_framed_closer(held_out, own_copy_of_the_default):
+    """lidc-idri-0001 scaled to half its size in-plane, in the middle of its grid (benchmarks/shifts.py's small chest,
+    smaller still): its lungs span 0.34 of the image, under the narrowest the shipped generator was trained on.
+    Framed, it scores as the classical method does; a model of your own (the same weights, copied elsewhere) sees
+    the image as it is and loses lung. The scan itself spans 0.67: not framed."""
+    from benchmark_modules import load_benchmark
 
     from LungGANLib.segment.classical import body_mask
     from LungGANLib.segment.preprocess import FRAME_MIN_SHARE, lung_frame
@@ -140,26 +138,17 @@ def test_narrow_lungs_are_shown_to_a_shipped_generator_framed_closer(held_out, t
     ct, reference = held_out
     body = body_mask(ct.array)
     assert lung_frame(ct.array, body, lung_slices(ct.array, body), ct.array.shape[1:]) is None
-
-    def half(a, order, fill):
-        small = ndimage.zoom(a, (1, 0.5, 0.5), order=order)
-        out = np.full(a.shape, fill, dtype=small.dtype)
-        y0, x0 = [(n - m) // 2 for n, m in zip(a.shape[1:], small.shape[1:])]
-        out[:, y0 : y0 + small.shape[1], x0 : x0 + small.shape[2]] = small
-        return out
-
-    small = replace(ct, array=half(ct.array, 1, ct.array.min()))
-    ref = half(reference, 0, 0) > 0
+    shifts = load_benchmark("shifts")
+    case = shifts.folds.Case("lidc-idri-0001", ct, reference, [], np.zeros(reference.shape, dtype=bool))
+    scaled = shifts.small_chest(case, scale=0.5)
+    small, ref = scaled.ct, scaled.ref > 0
     body = body_mask(small.array)
     rows, cols = lung_frame(small.array, body, lung_slices(small.array, body), small.array.shape[1:])
     _, ys, xs = np.nonzero(ref)
     widest = max(np.ptp(ys), np.ptp(xs)) + 1
     assert FRAME_MIN_SHARE - 0.05 <= widest / max(rows.stop - rows.start, cols.stop - cols.start) <= 1.0
     assert rows.start <= ys.min() and ys.max() < rows.stop and cols.start <= xs.min() and xs.max() < cols.stop
-    mine = tmp_path / "mine.safetensors"
-    mine.write_bytes(DEFAULT_MODEL.read_bytes())
-    card_path(mine).write_bytes(card_path(DEFAULT_MODEL).read_bytes())
     framed = dice(segment(small, SegmentOptions(device="cpu")) > 0, ref)
-    as_it_is = dice(segment(small, SegmentOptions(device="cpu", model=str(mine))) > 0, ref)
+    as_it_is = dice(segment(small, SegmentOptions(device="cpu", model=str(own_copy_of_the_default))) > 0, ref)
     classical = dice(segment(small, SegmentOptions(method="classical", device="cpu")) > 0, ref)
     assert framed >= classical - 0.002 and framed > as_it_is + 0.003, (framed, as_it_is, classical)
