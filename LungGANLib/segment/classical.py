@@ -4,7 +4,8 @@ This is the paper's "Morph" baseline and the bootstrap of the reference masks:
 
 1. the body: soft tissue above ``body_threshold_hu``, holes filled slice by
    slice, largest 3D component (drops the table and air outside the body);
-2. lung candidates: voxels below ``lung_threshold_hu`` inside the body;
+2. lung candidates: voxels below ``lung_threshold_hu`` inside the body, specks
+   dropped where the pixels are fine (``speck_mm``);
 3. the trachea and main bronchi: grown from a seed found in the upper slices
    and removed with a small margin;
 4. the lungs: see :func:`LungGANLib.segment.postprocess.postprocess` (components,
@@ -264,6 +265,8 @@ def lung_candidates(
         box = bounding_box(airways) if airways.any() else None
         found["airways"] = None if box is None else (box, airways[box].copy())
     del airways
+    if 3 * max(spacing[0], spacing[1]) > params.speck_mm:
+        return candidates
     # Drop specks so the component analysis sees clean shapes; in-plane, so slab by slab in the same memory.
     for start in range(0, candidates.shape[0], SLAB):
         slab = candidates[start : start + SLAB]

@@ -11,6 +11,8 @@ third (``docs/benchmarks.md``). Its labels (a byte a voxel of the review's grid)
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+
 import numpy as np
 
 from ..io.volumes import CTVolume
@@ -39,7 +41,9 @@ def second_opinion(volume: CTVolume, options, airways=None, body=None) -> np.nda
     grown = airways if airways is not None or step == 1 else \
         airways_in_box(volume.array, body_mask(volume.array, options.params), volume.spacing, options.params)
     known = None if grown is None else airways_on_grid(grown, hu.shape, step)  # not grown again
-    return segment_classical(hu, spacing, options.params, single_label=options.single_label,
+    # Specks are judged at the scan's own pixels (ClassicalParams.speck_mm), as the classical method judges them there.
+    params = replace(options.params, speck_mm=options.params.speck_mm * step)
+    return segment_classical(hu, spacing, params, single_label=options.single_label,
                              fill_holes=options.fill_holes, envelope=False, airways=known, body=body)
 
 

@@ -28,6 +28,30 @@ def test_classical_matches_the_chest_imaging_platform_mask(cip):
     assert set(np.unique(labels)) == {0, RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL}
 
 
+def test_coarse_pixels_keep_the_thin_lung_of_the_bases(cip):
+    """On 4.2 mm pixels no speck opening runs (``ClassicalParams.speck_mm``): a 3-pixel one cut the thin lung of the recesses
+    behind the domes, which the Chest Imaging Platform's mask holds (47 % of it kept on the six lowest lung
+    slices with the opening, 96 % without)."""
+    ct, ref = cip
+    labels = segment_classical(ct.array, ct.spacing)
+    lowest = np.flatnonzero((ref > 0).any(axis=(1, 2)))[:6]
+    kept = ((labels > 0) & (ref > 0))[lowest].sum() / (ref > 0)[lowest].sum()
+    assert kept > 0.9
+
+
+def test_the_speck_opening_follows_the_pixel_size():
+    """A lung candidate two pixels wide is a speck on 0.7 mm pixels (1.4 mm) and lung on 4 mm pixels (8 mm)."""
+    from LungGANLib.segment.classical import lung_candidates
+
+    hu = np.full((3, 40, 40), 40.0)
+    hu[:, 5:35, 5:35] = -80.0  # fat inside the body
+    hu[:, 10:30, 10:12] = -850.0  # a strip of lung two pixels wide
+    for pixel, kept in ((0.7, False), (4.0, True)):
+        candidates = lung_candidates(hu, (pixel, pixel, 2.0))
+        assert candidates[:, 10:30, 10:12].all() == kept
+        assert not candidates[:, :, 13:].any()
+
+
 def test_right_lung_is_on_the_patients_right(cip):
     ct, _ = cip
     labels = segment_classical(ct.array, ct.spacing)

@@ -370,6 +370,26 @@ def test_a_second_opinion_made_on_the_review_grid_counts_as_the_full_one(case):
         review_slices(missed, ct.array, ct.spacing, other=labels[:, ::3, ::3], step=2)
 
 
+@pytest.mark.parametrize("name, opened", [("ct/lidc-idri-0001.nii.gz", True), ("fixtures/cip-ct-64/ct-64.nrrd", False)])
+def test_the_second_opinion_judges_specks_at_the_scan_s_own_pixels(monkeypatch, data, name, opened):
+    """lidc-idri-0001's 0.7 mm pixels are judged on a 1.4 mm grid, whose 3 pixels span more than ``speck_mm``: its
+    candidates are still opened, as the classical method opens them on the scan's pixels; cip-ct-64's 4.2 mm
+    pixels are not opened on either."""
+    from LungGANLib.segment import second_opinion
+    from LungGANLib.segment.inference import SegmentOptions
+    from LungGANLib.segment.review import review_step
+
+    ct = load_ct(data / name)
+    seen = {}
+    monkeypatch.setattr(second_opinion, "segment_classical", lambda hu, spacing, params, **kw: seen.update(
+        spacing=spacing, params=params) or np.zeros(hu.shape, dtype=np.uint8))
+    second_opinion.second_opinion(ct, SegmentOptions(method="gan"))
+    step = review_step(ct.spacing)
+    assert seen["spacing"][0] == pytest.approx(ct.spacing[0] * step)
+    assert (3 * ct.spacing[0] <= seen["params"].speck_mm / step) == opened
+    assert (3 * seen["spacing"][0] <= seen["params"].speck_mm) == opened
+
+
 def _deepest(lung: np.ndarray) -> tuple[int, int]:
     """The pixel of a slice's lung farthest from its edge."""
     from scipy import ndimage
