@@ -29,9 +29,9 @@ def test_classical_matches_the_chest_imaging_platform_mask(cip):
 
 
 def test_coarse_pixels_keep_the_thin_lung_of_the_bases(cip):
-    """On 4.2 mm pixels no speck opening runs (``ClassicalParams.speck_mm``): a 3-pixel one cut the thin lung of the recesses
-    behind the domes, which the Chest Imaging Platform's mask holds (47 % of it kept on the six lowest lung
-    slices with the opening, 96 % without)."""
+    """On 4.2 mm pixels no speck opening runs (``ClassicalParams.speck_mm``): a 3-pixel one cut the thin lung of
+    the recesses behind the domes, which the Chest Imaging Platform's mask holds (47 % of it kept on the six
+    lowest lung slices with the opening, 96 % without)."""
     ct, ref = cip
     labels = segment_classical(ct.array, ct.spacing)
     lowest = np.flatnonzero((ref > 0).any(axis=(1, 2)))[:6]
