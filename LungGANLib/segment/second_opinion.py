@@ -17,7 +17,7 @@ import numpy as np
 
 from ..io.volumes import CTVolume
 from .classical import airways_in_box, airways_on_grid, body_mask, segment_classical
-from .fallback import view_cut_text
+from .fallback import holding_lung, view_cut_text
 from .review import Review, review_grid, review_slices, review_step
 
 
@@ -70,6 +70,7 @@ def review_of(
     other = other.result() if other is not None else second_opinion(volume, options, airways, body)
     review = review_slices(labels, volume.array, volume.spacing, removed=removed, single_label=options.single_label,
                            other=other, step=review_step(volume.spacing), airways=airways)
+    cut = None if cut is None else holding_lung(cut, labels)
     if cut is not None and cut.size:
         review.scan.append(view_cut_text(cut.size, labels.shape[0]))
     return review

@@ -5,6 +5,7 @@ ways."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -18,6 +19,7 @@ from LungGANLib.evaluate.metrics import dice, hausdorff
 from LungGANLib.evaluate.references import case_by_name, reference_path
 from LungGANLib.io import load_ct, mask_from_image
 from LungGANLib.segment.classical import PADDING_HU, body_mask
+from LungGANLib.segment.fallback import view_cut_text
 from LungGANLib.segment.inference import SegmentOptions, segment
 from LungGANLib.segment.morphology import fill_holes_per_slice, holes_cut_by_the_edge
 from LungGANLib.config import AIR_HU
@@ -121,6 +123,22 @@ def test_the_generator_is_shown_a_wall_where_a_field_of_view_cuts_a_lung(lidc):
         labels = segment(scan, SegmentOptions(device="cpu")) > 0
         assert dice(labels, shown_ref) >= whole - 0.002
         assert not labels[scan.array < PADDING_HU].any()  # the outline and the bases never grow into the padding
+
+
+def test_the_cut_is_counted_on_the_slices_that_hold_lung(lidc, caplog):
+    """A square field of view through lidc-idri-0001's lungs meets bowel gas below them: those slices are cut, not
+    counted (the warning and the review's scan flag say the slices with lung)."""
+    ct, ref = lidc
+    cut, shown = _cut(ct, ref, round_view=False)
+    findings: dict = {}
+    with caplog.at_level(logging.WARNING):
+        labels = segment(cut, SegmentOptions(device="cpu", review=True), findings=findings)
+    _, _, cut_slices, _ = wall_beside_a_cut_lung(cut.array, body_mask(cut.array), cut.spacing)
+    counted = cut_slices[labels[cut_slices].any(axis=(1, 2))]
+    below = [z for z in cut_slices if not shown[z].any()]
+    assert below and max(below) < min(counted) and shown[counted].any(axis=(1, 2)).all()
+    said = view_cut_text(counted.size, cut.array.shape[0])
+    assert said in caplog.text and findings["review"].scan == [said]
 
 
 def test_where_a_round_field_of_view_leaves_the_lungs_a_thin_wall_the_default_keeps_them(data):
