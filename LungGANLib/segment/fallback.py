@@ -73,26 +73,21 @@ def view_cut_text(slices: int, of: int) -> str:
             "and the report's figures are short")
 
 
-def holding_lung(cut: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The slices of ``cut`` on which ``labels`` hold lung: what the warning and the review count. A field of view's
-    edge also meets aerated tissue where there is no lung: a square one through lidc-idri-0001's lungs meets bowel gas
-    on 12 slices below them (74 cut, 62 with lung)."""
-    return cut[labels[cut].any(axis=(1, 2))] if cut.size else cut
-
-
 def where_the_view_cuts(
     labels: np.ndarray, volume, options, cut: np.ndarray, near: np.ndarray, held: dict
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """``labels`` with, on the slices ``near`` (whose lung the field of view cuts or comes near, holding ``cut``), the
-    classical method's lung where a shipped generator's mask has none (see the module); a warning says on how many
-    slices the field of view cuts the lungs. ``held``: as :func:`_classical` keeps it."""
+    classical method's lung where a shipped generator's mask has none (see the module), and the slices of ``cut`` on
+    which they hold lung; a warning says how many (the review's scan flag counts the same). A field of view's edge
+    also meets aerated tissue where there is no lung: a square one through lidc-idri-0001's lungs meets bowel gas on
+    12 slices below them (74 cut, 62 with lung). ``held``: as :func:`_classical` keeps it."""
     if near.size and shipped_model(options):
         ours, theirs = labels[near], _classical(volume, options, held)[near]
         labels[near] = np.where((ours == 0) & (theirs > 0), theirs, ours)
-    cut = holding_lung(cut, labels)
+    cut = cut[np.fromiter((labels[z].any() for z in cut), dtype=bool, count=cut.size)]  # no copy of the cut slices
     if cut.size:
         logger.warning("%s: %s", volume.source or "the volume", view_cut_text(cut.size, labels.shape[0]))
-    return labels
+    return labels, cut
 
 
 def unless_lung_is_lost(labels: np.ndarray, volume, options, aerated_ml: float, held: dict) -> np.ndarray:

@@ -292,7 +292,7 @@ def _segment(volume: CTVolume, options: SegmentOptions, progress, model, finding
         if options.single_label:  # only now: each lung's bronchi are found with its own holes
             labels[labels > 0] = 1
         held: dict = {}  # the classical method's mask, where a fallback needs it
-        labels = where_the_view_cuts(labels, volume, options, cut, near, held)
+        labels, cut = where_the_view_cuts(labels, volume, options, cut, near, held)  # cut: the slices holding lung
         labels = unless_lung_is_lost(labels, volume, options, aerated_ml, held)
     found = (remove_never_lung if options.guard_rail else never_lung)(labels, hu, volume.spacing)
     if options.review and findings is not None:

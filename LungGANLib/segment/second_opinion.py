@@ -17,7 +17,7 @@ import numpy as np
 
 from ..io.volumes import CTVolume
 from .classical import airways_in_box, airways_on_grid, body_mask, segment_classical
-from .fallback import holding_lung, view_cut_text
+from .fallback import view_cut_text
 from .review import Review, review_grid, review_slices, review_step
 
 
@@ -65,12 +65,12 @@ def review_of(
     what the guard rail removed (None: it did not run); ``airways``: those left out of the mask (box and mask);
     ``body``: the patient's body on the review's grid, found for the segmentation (None: found again);
     ``other``: the second opinion already started (:func:`second_opinion_beside`), or None to work it out here;
-    ``cut``: the slices whose lung the field of view cuts (a whole-scan flag), or None.
+    ``cut``: the slices whose lung the field of view cuts, as :func:`~.fallback.where_the_view_cuts` counts them (a
+    whole-scan flag), or None.
     """
     other = other.result() if other is not None else second_opinion(volume, options, airways, body)
     review = review_slices(labels, volume.array, volume.spacing, removed=removed, single_label=options.single_label,
                            other=other, step=review_step(volume.spacing), airways=airways)
-    cut = None if cut is None else holding_lung(cut, labels)
     if cut is not None and cut.size:
         review.scan.append(view_cut_text(cut.size, labels.shape[0]))
     return review
