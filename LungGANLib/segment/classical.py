@@ -265,8 +265,8 @@ def lung_candidates(
         box = bounding_box(airways) if airways.any() else None
         found["airways"] = None if box is None else (box, airways[box].copy())
     del airways
-    if 3 * max(spacing[0], spacing[1]) > params.speck_mm:
-        return candidates
+    if IN_PLANE_SQUARE.shape[-1] * max(spacing[0], spacing[1]) > params.speck_mm:
+        return candidates  # coarse pixels: the opening's width would take real lung
     # Drop specks so the component analysis sees clean shapes; in-plane, so slab by slab in the same memory.
     for start in range(0, candidates.shape[0], SLAB):
         slab = candidates[start : start + SLAB]
