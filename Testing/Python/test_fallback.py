@@ -112,3 +112,30 @@ def test_the_classical_mask_replaces_the_generators_on_an_emphysematous_scan_dar
     labels = segment(darker, SegmentOptions(device="cpu"))
     assert dice(labels > 0, ref) > 0.97
     assert np.array_equal(labels, segment(darker, SegmentOptions(method="classical", device="cpu")))
+
+
+def test_where_the_generator_loses_some_of_a_darker_lung_the_classical_methods_lung_joins_it(cip, caplog, monkeypatch):
+    """cip-ct-64 20 HU darker: the generator keeps most of the lung (over LOST_SHARE) and loses the rest."""
+    ct, ref = cip
+    darker = replace(ct, array=ct.array.astype(np.float32) - 20.0)
+    monkeypatch.setattr(fallback, "FOUND_SHARE", 0.0)  # the rule off: the generator's mask as it comes
+    alone = segment(darker, SegmentOptions(device="cpu"))
+    monkeypatch.undo()
+    aerated = fallback.aerated_inside_ml(darker.array, body_mask(darker.array), ct.voxel_volume_ml)
+    classical = segment(darker, SegmentOptions(method="classical", device="cpu"))
+    found, by_threshold = ((m > 0).sum() * ct.voxel_volume_ml for m in (alone, classical))
+    assert fallback.LOST_SHARE * aerated < found < fallback.FOUND_SHARE * aerated  # not lost, not whole
+    assert found < fallback.JOIN_SHARE * by_threshold
+    with caplog.at_level(logging.WARNING):
+        labels = segment(darker, SegmentOptions(device="cpu"))
+    assert np.array_equal(labels, np.where(alone > 0, alone, classical))  # the classical lung where it had none
+    assert "the classical method's lung joins the mask" in caplog.text
+    assert dice(alone > 0, ref) < 0.95 and dice(labels > 0, ref) > 0.97
+
+
+def test_a_mask_that_holds_the_aerated_tissue_costs_no_second_method(cip, monkeypatch):
+    ct, _ = cip
+    ran = []
+    monkeypatch.setattr(fallback, "segment_classical", lambda *a, **k: ran.append(1))
+    segment(ct, SegmentOptions(device="cpu"))
+    assert not ran
