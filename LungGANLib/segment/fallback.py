@@ -14,7 +14,7 @@ A generator loses a darker lung by degrees: cip-ct-64 10, 20 and 30 HU darker, i
 aerated tissue (Dice 0.960, 0.909 and 0.841, where the classical method scored 0.977-0.975). So wherever its mask
 holds less than the aerated tissue (``FOUND_SHARE``: a mask that has the whole lung holds its vessels too) the
 classical method is run, and where the generator's mask holds under ``JOIN_SHARE`` of its lung (the two agree
-within 1 % on every shared scan, 0.994-1.002), the classical method's lung joins the mask, with a warning. A mask
+within 1 % on every shared scan, 0.994-1.003), the classical method's lung joins the mask, with a warning. A mask
 that holds more than the aerated tissue costs no second method: the masks of the shared scans hold 1.01-1.06 times it.
 
 What it cannot tell from lung: air inside the chest that is no lung. A pneumothorax that the generator leaves out sets
