@@ -107,7 +107,7 @@ def unless_lung_is_lost(labels: np.ndarray, volume, options, aerated_ml: float, 
     """The generator's ``labels``; the classical method's where a shipped generator lost most of the lung, and with
     its lung joined (in place) where it lost some (see the module):
     ``options`` are the segmentation's, ``aerated_ml`` from :func:`aerated_inside_ml`, ``held`` as :func:`_classical`
-    keeps it."""
+    keeps it, with what was done in words under ``"said"`` (the warning, and the review's whole-scan flag)."""
     if not shipped_model(options):
         return labels  # your own model's mask stays yours (and its empty mask blames the model)
     found = _lung_ml(labels, volume.voxel_volume_ml)
@@ -115,19 +115,18 @@ def unless_lung_is_lost(labels: np.ndarray, volume, options, aerated_ml: float, 
         return labels
     classical = _classical(volume, options, held)
     by_threshold = _lung_ml(classical, volume.voxel_volume_ml)
-    source = volume.source or "the volume"
+    said = f"the generator found {found:.0f} mL of lung where the classical method finds {by_threshold:.0f} mL; "
     if found < LOST_SHARE * aerated_ml and found < LOST_SHARE * by_threshold:
-        logger.warning("%s: the generator found %.0f mL of lung where the classical method finds %.0f mL; the classical "
-                       "method's mask is written instead (check it; --method classical gives it alone)",
-                       source, found, by_threshold)
+        held["said"] = said + "the classical method's mask is written instead (check it; --method classical gives it alone)"
+        logger.warning("%s: %s", volume.source or "the volume", held["said"])
         return classical
     if found >= JOIN_SHARE * by_threshold:
         return labels
     joined = (labels == 0) & (classical > 0)
     labels[joined] = classical[joined]
-    logger.warning("%s: the generator found %.0f mL of lung where the classical method finds %.0f mL; the classical "
-                   "method's lung joins the mask (%.0f mL; check it)", source, found, by_threshold,
-                   float(np.count_nonzero(joined)) * volume.voxel_volume_ml)
+    joined_ml = np.count_nonzero(joined) * volume.voxel_volume_ml
+    held["said"] = said + f"the classical method's lung joins the mask ({joined_ml:.0f} mL; check it)"
+    logger.warning("%s: %s", volume.source or "the volume", held["said"])
     return labels
 
 

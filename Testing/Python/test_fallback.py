@@ -126,10 +126,15 @@ def test_where_the_generator_loses_some_of_a_darker_lung_the_classical_methods_l
     found, by_threshold = ((m > 0).sum() * ct.voxel_volume_ml for m in (alone, classical))
     assert fallback.LOST_SHARE * aerated < found < fallback.FOUND_SHARE * aerated  # not lost, not whole
     assert found < fallback.JOIN_SHARE * by_threshold
+    findings: dict = {}
     with caplog.at_level(logging.WARNING):
-        labels = segment(darker, SegmentOptions(device="cpu"))
+        labels = segment(darker, SegmentOptions(device="cpu", review=True), findings=findings)
     assert np.array_equal(labels, np.where(alone > 0, alone, classical))  # the classical lung where it had none
-    assert "the classical method's lung joins the mask" in caplog.text
+    joined_ml = ((labels > 0) & (alone == 0)).sum() * ct.voxel_volume_ml
+    said = [m.split(": ", 1)[1] for m in caplog.messages if "the classical method's lung joins the mask" in m]
+    assert said == [f"the generator found {found:.0f} mL of lung where the classical method finds {by_threshold:.0f} "
+                    f"mL; the classical method's lung joins the mask ({joined_ml:.0f} mL; check it)"]
+    assert findings["review"].scan == said  # the review's whole-scan flag, word for word (Slicer shows it once)
     assert dice(alone > 0, ref) < 0.95 and dice(labels > 0, ref) > 0.97
 
 
