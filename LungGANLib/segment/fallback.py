@@ -5,17 +5,16 @@ On cip-ct-64 (64 pixels of 4.2 mm, emphysema: its lung's median -919 HU), 40 HU 
 4.7 L of lung, and with the lung moved towards air (``benchmarks/shifts.py``, "emphysema") it found none; the
 classical method, a threshold, found the lungs in both (Dice 0.974 and 0.978). On a chest CT the lungs are
 nearly all the aerated tissue inside the body: the default's masks of the shared scans hold 1.01-1.06 times the
-tissue below -500 HU inside it. A generator's mask that holds under ``LOST_SHARE`` of it has lost lung; the
-classical method is then run, and where the generator's mask holds under ``LOST_SHARE`` of the classical method's
-lung too, the classical mask takes its place and a warning says so. Only for the shipped models: a model of
-your own keeps its mask, as an evaluation of it needs.
+tissue below -500 HU inside it. A generator's mask that holds under ``LOST_SHARE`` of it and of the classical
+method's lung has lost most of the lung: the classical mask takes its place and a warning says so. Only for the
+shipped models: a model of your own keeps its mask, as an evaluation of it needs.
 
 A generator loses a darker lung by degrees: cip-ct-64 10, 20 and 30 HU darker, it held 0.99, 0.90 and 0.78 times the
 aerated tissue (Dice 0.960, 0.909 and 0.841, where the classical method scored 0.977-0.975). So wherever its mask
 holds less than the aerated tissue (``FOUND_SHARE``: a mask that has the whole lung holds its vessels too) the
 classical method is run, and where the generator's mask holds under ``JOIN_SHARE`` of its lung (the two agree
 within 1 % on every shared scan, 0.994-1.003), the classical method's lung joins the mask, with a warning. A mask
-that holds more than the aerated tissue costs no second method: the masks of the shared scans hold 1.01-1.06 times it.
+that holds the aerated tissue, as every shared scan's does, costs no second method.
 
 What it cannot tell from lung: air inside the chest that is no lung. A pneumothorax that the generator leaves out sets
 it off once it outweighs what the mask holds beyond the aerated tissue (its vessels and dense lung: a few per cent of
