@@ -85,28 +85,34 @@ def view_cut_text(slices: int, of: int) -> str:
             "and the report's figures are short")
 
 
+def _say(volume, held: dict, text: str) -> None:
+    """A warning, and the same words as one of the review's whole-scan flags (``held["said"]``, in order)."""
+    held.setdefault("said", []).append(text)
+    logger.warning("%s: %s", volume.source or "the volume", text)
+
+
 def where_the_view_cuts(
     labels: np.ndarray, volume, options, cut: np.ndarray, near: np.ndarray, held: dict
-) -> tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray:
     """``labels`` with, on the slices ``near`` (whose lung the field of view cuts or comes near, holding ``cut``), the
-    classical method's lung where a shipped generator's mask has none (see the module), and the slices of ``cut`` on
-    which they hold lung; a warning says how many (the review's scan flag counts the same). A field of view's edge
-    also meets aerated tissue where there is no lung: a square one through lidc-idri-0001's lungs meets bowel gas on
-    12 slices below them (74 cut, 62 with lung). ``held``: as :func:`_classical` keeps it."""
+    classical method's lung where a shipped generator's mask has none (see the module); a warning says on how many of
+    the slices of ``cut`` they hold lung. A field of view's edge also meets aerated tissue where there is no lung: a
+    square one through lidc-idri-0001's lungs meets bowel gas on 12 slices below them (74 cut, 62 with lung).
+    ``held``: as :func:`_classical` keeps it, and :func:`_say` what was said."""
     if near.size and shipped_model(options):
         ours, theirs = labels[near], _classical(volume, options, held)[near]
         labels[near] = np.where((ours == 0) & (theirs > 0), theirs, ours)
-    cut = cut[np.fromiter((labels[z].any() for z in cut), dtype=bool, count=cut.size)]  # no copy of the cut slices
-    if cut.size:
-        logger.warning("%s: %s", volume.source or "the volume", view_cut_text(cut.size, labels.shape[0]))
-    return labels, cut
+    holding = sum(1 for z in cut if labels[z].any())  # no copy of the cut slices
+    if holding:
+        _say(volume, held, view_cut_text(holding, labels.shape[0]))
+    return labels
 
 
 def unless_lung_is_lost(labels: np.ndarray, volume, options, aerated_ml: float, held: dict) -> np.ndarray:
     """The generator's ``labels``; the classical method's where a shipped generator lost most of the lung, and with
     its lung joined (in place) where it lost some (see the module):
     ``options`` are the segmentation's, ``aerated_ml`` from :func:`aerated_inside_ml`, ``held`` as :func:`_classical`
-    keeps it, with what was done in words under ``"said"`` (the warning, and the review's whole-scan flag)."""
+    keeps it, and :func:`_say` what was done."""
     if not shipped_model(options):
         return labels  # your own model's mask stays yours (and its empty mask blames the model)
     found = _lung_ml(labels, volume.voxel_volume_ml)
@@ -116,16 +122,14 @@ def unless_lung_is_lost(labels: np.ndarray, volume, options, aerated_ml: float, 
     by_threshold = _lung_ml(classical, volume.voxel_volume_ml)
     said = f"the generator found {found:.0f} mL of lung where the classical method finds {by_threshold:.0f} mL; "
     if found < LOST_SHARE * aerated_ml and found < LOST_SHARE * by_threshold:
-        held["said"] = said + "the classical method's mask is written instead (check it; --method classical gives it alone)"
-        logger.warning("%s: %s", volume.source or "the volume", held["said"])
+        _say(volume, held, said + "the classical method's mask is written instead (check it; --method classical gives it alone)")
         return classical
     if found >= JOIN_SHARE * by_threshold:
         return labels
     joined = (labels == 0) & (classical > 0)
     labels[joined] = classical[joined]
     joined_ml = np.count_nonzero(joined) * volume.voxel_volume_ml
-    held["said"] = said + f"the classical method's lung joins the mask ({joined_ml:.0f} mL; check it)"
-    logger.warning("%s: %s", volume.source or "the volume", held["said"])
+    _say(volume, held, said + f"the classical method's lung joins the mask ({joined_ml:.0f} mL; check it)")
     return labels
 
 

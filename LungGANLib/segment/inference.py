@@ -229,8 +229,8 @@ def segment(
 def _segment(volume: CTVolume, options: SegmentOptions, progress, model, findings) -> np.ndarray:
     """:func:`segment`, with the padding told from air."""
     hu = volume.array
-    beside = cut = None  # the review's second opinion, worked out beside the post-processing; the slices cut
-    held: dict = {}  # the classical method's mask, where a fallback needs it, and what the fallback did
+    beside = None  # the review's second opinion, worked out beside the post-processing
+    held: dict = {}  # the classical method's mask, where a fallback needs it, and what the fallbacks said
     if options.method == "classical":
         found_by_classical: dict = {}
         labels = segment_classical(
@@ -292,12 +292,12 @@ def _segment(volume: CTVolume, options: SegmentOptions, progress, model, finding
             remove_airways(labels, airways, volume.spacing, options.keep_bronchi and options.fill_holes)
         if options.single_label:  # only now: each lung's bronchi are found with its own holes
             labels[labels > 0] = 1
-        labels, cut = where_the_view_cuts(labels, volume, options, cut, near, held)  # cut: the slices holding lung
+        labels = where_the_view_cuts(labels, volume, options, cut, near, held)
         labels = unless_lung_is_lost(labels, volume, options, aerated_ml, held)
     found = (remove_never_lung if options.guard_rail else never_lung)(labels, hu, volume.spacing)
     if options.review and findings is not None:
         findings["review"] = review_of(labels, volume, options, found if options.guard_rail else None, airways,
-                                       other=beside, cut=cut, said=held.get("said"))
+                                       other=beside, said=held.get("said"))
     figures = never_lung_figures(found, volume.voxel_volume_ml)
     if figures["never_lung_ml"]:
         logger.info("%s: %s %s", volume.source or "the volume", "removed" if options.guard_rail else "found (kept, no guard rail)",

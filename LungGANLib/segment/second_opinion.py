@@ -17,7 +17,6 @@ import numpy as np
 
 from ..io.volumes import CTVolume
 from .classical import airways_in_box, airways_on_grid, body_mask, segment_classical
-from .fallback import view_cut_text
 from .review import Review, review_grid, review_slices, review_step
 
 
@@ -59,21 +58,17 @@ def second_opinion_beside(volume: CTVolume, options, airways=None, body=None) ->
 
 def review_of(
     labels: np.ndarray, volume: CTVolume, options, removed, airways=None, body=None,
-    other: Future | None = None, cut: np.ndarray | None = None, said: str | None = None,
+    other: Future | None = None, said: list[str] | None = None,
 ) -> Review:
     """Where to look in ``labels`` (:mod:`LungGANLib.segment.review`), indices on the canonical grid; ``removed``:
     what the guard rail removed (None: it did not run); ``airways``: those left out of the mask (box and mask);
     ``body``: the patient's body on the review's grid, found for the segmentation (None: found again);
     ``other``: the second opinion already started (:func:`second_opinion_beside`), or None to work it out here;
-    ``cut``: the slices whose lung the field of view cuts, as :func:`~.fallback.where_the_view_cuts` counts them (a
-    whole-scan flag), or None; ``said``: what the fallback did where the generator lost lung
-    (:func:`~.fallback.unless_lung_is_lost`), a whole-scan flag, or None.
+    ``said``: what the fallbacks said (:mod:`~.fallback`: a field of view that cuts the lungs, the classical method's
+    lung taken where the generator lost lung), the whole-scan flags, or None.
     """
     other = other.result() if other is not None else second_opinion(volume, options, airways, body)
     review = review_slices(labels, volume.array, volume.spacing, removed=removed, single_label=options.single_label,
                            other=other, step=review_step(volume.spacing), airways=airways)
-    if cut is not None and cut.size:
-        review.scan.append(view_cut_text(cut.size, labels.shape[0]))
-    if said:
-        review.scan.append(said)
+    review.scan.extend(said or [])
     return review
