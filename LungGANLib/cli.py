@@ -51,6 +51,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         grow_bases=not args.no_base_growth,
         remove_airways=not args.keep_airways,
         keep_bronchi=not args.no_bronchi,
+        masses=args.masses,
     )
     many = is_folder_output(args.output, args.input, args.all_series)
     if not many and len(args.input) > 1:

@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--no-guard-rail", action="store_true",
                      help="keep soft tissue found outside the rib cage, below the diaphragm or in the posterior "
                           "mediastinum (still reported)")
+    seg.add_argument("--masses", action="store_true",
+                     help="run the lesion model beside the generator and join the masses (2 cm across or more) it "
+                          "finds beyond the lungs: a tumour at the mediastinum or the chest wall")
     seg.add_argument("--series", help="SeriesInstanceUID when the DICOM folder holds several series")
     seg.add_argument("--overwrite", action="store_true", help="replace existing masks and report")
     seg.add_argument("--force", action="store_true", help="segment even if the input does not look like CT")

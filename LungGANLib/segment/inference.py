@@ -27,6 +27,7 @@ from .envelope import DEFAULT_ENVELOPE
 from .fallback import shipped_model, unless_lung_is_lost, warn_if_empty, where_the_view_cuts
 from .never_lung import never_lung, never_lung_figures, remove_never_lung
 from .postprocess import postprocess_in_box
+from .masses import join_masses, mass_finder
 from .network_pass import (  # noqa: F401  (probability_batches, Progress: part of this module's interface)
     CPU_BATCH_SIZE, GPU_BATCH_SIZE, Progress, check_batch_fits, predict_probabilities, probability_batches,
 )
@@ -76,6 +77,9 @@ class SegmentOptions:
         guard_rail: last, with either method, remove what the never-lung checks find: soft
             tissue outside the rib cage, below the diaphragm or in the posterior mediastinum
             (:mod:`LungGANLib.segment.never_lung`). Off, they are still found and reported.
+        masses: with ``gan``, run the lesion model's generator as well and join the masses it finds beyond the lungs,
+            2 cm across or more (:mod:`LungGANLib.segment.masses`). Off by default: the fold protocol did not choose it.
+        mass_model: the generator that finds them; None: the shipped ``lunggan-lesions``.
         params: classical and post-processing parameters.
     """
 
@@ -95,6 +99,8 @@ class SegmentOptions:
     remove_airways: bool = True
     keep_bronchi: bool = True
     guard_rail: bool = True
+    masses: bool = False
+    mass_model: str | os.PathLike | None = None
     review: bool = False
     params: ClassicalParams = DEFAULT_CLASSICAL
 
@@ -166,6 +172,7 @@ def _segment(volume: CTVolume, options: SegmentOptions, progress, model, finding
         mask = predict_probabilities(shown, generator, info, device, batch_size, todo, progress, volume.spacing[2],
                                      frame)
         mask = np.ascontiguousarray(mask[:, top : top + hu.shape[1], left : left + hu.shape[2]])
+        found = _masses_found(shown, options, device, batch_size, todo, volume.spacing[2], frame, hu, body, (top, left))
         del shown
         mask &= body
         if options.review and findings is not None:  # the body on the review's grid, not found again
@@ -202,6 +209,11 @@ def _segment(volume: CTVolume, options: SegmentOptions, progress, model, finding
             labels[labels > 0] = 1
         labels = where_the_view_cuts(labels, volume, options, cut, near, held)
         labels = unless_lung_is_lost(labels, volume, options, aerated_ml, held)
+        if found is not None:
+            joined = join_masses(labels, found, volume.spacing) * volume.voxel_volume_ml
+            del found
+            if joined:
+                logger.info("%s: %.1f mL of masses the lesion model finds joined the lungs", volume.source or "the volume", joined)
     found = (remove_never_lung if options.guard_rail else never_lung)(labels, hu, volume.spacing)
     if options.review and findings is not None:
         findings["review"] = review_of(labels, volume, options, found if options.guard_rail else None, airways,
@@ -215,6 +227,19 @@ def _segment(volume: CTVolume, options: SegmentOptions, progress, model, finding
     warn_implausible(labels, volume)
     warn_if_empty(labels, volume, options)
     return labels
+
+
+def _masses_found(shown, options, device, batch_size, todo, slice_mm, frame, hu, body, corner) -> np.ndarray | None:
+    """The mask of the generator that finds masses (:func:`~.masses.mass_finder`) on the CT's grid, or None."""
+    finder = mass_finder(options, device)
+    if finder is None:
+        return None
+    generator, info, shipped = finder
+    if shipped and frame is None:
+        frame = lung_frame(hu, body, todo, shown.shape[1:], corner)
+    found = predict_probabilities(shown, generator, info, device, batch_size, todo, None, slice_mm, frame if shipped else None)
+    (top, left), (rows, cols) = corner, hu.shape[1:]
+    return np.ascontiguousarray(found[:, top : top + rows, left : left + cols]) & body
 
 
 @dataclass
