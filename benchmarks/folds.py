@@ -30,7 +30,7 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -74,11 +74,16 @@ RUNS = REPO / "runs" / "folds"
 #: method and the references draw, and the threshold above which the rim trim takes a voxel off), and that with the
 #: lungs carried down through the aerated voxels beneath them up to 10 mm (``grow_bases``), and that with each
 #: lung keeping what of the grown airways its own hole filling takes, its lobar and segmental bronchi, as the
-#: classical method's does (``keep_bronchi``). The dome rule, the rim trim, the outline growth, the base growth and
-#: the bronchi act on the generator only. Every flag is spelled out, so a row means the same whatever the
+#: classical method's does (``keep_bronchi``); and that with the masses joined that the fold's lesion generator (the
+#: lesions-negatives recipe's, which ships as lunggan-lesions) finds beyond the lungs (``masses``: the rows exist
+#: where that fold's generator is trained). The dome rule, the rim trim, the outline growth, the base growth, the
+#: bronchi and the masses act on the generator only. Every flag is spelled out, so a row means the same whatever the
 #: pipeline's defaults become.
 _ALL = {"envelope": True, "drop_domes": True, "trim_rim": True, "guard_rail": True, "grow_outline": False,
-        "outline_steps": 1, "outline_hu": -400.0, "grow_bases": False, "remove_airways": False, "keep_bronchi": False}
+        "outline_steps": 1, "outline_hu": -400.0, "grow_bases": False, "remove_airways": False, "keep_bronchi": False,
+        "masses": False}
+_SHIPPED = _ALL | {"grow_outline": True, "outline_steps": 4, "outline_hu": -320.0, "grow_bases": True,
+                   "remove_airways": True, "keep_bronchi": True}
 RULES = {
     "all": _ALL,
     "no envelope": _ALL | {"envelope": False},
@@ -92,12 +97,14 @@ RULES = {
         "grow_outline": True, "outline_steps": 4, "outline_hu": -320.0, "remove_airways": True},
     "all + outline growth to 4 voxels at the lung threshold + bases grown + airways out": _ALL | {
         "grow_outline": True, "outline_steps": 4, "outline_hu": -320.0, "grow_bases": True, "remove_airways": True},
-    "all + outline growth to 4 voxels at the lung threshold + bases grown + airways out but the bronchi": _ALL | {
-        "grow_outline": True, "outline_steps": 4, "outline_hu": -320.0, "grow_bases": True, "remove_airways": True,
-        "keep_bronchi": True},
+    "all + outline growth to 4 voxels at the lung threshold + bases grown + airways out but the bronchi": _SHIPPED,
+    "all + outline growth to 4 voxels at the lung threshold + bases grown + airways out but the bronchi + masses":
+        _SHIPPED | {"masses": True},
     "none": {"envelope": False, "drop_domes": False, "trim_rim": False, "guard_rail": False, "grow_outline": False,
-             "grow_bases": False, "remove_airways": False, "keep_bronchi": False},
+             "grow_bases": False, "remove_airways": False, "keep_bronchi": False, "masses": False},
 }
+#: The recipe whose fold generator finds the masses of the ``masses`` rule set.
+MASS_RECIPE = "lesions-negatives"
 CLASSICAL_RULES = ("all", "no envelope", "no guard rail", "none")
 
 SELECTION_RULE = (
@@ -233,6 +240,12 @@ def fold_model(recipe: Recipe, fold: str) -> Path | None:
         return shipped_path(recipe)
     path = recipe.model(fold)
     return path if path.exists() else None
+
+
+def mass_model(fold: str) -> Path | None:
+    """The generator that finds the masses for a fold (``fold`` "external": the shipped one), None when not trained."""
+    recipe = recipe_named(MASS_RECIPE)
+    return shipped_path(recipe) if fold == "external" else fold_model(recipe, fold)
 
 
 def trained_model(recipe: Recipe, fold: str) -> Path:
@@ -396,6 +409,11 @@ def run_rows(recipes: list[Recipe], json_path: Path, rule_sets: tuple[str, ...] 
             if (candidate, rules, name) in done:
                 continue
             options = SegmentOptions(method=method, model=str(model_path) if model_path else None, device="cpu", **RULES[rules])
+            if options.masses:  # the fold's lesion generator finds them (on the external scans, the shipped one's)
+                finder = mass_model(fold)
+                if finder is None:
+                    continue
+                options = replace(options, mass_model=str(finder))
             findings: dict = {}
             start = time.perf_counter()
             labels = segment(case.ct, options, model=model, findings=findings)
@@ -517,11 +535,18 @@ def report(rows: list[dict], command: str) -> str:
     missing = [r.name for r in RECIPES if any((r.name, case) not in scored for case in HELD_OUT)]
     if missing:
         lines += ["", "Not ranked, for want of generators on every fold: " + ", ".join(missing) + "."]
-    some = {c: [r for r in RULES if (c, r) in keys] for c in dict.fromkeys(k[0] for k in keys) if c != "classical"}
-    some = {c: have for c, have in some.items() if len(have) < len(RULES)}
+    plain = [r for r in RULES if not RULES[r]["masses"]]  # the masses' rule set needs a second generator per fold
+    some = {c: [r for r in plain if (c, r) in keys] for c in dict.fromkeys(k[0] for k in keys) if c != "classical"}
+    some = {c: have for c, have in some.items() if len(have) < len(plain)}
     if some:
         lines += ["", "Scored with some rule sets only (`--rules`): " + "; ".join(
             f"{c} ({', '.join(have)})" for c, have in some.items()) + "."]
+    masses = [c for c in dict.fromkeys(k[0] for k in keys) if any((c, r) in keys for r in RULES if RULES[r]["masses"])]
+    if masses:
+        finders = [fold for fold in FOLDS if any(r["candidate"] in masses and RULES[r["rules"]]["masses"]
+                                                 and r["fold"] == fold for r in rows)]
+        lines += ["", f"With the masses joined (its generator: the {MASS_RECIPE} recipe's of each fold, trained for "
+                      f"{', '.join(finders)}): {', '.join(masses)}."]
     return "\n".join(lines) + "\n"
 
 

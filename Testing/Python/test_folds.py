@@ -179,7 +179,7 @@ def test_only_the_rule_sets_asked_for_are_scored_and_a_second_run_adds_the_rest(
     monkeypatch.setattr(folds, "load_model", lambda path: None)
     monkeypatch.setattr(folds, "segment", lambda ct, options, model=None, findings=None: scored.append(options) or np.zeros(1))
     monkeypatch.setattr(folds, "score", lambda case, labels, findings: {"dice": 1.0})
-    shipped = list(folds.RULES)[-2]
+    shipped = "all + outline growth to 4 voxels at the lung threshold + bases grown + airways out but the bronchi"
     rows = folds.run_rows([recipe], tmp_path / "rows.json", (shipped,))
     cases = set(folds.HELD_OUT) | set(folds.EXTERNAL)
     assert {(r["candidate"], r["rules"]) for r in rows} == {("fine-tuned", shipped)}  # not a classical rule set
@@ -264,3 +264,36 @@ def test_the_report_names_the_recipes_without_rows_on_every_fold_from_the_rows_a
     names = unranked.split(": ", 1)[1].rstrip(".").split(", ")
     assert "fine-tuned" in names and "first-baseline" not in names and "conservative" not in names
     assert set(names) == {r.name for r in folds.RECIPES} - {"first-baseline", "conservative"}
+
+
+def test_the_masses_rule_set_is_scored_only_where_the_folds_lesion_generator_finds_them(tmp_path, monkeypatch):
+    """Each held-out scan's masses come from its own fold's lesion generator (never one that saw the patient); a fold
+    without one gets no row, and the external scans get the shipped one."""
+    import numpy as np
+
+    folds = load_folds()
+    monkeypatch.setattr(folds, "REPO", tmp_path)
+    monkeypatch.setattr(folds, "RUNS", tmp_path / "runs" / "folds")
+    monkeypatch.setattr(folds.inference, "predict_probabilities", folds.inference.predict_probabilities)  # restored
+    recipe, finder = folds.recipe_named("fine-tuned"), folds.recipe_named(folds.MASS_RECIPE)
+    for fold in folds.FOLDS:
+        recipe.model(fold).parent.mkdir(parents=True, exist_ok=True)
+        recipe.model(fold).write_bytes(b"weights")
+    trained = ["lung-pet-ct-dx-a0001"]  # the finder of one fold besides lidc-idri-0001's, which ships
+    for fold in trained:
+        finder.model(fold).write_bytes(b"weights")
+    scored = []
+    monkeypatch.setattr(folds, "load_case", lambda name: folds.Case(name, None, None, [], None))
+    monkeypatch.setattr(folds, "load_model", lambda path: None)
+    monkeypatch.setattr(folds, "segment", lambda ct, options, model=None, findings=None: scored.append(options) or np.zeros(1))
+    monkeypatch.setattr(folds, "score", lambda case, labels, findings: {"dice": 1.0})
+    masses = next(r for r in folds.RULES if folds.RULES[r]["masses"])
+    rows = folds.run_rows([recipe], tmp_path / "rows.json", (masses,))
+    by_case = {r["case"]: r for r in rows}
+    held = [case for fold in ["lidc-idri-0001", *trained] for case in folds.FOLDS[fold]]
+    assert set(by_case) == set(held) | set(folds.EXTERNAL)
+    used = {Path(o.mass_model) for o in scored}
+    assert used == {folds.shipped_path(finder)} | {finder.model(fold) for fold in trained}
+    assert all(o.masses and o.mass_model for o in scored)
+    a0001 = [o for o in scored if Path(o.model) == recipe.model("lung-pet-ct-dx-a0001")]
+    assert {Path(o.mass_model) for o in a0001} == {finder.model("lung-pet-ct-dx-a0001")}
