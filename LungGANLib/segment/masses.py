@@ -103,8 +103,8 @@ def _thick_pieces(pieces, index, where, sampling, lungs_small, keep) -> None:
     crop = tuple(slice(max(0, w.start - p), min(n, w.stop + p)) for w, p, n in zip(where, pad, shape))
     piece = pieces[crop] == index
     depth = ndimage.distance_transform_edt(piece, sampling=sampling)
-    if depth.max() <= max(OPEN_MM, RADIUS_MM - 1e-6):
-        return  # nothing of it outlives the opening, or no ball of RADIUS_MM fits
+    if depth.max() < RADIUS_MM:
+        return  # no ball of RADIUS_MM fits in it (nor, RADIUS_MM being the larger, anything outlives the opening)
     core = ndimage.distance_transform_edt(depth <= OPEN_MM, sampling=sampling) <= OPEN_MM  # the opening
     core &= piece
     parts, count = label_components(core, np.ones((3, 3, 3), dtype=bool))

@@ -44,8 +44,8 @@ def test_a_mass_left_out_joins_the_lung_beside_it_and_thin_or_distant_tissue_doe
     # piece with the tumour. Beyond a ball's reach from the tumour (the opening's, 2 * OPEN_MM) none of it may join.
     rim = ndimage.binary_dilation(lungs, np.ones((1, 5, 5), dtype=bool)) & ~lungs
     beyond = ndimage.distance_transform_edt(~tumour, sampling=ct.spacing[::-1]) > 2 * masses.OPEN_MM
-    # A ball 3 cm across between the lungs that touches one at its edge: a piece of the mediastinum the lungs border
-    # on a few pixels of its outline, far under CONTACT_SHARE.
+    # A ball 3 cm across whose edge lies half a millimetre from a lung: a thick piece the lungs border on a few pixels
+    # of its outline, far under CONTACT_SHARE (a piece of the mediastinum or the chest wall beside them).
     far_from_lungs = ndimage.distance_transform_edt(~lungs, sampling=ct.spacing[::-1])
     zz, yy, xx = np.ogrid[: lungs.shape[0], : lungs.shape[1], : lungs.shape[2]]
     centres = np.argwhere(np.abs(far_from_lungs - 15.5) < 0.2)  # its edge half a millimetre from a lung
