@@ -161,16 +161,14 @@ def test_a_recipe_that_ships_nothing_is_trained_and_scored_on_the_shipped_fold_t
     assert folds.fold_model(regression, "lidc-idri-0001") == REPO / regression.shipped
 
 
-def test_only_the_rule_sets_asked_for_are_scored_and_a_second_run_adds_the_rest(tmp_path, monkeypatch):
-    """``--rules``: a new recipe can be scored with the shipped rules alone; the classical method gets the asked rule
-    sets it has; a later run with more rule sets adds only the rows that are missing."""
+def _scored_without_networks(folds, recipe, tmp_path, monkeypatch) -> list:
+    """``run_rows`` in ``tmp_path`` with a stand-in weights file for each of ``recipe``'s folds and no case, network or
+    score run: the options of every segmentation it asks for go into the returned list."""
     import numpy as np
 
-    folds = load_folds()
     monkeypatch.setattr(folds, "REPO", tmp_path)
     monkeypatch.setattr(folds, "RUNS", tmp_path / "runs" / "folds")
     monkeypatch.setattr(folds.inference, "predict_probabilities", folds.inference.predict_probabilities)  # restored
-    recipe = folds.recipe_named("fine-tuned")
     for fold in folds.FOLDS:
         recipe.model(fold).parent.mkdir(parents=True, exist_ok=True)
         recipe.model(fold).write_bytes(b"weights")
@@ -179,6 +177,15 @@ def test_only_the_rule_sets_asked_for_are_scored_and_a_second_run_adds_the_rest(
     monkeypatch.setattr(folds, "load_model", lambda path: None)
     monkeypatch.setattr(folds, "segment", lambda ct, options, model=None, findings=None: scored.append(options) or np.zeros(1))
     monkeypatch.setattr(folds, "score", lambda case, labels, findings: {"dice": 1.0})
+    return scored
+
+
+def test_only_the_rule_sets_asked_for_are_scored_and_a_second_run_adds_the_rest(tmp_path, monkeypatch):
+    """``--rules``: a new recipe can be scored with the shipped rules alone; the classical method gets the asked rule
+    sets it has; a later run with more rule sets adds only the rows that are missing."""
+    folds = load_folds()
+    recipe = folds.recipe_named("fine-tuned")
+    scored = _scored_without_networks(folds, recipe, tmp_path, monkeypatch)
     shipped = "all + outline growth to 4 voxels at the lung threshold + bases grown + airways out but the bronchi"
     rows = folds.run_rows([recipe], tmp_path / "rows.json", (shipped,))
     cases = set(folds.HELD_OUT) | set(folds.EXTERNAL)
@@ -269,24 +276,12 @@ def test_the_report_names_the_recipes_without_rows_on_every_fold_from_the_rows_a
 def test_the_masses_rule_set_is_scored_only_where_the_folds_lesion_generator_finds_them(tmp_path, monkeypatch):
     """Each held-out scan's masses come from its own fold's lesion generator (never one that saw the patient); a fold
     without one gets no row, and the external scans get the shipped one."""
-    import numpy as np
-
     folds = load_folds()
-    monkeypatch.setattr(folds, "REPO", tmp_path)
-    monkeypatch.setattr(folds, "RUNS", tmp_path / "runs" / "folds")
-    monkeypatch.setattr(folds.inference, "predict_probabilities", folds.inference.predict_probabilities)  # restored
     recipe, finder = folds.recipe_named("fine-tuned"), folds.recipe_named(folds.MASS_RECIPE)
-    for fold in folds.FOLDS:
-        recipe.model(fold).parent.mkdir(parents=True, exist_ok=True)
-        recipe.model(fold).write_bytes(b"weights")
+    scored = _scored_without_networks(folds, recipe, tmp_path, monkeypatch)
     trained = ["lung-pet-ct-dx-a0001"]  # the finder of one fold besides lidc-idri-0001's, which ships
     for fold in trained:
         finder.model(fold).write_bytes(b"weights")
-    scored = []
-    monkeypatch.setattr(folds, "load_case", lambda name: folds.Case(name, None, None, [], None))
-    monkeypatch.setattr(folds, "load_model", lambda path: None)
-    monkeypatch.setattr(folds, "segment", lambda ct, options, model=None, findings=None: scored.append(options) or np.zeros(1))
-    monkeypatch.setattr(folds, "score", lambda case, labels, findings: {"dice": 1.0})
     masses = next(r for r in folds.RULES if folds.RULES[r]["masses"])
     rows = folds.run_rows([recipe], tmp_path / "rows.json", (masses,))
     by_case = {r["case"]: r for r in rows}
