@@ -1,9 +1,8 @@
 """LungGAN: automatic lung segmentation of chest CT in 3D Slicer.
 
-Thin on purpose, in the shape of Slicer's scripted-module template: the module, its parameter
-node, the widget, the logic and the self-test. The panel's behaviour is ``LungGANLib.slicer.widget``,
-the logic ``LungGANLib.slicer.mrml``; segmentation and training run in a background process
-(``LungGANLib.slicer.jobs``) polled by a timer, so Slicer never freezes and Cancel changes nothing.
+Thin on purpose, as Slicer's scripted-module template: module, parameter node, widget, logic and self-test. The
+panel's behaviour is ``LungGANLib.slicer.widget``, the logic ``LungGANLib.slicer.mrml``; segmentation and training
+run in a background process (``LungGANLib.slicer.jobs``) polled by a timer: Slicer never freezes, Cancel changes nothing.
 """
 
 import os
@@ -54,6 +53,7 @@ class LungGANParameterNode:
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     splitLungs: bool = True
     fillHoles: bool = True
+    masses: bool = False  # also join the masses the lesion model finds (--masses)
     createLabelmap: bool = False
     trainVariant: Annotated[str, Choice(list(VARIANT_NAMES))] = "regression"
     trainEpochs: Annotated[int, WithinRange(1, 500)] = 5

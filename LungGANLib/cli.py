@@ -22,21 +22,12 @@ from .progress import ProgressBar, emit_json
 
 logger = logging.getLogger("lunggan")
 
-def cmd_segment(args: argparse.Namespace) -> int:
-    from .io.output import MASK_SUFFIXES, check_output_path
-    from .models.weights import load_model
-    from .segment.batch import is_folder_output, make_output_folder, plan, run
-    from .segment.inference import (
-        SegmentOptions,
-        model_name,
-        resolve_device,
-        segment_file,
-    )
-    from .io.volumes import image_stem
-    from .segment.report import check_report_path, write_report
-    from .segment.review_files import review_suffix
 
-    options = SegmentOptions(
+def segment_options(args: argparse.Namespace):
+    """The :class:`~LungGANLib.segment.inference.SegmentOptions` of a ``lunggan segment`` command line."""
+    from .segment.inference import SegmentOptions
+
+    return SegmentOptions(
         method=args.method,
         model=args.model,
         device=args.device,
@@ -53,6 +44,18 @@ def cmd_segment(args: argparse.Namespace) -> int:
         keep_bronchi=not args.no_bronchi,
         masses=args.masses,
     )
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .io.output import MASK_SUFFIXES, check_output_path
+    from .models.weights import load_model
+    from .segment.batch import is_folder_output, make_output_folder, plan, run
+    from .segment.inference import model_name, resolve_device, segment_file
+    from .io.volumes import image_stem
+    from .segment.report import check_report_path, write_report
+    from .segment.review_files import review_suffix
+
+    options = segment_options(args)
     many = is_folder_output(args.output, args.input, args.all_series)
     if not many and len(args.input) > 1:
         raise LungGANError("several inputs need an output folder as -o")

@@ -36,6 +36,19 @@ from .mrml_nodes import (
 )
 
 
+def segment_arguments(ct_path: Path, out_path: Path, device: str = "auto", model: str | None = None,
+                      splitLungs: bool = True, fillHoles: bool = True, masses: bool = False,
+                      reviewPath: Path | None = None) -> list:
+    """The ``lunggan segment`` command line of a segmentation started in Slicer, with the options of
+    :meth:`LungGANLib.slicer.mrml.LungGANLogic.segment`: the CT copy at ``ct_path``, the mask to ``out_path``."""
+    args = ["segment", ct_path, "-o", out_path, "--progress-json", "--device", device]
+    args += ["--model", model] if model else []
+    args += [] if splitLungs else ["--single-label"]
+    args += [] if fillHoles else ["--no-fill-holes"]
+    args += ["--masses"] if masses else []
+    return args + (["--review", reviewPath] if reviewPath is not None else [])
+
+
 class Job:
     """What segmentation and training have in common: a process, its progress and a temporary folder.
 

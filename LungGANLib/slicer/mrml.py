@@ -26,7 +26,7 @@ import slicer
 from ..errors import InputError, LungGANError, OutputExistsError  # noqa: F401  (LungGANError: part of this module's interface)
 from ..io.output import check_output_path
 from ..io.volumes import mask_to_image
-from .jobs import SegmentationJob, TrainingJob  # noqa: F401  (part of this module's interface)
+from .jobs import SegmentationJob, TrainingJob, segment_arguments  # noqa: F401  (part of this module's interface)
 from .mrml_nodes import (  # noqa: F401  (part of this module's interface)
     GENERATED_TAG,
     LUNG_COLOUR,
@@ -108,6 +108,7 @@ class LungGANLogic:
         progress: Callable[[int, int], None] | None = None,
         shouldCancel: Callable[[], bool] | None = None,
         existing: str | None = None,
+        masses: bool = False,
     ):
         """Segment the lungs of a CT volume node, in this process.
 
@@ -124,6 +125,8 @@ class LungGANLogic:
             progress: called with (done, total) slices.
             shouldCancel: polled with each progress report; True stops and changes nothing.
             existing: the old name of ``onExisting`` (kept for one release).
+            masses: also join the masses the lesion model finds and the default leaves out (``--masses``,
+                :mod:`LungGANLib.segment.masses`; one more network pass).
 
         Returns:
             The segmentation node (its labelmap node is ``logic.lastLabelmapNode``, the lung
@@ -144,7 +147,8 @@ class LungGANLogic:
             if progress:
                 progress(done, total)
 
-        options = SegmentOptions(method=method, model=model, device=device, single_label=not splitLungs, fill_holes=fillHoles)
+        options = SegmentOptions(method=method, model=model, device=device, single_label=not splitLungs, fill_holes=fillHoles,
+                                 masses=masses)
         labels = segment(volume, options, report)
         if shouldCancel and shouldCancel():
             raise Cancelled("segmentation cancelled; nothing was changed")
@@ -203,6 +207,7 @@ class LungGANLogic:
         createLabelmap: bool = False,
         existing: str | None = None,
         review: bool = True,
+        masses: bool = False,
     ) -> SegmentationJob:
         """Start segmenting in a background process; poll the returned job, then ``job.finish()``.
 
@@ -217,16 +222,8 @@ class LungGANLogic:
         image = image_from_volume_node(volumeNode)
         ct_path, out_path = work / "ct.nrrd", work / "lungs.nrrd"
         sitk.WriteImage(image, str(ct_path), useCompression=False)
-        args = ["segment", ct_path, "-o", out_path, "--progress-json", "--device", device]
-        if model:
-            args += ["--model", model]
-        if not splitLungs:
-            args.append("--single-label")
-        if not fillHoles:
-            args.append("--no-fill-holes")
         review_path = work / "review.json" if review else None
-        if review_path is not None:
-            args += ["--review", review_path]
+        args = segment_arguments(ct_path, out_path, device, model, splitLungs, fillHoles, masses, review_path)
         return SegmentationJob(self.scene, volumeNode, BackgroundProcess(args), out_path, work, segmentationNode,
                                onExisting, splitLungs, createLabelmap, review_path)
 

@@ -260,7 +260,7 @@ class LungGANPanel(VTKObservationMixin):
             return
         with slicer.util.tryWithErrorDisplay("Could not start segmentation.", waitCursor=True):
             job = self.logic.startSegmentation(p.inputVolume, self._fieldPath("modelPathLineEdit"), p.device, p.splitLungs,
-                                               p.fillHoles, p.outputSegmentation, mode, p.createLabelmap)
+                                               p.fillHoles, p.outputSegmentation, mode, p.createLabelmap, masses=p.masses)
             self._start(job, self.ui.progressBar, self.ui.statusLabel, self.ui.cancelButton, self._showSegmentation)
 
     def _showSegmentation(self, job):

@@ -366,6 +366,39 @@ def test_segmentation_in_a_background_process(scene, data):
     assert node_ids(scene) == ids
 
 
+@pytest.mark.parametrize("model", [None, "mine.safetensors"])
+@pytest.mark.parametrize("splitLungs, fillHoles, masses", [(True, True, False), (False, False, True), (True, False, True)])
+def test_a_background_segmentation_runs_the_command_line_with_the_options_of_segment(model, splitLungs, fillHoles, masses):
+    """What ``startSegmentation`` runs is a command line the CLI parses into the options ``segment`` uses in Slicer."""
+    from LungGANLib.cli import segment_options
+    from LungGANLib.cli_parser import build_parser
+
+    review = Path("work/review.json") if masses else None
+    args = mrml.segment_arguments(Path("ct.nrrd"), Path("lungs.nrrd"), "cpu", model, splitLungs, fillHoles, masses, review)
+    parsed = build_parser().parse_args([str(a) for a in args])
+    assert segment_options(parsed) == SegmentOptions(model=model, device="cpu", single_label=not splitLungs,
+                                                     fill_holes=fillHoles, masses=masses)
+    assert parsed.input == ["ct.nrrd"] and parsed.output == "lungs.nrrd" and parsed.progress_json
+    assert parsed.review == (str(review) if review else None)
+
+
+def test_asked_for_masses_slicer_joins_what_the_command_line_joins(scene, data, caplog):
+    """Lung-PET-CT-Dx A0001 series 2, whose tumour abuts the mediastinum: ``segment(masses=True)`` in a scene gives
+    the labels of the core's ``--masses``, a mass joined among them."""
+    import logging
+
+    from LungGANLib.evaluate.references import case_by_name
+
+    case = case_by_name("lung-pet-ct-dx-a0001-series2")
+    logic = mrml.LungGANLogic(scene)
+    ct = logic.loadCT(data / case.ct)
+    with caplog.at_level(logging.INFO, logger="LungGANLib.segment.inference"):
+        segmentation = logic.segment(ct, device="cpu", masses=True)
+    assert "mL of masses the lesion model finds joined the lungs" in caplog.text
+    expected = core_segment(mrml.ct_from_volume_node(ct), SegmentOptions(device="cpu", masses=True))
+    np.testing.assert_array_equal(mrml.labels_from_segmentation(segmentation, ct), expected)
+
+
 def test_background_process_reports_the_cli_error(scene, data):
     logic = mrml.LungGANLogic(scene)
     ct = logic.loadCT(data / CIP)
