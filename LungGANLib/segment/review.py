@@ -88,7 +88,7 @@ DISAGREE_OPENING_MM = 2.0
 MIN_APART_ML = 1.0
 #: An error no flag sees lies along the outline: a slice's score adds this width (mm) x its outline's length x its
 #: thickness: the fold generators' unflagged error per mm² of outline on unseen patients (benchmarks/review.py).
-OUTLINE_ERROR_MM = 0.024
+OUTLINE_ERROR_MM = 0.022
 
 
 @dataclass
