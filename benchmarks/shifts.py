@@ -3,8 +3,8 @@
 Scans from another site differ from ours first in how they were acquired and reconstructed. Each scan the
 shipped models never trained on (lidc-idri-0001, their validation scan; LUNG1-002, radiation oncologists'
 lungs, GTV left out; cip-ct-64, 64 px at 4 mm) is changed the way another scanner or protocol would make it,
-then segmented with each shipped model and the classical method, with their defaults (what ``lunggan
-segment`` does), and scored against its reference changed alike:
+then segmented with each shipped model, the default with ``--masses`` and the classical method, with their
+defaults (what ``lunggan segment`` does), and scored against its reference changed alike:
 
 - ``noise 40 HU`` and ``noise 80 HU``: a lower dose, as Gaussian noise smoothed over 0.6 mm (a CT's noise is
   correlated over a pixel or so), scaled to that standard deviation;
@@ -67,9 +67,11 @@ from LungGANLib.segment.inference import SegmentOptions, segment  # noqa: E402
 
 #: The scans no shipped model trained on: the models' validation scan and the two external ones.
 CASES = ("lidc-idri-0001", folds.LUNG1, folds.CIP)
-#: The shipped models (None: the default) and the classical method, in the table's order.
+#: The shipped models (None: the default), the default with the masses joined (``--masses``) and the classical
+#: method, in the table's order.
 MODELS = {"default": None, "lunggan-conservative": "Resources/Models/lunggan-conservative.safetensors",
-          "lunggan-lesions": "Resources/Models/lunggan-lesions.safetensors", "classical": "classical"}
+          "lunggan-lesions": "Resources/Models/lunggan-lesions.safetensors", "classical": "classical",
+          "default --masses": "masses"}
 THICK_MM, FOV_MARGIN_MM, SEED = 5.0, 5.0, 0
 #: A scanner's padding outside its round field of view (LIDC-IDRI's: -2048 and -3024).
 PADDING_VALUE = -2048.0
@@ -223,9 +225,9 @@ def rows_for(name: str, done: set):
         for model_name, model in MODELS.items():
             if (name, shift, model_name) in done:
                 continue
-            classical = model == "classical"
-            options = SegmentOptions(method="classical" if classical else "gan",
-                                     model=None if classical or model is None else str(REPO / model), device="cpu")
+            classical, masses = model == "classical", model == "masses"
+            options = SegmentOptions(method="classical" if classical else "gan", masses=masses, device="cpu",
+                                     model=None if classical or masses or model is None else str(REPO / model))
             findings: dict = {}
             start = time.perf_counter()
             labels = segment(changed.ct, options, findings=findings)
