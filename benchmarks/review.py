@@ -103,8 +103,11 @@ def rows_for(case_name: str, fold: str) -> list[dict]:
     candidates = [("gan", folds.trained_model(recipe, fold)), ("classical", None)]
     if case_name in folds.EXTERNAL:  # a weak mask: the lesion model takes in what is not lung on unseen scans
         candidates.append(("gan", folds.weak_model()))
+    elif (weak := folds.fold_model(WEAK_FOLD, fold)) is not None:
+        candidates.append(("gan", weak))
     else:
-        candidates.append(("gan", folds.trained_model(WEAK_FOLD, fold)))
+        raise SystemExit(f"the weak generator of the fold that holds out {fold} is not trained "
+                         f"({WEAK_FOLD.model(fold)}): run python benchmarks/review.py --train")
     for method, model in candidates:
         options = SegmentOptions(method=method, model=model, device="cpu", review=True)
         findings: dict = {}

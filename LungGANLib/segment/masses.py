@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .morphology import IN_PLANE_CROSS, IN_PLANE_SQUARE, bounding_box, component_sizes, label_components, pooled, unpooled
+from .morphology import (
+    IN_PLANE_CROSS, IN_PLANE_SQUARE, bounding_box, component_sizes, label_components, pooled, unpooled,
+)
 
 #: The opening's ball radius (mm): tissue thinner than twice this goes.
 OPEN_MM = 5.0
