@@ -248,13 +248,13 @@ def mass_model(fold: str) -> Path | None:
     return shipped_path(recipe) if fold == "external" else fold_model(recipe, fold)
 
 
-def trained_model(recipe: Recipe, fold: str) -> Path:
-    """The recipe's generator for a fold, trained; stops with a message when it is not (never the shipped model in
-    its place: that one saw the held-out patient)."""
+def trained_model(recipe: Recipe, fold: str, how: str = "python benchmarks/folds.py") -> Path:
+    """The recipe's generator for a fold, trained; stops with a message when it is not, naming ``how`` to train it
+    (never the shipped model in its place: that one saw the held-out patient)."""
     path = fold_model(recipe, fold)
     if path is None:
         raise SystemExit(f"the {recipe.name} generator of the fold that holds out {fold} is not trained "
-                         f"({recipe.model(fold)}): train it with python benchmarks/folds.py first")
+                         f"({recipe.model(fold)}): train it with {how} first")
     return path
 
 
