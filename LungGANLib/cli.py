@@ -69,7 +69,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if not many:  # one scan: a bad output is refused before any work, as before
         check_output_path(jobs[0].output, args.overwrite, MASK_SUFFIXES)
     model = None
-    if options.method == "gan":  # loaded once for all scans
+    if options.method == "gan" or args.review:  # loaded once for all scans (a classical mask's review runs it)
         device = resolve_device(options.device)
         model = load_model(options.model, device)
     make_output_folder(jobs)

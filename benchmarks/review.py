@@ -100,7 +100,8 @@ def rows_for(case_name: str, fold: str) -> list[dict]:
     case = folds.load_case(case_name)
     recipe = folds.recipe_named("first-baseline")
     rows = []
-    candidates = [("gan", folds.trained_model(recipe, fold)), ("classical", None)]
+    generator = folds.trained_model(recipe, fold)
+    candidates = [("gan", generator), ("classical", generator)]  # the classical mask's second opinion: that generator
     if case_name in folds.EXTERNAL:  # a weak mask: the lesion model takes in what is not lung on unseen scans
         candidates.append(("gan", folds.weak_model()))
     else:

@@ -15,6 +15,7 @@ do not share caches or allocations. Methods:
 - ``gan-masses``: ``gan`` with ``--masses`` (the lesion generator run beside it to find masses), for that
   pass's cost side by side;
 - ``classical``: LungGAN's threshold/morphology method;
+- ``classical-review``: ``classical`` with ``--review``, whose second opinion is the shipped generator's mask;
 - ``lungmask``: lungmask's R231 pipeline (``LMInferer.apply``: its preprocessing,
   U-Net and post-processing). Its weights cannot be downloaded here, so its
   U-Net gets random weights: the same cost, a meaningless mask.
@@ -85,7 +86,7 @@ def run_one(method: str, ct: str, out: str, device: str, batch_size: int, before
 
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.perf_counter()
-    if method in ("gan", "classical", "gan-before", "gan-previous", "gan-review", "gan-masses"):
+    if method in ("gan", "classical", "gan-before", "gan-previous", "gan-review", "gan-masses", "classical-review"):
         from LungGANLib.segment.inference import SegmentOptions, segment_file
 
         if method in ("gan-before", "gan-previous") and not before_model:
@@ -98,9 +99,9 @@ def run_one(method: str, ct: str, out: str, device: str, batch_size: int, before
             options = SegmentOptions(model=before_model, device=device, batch_size=batch_size or None, guard_rail=False,
                                      grow_outline=False, grow_bases=False, remove_airways=False)
         else:
-            options = SegmentOptions(method="classical" if method == "classical" else "gan", device=device,
+            options = SegmentOptions(method="classical" if method.startswith("classical") else "gan", device=device,
                                      batch_size=batch_size or None, masses=method == "gan-masses")
-        review = str(Path(out).with_name("review.json")) if method == "gan-review" else None
+        review = str(Path(out).with_name("review.json")) if method.endswith("-review") else None
         result = segment_file(ct, out, options, overwrite=True, review_path=review)
         extra = {"right_ml": round(result.right_ml), "left_ml": round(result.left_ml)}
     elif method == "lungmask":

@@ -36,7 +36,7 @@ from .report import warn_implausible
 from .review import review_step
 from .review_files import in_file_order, review_suffix, write_review
 from .rim import OUTLINE_STEPS, grow_bases, grow_outline, trim_dense_rim
-from .second_opinion import review_of, second_opinion_beside  # noqa: F401  (review_of: part of this module's interface)
+from .second_opinion import generator_opinion, review_of, second_opinion_beside  # noqa: F401  (review_of: part of this module's interface)
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +216,8 @@ def _segment(volume: CTVolume, options: SegmentOptions, progress, model, finding
                 logger.info("%s: %.1f mL of masses the lesion model finds joined the lungs", volume.source or "the volume", joined)
     found = (remove_never_lung if options.guard_rail else never_lung)(labels, hu, volume.spacing)
     if options.review and findings is not None:
+        if options.method == "classical":  # the generator's mask is its second opinion
+            beside = generator_opinion(volume, options, model)
         findings["review"] = review_of(labels, volume, options, found if options.guard_rail else None, airways,
                                        other=beside, said=held.get("said"))
     figures = never_lung_figures(found, volume.voxel_volume_ml)

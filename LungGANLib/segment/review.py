@@ -19,9 +19,9 @@ reason with its figure and where it is, from signals of the CT and the mask alon
 - ``area_jump``: a lung's area on the slice against its neighbours' (two each side), unless it lies
   between theirs below and above (the lung narrowing through it): a piece gained or lost on a slice or two;
 - ``cut_off``: lung on the scan's first or last slice: the lung goes on beyond the scan;
-- ``disagree``: where a second, independent method (the classical one, for the generator's
-  mask) finds lung and the mask has none, or the other way round, wider than a 2 mm disk and
-  1 mL or more joined across slices.
+- ``disagree``: where a second, independent method (the classical one for the generator's
+  mask, the generator for the classical method's) finds lung and the mask has none, or the other
+  way round, wider than a 2 mm disk and 1 mL or more joined across slices.
 
 Not flagged: soft tissue the lung surrounds on its slice and no wider than a nodule (3 cm across;
 a nodule or a vessel within the lung, which the outline holds), and partly aerated tissue at the

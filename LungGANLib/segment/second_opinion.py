@@ -1,5 +1,6 @@
-"""The review of a segmentation (:mod:`LungGANLib.segment.review`) and its second opinion: the classical method on
-the same CT, worked out on a thread of its own while the generator's mask is post-processed.
+"""The review of a segmentation (:mod:`LungGANLib.segment.review`) and its second opinion: for a generator's mask the
+classical method on the same CT, worked out on a thread of its own while the generator's mask is post-processed; for
+the classical method's mask the generator's (:func:`generator_opinion`).
 
 The second opinion needs only the CT, the body and the airways, all found before the network runs, so it does not
 wait for the generator's mask; it begins once the network is done (not to compete with its threads). scipy's
@@ -10,7 +11,9 @@ third (``docs/benchmarks.md``). Its labels (a byte a voxel of the review's grid)
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -21,8 +24,8 @@ from .review import Review, review_grid, review_slices, review_step
 
 
 def second_opinion(volume: CTVolume, options, airways=None, body=None) -> np.ndarray | None:
-    """The classical method's labels of ``volume`` on the review's grid, for a generator's mask; None for the
-    classical method's own mask (it would only agree with itself). ``options``: the segmentation's
+    """The classical method's labels of ``volume`` on the review's grid, for a generator's mask; for the classical
+    method's own mask the generator's labels on the full grid (:func:`generator_opinion`). ``options``: the segmentation's
     (:class:`LungGANLib.segment.inference.SegmentOptions`). ``airways``: those left out of the mask (box
     and mask on the full grid); ``body``: the patient's body on the review's grid (None: found again).
 
@@ -34,7 +37,7 @@ def second_opinion(volume: CTVolume, options, airways=None, body=None) -> np.nda
     at most on the shared scans).
     """
     if options.method != "gan":
-        return None
+        return generator_opinion(volume, options)
     step = review_step(volume.spacing)
     hu, spacing = review_grid(volume.array, volume.spacing, step)
     grown = airways if airways is not None or step == 1 else \
@@ -44,6 +47,33 @@ def second_opinion(volume: CTVolume, options, airways=None, body=None) -> np.nda
     params = replace(options.params, speck_mm=options.params.speck_mm * step)
     return segment_classical(hu, spacing, params, single_label=options.single_label,
                              fill_holes=options.fill_holes, envelope=False, airways=known, body=body)
+
+
+def generator_opinion(volume: CTVolume, options, model=None) -> np.ndarray:
+    """The generator's labels of ``volume`` (the whole default pipeline of ``options.model``, None: the shipped one;
+    ``model``: it, already loaded), the second opinion on the classical method's mask: each method is the other's.
+
+    The classical method's mask has no other: its own anatomy flags see soft tissue it takes in, but not partly
+    aerated tissue at the hilum it holds (cip-ct-64: 11 mL, median -264 HU), which the generator leaves out. It costs
+    a generator's segmentation, more than the classical method's own (``docs/review.md``). What the generator's
+    pipeline would log (the fallbacks' warnings, the guard rail) is about a mask that is not written, so it is not
+    said.
+    """
+    from .inference import segment  # it imports this module
+
+    with _quiet(logging.getLogger("LungGANLib")):
+        return segment(volume, replace(options, method="gan", review=False, masses=False), model=model)
+
+
+@contextmanager
+def _quiet(logger: logging.Logger):
+    """Nothing below an error from ``logger`` (and those under it) while in the block."""
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def second_opinion_beside(volume: CTVolume, options, airways=None, body=None) -> Future:
@@ -58,17 +88,22 @@ def second_opinion_beside(volume: CTVolume, options, airways=None, body=None) ->
 
 def review_of(
     labels: np.ndarray, volume: CTVolume, options, removed, airways=None, body=None,
-    other: Future | None = None, said: list[str] | None = None,
+    other: Future | np.ndarray | None = None, said: list[str] | None = None,
 ) -> Review:
     """Where to look in ``labels`` (:mod:`LungGANLib.segment.review`), indices on the canonical grid; ``removed``:
     what the guard rail removed (None: it did not run); ``airways``: those left out of the mask (box and mask);
     ``body``: the patient's body on the review's grid, found for the segmentation (None: found again);
-    ``other``: the second opinion already started (:func:`second_opinion_beside`), or None to work it out here;
+    ``other``: the second opinion already started (:func:`second_opinion_beside`) or worked out (labels), or None to
+    work it out here;
     ``said``: what the fallbacks said (:mod:`~.fallback`: a field of view that cuts the lungs, the classical method's
     lung taken where the generator lost lung), the whole-scan flags, or None.
     """
-    other = other.result() if other is not None else second_opinion(volume, options, airways, body)
+    if isinstance(other, Future):
+        other = other.result()
+    elif other is None:
+        other = second_opinion(volume, options, airways, body)
+    name = "the classical method" if options.method == "gan" else "the generator"
     review = review_slices(labels, volume.array, volume.spacing, removed=removed, single_label=options.single_label,
-                           other=other, step=review_step(volume.spacing), airways=airways)
+                           other=other, other_name=name, step=review_step(volume.spacing), airways=airways)
     review.scan.extend(said or [])
     return review

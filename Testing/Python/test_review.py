@@ -624,6 +624,41 @@ def test_the_second_opinion_runs_on_its_own_thread_and_its_failure_is_the_segmen
     segment(ct, SegmentOptions(device="cpu", review=True))  # no findings to hold a review: no second opinion begun
 
 
+def test_the_classical_method_s_mask_has_the_generator_as_its_second_opinion(data, caplog):
+    """Each method is the other's second opinion: lung the classical method's mask misses where the generator finds
+    it is flagged on exactly those slices, named as the generator's; the generator's pipeline says nothing of its
+    own mask, which is not written."""
+    from LungGANLib.segment.inference import SegmentOptions, review_of, segment
+
+    ct = load_ct(data / "fixtures/cip-ct-64/ct-64.nrrd")
+    options = SegmentOptions(method="classical", device="cpu", review=True)
+    labels = segment(ct, options)
+    generator = segment(ct, SegmentOptions(device="cpu"))
+    right = slices_of(labels, 1)
+    zs = right[len(right) // 2 - 1 : len(right) // 2 + 2]  # three slices through the middle of the right lung
+    cy, cx = _deepest(np.logical_and.reduce([(m[z] == 1) for m in (labels, generator) for z in zs]))
+    yy, xx = np.ogrid[: labels.shape[1], : labels.shape[2]]
+    disk = (((yy - cy) * ct.spacing[1]) ** 2 + ((xx - cx) * ct.spacing[0]) ** 2) <= 15.0**2
+    missed = labels.copy()
+    for z in zs:
+        assert ((generator[z] == 1) & disk).sum() >= 0.9 * disk.sum()  # lung to the generator
+        missed[z][disk & (labels[z] == 1)] = 0
+    caplog.set_level("INFO", logger="LungGANLib")
+    before, review = review_of(labels, ct, options, None), review_of(missed, ct, options, None)
+    assert not [r for r in caplog.records if r.name.startswith("LungGANLib")]
+
+    def generator_finds(r):
+        return {s["index"]: {(f["text"], f["ml"]) for f in s["flags"] if f["kind"] == "disagree"
+                             and "the generator finds lung (the right lung" in f["text"]} for s in r.slices}
+
+    was, now = generator_finds(before), generator_finds(review)
+    new = {z: now[z] - was.get(z, set()) for z in now if now[z] - was.get(z, set())}
+    assert sorted(new) == sorted(int(z) for z in zs)
+    removed_ml = [float((labels[z] != missed[z]).sum()) * ct.voxel_volume_ml for z in zs]
+    assert all(max(ml for _, ml in new[int(z)]) >= 0.7 * r for z, r in zip(zs, removed_ml))
+    assert not any("the classical method" in f["text"] for s in review.slices for f in s["flags"])
+
+
 def test_the_uncertainty_benchmark_fits_its_weight_on_the_held_out_rows_and_ranks_each_signal():
     """benchmarks/review_uncertainty.py: the band's weight is the held-out fold rows' error on their unflagged slices
     per mL of band (the external scans and the other masks left out); a band that sits where the error is ranks
