@@ -42,6 +42,7 @@ def segment_options(args: argparse.Namespace):
         grow_bases=not args.no_base_growth,
         remove_airways=not args.keep_airways,
         keep_bronchi=not args.no_bronchi,
+        join_aerated=not args.no_aerated_join,
         masses=args.masses,
     )
 

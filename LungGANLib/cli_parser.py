@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--no-bronchi", action="store_true",
                      help="take every airway voxel grown from the trachea out of the generator's mask, the lobar and "
                           "segmental bronchi inside the lungs too")
+    seg.add_argument("--no-aerated-join", action="store_true",
+                     help="leave out the pieces of plainly aerated lung beside the generator's mask that it left out "
+                          "(by default they join the lung they touch)")
     seg.add_argument("--no-guard-rail", action="store_true",
                      help="keep soft tissue found outside the rib cage, below the diaphragm or in the posterior "
                           "mediastinum (still reported)")

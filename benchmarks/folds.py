@@ -76,12 +76,13 @@ RUNS = REPO / "runs" / "folds"
 #: lung keeping what of the grown airways its own hole filling takes, its lobar and segmental bronchi, as the
 #: classical method's does (``keep_bronchi``); and that with the masses joined that the fold's lesion generator (the
 #: lesions-negatives recipe's, which ships as lunggan-lesions) finds beyond the lungs (``masses``: the rows exist
-#: where that fold's generator is trained). The dome rule, the rim trim, the outline growth, the base growth, the
-#: bronchi and the masses act on the generator only. Every flag is spelled out, so a row means the same whatever the
+#: where that fold's generator is trained); and that with the pieces of plainly aerated lung the mask left out
+#: beside a lung joined to it (``join_aerated``). The dome rule, the rim trim, the outline growth, the base growth, the
+#: bronchi, the masses and the aerated join act on the generator only. Every flag is spelled out, so a row means the same whatever the
 #: pipeline's defaults become.
 _ALL = {"envelope": True, "drop_domes": True, "trim_rim": True, "guard_rail": True, "grow_outline": False,
         "outline_steps": 1, "outline_hu": -400.0, "grow_bases": False, "remove_airways": False, "keep_bronchi": False,
-        "masses": False}
+        "masses": False, "join_aerated": False}
 _SHIPPED = _ALL | {"grow_outline": True, "outline_steps": 4, "outline_hu": -320.0, "grow_bases": True,
                    "remove_airways": True, "keep_bronchi": True}
 RULES = {
@@ -100,8 +101,10 @@ RULES = {
     "all + outline growth to 4 voxels at the lung threshold + bases grown + airways out but the bronchi": _SHIPPED,
     "all + outline growth to 4 voxels at the lung threshold + bases grown + airways out but the bronchi + masses":
         _SHIPPED | {"masses": True},
+    "all + outline growth to 4 voxels at the lung threshold + bases grown + airways out but the bronchi + aerated "
+    "lung beside joined": _SHIPPED | {"join_aerated": True},
     "none": {"envelope": False, "drop_domes": False, "trim_rim": False, "guard_rail": False, "grow_outline": False,
-             "grow_bases": False, "remove_airways": False, "keep_bronchi": False, "masses": False},
+             "grow_bases": False, "remove_airways": False, "keep_bronchi": False, "masses": False, "join_aerated": False},
 }
 #: The recipe whose fold generator finds the masses of the ``masses`` rule set.
 MASS_RECIPE = "lesions-negatives"

@@ -21,6 +21,7 @@ from ..io.volumes import CTVolume, load_ct, mask_to_image, suffix_of
 from ..models import Generator
 from ..models.device import DEVICES, resolve_device  # noqa: F401  (DEVICES, resolve_device: part of this module's interface)
 from ..models.weights import ModelInfo, load_model
+from .aerated import join_aerated
 from .classical import airways_in_box, body_mask, remove_airways, segment_classical
 from .domes import drop_domes
 from .envelope import DEFAULT_ENVELOPE
@@ -74,6 +75,8 @@ class SegmentOptions:
             air beside the lungs that a generator can take for lung, and the outline growth would follow.
         keep_bronchi: with ``remove_airways`` and ``fill_holes``, each lung keeps what of the grown airways its hole
             filling takes: its lobar and segmental bronchi (:func:`LungGANLib.segment.classical.remove_airways`).
+        join_aerated: with ``gan``, join to a lung the pieces of plainly aerated lung (1 mL or more, not air alone,
+            not the airways) that its mask left out beside it (:mod:`LungGANLib.segment.aerated`).
         guard_rail: last, with either method, remove what the never-lung checks find: soft
             tissue outside the rib cage, below the diaphragm or in the posterior mediastinum
             (:mod:`LungGANLib.segment.never_lung`). Off, they are still found and reported.
@@ -98,6 +101,7 @@ class SegmentOptions:
     grow_bases: bool = True
     remove_airways: bool = True
     keep_bronchi: bool = True
+    join_aerated: bool = True
     guard_rail: bool = True
     masses: bool = False
     mass_model: str | os.PathLike | None = None
@@ -205,6 +209,8 @@ def _segment(volume: CTVolume, options: SegmentOptions, progress, model, finding
             grow_bases(labels, hu, volume.spacing, outline_hu, airways=airways)
         if airways is not None:  # what the outline growth took of them; the bronchi inside a lung go back
             remove_airways(labels, airways, volume.spacing, options.keep_bronchi and options.fill_holes)
+        if options.join_aerated:
+            join_aerated(labels, hu, volume.spacing, airways)
         if options.single_label:  # only now: each lung's bronchi are found with its own holes
             labels[labels > 0] = 1
         labels = where_the_view_cuts(labels, volume, options, cut, near, held)

@@ -165,8 +165,9 @@ def test_neither_growth_enters_a_scanners_padding():
 
 def test_on_a_real_scan_the_bases_grow_only_through_aerated_voxels_under_the_lung(data):
     ct = load_ct(data / "fixtures/cip-ct-64/ct-64.nrrd")
-    without = segment(ct, SegmentOptions(device="cpu", grow_bases=False))
-    grown = segment(ct, SegmentOptions(device="cpu", grow_bases=True))
+    # Without the join of aerated lung beside the mask: with the growth off it takes in much of what the growth adds.
+    without = segment(ct, SegmentOptions(device="cpu", grow_bases=False, join_aerated=False))
+    grown = segment(ct, SegmentOptions(device="cpu", grow_bases=True, join_aerated=False))
     added = (grown > 0) & (without == 0)
     assert added.any() and not ((without > 0) & (grown == 0)).any()
     assert (ct.array[added] < -320).all()
