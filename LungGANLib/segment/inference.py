@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from .report import warn_implausible
 from .review import review_step
 from .review_files import in_file_order, review_suffix, write_review
 from .rim import OUTLINE_STEPS, grow_bases, grow_outline, trim_dense_rim
-from .second_opinion import generator_opinion, review_of, second_opinion_beside  # noqa: F401  (review_of: part of this module's interface)
+from .second_opinion import review_of, second_opinion_beside  # noqa: F401  (review_of: part of this module's interface)
 
 logger = logging.getLogger(__name__)
 
@@ -235,6 +236,31 @@ def _segment(volume: CTVolume, options: SegmentOptions, progress, model, finding
     warn_implausible(labels, volume)
     warn_if_empty(labels, volume, options)
     return labels
+
+
+def generator_opinion(volume: CTVolume, options: SegmentOptions, model=None) -> np.ndarray:
+    """The generator's labels of ``volume`` (the whole default pipeline of ``options.model``, None: the shipped one;
+    ``model``: it, already loaded): the review's second opinion on the classical method's mask, as the classical
+    method is the generator's (:mod:`~.second_opinion`).
+
+    Its own flags see soft tissue a classical mask takes in, but not partly aerated tissue at the hilum it holds
+    (cip-ct-64: 11 mL, median -264 HU), which the generator leaves out. It costs a generator's segmentation, more
+    than the classical method's own (``docs/review.md``). What the generator's pipeline would log (the fallbacks'
+    warnings, the guard rail) is about a mask that is not written, so it is not said.
+    """
+    with _quiet(logging.getLogger("LungGANLib")):
+        return segment(volume, replace(options, method="gan", review=False, masses=False), model=model)
+
+
+@contextmanager
+def _quiet(logger: logging.Logger):
+    """Nothing below an error from ``logger`` (and those under it) while in the block."""
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _masses_found(shown, options, device, batch_size, todo, slice_mm, frame, hu, body, corner) -> np.ndarray | None:

@@ -1,6 +1,6 @@
 """The review of a segmentation (:mod:`LungGANLib.segment.review`) and its second opinion: for a generator's mask the
-classical method on the same CT, worked out on a thread of its own while the generator's mask is post-processed; for
-the classical method's mask the generator's (:func:`generator_opinion`).
+classical method on the same CT, worked out on a thread of its own while the generator's mask is post-processed (for
+the classical method's mask, the generator's: :func:`LungGANLib.segment.inference.generator_opinion`).
 
 The second opinion needs only the CT, the body and the airways, all found before the network runs, so it does not
 wait for the generator's mask; it begins once the network is done (not to compete with its threads). scipy's
@@ -11,9 +11,7 @@ third (``docs/benchmarks.md``). Its labels (a byte a voxel of the review's grid)
 
 from __future__ import annotations
 
-import logging
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -24,8 +22,9 @@ from .review import Review, review_grid, review_slices, review_step
 
 
 def second_opinion(volume: CTVolume, options, airways=None, body=None) -> np.ndarray | None:
-    """The classical method's labels of ``volume`` on the review's grid, for a generator's mask; for the classical
-    method's own mask the generator's labels on the full grid (:func:`generator_opinion`). ``options``: the segmentation's
+    """The classical method's labels of ``volume`` on the review's grid, for a generator's mask; None for the
+    classical method's own mask, whose second opinion the segmentation works out
+    (:func:`LungGANLib.segment.inference.generator_opinion`) and hands to :func:`review_of`. ``options``: the segmentation's
     (:class:`LungGANLib.segment.inference.SegmentOptions`). ``airways``: those left out of the mask (box
     and mask on the full grid); ``body``: the patient's body on the review's grid (None: found again).
 
@@ -37,7 +36,7 @@ def second_opinion(volume: CTVolume, options, airways=None, body=None) -> np.nda
     at most on the shared scans).
     """
     if options.method != "gan":
-        return generator_opinion(volume, options)
+        return None
     step = review_step(volume.spacing)
     hu, spacing = review_grid(volume.array, volume.spacing, step)
     grown = airways if airways is not None or step == 1 else \
@@ -47,33 +46,6 @@ def second_opinion(volume: CTVolume, options, airways=None, body=None) -> np.nda
     params = replace(options.params, speck_mm=options.params.speck_mm * step)
     return segment_classical(hu, spacing, params, single_label=options.single_label,
                              fill_holes=options.fill_holes, envelope=False, airways=known, body=body)
-
-
-def generator_opinion(volume: CTVolume, options, model=None) -> np.ndarray:
-    """The generator's labels of ``volume`` (the whole default pipeline of ``options.model``, None: the shipped one;
-    ``model``: it, already loaded), the second opinion on the classical method's mask: each method is the other's.
-
-    The classical method's mask has no other: its own anatomy flags see soft tissue it takes in, but not partly
-    aerated tissue at the hilum it holds (cip-ct-64: 11 mL, median -264 HU), which the generator leaves out. It costs
-    a generator's segmentation, more than the classical method's own (``docs/review.md``). What the generator's
-    pipeline would log (the fallbacks' warnings, the guard rail) is about a mask that is not written, so it is not
-    said.
-    """
-    from .inference import segment  # it imports this module
-
-    with _quiet(logging.getLogger("LungGANLib")):
-        return segment(volume, replace(options, method="gan", review=False, masses=False), model=model)
-
-
-@contextmanager
-def _quiet(logger: logging.Logger):
-    """Nothing below an error from ``logger`` (and those under it) while in the block."""
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def second_opinion_beside(volume: CTVolume, options, airways=None, body=None) -> Future:
@@ -93,8 +65,8 @@ def review_of(
     """Where to look in ``labels`` (:mod:`LungGANLib.segment.review`), indices on the canonical grid; ``removed``:
     what the guard rail removed (None: it did not run); ``airways``: those left out of the mask (box and mask);
     ``body``: the patient's body on the review's grid, found for the segmentation (None: found again);
-    ``other``: the second opinion already started (:func:`second_opinion_beside`) or worked out (labels), or None to
-    work it out here;
+    ``other``: the second opinion already started (:func:`second_opinion_beside`) or worked out (labels: for the
+    classical method's mask, the generator's), or None to work it out here (none for a classical mask);
     ``said``: what the fallbacks said (:mod:`~.fallback`: a field of view that cuts the lungs, the classical method's
     lung taken where the generator lost lung), the whole-scan flags, or None.
     """

@@ -625,15 +625,24 @@ def test_the_second_opinion_runs_on_its_own_thread_and_its_failure_is_the_segmen
 
 
 def test_the_classical_method_s_mask_has_the_generator_as_its_second_opinion(data, caplog):
-    """Each method is the other's second opinion: lung the classical method's mask misses where the generator finds
-    it is flagged on exactly those slices, named as the generator's; the generator's pipeline says nothing of its
-    own mask, which is not written."""
-    from LungGANLib.segment.inference import SegmentOptions, review_of, segment
+    """Each method is the other's second opinion: ``segment`` reviews the classical method's mask against the
+    generator's (nothing of the generator's pipeline logged: its mask is not written), and lung the classical mask
+    misses where the generator finds it is flagged on exactly those slices, named as the generator's."""
+    from LungGANLib.segment.inference import SegmentOptions, generator_opinion, review_of, segment
 
     ct = load_ct(data / "fixtures/cip-ct-64/ct-64.nrrd")
     options = SegmentOptions(method="classical", device="cpu", review=True)
-    labels = segment(ct, options)
-    generator = segment(ct, SegmentOptions(device="cpu"))
+    caplog.set_level("INFO", logger="LungGANLib")
+    findings: dict = {}
+    labels = segment(ct, options, findings=findings)
+    said = [f["text"] for s in findings["review"].slices for f in s["flags"] if f["kind"] == "disagree"]
+    assert said and all("where the generator finds" in t for t in said)
+    caplog.clear()
+    generator = generator_opinion(ct, options)
+    assert not [r for r in caplog.records if r.name.startswith("LungGANLib")]
+    plain = segment(ct, SegmentOptions(device="cpu"))
+    assert [r for r in caplog.records if r.name.startswith("LungGANLib")]  # the same pipeline, not quieted, says things
+    assert np.array_equal(generator, plain)
     right = slices_of(labels, 1)
     zs = right[len(right) // 2 - 1 : len(right) // 2 + 2]  # three slices through the middle of the right lung
     cy, cx = _deepest(np.logical_and.reduce([(m[z] == 1) for m in (labels, generator) for z in zs]))
@@ -643,9 +652,7 @@ def test_the_classical_method_s_mask_has_the_generator_as_its_second_opinion(dat
     for z in zs:
         assert ((generator[z] == 1) & disk).sum() >= 0.9 * disk.sum()  # lung to the generator
         missed[z][disk & (labels[z] == 1)] = 0
-    caplog.set_level("INFO", logger="LungGANLib")
-    before, review = review_of(labels, ct, options, None), review_of(missed, ct, options, None)
-    assert not [r for r in caplog.records if r.name.startswith("LungGANLib")]
+    before, review = (review_of(m, ct, options, None, other=generator) for m in (labels, missed))
 
     def generator_finds(r):
         return {s["index"]: {(f["text"], f["ml"]) for f in s["flags"] if f["kind"] == "disagree"
