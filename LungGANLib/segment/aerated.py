@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .morphology import bounding_box, overlap
+from .morphology import bounding_box, label_components, line_step, overlap, unpooled
 from .review import review_step
 
 #: Plainly aerated lung: at or below this (HU); partial volume along the outline and dense lung are left to the
@@ -63,7 +63,7 @@ def join_aerated(
     seeds = _beside(coarse, coarse_labels > 0)
     if not seeds.any():
         return 0.0
-    pieces, _ = ndimage.label(coarse)
+    pieces, _ = label_components(coarse)
     boxes = ndimage.find_objects(pieces)
     pixel_ml = float(np.prod(spacing)) * step * step / 1000.0
     lung_of = np.zeros(len(boxes) + 1, dtype=labels.dtype)
@@ -71,7 +71,7 @@ def join_aerated(
         lung_of[piece] = _lung_of(coarse_labels, part_hu[grid], pieces, int(piece), boxes[piece - 1], pixel_ml)
     if not lung_of.any():
         return 0.0
-    joined = np.repeat(np.repeat(lung_of[pieces], step, axis=1), step, axis=2)[:, : part.shape[1], : part.shape[2]]
+    joined = unpooled(lung_of[pieces], step, part.shape)
     joined[~candidates] = 0
     part[joined > 0] = joined[joined > 0]
     return float(np.count_nonzero(joined)) * float(np.prod(spacing)) / 1000.0
@@ -92,11 +92,5 @@ def _lung_of(labels: np.ndarray, hu: np.ndarray, pieces: np.ndarray, piece: int,
 
 
 def _beside(candidates: np.ndarray, lungs: np.ndarray) -> np.ndarray:
-    """The candidates that share a face with the lungs."""
-    beside = np.zeros_like(candidates)
-    for axis in range(3):
-        for a, b in ((slice(None, -1), slice(1, None)), (slice(1, None), slice(None, -1))):
-            here, there = [slice(None)] * 3, [slice(None)] * 3
-            here[axis], there[axis] = a, b
-            beside[tuple(here)] |= candidates[tuple(here)] & lungs[tuple(there)]
-    return beside
+    """The candidates that share a face with the lungs (the lungs grown by a 3-pixel line along each axis)."""
+    return candidates & (line_step(lungs, 0, True) | line_step(lungs, 1, True) | line_step(lungs, 2, True))
