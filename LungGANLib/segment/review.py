@@ -2,7 +2,8 @@
 
 A reader checks an automatic mask by paging through hundreds of slices; the errors that matter
 sit on a few of them. Every slice that holds lung gets a score (mL of tissue a reader should look
-at: the flags' and ``OUTLINE_ERROR_MM`` along the outline; higher: look first) and flags, each a
+at: the flags' regions, tissue two flags name counted once, and ``OUTLINE_ERROR_MM`` along the
+outline; higher: look first) and flags, each a
 reason with its figure and where it is, from signals of the CT and the mask alone (no reference):
 
 - ``dense_in``: soft tissue inside the mask wider than a vessel (a 3 mm in-plane opening drops
@@ -42,8 +43,9 @@ from scipy import ndimage
 
 from ..config import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL, RUNS_OFF_MM2
 from .classical import airway_walls
-from .morphology import bounding_box, count_values, disk, grow_box, in_plane_pixels, label_components, opened
+from .morphology import bounding_box, count_values, disk, grow_box, in_plane_pixels, opened
 from .never_lung import DEFAULT_NEVER_LUNG, NeverLung, never_lung
+from .review_regions import area_jump, drop_small_pieces, flat, regions, shared_ml, side_text
 
 #: Soft tissue: denser than this (HU) is not aerated or ground-glass lung.
 DENSE_HU = -100.0
@@ -68,12 +70,10 @@ AIRWAY_WALL_MM = 3.0
 BESIDE_MM = 15.0
 #: The in-plane opening (mm radius) that drops vessels and the partial-volume rim.
 OPENING_MM = 3.0
-#: A region is flagged from this size (mL on its slice).
-MIN_FLAG_ML = 0.3
 #: A lung's area that changes by this share of its neighbours' median, and by MIN_JUMP_MM2, is a jump.
 JUMP_SHARE, MIN_JUMP_MM2 = 0.3, 300.0
 #: The slices are judged on an in-plane grid with pixels of at most this size (mm), every ``review_step`` th
-#: pixel: the smallest flag (MIN_FLAG_ML) is a region some 15 mm across on a slice, and on a 0.7 mm scan the
+#: pixel: the smallest flag (``review_regions.MIN_FLAG_ML``) is a region some 15 mm across on a slice, and on a 0.7 mm scan the
 #: checks and the second opinion cost a third of what they cost on its own grid. Not coarser: the classical
 #: method's airway growth leaks into the hilum when the bronchial walls fall between the pixels (Lung-PET-CT-Dx
 #: A0001 at 1.7 mm: 200 mL of airway against 79 mL on its own grid).
@@ -101,6 +101,9 @@ class Flag:
     #: rows y0, y1 and columns x0, x1 (end excluded) on the canonical axial slice (LPS: the patient's right at
     #: column 0, anterior at row 0), as ``lunggan overlay`` draws it.
     box: tuple[int, int, int, int] = (0, 0, 0, 0)
+    #: its region's pixels on the review's grid (flat indices on the slice), for the score: None where it has no
+    #: region (``area_jump``, ``cut_off``).
+    pixels: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict:
         return {"kind": self.kind, "ml": round(float(self.ml), 2), "text": self.text, "box": [int(v) for v in self.box]}
@@ -124,50 +127,10 @@ class Review:
         return {"axis": self.axis, "flagged_slices": self.flagged, "scan_flags": self.scan, "slices": self.slices}
 
 
-def _side_text(side: str, component: np.ndarray, lung: np.ndarray) -> str:
-    """Where a region lies beside or in its lung on the slice, in words: anterior or posterior, medial or lateral."""
-    ys, xs = np.nonzero(component)
-    lys, lxs = np.nonzero(lung)
-    y_share = (ys.mean() - lys.min()) / max(lys.max() - lys.min(), 1)
-    front_back = "anterior" if y_share < 1 / 3 else "posterior" if y_share > 2 / 3 else "middle"
-    if side not in ("right", "left"):
-        return f"the lungs, {front_back}"
-    # x grows towards the patient's left: the right lung's medial side has the larger x.
-    x_share = (xs.mean() - lxs.min()) / max(lxs.max() - lxs.min(), 1)
-    medial = x_share > 0.5 if side == "right" else x_share < 0.5
-    return f"the {side} lung, {front_back} {'medial (hilum, mediastinum)' if medial else 'lateral (chest wall)'}"
-
-
-def _regions(mask2d: np.ndarray, pixel_ml: float, offset: tuple[int, int] = (0, 0)) -> list[tuple[np.ndarray, float, tuple]]:
-    """Connected regions of a slice's mask of at least MIN_FLAG_ML: (region, mL, box), the box moved by ``offset``."""
-    if not mask2d.any():  # most slices' checks: nothing to label
-        return []
-    labels, _ = ndimage.label(mask2d)
-    out = []
-    for index, found in enumerate(ndimage.find_objects(labels), start=1):
-        region = labels == index
-        ml = float(np.count_nonzero(region[found]) * pixel_ml)
-        if ml >= MIN_FLAG_ML:
-            box = (found[0].start + offset[0], found[0].stop + offset[0], found[1].start + offset[1], found[1].stop + offset[1])
-            out.append((region, ml, tuple(int(v) for v in box)))
-    return out
-
-
 def _enclosed(region: np.ndarray, lung: np.ndarray, ring: int) -> bool:
     """Whether the lung surrounds a region on its slice: ENCLOSED_SHARE of the band ``ring`` steps wide around it."""
     band = ndimage.binary_dilation(region, iterations=ring) & ~region
     return bool(lung[band].mean() >= ENCLOSED_SHARE) if band.any() else False
-
-
-def _drop_small_pieces(mask: np.ndarray, voxel_ml: float, min_ml: float) -> None:
-    """Clear, in place, the pieces of ``mask`` (26-connected: joined across slices) under ``min_ml``, in its box."""
-    if not mask.any():
-        return
-    within = bounding_box(mask)
-    pieces, count = label_components(mask[within], structure=np.ones((3, 3, 3), dtype=bool))
-    keep = count_values(pieces, count + 1) * voxel_ml >= min_ml
-    keep[0] = False
-    mask[within] = keep[pieces]
 
 
 def _among_pockets(lung: np.ndarray, outside: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray | None:
@@ -201,20 +164,6 @@ def _across_an_interface(hu: np.ndarray, z: int, rows: slice, cols: slice) -> np
         return np.zeros((rows.stop - rows.start, cols.stop - cols.start), dtype=bool)
     below, above = hu[z - 1, rows, cols], hu[z + 1, rows, cols]
     return (np.minimum(below, above) < PARTLY_AERATED_HU[0]) & (np.maximum(below, above) > PARTLY_AERATED_HU[1])
-
-
-def _area_jump(areas: np.ndarray, z: int) -> tuple[float, float]:
-    """How far a lung's area on slice ``z`` lies from the median of its neighbours' (two each side), and that
-    median; no jump (0) where the area lies between its means on the two slices below and the two above: the lung
-    narrowing (or widening) through it, as at its apex and base, not a piece gained or lost on it."""
-    below, above = areas[max(z - 2, 0) : z], areas[z + 1 : z + 3]
-    neighbours = np.concatenate([below, above])
-    typical = float(np.median(neighbours)) if len(neighbours) else 0.0
-    if len(below) and len(above):
-        low, high = sorted((float(below.mean()), float(above.mean())))
-        if low <= float(areas[z]) <= high:
-            return 0.0, typical
-    return abs(float(areas[z]) - typical), typical
 
 
 def outline_mm(lungs: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
@@ -289,7 +238,7 @@ def review_slices(
             raise ValueError(f"the other mask's shape {other.shape} is neither the mask's {full_labels.shape} nor the "
                              f"review grid's {labels.shape}")
         other = other[:, ::step, ::step]
-    lungs = labels > 0
+    lungs, width = labels > 0, labels.shape[2]
     pixel_ml = spacing[0] * spacing[1] * spacing[2] / 1000.0
     opening = disk(max(1, in_plane_pixels(OPENING_MM, spacing)))
     reach_px = [int(np.ceil(BESIDE_MM / s)) + 1 for s in (spacing[1], spacing[0])]
@@ -311,10 +260,11 @@ def review_slices(
             lung, plane, any_lung = whole[rows, cols], hu[z, rows, cols], lungs[z, rows, cols]
             offset = (rows.start, cols.start)
             dense = opened(lung & (plane > DENSE_HU), opening)
-            for region, ml, box in _regions(dense, pixel_ml, offset):
+            for region, ml, box in regions(dense, pixel_ml, offset):
                 if ml <= nodule_ml and _enclosed(region, lung, ring):
                     continue  # a nodule or a vessel within the lung: kept, as a clinician draws it
-                found.append(Flag("dense_in", ml, f"{ml:.1f} mL of soft tissue inside {_side_text(side, region, lung)}", box))
+                found.append(Flag("dense_in", ml, f"{ml:.1f} mL of soft tissue inside {side_text(side, region, lung)}", box,
+                                  flat(region, offset, width)))
             outside = ndimage.distance_transform_edt(~lung, sampling=(spacing[1], spacing[0]))  # mm to the lung
             near = outside <= BESIDE_MM
             partly = near & ~any_lung & (plane > PARTLY_AERATED_HU[0]) & (plane < PARTLY_AERATED_HU[1])
@@ -322,18 +272,19 @@ def review_slices(
                 partly &= ~walls[z, rows, cols]  # the walls of the trachea and main bronchi, left out on purpose
             partly &= ~_across_an_interface(hu, z, rows, cols)  # partial volume of a dome's top or the apex
             partly = opened(partly, opening)
-            for region, ml, box in _regions(partly, pixel_ml, offset):
+            for region, ml, box in regions(partly, pixel_ml, offset):
                 found.append(Flag("left_out", ml, f"{ml:.1f} mL of partly aerated tissue left out beside "
-                                  f"{_side_text(side, region, lung)}", box))
+                                  f"{side_text(side, region, lung)}", box, flat(region, offset, width)))
             between = _among_pockets(lung, outside, spacing)
             if between is not None:
                 between = opened(between & ~any_lung & ~partly & (plane < DEFAULT_NEVER_LUNG.bone_hu), disk(1))
                 if walls is not None:
                     between &= ~walls[z, rows, cols]
-                for region, ml, box in _regions(between, pixel_ml, offset):
+                for region, ml, box in regions(between, pixel_ml, offset):
                     found.append(Flag("between", ml, f"{ml:.1f} mL left out among pockets of air in "
-                                      f"{_side_text(side, region, lung)}: dense lung (consolidation, atelectasis)?", box))
-            jump, typical = _area_jump(areas[value], int(z))
+                                      f"{side_text(side, region, lung)}: dense lung (consolidation, atelectasis)?", box,
+                                      flat(region, offset, width)))
+            jump, typical = area_jump(areas[value], int(z))
             if jump >= MIN_JUMP_MM2 and jump >= JUMP_SHARE * max(typical, 1.0):
                 gained = areas[value][z] > typical
                 found.append(Flag("area_jump", jump * spacing[2] / 1000.0, f"the {side} lung{'s' if side == 'lungs' else ''} "
@@ -342,16 +293,17 @@ def review_slices(
     if other is not None:
         radius = max(1, in_plane_pixels(DISAGREE_OPENING_MM, spacing))
         apart = opened(lungs ^ (other > 0), disk(radius)[None])
-        _drop_small_pieces(apart, pixel_ml, MIN_APART_ML)  # less, in all, is the edge's convention
+        drop_small_pieces(apart, pixel_ml, MIN_APART_ML)  # less, in all, is the edge's convention
         for z in np.flatnonzero(apart.any(axis=(1, 2))):
-            for region, ml, box in _regions(apart[z], pixel_ml):
+            for region, ml, box in regions(apart[z], pixel_ml):
                 ours = bool(lungs[z][region].mean() >= 0.5)
                 value = int(np.bincount((labels[z] if ours else other[z])[region]).argmax())
                 side = "lungs" if single_label else SIDES.get(value, "lungs")
                 lung = (labels[z] if ours else other[z]) == value
                 says = "finds no lung" if ours else "finds lung"
                 flags.setdefault(int(z), []).append(Flag("disagree", ml, f"{ml:.1f} mL where {other_name} {says} "
-                                                         f"({_side_text(side, region, lung)})", box))
+                                                         f"({side_text(side, region, lung)})", box,
+                                                         flat(region, (0, 0), width)))
     for z, name in ((0, "first (lowest)"), (lungs.shape[0] - 1, "last (highest)")):
         area = float(lungs[z].sum() * spacing[0] * spacing[1])
         if area >= RUNS_OFF_MM2:
@@ -366,14 +318,15 @@ def review_slices(
             z = int(k + source.box[0].start)
             plane = np.zeros(full_shape, dtype=bool)
             plane[source.box[1], source.box[2]] = union[k]
-            for region, ml, box in _regions(plane, full_ml):
+            for region, ml, box in regions(plane, full_ml):
                 where = next((w for w, m in source.masks.items() if (m[k] & region[source.box[1], source.box[2]]).any()), "")
                 held = full_labels[z][region]
                 held = held[held > 0]
                 side = "" if held.size == 0 else " in the lungs" if single_label else \
                     f" in the {SIDES.get(int(np.bincount(held).argmax()), 'right')} lung"
                 fine_flags.setdefault(z, []).append(
-                    Flag(kind, ml, f"{ml:.1f} mL of soft tissue where lung never is ({where.replace('_', ' ')}){side}, {what}", box))
+                    Flag(kind, ml, f"{ml:.1f} mL of soft tissue where lung never is ({where.replace('_', ' ')}){side}, {what}", box,
+                         flat(region, (0, 0), width, step)))
     for z, found in flags.items():
         for flag in found:
             flag.box = _fine_box(flag.box, step, full_shape)
@@ -383,7 +336,8 @@ def review_slices(
     score = {int(z): float(e) for z, e in enumerate(OUTLINE_ERROR_MM * outline_mm(lungs, spacing) * spacing[2] / 1000.0)}
     for z in sorted({int(z) for z in zs} | set(flags)):
         found = flags.get(int(z), [])
-        score[z] += sum(f.ml for f in found)
+        # Tissue that two flags name (a mass kept: dense_in and disagree) counts once.
+        score[z] += sum(f.ml for f in found) - shared_ml([f.pixels for f in found if f.pixels is not None], pixel_ml)
         review.slices.append({"index": int(z), "score": round(score[z], 3),
                               "flags": [f.as_dict() for f in sorted(found, key=lambda f: -f.ml)]})
     review.slices.sort(key=lambda s: (-score[s["index"]], s["index"]))  # by the score before it is rounded

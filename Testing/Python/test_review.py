@@ -18,6 +18,7 @@ from LungGANLib.cli import main
 from LungGANLib.io import load_ct, mask_from_image
 from LungGANLib.segment.review import OUTLINE_ERROR_MM, Review, outline_mm, review_slices
 from LungGANLib.segment.review_files import canonical_index, in_file_order, review_csv, review_json
+from LungGANLib.segment.review_regions import flat, shared_ml
 
 REPO = Path(__file__).resolve().parents[2]
 CT = "ct/elastix-00.nii.gz"
@@ -35,13 +36,13 @@ def slices_of(labels: np.ndarray, value: int) -> np.ndarray:
     return np.flatnonzero((labels == value).any(axis=(1, 2)))
 
 
-def test_soft_tissue_taken_into_a_lung_is_ranked_first_and_named(case):
-    ct, labels = case
+def mediastinum_taken_in(ct, labels: np.ndarray) -> tuple[np.ndarray, int, float]:
+    """The labels with a block of the mediastinum's soft tissue (35 x 40 mm) beside the right lung's medial edge
+    joined to it on three slices around the lung's middle one, that slice, and the mL added."""
     spoiled = labels.copy()
     z = int(np.median(slices_of(labels, 1)))
     added_ml = 0.0
     for k in (z - 1, z, z + 1):
-        # A block of the mediastinum's soft tissue (35 x 40 mm) beside the right lung's medial edge joins it.
         ys, _ = np.nonzero(labels[k] == 1)
         middle = int(ys.mean())
         edge = int(np.flatnonzero(labels[k, middle] == 1).max())
@@ -50,6 +51,12 @@ def test_soft_tissue_taken_into_a_lung_is_ranked_first_and_named(case):
         tissue = block & (labels[k] == 0) & (ct.array[k] > -100) & (ct.array[k] < 200)
         spoiled[k][tissue] = 1
         added_ml += float(tissue.sum() * ct.voxel_volume_ml)
+    return spoiled, z, added_ml
+
+
+def test_soft_tissue_taken_into_a_lung_is_ranked_first_and_named(case):
+    ct, labels = case
+    spoiled, z, added_ml = mediastinum_taken_in(ct, labels)
     assert added_ml > 3
     clean = review_slices(labels, ct.array, ct.spacing)
     review = review_slices(spoiled, ct.array, ct.spacing)
@@ -57,6 +64,36 @@ def test_soft_tissue_taken_into_a_lung_is_ranked_first_and_named(case):
     texts = " ".join(f["text"] for s in review.slices[:3] for f in s["flags"])
     assert "soft tissue inside the right lung" in texts and "medial" in texts
     assert review.slices[0]["score"] > max(s["score"] for s in clean.slices) + 1.0
+
+
+def test_tissue_that_several_flags_name_counts_once_in_the_slice_s_score(case):
+    """The mediastinum taken in is soft tissue inside the lung (``dense_in``), where lung never is (``never_lung``)
+    and where the second method, the clean mask, finds none (``disagree``): three flags on one block of tissue.
+    The slice's score holds that tissue once: at least the largest flag, far under the three flags' sum, and on
+    the three slices together less than 1.5 times the tissue added (summed, the flags name it 3 times)."""
+    ct, labels = case
+    spoiled, z, added_ml = mediastinum_taken_in(ct, labels)
+    review = review_slices(spoiled, ct.array, ct.spacing, other=labels)
+    outline = outline_mm(spoiled > 0, ct.spacing) * OUTLINE_ERROR_MM * ct.spacing[2] / 1000
+    block = {s["index"]: s for s in review.slices if s["index"] in (z - 1, z, z + 1)}
+    assert len(block) == 3 and [s["index"] for s in review.slices[:3]] == sorted(block, key=lambda k: -block[k]["score"])
+    for k, s in block.items():
+        kinds = {f["kind"]: f["ml"] for f in s["flags"]}
+        assert {"dense_in", "never_lung", "disagree"} <= set(kinds)
+        named = [kinds[kind] for kind in ("dense_in", "never_lung", "disagree")]
+        flags_ml = s["score"] - outline[k]
+        assert max(named) - 0.01 <= flags_ml < 0.5 * sum(named)  # the three summed: over 2.5 times the largest
+    assert sum(s["score"] - outline[k] for k, s in block.items()) < 1.5 * added_ml
+
+
+def test_shared_ml_counts_each_pixel_once_however_many_flags_name_it():
+    pixel_ml = 0.004
+    assert shared_ml([np.arange(10)], pixel_ml) == 0.0
+    assert shared_ml([np.arange(10), np.arange(5, 15)], pixel_ml) == pytest.approx(5 * pixel_ml)  # 5..9 twice
+    # Pixel 2 three times (two extra), pixel 3 twice (one extra).
+    assert shared_ml([np.array([1, 2]), np.array([2, 3]), np.array([2, 3])], pixel_ml) == pytest.approx(3 * pixel_ml)
+    assert flat(np.eye(4, dtype=bool), (1, 2), 10).tolist() == [12, 23, 34, 45]
+    assert flat(np.eye(4, dtype=bool), (0, 0), 10, step=2).tolist() == [0, 11]
 
 
 def test_a_lung_cut_on_one_slice_is_a_jump_and_the_ends_and_ratio_are_named(case):
@@ -119,7 +156,8 @@ def test_every_lung_slice_is_listed_most_suspicious_first_with_indices_in_the_fi
         sorted(s["index"] for s in review.slices) == np.flatnonzero(labels.any(axis=(1, 2))).tolist()
     scores = [s["score"] for s in review.slices]
     assert scores == sorted(scores, reverse=True)
-    # A slice's score: its flags' mL and OUTLINE_ERROR_MM along its outline (elastix-00 is judged on its own grid).
+    # A slice's score: its flags' mL and OUTLINE_ERROR_MM along its outline (elastix-00 is judged on its own grid;
+    # the reference's flags name no tissue twice).
     outline = outline_mm(labels > 0, ct.spacing)
     for s in review.slices:
         expected = sum(f["ml"] for f in s["flags"]) + OUTLINE_ERROR_MM * outline[s["index"]] * ct.spacing[2] / 1000
@@ -211,7 +249,8 @@ def test_overlay_draws_the_flagged_slices_and_refuses_a_review_of_another_ct(cap
 def test_soft_tissue_in_front_of_the_spine_is_flagged_on_exactly_its_slices(data):
     """elastix-00's reference with the tissue in front of the vertebral bodies (the oesophagus, the descending
     aorta's side) added on five slices: without the guard rail the review flags exactly those slices as never-lung
-    left in the mask, and ranks them first; with it, as removed by the guard rail."""
+    left in the mask, and ranks them first of the slices the reference alone leaves unflagged, counting the
+    tissue once; with it, as removed by the guard rail."""
     from LungGANLib.segment.never_lung import DEFAULT_NEVER_LUNG, remove_never_lung
 
     ct = load_ct(data / CT)
@@ -234,8 +273,16 @@ def test_soft_tissue_in_front_of_the_spine_is_flagged_on_exactly_its_slices(data
     review = review_slices(made, hu, spacing)
     kinds = {s["index"]: {f["kind"] for f in s["flags"]} for s in review.slices}
     assert sorted(z for z, k in kinds.items() if "never_lung" in k) == spilled
-    assert {s["index"] for s in review.slices[:5]} == set(spilled)
-    assert all("left lung" in f["text"] for s in review.slices[:5] for f in s["flags"] if f["kind"] == "never_lung")
+    # Ranked first of the slices the reference alone leaves unflagged (on its own, elastix-00's reference has lung
+    # on the scan's first slice and partly aerated tissue beside it, as much on a slice as is added here).
+    clean = {s["index"]: s for s in review_slices(ref, hu, spacing).slices}
+    fresh = [s for s in review.slices if not clean[s["index"]]["flags"]]
+    assert {s["index"] for s in fresh[:5]} == set(spilled)
+    # The tissue is soft tissue inside the left lung and where lung never is: named twice, counted once.
+    for s in fresh[:5]:
+        added_ml = float(added[s["index"]].sum() * ct.voxel_volume_ml)
+        assert 0.6 * added_ml <= s["score"] - clean[s["index"]]["score"] <= 1.1 * added_ml
+        assert all("left lung" in f["text"] for f in s["flags"] if f["kind"] == "never_lung")
     removed = remove_never_lung(made, hu, spacing)
     after = review_slices(made, hu, spacing, removed=removed)
     kinds = {s["index"]: {f["kind"] for f in s["flags"]} for s in after.slices}
@@ -404,7 +451,7 @@ def test_a_nodule_the_lung_surrounds_is_kept_unflagged_and_the_same_tissue_at_it
     """Soft tissue inside the mask is a reason to look where it lies at the mask's edge (what a mask takes in by
     mistake lies there), or where it is wider than a nodule; not where the lung surrounds a nodule on its slice,
     which the outline holds."""
-    from LungGANLib.segment.review import MIN_FLAG_ML
+    from LungGANLib.segment.review_regions import MIN_FLAG_ML
 
     ct, labels = case
     z = int(np.median(slices_of(labels, 1)))
@@ -557,7 +604,8 @@ def test_dense_lung_among_pockets_of_air_is_flagged_and_a_band_beside_the_lung_i
 def test_a_disagreement_under_a_millilitre_across_slices_is_the_edge_s_convention(case):
     """A second opinion that differs by a patch too small to be a gross error (under MIN_APART_ML joined across
     slices) is not flagged; the same patch on enough neighbouring slices is."""
-    from LungGANLib.segment.review import MIN_APART_ML, MIN_FLAG_ML
+    from LungGANLib.segment.review import MIN_APART_ML
+    from LungGANLib.segment.review_regions import MIN_FLAG_ML
 
     ct, labels = case
     z = int(np.median(slices_of(labels, 2)))
@@ -628,7 +676,12 @@ def test_the_classical_method_s_mask_has_the_generator_as_its_second_opinion(dat
     """Each method is the other's second opinion: ``segment`` reviews the classical method's mask against the
     generator's (nothing of the generator's pipeline logged: its mask is not written), and lung the classical mask
     misses where the generator finds it is flagged on exactly those slices, named as the generator's."""
-    from LungGANLib.segment.inference import SegmentOptions, generator_opinion, review_of, segment
+    from LungGANLib.segment.inference import (
+        SegmentOptions,
+        generator_opinion,
+        review_of,
+        segment,
+    )
 
     ct = load_ct(data / "fixtures/cip-ct-64/ct-64.nrrd")
     options = SegmentOptions(method="classical", device="cpu", review=True)
