@@ -83,6 +83,34 @@ def test_a_joined_mass_keeps_the_outline_the_opening_rounds_off(a0001):
     assert np.count_nonzero(added) >= 0.9 * np.count_nonzero(tumour)
 
 
+def test_a_mass_joins_only_inside_its_lung_s_convex_hull(a0001, monkeypatch):
+    """The tumour with 10 mm more of tissue around it on each slice, where that lies beyond the convex hull of the
+    lung it abuts (the mediastinum beside the hilum): one thick piece with the tumour. The tumour joins; nothing
+    beyond the hull does. Without the hull, the mediastinal part joins with it."""
+    from LungGANLib.segment.morphology import convex_hull_mask
+
+    ct, ref, tumour = a0001
+    labels = np.where(tumour, 0, ref).astype(np.uint8)
+    side = _lung_beside(labels, tumour)
+    hulls = np.zeros(tumour.shape, dtype=bool)
+    for z in np.flatnonzero((labels == side).any(axis=(1, 2))):
+        hull = convex_hull_mask(labels[z] == side)
+        hulls[z] = False if hull is None else hull
+    near = ndimage.distance_transform_edt(~tumour, sampling=(1e6, ct.spacing[1], ct.spacing[0])) <= 10.0
+    beyond = near & ~hulls & (labels == 0) & ~tumour
+    # The tumour marks lie in the hull of the reference lung; the lung without the tumour leaves 0.7 % of them out.
+    assert np.count_nonzero(beyond) * ct.voxel_volume_ml > 10.0 and np.count_nonzero(tumour & ~hulls) < 0.01 * tumour.sum()
+    found = (labels > 0) | tumour | beyond
+    joined = labels.copy()
+    join_masses(joined, found, ct.spacing)
+    added = joined != labels
+    assert not (added & ~hulls).any() and np.count_nonzero(added & tumour) >= 0.8 * np.count_nonzero(tumour)
+    monkeypatch.setattr(masses, "_within_hulls", lambda labels, beside: np.ones(beside.shape, dtype=bool))
+    unclipped = labels.copy()
+    join_masses(unclipped, found, ct.spacing)
+    assert np.count_nonzero((unclipped != labels) & beyond) * ct.voxel_volume_ml > 5.0
+
+
 def test_a_plate_one_centimetre_thick_is_no_mass(a0001):
     """The tumour cut to two of its 5 mm slices: the lungs border it, but no ball of RADIUS_MM fits in it."""
     ct, ref, tumour = a0001
