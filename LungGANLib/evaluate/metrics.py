@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from ..config import LABEL_NAMES
 from ..segment.morphology import bounding_box
@@ -73,12 +74,14 @@ def surface_distances(
     if pred.shape != ref.shape:
         raise ValueError(f"masks differ in shape: {pred.shape} and {ref.shape}")
     sampling = None if spacing is None else tuple(float(s) for s in reversed(tuple(spacing)[: pred.ndim]))
-    # Work inside the union's bounding box (plus a margin) to keep memory low.
+    # The surfaces inside the union's bounding box (plus a margin), then each surface voxel's nearest on the other
+    # surface from a k-d tree of the other's voxel centres in mm: the exact Euclidean distance a distance transform
+    # of the box gives, at a few times less time on a lung's surfaces (docs/benchmarks.md).
     box = bounding_box(pred | ref, margin=1)
     sp, sr = _surface(pred[box]), _surface(ref[box])
-    to_ref = ndimage.distance_transform_edt(~sr, sampling=sampling)
-    to_pred = ndimage.distance_transform_edt(~sp, sampling=sampling)
-    return to_ref[sp], to_pred[sr]
+    scale = np.ones(pred.ndim) if sampling is None else np.asarray(sampling)
+    points_pred, points_ref = np.argwhere(sp) * scale, np.argwhere(sr) * scale  # in C order, as mask[surface] is
+    return cKDTree(points_ref).query(points_pred, workers=-1)[0], cKDTree(points_pred).query(points_ref, workers=-1)[0]
 
 
 def hausdorff(
