@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..evaluate.metrics import evaluate_labels, hausdorff, iou
+from ..evaluate.metrics import dice, hausdorff, iou
 from ..models import GeneratorConfig
 from ..models.weights import load_model
 from .datasets import KAGGLE_VAL_FRACTION, VALIDATION_FRACTION, SliceData, kaggle_slices, load_pairs, prepare_slices, split_validation
@@ -218,8 +218,8 @@ def _score_volume(name: str, labels: np.ndarray, volume, reference: np.ndarray, 
     :func:`LungGANLib.evaluate.lesions.lesion_report`)."""
     from ..evaluate.lesions import lesion_report, lesion_union
 
-    scores = evaluate_labels(labels, reference, volume.spacing)["lungs"]
-    row = {"case": name, "dice": scores["dice"], "iou": scores["iou"], "hd95_mm": scores["hd95_mm"]}
+    lungs, truth = labels > 0, reference > 0  # both lungs together: what the table shows (not each lung's figures)
+    row = {"case": name, "dice": dice(lungs, truth), "iou": iou(lungs, truth), "hd95_mm": hausdorff(lungs, truth, volume.spacing, 95)}
     row["lesions"] = {}
     for kind, title in LESION_KIND_NAMES.items():
         union = lesion_union([lesion for lesion in lesions if lesion.kind == kind], labels.shape)
