@@ -25,9 +25,10 @@ On the fold that held A0001 out, with that fold's lesion generator, the default 
 (series 3 / 2) instead of 4 % / 7 %, with 0.0 / 0.3 mL beyond the reference (without the hull 7.8 / 11.9 mL: the
 tumour's part in the mediastinum), and its worst held-out Dice went from 0.9962 to 0.9958: within the fold
 protocol's tie, and 0.0001 under the default's mean, so the protocol did not make it the default
-(``docs/lesions.md``). That generator's own mask
-holds 71 % / 78 % of the tumour: what the lesion model misses, the step cannot take. What it cannot tell: a mass
-from a piece of the mediastinum just as thick that the lesion model takes for lung and that the lungs border as much.
+(``docs/lesions.md``). That generator's own mask holds 71 % / 78 % of the tumour: what the lesion model misses, the
+step cannot take. What it cannot tell: a mass from a piece of the mediastinum just as thick that the lesion model
+takes for lung and that the lungs border as much; nor, on a slice where the lung is a sliver (its apex, its base),
+a mass beyond that sliver's hull.
 """
 
 from __future__ import annotations

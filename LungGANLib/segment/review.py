@@ -73,10 +73,10 @@ OPENING_MM = 3.0
 #: A lung's area that changes by this share of its neighbours' median, and by MIN_JUMP_MM2, is a jump.
 JUMP_SHARE, MIN_JUMP_MM2 = 0.3, 300.0
 #: The slices are judged on an in-plane grid with pixels of at most this size (mm), every ``review_step`` th
-#: pixel: the smallest flag (``review_regions.MIN_FLAG_ML``) is a region some 15 mm across on a slice, and on a 0.7 mm scan the
-#: checks and the second opinion cost a third of what they cost on its own grid. Not coarser: the classical
-#: method's airway growth leaks into the hilum when the bronchial walls fall between the pixels (Lung-PET-CT-Dx
-#: A0001 at 1.7 mm: 200 mL of airway against 79 mL on its own grid).
+#: pixel: the smallest flag (``review_regions.MIN_FLAG_ML``) is a region some 15 mm across on a slice, and on a
+#: 0.7 mm scan the checks and the second opinion cost a third of what they cost on its own grid. Not coarser: the
+#: classical method's airway growth leaks into the hilum when the bronchial walls fall between the pixels
+#: (Lung-PET-CT-Dx A0001 at 1.7 mm: 200 mL of airway against 79 mL on its own grid).
 GRID_MM = 1.5
 #: Right/left lung volume ratios of normal chests lie well inside this range.
 RATIO_RANGE = (0.6, 1.8)
